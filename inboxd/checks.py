@@ -1,0 +1,71 @@
+"""Loading and checking the admin's files: config, rules and templates, all problems at once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .config import Config
+from .errors import ProblemList, RulesError, TemplateError
+from .mailout import item_context, request_context, team_context
+from .message import Attachment, InboundMessage
+from .models import Item
+from .render import Renderer
+from .routing import RuleSet, load_rules
+from .routing.loader import Known
+
+
+def load_rules_and_templates(config: Config) -> tuple[RuleSet, Renderer]:
+    """The validated rules and a renderer for the templates; raises with every problem found."""
+    renderer = Renderer(config.templates_dir, config.calendar.tz)
+    known = Known(frozenset(config.queues), frozenset(m.email for m in config.team.members),
+                  renderer.names())
+    rules = load_rules(config.rules_dir, known)
+    return rules, renderer
+
+
+def check_everything(config: Config) -> tuple[RuleSet, Renderer]:
+    """Load rules and templates and render every template against a sample; raise on any problem."""
+    problems: list[str] = []
+    rules, renderer = RuleSet(), None
+    try:
+        renderer = Renderer(config.templates_dir, config.calendar.tz)
+        problems += renderer.check(sample_contexts(config))
+    except TemplateError as exc:
+        problems += exc.problems
+    try:
+        rules, _ = load_rules_and_templates(config)
+    except (RulesError, TemplateError) as exc:
+        problems += [p for p in exc.problems if p not in problems]
+    if problems or renderer is None:
+        raise ProblemList(problems)
+    return rules, renderer
+
+
+def sample_message() -> InboundMessage:
+    """A made-up request, for rendering templates without real mail."""
+    return InboundMessage(
+        message_id="<sample@example.org>", sender="sam.sample@example.org", sender_name="Sam Sample",
+        to=("help@example.org",), cc=(), subject="The printer on floor 3 is jammed",
+        text="Hello,\n\nthe printer on floor 3 shows a paper jam and won't print.\n\nThanks, Sam",
+        attachments=(Attachment("photo.jpg", 48213, "image/jpeg"),), headers={},
+        in_reply_to=None, references=(), content_type="text/plain", raw_size=1024)
+
+
+def sample_item(config: Config, now: datetime) -> Item:
+    """A made-up item (not saved), for rendering templates."""
+    owner = config.team.members[0].email if config.team.members else None
+    return Item(id=42, subject="The printer on floor 3 is jammed", requester="sam.sample@example.org",
+                requester_name="Sam Sample", owner=owner, queue="default", status="open",
+                priority="normal", tags=["printer"], created_at=now, due_at=now + timedelta(days=3))
+
+
+def sample_contexts(config: Config) -> dict[str, dict[str, Any]]:
+    """Template contexts for `check`: one for every template, by name or `*`."""
+    now = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
+    msg = sample_message()
+    base = {"team": team_context(config.team), "request": request_context(msg),
+            "item": item_context(sample_item(config, now), config.team)}
+    unrouted = {**base, "item": None, "reason": "We support company devices only.",
+                "redirect_to": "payroll@example.org"}
+    return {"*": base, "declined": unrouted, "redirected": unrouted, "forwarded": unrouted}

@@ -1,0 +1,221 @@
+"""The command line (DESIGN §9): one function per command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .clock import SystemClock
+from .config import Config, default_config_path, load_config
+from .errors import InboxdError
+
+log = logging.getLogger("inboxd")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    for noisy in ("imapclient", "peewee", "mail.log", "aiosmtpd", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _Group(click.Group):
+    """Turns InboxdError into a message on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InboxdError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="config file (default: $INBOXD_CONFIG or ./config.toml)")
+@click.option("-v", "--verbose", is_flag=True, help="log debug detail")
+@click.version_option(package_name="inboxd")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """inboxd: a shared mailbox turned into a request tracker that keeps the team's promises."""
+    _setup_logging(verbose)
+    ctx.obj = config_path or default_config_path()
+
+
+def _config(ctx: click.Context, secrets: bool = True) -> Config:
+    path: Path = ctx.find_root().obj
+    if not path.exists():
+        raise InboxdError(f"{path}: config file not found (pass --config FILE, set INBOXD_CONFIG, "
+                          f"or copy config.example.toml to config.toml)")
+    return load_config(path, secrets=secrets)
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the daemon: watch the mailbox (IDLE or polling) until SIGTERM."""
+    from .daemon import Daemon
+    daemon = Daemon(_config(ctx))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.reload_requested.set())
+    log.info("inboxd %s starting for %s", _version(), daemon.config.team.address)
+    daemon.run(stop)
+
+
+@cli.command()
+@click.pass_context
+def once(ctx: click.Context) -> None:
+    """Process new mail, send what is due, and exit."""
+    from .daemon import Daemon
+    count = Daemon(_config(ctx)).once()
+    log.info("once: %d new mail(s) processed", count)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="keep the temporary folder and print where it is")
+def demo(keep: bool) -> None:
+    """The whole flow on an embedded mailbox and SMTP capture: no setup needed."""
+    from .demo import run_demo
+    run_demo(keep=keep)
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate config, rules and templates; exit 1 with file:line errors."""
+    from .checks import check_everything
+    config = _config(ctx, secrets=False)
+    rules, renderer = check_everything(config)
+    click.echo(f"ok: {config.path}: {len(rules.rules)} rule(s) in {len(rules.files)} file(s) under "
+               f"{config.rules_dir}, {len(renderer.names())} template(s) under {config.templates_dir}")
+
+
+@cli.group()
+def rules() -> None:
+    """Work with the rule files."""
+
+
+@rules.command("test")
+@click.argument("mail", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def rules_test(ctx: click.Context, mail: Path) -> None:
+    """Show how MAIL.eml would be handled: no database, no network."""
+    from .dryrun import explain
+    click.echo(explain(_config(ctx, secrets=False), mail.read_bytes(), SystemClock().now()))
+
+
+def _open_db(ctx: click.Context) -> Config:
+    from .models import open_database
+    config = _config(ctx, secrets=False)
+    open_database(config.database_url)
+    return config
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def item_json(item: Any, prefix: str) -> dict[str, Any]:
+    """The fields of `items --json` (DESIGN §9)."""
+    return {"ref": f"{prefix}-{item.id}", "subject": item.subject, "requester": item.requester,
+            "owner": item.owner, "queue": item.queue, "status": item.status,
+            "priority": item.priority, "tags": list(item.tags or []),
+            "created_at": _iso(item.created_at), "due_at": _iso(item.due_at),
+            "acknowledged_at": _iso(item.acknowledged_at),
+            "first_response_at": _iso(item.first_response_at),
+            "resolved_at": _iso(item.resolved_at), "satisfaction": item.satisfaction}
+
+
+@cli.command()
+@click.option("--open", "which", flag_value="open", default=True, help="open items only (default)")
+@click.option("--all", "which", flag_value="all", help="every item")
+@click.option("--queue", help="only this queue")
+@click.option("--owner", help="only this owner's items")
+@click.option("--json", "as_json", is_flag=True, help="a JSON array")
+@click.pass_context
+def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, as_json: bool) -> None:
+    """List items."""
+    from .models import OPEN_STATUSES, Item
+    config = _open_db(ctx)
+    query = Item.select().order_by(Item.id)
+    if which == "open":
+        query = query.where(Item.status.in_(OPEN_STATUSES))
+    if queue:
+        query = query.where(Item.queue == queue)
+    if owner:
+        query = query.where(Item.owner == owner.lower())
+    prefix, tz = config.team.ref_prefix, config.calendar.tz
+    if as_json:
+        click.echo(json.dumps([item_json(i, prefix) for i in query], indent=2, ensure_ascii=False))
+        return
+    rows = list(query)
+    if not rows:
+        click.echo("no items" + (" open" if which == "open" else ""))
+        return
+    click.echo(f"{'REF':<9} {'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
+    for i in rows:
+        due = i.due_at.astimezone(tz).strftime("%a %d %b %H:%M") if i.due_at else "-"
+        click.echo(f"{prefix + '-' + str(i.id):<9} {i.status:<10} {i.priority:<7} {i.queue:<12} "
+                   f"{(i.owner or '-'):<22} {due:<16} {i.subject[:60]}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="JSON with fields and events")
+@click.pass_context
+def item(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show one item (e.g. IT-42): its fields and its whole history."""
+    from .models import Event, Item, Message
+    config = _open_db(ctx)
+    prefix = config.team.ref_prefix
+    number = ref.upper().strip("[]").removeprefix(prefix + "-")
+    found = Item.get_or_none(Item.id == int(number)) if number.isdigit() else None
+    if found is None:
+        raise InboxdError(f"no item {ref!r} (references look like {prefix}-42)")
+    events = list(Event.select().where(Event.item == found).order_by(Event.at, Event.id))
+    messages = list(Message.select().where(Message.item == found).order_by(Message.created_at, Message.id))
+    if as_json:
+        data = item_json(found, prefix)
+        data["events"] = [{"at": _iso(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail}
+                          for e in events]
+        data["messages"] = [{"at": _iso(m.created_at), "direction": m.direction, "message_id": m.message_id,
+                             "sender": m.sender, "subject": m.subject} for m in messages]
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    tz = config.calendar.tz
+    fmt = lambda d: d.astimezone(tz).strftime("%a %d %b %Y %H:%M") if d else "-"  # noqa: E731
+    for key, value in item_json(found, prefix).items():
+        if key.endswith("_at"):
+            value = fmt(getattr(found, key))
+        click.echo(f"{key + ':':<19} {value if value not in (None, []) else '-'}")
+    click.echo("\nhistory:")
+    for e in events:
+        click.echo(f"  {fmt(e.at)}  {e.actor:<24} {e.kind:<16} {e.detail}")
+    click.echo("\nmail:")
+    for m in messages:
+        arrow = "<-" if m.direction == "in" else "->"
+        click.echo(f"  {fmt(m.created_at)}  {arrow} {m.sender:<24} {m.subject}")
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def main() -> None:
+    """Entry point of the `inboxd` console script."""
+    cli(prog_name="inboxd")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Time: the injected Clock, durations, and the team's business calendar."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import holidays as holidays_lib
+
+
+class Clock(Protocol):
+    """Where every time inboxd reads comes from."""
+
+    def now(self) -> datetime:
+        """The current moment, timezone-aware."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> datetime:
+        """The current moment in UTC."""
+        return datetime.now(timezone.utc)
+
+
+@dataclass
+class FixedClock:
+    """A clock that only moves when told to; for tests and `sweep --at`."""
+
+    moment: datetime
+
+    def now(self) -> datetime:
+        """The moment this clock is set to."""
+        return self.moment
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the clock forward."""
+        self.moment += delta
+
+
+_UNITS = {"m": "minutes", "min": "minutes", "minute": "minutes", "minutes": "minutes",
+          "h": "hours", "hour": "hours", "hours": "hours",
+          "d": "days", "day": "days", "days": "days",
+          "w": "weeks", "week": "weeks", "weeks": "weeks"}
+_DURATION = re.compile(r"^\s*(\d+)\s*(business\s+)?([a-z]+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Duration:
+    """An amount of time, either on the wall clock or in business time."""
+
+    amount: int
+    unit: str  # minutes | hours | days | weeks
+    business: bool = False
+
+    def __str__(self) -> str:
+        kind = "business " if self.business else ""
+        return f"{self.amount} {kind}{self.unit}"
+
+
+def parse_duration(text: str) -> Duration:
+    """Parse `30m`, `4h`, `2d`, `1w`, `3 business days`, `4 business hours`."""
+    match = _DURATION.match(str(text))
+    unit = _UNITS.get(match.group(3).lower()) if match else None
+    if not match or not unit:
+        raise ValueError(f"not a duration: {text!r} (try 30m, 4h, 2d, 1w, "
+                         f"\"3 business days\", \"4 business hours\")")
+    business = bool(match.group(2))
+    if business and unit not in ("hours", "days"):
+        raise ValueError(f"business durations are in hours or days, not {unit}: {text!r}")
+    return Duration(int(match.group(1)), unit, business)
+
+
+_WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def parse_workdays(text: str) -> frozenset[int]:
+    """Parse `mon-fri` or `mon,tue,thu` into weekday numbers (Monday = 0)."""
+    days: set[int] = set()
+    for part in str(text).lower().replace(" ", "").split(","):
+        ends = part.split("-")
+        if not all(end in _WEEKDAYS for end in ends) or len(ends) > 2:
+            raise ValueError(f"not a list of weekdays: {text!r} (try \"mon-fri\")")
+        first, last = _WEEKDAYS.index(ends[0]), _WEEKDAYS.index(ends[-1])
+        days.update(range(first, last + 1) if first <= last else [*range(first, 7), *range(last + 1)])
+    return frozenset(days)
+
+
+def parse_hours(text: str) -> tuple[time, time]:
+    """Parse `09:00-17:30` into opening and closing times."""
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", str(text))
+    if not match:
+        raise ValueError(f"not working hours: {text!r} (try \"09:00-17:30\")")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if not (h1 < 24 and h2 < 24 and m1 < 60 and m2 < 60) or (h1, m1) >= (h2, m2):
+        raise ValueError(f"opening must come before closing: {text!r}")
+    return time(h1, m1), time(h2, m2)
+
+
+@dataclass(frozen=True)
+class BusinessCalendar:
+    """Working days and hours in the team's timezone, minus public and extra holidays."""
+
+    tz: ZoneInfo
+    workdays: frozenset[int] = frozenset(range(5))
+    opens: time = time(9, 0)
+    closes: time = time(17, 30)
+    country: str | None = None
+    extra_holidays: frozenset[date] = frozenset()
+    _public: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def is_workday(self, day: date) -> bool:
+        """True when the team works on this date."""
+        return day.weekday() in self.workdays and day not in self.extra_holidays \
+            and not self._is_public_holiday(day)
+
+    def _is_public_holiday(self, day: date) -> bool:
+        if not self.country:
+            return False
+        if day.year not in self._public:
+            country, _, region = self.country.partition("-")
+            self._public[day.year] = holidays_lib.country_holidays(
+                country, subdiv=region or None, years=day.year)
+        return day in self._public[day.year]
+
+    def _at(self, day: date, moment: time) -> datetime:
+        return datetime.combine(day, moment, self.tz)
+
+    def _next_open(self, moment: datetime) -> datetime:
+        """The first working moment at or after `moment`."""
+        local = moment.astimezone(self.tz)
+        day = local.date()
+        if self.is_workday(day) and local.time() < self.closes:
+            return max(local, self._at(day, self.opens))
+        for _ in range(3660):
+            day += timedelta(days=1)
+            if self.is_workday(day):
+                return self._at(day, self.opens)
+        raise ValueError("the calendar has no working day in ten years")
+
+    def add(self, start: datetime, duration: Duration) -> datetime:
+        """The moment `duration` after `start`, counting only business time if it says so."""
+        if not duration.business:
+            if duration.unit in ("days", "weeks"):
+                local = start.astimezone(self.tz).replace(tzinfo=None)
+                days = duration.amount * (7 if duration.unit == "weeks" else 1)
+                return (local + timedelta(days=days)).replace(tzinfo=self.tz)
+            return start + timedelta(**{duration.unit: duration.amount})
+        if duration.unit == "hours":
+            return self._add_working_minutes(start, duration.amount * 60)
+        return self._add_working_days(start, duration.amount)
+
+    def _add_working_minutes(self, start: datetime, minutes: int) -> datetime:
+        current = self._next_open(start)
+        remaining = timedelta(minutes=minutes)
+        while True:
+            closing = self._at(current.date(), self.closes)
+            available = closing.replace(tzinfo=None) - current.replace(tzinfo=None)
+            if remaining <= available:
+                return (current.replace(tzinfo=None) + remaining).replace(tzinfo=self.tz)
+            remaining -= available
+            current = self._next_open(closing)
+
+    def _add_working_days(self, start: datetime, days: int) -> datetime:
+        current = self._next_open(start)
+        day = current.date()
+        for _ in range(days):
+            day += timedelta(days=1)
+            while not self.is_workday(day):
+                day += timedelta(days=1)
+        return self._at(day, current.time())

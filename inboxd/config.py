@@ -1,0 +1,361 @@
+"""config.toml -> frozen dataclasses; every error names the file, the line, the key and why."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .clock import BusinessCalendar, Duration, parse_duration, parse_hours, parse_workdays
+from .errors import ConfigError
+from .tomlfile import TomlFile, load_toml
+
+TLS_MODES = ("ssl", "starttls", "none")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class Member:
+    """A team member who can own items."""
+
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    """Who the team is and how it is addressed."""
+
+    name: str
+    address: str
+    ref_prefix: str
+    lead: str
+    members: tuple[Member, ...]
+
+    def member(self, email: str) -> Member | None:
+        """The member with this address, if any."""
+        return next((m for m in self.members if m.email == email.lower()), None)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password read from the environment or a file; never printed."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "********"
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """The IMAP mailbox inboxd watches."""
+
+    host: str
+    port: int
+    tls: str
+    user: str
+    password: Secret | None
+    folder: str = "INBOX"
+    done_folder: str | None = None
+    idle: bool = True
+    poll_seconds: int = 60
+    batch_size: int = 100
+
+    @property
+    def label(self) -> str:
+        """A name for this mailbox in the database and in logs."""
+        return f"{self.user}@{self.host}:{self.port}/{self.folder}"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The SMTP server inboxd sends through."""
+
+    host: str
+    port: int
+    tls: str
+    user: str | None = None
+    password: Secret | None = None
+    max_attempts: int = 10
+    retry_seconds: int = 30
+    max_retry_seconds: int = 3600
+    timeout_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The team's service promises."""
+
+    default_due: Duration
+    remind_owner_before: Duration
+    notify_requester_before: Duration
+    update_every: Duration
+    reopen_window: Duration
+    survey: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    team: TeamConfig
+    queues: dict[str, tuple[str, ...]]
+    mailbox: MailboxConfig
+    smtp: SmtpConfig
+    database_url: str
+    rules_dir: Path
+    templates_dir: Path
+    calendar: BusinessCalendar
+    service: ServiceConfig
+
+
+def _is_email(value: str) -> bool:
+    local, at, domain = value.partition("@")
+    return bool(local) and bool(at) and "." in domain and " " not in value
+
+
+class _Reader:
+    """Takes typed values out of one TOML table, collecting every problem."""
+
+    def __init__(self, doc: TomlFile, table: str, problems: list[str]) -> None:
+        self.doc, self.table, self.problems = doc, table, problems
+        self.data: dict[str, Any] = doc.data.get(table, {}) if table else doc.data
+        if not isinstance(self.data, dict):
+            self.fail(None, "must be a table")
+            self.data = {}
+        self.used: set[str] = set()
+
+    def fail(self, key: str | None, why: str) -> None:
+        name = f"[{self.table}] {key}" if key else f"[{self.table}]"
+        self.problems.append(f"{self.doc.where(self.table, key)}: {name}: {why}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...,
+            convert: Callable[[Any], Any] | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "missing (required)")
+            return None if default is ... else default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__.replace("str", "a string").replace("int", "an integer")
+                                .replace("bool", "true/false").replace("list", "a list")
+                                for k in kinds)
+            self.fail(key, f"expected {names}, got {value!r}")
+            return None
+        if convert is None:
+            return value
+        try:
+            return convert(value)
+        except (ValueError, TypeError, KeyError) as exc:
+            self.fail(key, str(exc).strip("'\""))
+            return None
+
+    def finish(self, allowed: list[str] | None = None) -> None:
+        """Report keys that nobody asked for, with a suggestion."""
+        known = allowed if allowed is not None else sorted(self.used)
+        for key in self.data:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(key, f"unknown key{hint}")
+
+
+def _email(value: str) -> str:
+    if not _is_email(value):
+        raise ValueError(f"not an email address: {value!r}")
+    return value.lower()
+
+
+def _secret(reader: _Reader, base: Path, required: bool, resolve: bool) -> Secret | None:
+    env = reader.get("password_env", str, None)
+    file = reader.get("password_file", str, None)
+    if env and file:
+        reader.fail("password_env", "give password_env or password_file, not both")
+    if not resolve:  # commands that never connect don't need the secret itself
+        return None
+    if env:
+        if env not in os.environ:
+            reader.fail("password_env", f"environment variable {env} is not set")
+            return None
+        return Secret(os.environ[env])
+    if file:
+        try:
+            return Secret((base / file).read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            reader.fail("password_file", f"cannot read {base / file}: {exc.strerror}")
+            return None
+    if "password" in reader.data:
+        reader.used.add("password")
+        reader.fail("password", "passwords are not written in the config; use password_env or password_file")
+    elif required:
+        reader.fail("password_env", "missing: set password_env or password_file")
+    return None
+
+
+def _transport(reader: _Reader, default_port: int) -> dict[str, Any]:
+    host = reader.get("host", str)
+    tls = reader.get("tls", str, "ssl" if default_port == 993 else "starttls")
+    if tls not in TLS_MODES:
+        reader.fail("tls", f"must be one of {', '.join(TLS_MODES)}, got {tls!r}")
+    elif tls == "none" and host and host not in LOCAL_HOSTS:
+        reader.fail("tls", f"plain connections are only allowed to localhost, not {host!r}")
+    port = reader.get("port", int, default_port if tls != "none" else None)
+    return {"host": host, "port": port, "tls": tls}
+
+
+def _duration(value: str) -> Duration:
+    return parse_duration(value)
+
+
+def load_config(path: Path, secrets: bool = True) -> Config:
+    """Read and validate a config file, reporting every problem at once.
+
+    With secrets=False passwords are not read (for commands that never connect).
+    """
+    doc = load_toml(path, ConfigError)
+    base = path.parent
+    problems: list[str] = []
+    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service"]
+    _Reader(doc, "", problems).finish(sections)
+
+    team_r = _Reader(doc, "team", problems)
+    members = []
+    for entry in team_r.get("members", list, []) or []:
+        if not isinstance(entry, dict) or not _is_email(str(entry.get("email", ""))):
+            team_r.fail("members", f"each member needs an email (and a name): {entry!r}")
+            continue
+        if set(entry) - {"email", "name"}:
+            team_r.fail("members", f"unknown member keys {sorted(set(entry) - {'email', 'name'})}")
+        email = entry["email"].lower()
+        members.append(Member(email, str(entry.get("name") or email.split("@")[0])))
+    team = TeamConfig(
+        name=team_r.get("name", str), address=team_r.get("address", str, convert=_email),
+        ref_prefix=team_r.get("ref_prefix", str, convert=_prefix),
+        lead=team_r.get("lead", str, convert=_email), members=tuple(members))
+    team_r.finish()
+
+    queues_r = _Reader(doc, "queues", problems)
+    queues: dict[str, tuple[str, ...]] = {}
+    for name in queues_r.data:
+        addresses = queues_r.get(name, list) or []
+        for address in addresses:
+            if not team.member(str(address)):
+                queues_r.fail(name, f"{address!r} is not in [team] members")
+        queues[name] = tuple(str(a).lower() for a in addresses)
+    if "default" not in queues:
+        queues_r.fail(None, "needs a \"default\" queue for mail no rule matches")
+
+    mailbox_r = _Reader(doc, "mailbox", problems)
+    mailbox = MailboxConfig(
+        **_transport(mailbox_r, 993), user=mailbox_r.get("user", str),
+        password=_secret(mailbox_r, base, required=True, resolve=secrets),
+        folder=mailbox_r.get("folder", str, "INBOX"),
+        done_folder=mailbox_r.get("done_folder", str, None),
+        idle=mailbox_r.get("idle", bool, True),
+        poll_seconds=mailbox_r.get("poll_seconds", int, 60, _positive),
+        batch_size=mailbox_r.get("batch_size", int, 100, _positive))
+    mailbox_r.finish()
+
+    smtp_r = _Reader(doc, "smtp", problems)
+    smtp = SmtpConfig(
+        **_transport(smtp_r, 587), user=smtp_r.get("user", str, None),
+        password=_secret(smtp_r, base, required=False, resolve=secrets),
+        max_attempts=smtp_r.get("max_attempts", int, 10, _positive),
+        retry_seconds=smtp_r.get("retry_seconds", int, 30, _positive),
+        max_retry_seconds=smtp_r.get("max_retry_seconds", int, 3600, _positive),
+        timeout_seconds=smtp_r.get("timeout_seconds", int, 30, _positive))
+    if secrets and smtp.user and not smtp.password:
+        smtp_r.fail("user", "a user needs password_env or password_file")
+    smtp_r.finish()
+
+    db_r = _Reader(doc, "database", problems)
+    url = db_r.get("url", str, "sqlite:///inboxd.db", _database_url)
+    db_r.finish()
+    if url and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = url.removeprefix("sqlite:///")
+        url = "sqlite:///" + str(base / relative) if relative != ":memory:" else url
+
+    paths_r = _Reader(doc, "paths", problems)
+    rules_dir = base / paths_r.get("rules", str, "rules")
+    templates_dir = base / paths_r.get("templates", str, "templates")
+    paths_r.finish()
+
+    cal_r = _Reader(doc, "calendar", problems)
+    hours = cal_r.get("hours", str, "09:00-17:30", parse_hours)
+    calendar = BusinessCalendar(
+        tz=cal_r.get("timezone", str, "UTC", _zone) or ZoneInfo("UTC"),
+        workdays=cal_r.get("workdays", str, "mon-fri", parse_workdays) or frozenset(range(5)),
+        opens=hours[0] if hours else parse_hours("09:00-17:30")[0],
+        closes=hours[1] if hours else parse_hours("09:00-17:30")[1],
+        country=cal_r.get("holidays", str, None, _country),
+        extra_holidays=frozenset(cal_r.get("extra_holidays", list, [], _dates) or ()))
+    cal_r.finish()
+
+    svc_r = _Reader(doc, "service", problems)
+    service = ServiceConfig(
+        default_due=svc_r.get("default_due", str, "3 business days", _duration),
+        remind_owner_before=svc_r.get("remind_owner_before", str, "4 business hours", _duration),
+        notify_requester_before=svc_r.get("notify_requester_before", str, "1 business hour", _duration),
+        update_every=svc_r.get("update_every", str, "3 business days", _duration),
+        reopen_window=svc_r.get("reopen_window", str, "5 days", _duration),
+        survey=svc_r.get("survey", bool, True))
+    svc_r.finish()
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service)
+
+
+def _prefix(value: str) -> str:
+    if not value.isalnum() or not value.isascii():
+        raise ValueError(f"must be letters and digits only, like \"IT\", got {value!r}")
+    return value.upper()
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _database_url(value: str) -> str:
+    if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ValueError(f"must start with sqlite:/// or postgresql://, got {value!r}")
+    return value
+
+
+def _zone(value: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} (try \"Europe/Berlin\")") from None
+
+
+def _country(value: str) -> str:
+    import holidays
+    country, _, region = value.partition("-")
+    try:
+        holidays.country_holidays(country, subdiv=region or None)
+    except NotImplementedError:
+        raise ValueError(f"unknown country or region {value!r} (try \"DE\" or \"DE-BY\")") from None
+    return value
+
+
+def _dates(values: list) -> list[date]:
+    try:
+        return [v if isinstance(v, date) else date.fromisoformat(str(v)) for v in values]
+    except ValueError:
+        raise ValueError(f"dates must be written as 2026-12-24, got {values!r}") from None
+
+
+def default_config_path() -> Path:
+    """`$INBOXD_CONFIG` or ./config.toml."""
+    return Path(os.environ.get("INBOXD_CONFIG", "config.toml"))

@@ -1,0 +1,140 @@
+"""The daemon: the loop around source, pipeline and outbox; IDLE, reconnects, reload, stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from .checks import load_rules_and_templates
+from .clock import Clock, SystemClock
+from .config import Config
+from .errors import InboxdError, SourceError
+from .models import MailboxState, db, open_database
+from .outbox import OutboxSender, SmtpTransport, Transport
+from .pipeline import Outcome, Pipeline
+from .source import IDLE_RENEW_SECONDS, ImapSource, MailSource
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_SECONDS = 60
+
+
+class Daemon:
+    """Watches one mailbox: every new mail through the pipeline, then marked done; sends the outbox."""
+
+    def __init__(self, config: Config, clock: Clock | None = None, source: MailSource | None = None,
+                 transport: Transport | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        rules, renderer = load_rules_and_templates(config)
+        open_database(config.database_url)
+        self.source = source or ImapSource(config.mailbox)
+        self.sender = OutboxSender(transport or SmtpTransport(config.smtp), self.clock, config.smtp)
+        self.pipeline = Pipeline(config, rules, renderer, self.clock)
+        self.listeners: list[Callable[[Outcome], None]] = []
+        self.reload_requested = threading.Event()
+
+    def reload(self) -> None:
+        """Load rules and templates again; on any problem keep the ones in force and say why."""
+        self.reload_requested.clear()
+        try:
+            rules, renderer = load_rules_and_templates(self.config)
+        except InboxdError as exc:
+            log.error("reload refused, the previous rules and templates stay in force:\n%s", exc)
+            return
+        self.pipeline = Pipeline(self.config, rules, renderer, self.clock)
+        log.info("reloaded %d rule(s) from %s", len(rules.rules), self.config.rules_dir)
+
+    def _state(self, uidvalidity: int) -> MailboxState:
+        label = self.config.mailbox.label
+        with db.atomic():
+            state, _ = MailboxState.get_or_create(mailbox=label, defaults={"uidvalidity": uidvalidity})
+            if state.uidvalidity != uidvalidity:
+                log.warning("IMAP: %s UIDVALIDITY changed from %d to %d (folder recreated?); reading it "
+                            "again, mail already processed is recognised by its Message-ID",
+                            label, state.uidvalidity, uidvalidity)
+                state.uidvalidity, state.last_uid = uidvalidity, 0
+                state.save()
+        return state
+
+    def ingest(self, uidvalidity: int, stop: threading.Event | None = None) -> int:
+        """Process every new mail in batches; a batch is marked done only after its items are committed."""
+        state = self._state(uidvalidity)
+        uids = self.source.new_uids(state.last_uid)
+        if uids:
+            log.info("IMAP: %d new mail(s) in %s", len(uids), self.config.mailbox.folder)
+        size = self.config.mailbox.batch_size
+        for start in range(0, len(uids), size):
+            if stop is not None and stop.is_set():
+                break
+            chunk = uids[start:start + size]
+            done = []
+            for fetched in self.source.fetch(chunk):
+                outcome = self.pipeline.process(fetched.raw, fetched.uid)
+                self.sender.wake.set()
+                if outcome.mark_done:
+                    done.append(fetched.uid)
+                for listener in self.listeners:
+                    listener(outcome)
+            self.source.mark_done(done)
+            MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
+        return len(uids)
+
+    def _start_sender(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self.sender.run, args=(stop,), name="outbox", daemon=True)
+        thread.start()
+        return thread, stop
+
+    def _stop_sender(self, thread: threading.Thread, stop: threading.Event) -> None:
+        stop.set()
+        self.sender.wake.set()
+        thread.join()
+        self.sender.drain()  # whatever the last batch enqueued
+        self.sender.transport.close()
+
+    def once(self) -> int:
+        """Process the new mail, send what is due, and return the number of mails read."""
+        thread, stop = self._start_sender()
+        try:
+            uidvalidity = self.source.open()
+            try:
+                count = self.ingest(uidvalidity)
+            finally:
+                self.source.close()
+        finally:
+            self._stop_sender(thread, stop)
+        return count
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch the mailbox until `stop` is set; reconnect with backoff when the server goes away."""
+        thread, sender_stop = self._start_sender()
+        backoff, failures = 1.0, 0
+        cfg = self.config.mailbox
+        wait_seconds = IDLE_RENEW_SECONDS if cfg.idle else cfg.poll_seconds
+        try:
+            while not stop.is_set():
+                try:
+                    uidvalidity = self.source.open()
+                    mode = "IDLE" if getattr(self.source, "can_idle", False) else f"polling every {cfg.poll_seconds}s"
+                    log.info("IMAP: %s %s; watching with %s", "reconnected to" if failures else "connected to",
+                             cfg.label, mode)
+                    backoff, failures = 1.0, 0
+                    while not stop.is_set():
+                        if self.reload_requested.is_set():
+                            self.reload()
+                        self.ingest(uidvalidity, stop)
+                        self.source.wait(wait_seconds if getattr(self.source, "can_idle", False)
+                                         else cfg.poll_seconds, stop)
+                except SourceError as exc:
+                    failures += 1
+                    # One line per outage, not one per retry.
+                    (log.error if failures == 1 else log.debug)("%s; retrying with backoff (up to %ds)",
+                                                                exc, MAX_BACKOFF_SECONDS)
+                    self.source.close()
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        finally:
+            self.source.close()
+            self._stop_sender(thread, sender_stop)
+            log.info("stopped")

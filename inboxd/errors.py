@@ -1,0 +1,51 @@
+"""The exception tree of inboxd.
+
+    InboxdError                 anything the user can act on; the CLI prints it, exit 1
+    ├── ConfigError             config.toml is wrong (file, key, why)
+    ├── RulesError              rules/*.toml are wrong (a list of file:line: rule: key: why)
+    ├── TemplateError           a template is missing, broken or fails to render
+    ├── MessageError            a mail cannot be decoded into an InboundMessage
+    ├── SourceError             the IMAP mailbox cannot be reached or used
+    └── DeliveryError           an outgoing mail could not be handed to SMTP
+        └── PermanentDeliveryError   the server refused it for good (5xx)
+"""
+
+
+class InboxdError(Exception):
+    """An error with a message meant for the person running inboxd."""
+
+
+class ProblemList(InboxdError):
+    """Several problems found at once, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ConfigError(ProblemList):
+    """The configuration file is invalid."""
+
+
+class RulesError(ProblemList):
+    """One or more rule files are invalid."""
+
+
+class TemplateError(ProblemList):
+    """One or more templates are missing or fail to render."""
+
+
+class MessageError(InboxdError):
+    """A raw mail cannot be decoded."""
+
+
+class SourceError(InboxdError):
+    """The mailbox cannot be reached or used."""
+
+
+class DeliveryError(InboxdError):
+    """An outgoing mail could not be delivered this time."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The SMTP server refused an outgoing mail for good."""

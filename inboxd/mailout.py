@@ -1,0 +1,94 @@
+"""Outgoing mail: template contexts and RFC 5322 messages built from rendered templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr, make_msgid
+from typing import Any
+
+from .config import TeamConfig
+from .message import InboundMessage
+from .models import Item
+from .render import Rendered
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """A mail ready for the outbox."""
+
+    kind: str
+    sender: str
+    to: tuple[str, ...]
+    subject: str
+    message_id: str
+    raw: bytes
+
+
+def ref_of(item: Item, team: TeamConfig) -> str:
+    """The item's reference, e.g. IT-42."""
+    return f"{team.ref_prefix}-{item.id if item.id is not None else 'NEW'}"
+
+
+def item_context(item: Item, team: TeamConfig) -> dict[str, Any]:
+    """What templates may say about an item."""
+    owner = team.member(item.owner) if item.owner else None
+    return {
+        "ref": ref_of(item, team), "subject": item.subject, "requester": item.requester,
+        "requester_name": item.requester_name or item.requester.split("@")[0],
+        "owner": item.owner, "owner_name": owner.name if owner else (item.owner or ""),
+        "queue": item.queue, "status": item.status, "priority": item.priority,
+        "tags": list(item.tags or []), "created_at": item.created_at, "due_at": item.due_at,
+    }
+
+
+def team_context(team: TeamConfig) -> dict[str, Any]:
+    """What templates may say about the team."""
+    return {"name": team.name, "address": team.address, "lead": team.lead,
+            "members": [{"email": m.email, "name": m.name} for m in team.members]}
+
+
+def request_context(msg: InboundMessage) -> dict[str, Any]:
+    """What templates may say about the mail that started it all."""
+    return {"subject": msg.subject or "(no subject)", "sender": msg.sender,
+            "sender_name": msg.sender_name or msg.sender.split("@")[0],
+            "summary": msg.summary, "text": msg.text,
+            "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
+
+
+def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...], now: datetime,
+            ref: str | None = None, reply_to: InboundMessage | None = None,
+            attach_original: bytes | None = None) -> OutgoingMail:
+    """Build the outgoing mail; CR/LF in any value can never start a new header."""
+    subject = _one_line(rendered.subject)
+    if ref and f"[{ref}]" not in subject:
+        subject = f"[{ref}] {subject}"
+    domain = team.address.partition("@")[2]
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = formataddr((_one_line(team.name), team.address))
+    mail["To"] = ", ".join(to)
+    mail["Reply-To"] = team.address
+    mail["Subject"] = subject
+    mail["Date"] = format_datetime(now)
+    message_id = make_msgid("inboxd", domain=domain)
+    mail["Message-ID"] = message_id
+    mail["Auto-Submitted"] = "auto-replied" if reply_to else "auto-generated"
+    if reply_to is not None:
+        mail["In-Reply-To"] = reply_to.message_id
+        mail["References"] = " ".join((*reply_to.references[-10:], reply_to.message_id))
+    if ref:
+        mail["X-Inboxd-Ref"] = ref
+    mail.set_content(rendered.text)
+    if rendered.html:
+        mail.add_alternative(rendered.html, subtype="html")
+    if attach_original is not None:
+        # As a file: message/rfc822 may not be base64-encoded, and broken originals must survive.
+        mail.add_attachment(attach_original, maintype="application", subtype="octet-stream",
+                            filename="original.eml")
+    return OutgoingMail(kind, team.address, to, subject, message_id, mail.as_bytes())
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())

@@ -1,0 +1,142 @@
+"""InboundMessage: a raw mail decoded once by mail-parser into what every later step needs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from email.utils import getaddresses, parseaddr
+
+import mailparser
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
+
+from .errors import MessageError
+
+log = logging.getLogger(__name__)
+logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unusual MIME part
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to a mail."""
+
+    name: str
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A decoded incoming mail."""
+
+    message_id: str
+    sender: str
+    sender_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    text: str
+    attachments: tuple[Attachment, ...]
+    headers: dict[str, tuple[str, ...]]  # lower-case name -> values, in order
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    content_type: str
+    raw_size: int
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or None."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    @property
+    def summary(self) -> str:
+        """The first 200 characters of the text, on one line."""
+        return " ".join(self.text.split())[:200]
+
+
+def raw_key(raw: bytes) -> str:
+    """A stable Message-ID for a mail that has none: a hash of its bytes."""
+    return f"<{hashlib.sha256(raw).hexdigest()[:40]}@inboxd.invalid>"
+
+
+def decode(raw: bytes) -> InboundMessage:
+    """Decode a raw mail; MessageError when the parser cannot read it at all."""
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+    except Exception as exc:  # mail-parser raises many kinds on broken input
+        raise MessageError(f"cannot parse mail: {type(exc).__name__}: {exc}") from None
+    email = parsed.message
+    headers: dict[str, tuple[str, ...]] = {}
+    for name, value in email.items():
+        headers.setdefault(name.lower(), ())
+        headers[name.lower()] += (_clean(str(value)),)
+    # No usable sender still makes an item (nothing is lost); it just can't be answered.
+    sender_name, sender = _first_address(headers.get("from", ()) or headers.get("sender", ()))
+    ids = _MSGID.findall(headers.get("message-id", ("",))[0])
+    in_reply_to = _MSGID.findall(headers.get("in-reply-to", ("",))[0])
+    return InboundMessage(
+        message_id=ids[0] if ids else raw_key(raw),
+        sender=sender, sender_name=sender_name,
+        to=_addresses(headers.get("to", ())), cc=_addresses(headers.get("cc", ())),
+        subject=_clean(parsed.subject or ""),
+        text=_text_of(parsed),
+        attachments=tuple(_attachment(a) for a in parsed.attachments),
+        headers=headers,
+        in_reply_to=in_reply_to[0] if in_reply_to else None,
+        references=tuple(_MSGID.findall(" ".join(headers.get("references", ())))),
+        content_type=email.get_content_type(),
+        raw_size=len(raw))
+
+
+def _clean(value: str) -> str:
+    """One line: no CR/LF survives into anything we might echo into a header."""
+    return " ".join(value.split())
+
+
+def _first_address(values: tuple[str, ...]) -> tuple[str, str]:
+    for name, address in getaddresses(list(values)):
+        if "@" in address:
+            return _clean(name), address.strip().lower()
+    for value in values:  # some broken mail has only a bare address
+        name, address = parseaddr(value)
+        if "@" in address:
+            return _clean(name), address.strip().lower()
+    return "", ""
+
+
+def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(a.lower() for _, a in getaddresses(list(values)) if "@" in a)
+
+
+def _text_of(parsed: mailparser.MailParser) -> str:
+    plain = "\n".join(parsed.text_plain).strip()
+    if plain:
+        return plain
+    html = "\n".join(parsed.text_html)
+    return html_to_text(html) if html else ""
+
+
+def html_to_text(html: str) -> str:
+    """Readable text of an HTML body."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "head"]):
+        tag.decompose()
+    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _attachment(part: dict) -> Attachment:
+    payload = part.get("payload") or ""
+    if part.get("binary"):
+        size = len(payload) * 3 // 4 - payload.count("=")
+    else:
+        size = len(payload.encode("utf-8", "replace"))
+    return Attachment(name=_clean(str(part.get("filename") or "unnamed")), size=max(size, 0),
+                      content_type=str(part.get("mail_content_type") or "application/octet-stream"))
+
+

@@ -1,0 +1,176 @@
+"""Peewee models, the database connection and versioned schema migrations."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import peewee as pw
+from playhouse.db_url import connect
+
+log = logging.getLogger(__name__)
+db = pw.DatabaseProxy()
+
+STATUSES = ("new", "open", "working", "waiting", "done", "declined", "redirected")
+OPEN_STATUSES = ("new", "open", "working", "waiting")
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+class UtcDateTimeField(pw.Field):
+    """An aware datetime stored as naive UTC, the same on SQLite and PostgreSQL."""
+
+    field_type = "TIMESTAMP"
+
+    def db_value(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+
+    def python_value(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc)
+
+
+class JsonField(pw.TextField):
+    """A JSON value kept as text."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = db
+
+
+class Item(BaseModel):
+    """A tracked request."""
+
+    subject = pw.TextField()
+    requester = pw.CharField(index=True)
+    requester_name = pw.TextField(default="")
+    owner = pw.CharField(null=True, index=True)
+    queue = pw.CharField(index=True)
+    status = pw.CharField(default="new", index=True)
+    priority = pw.CharField(default="normal")
+    tags = JsonField(default=list)
+    rule = pw.CharField(null=True)
+    created_at = UtcDateTimeField()
+    due_at = UtcDateTimeField(null=True)
+    acknowledged_at = UtcDateTimeField(null=True)
+    first_response_at = UtcDateTimeField(null=True)
+    resolved_at = UtcDateTimeField(null=True)
+    satisfaction = pw.IntegerField(null=True)
+
+
+class Message(BaseModel):
+    """Every mail in or out, keyed by Message-ID per direction."""
+
+    message_id = pw.CharField()
+    direction = pw.CharField()  # in | out
+    item = pw.ForeignKeyField(Item, null=True, backref="messages", on_delete="SET NULL")
+    mailbox = pw.CharField(default="")
+    uid = pw.BigIntegerField(null=True)
+    sender = pw.CharField(default="")
+    subject = pw.TextField(default="")
+    raw_size = pw.IntegerField(default=0)
+    outcome = pw.CharField(default="")  # item | skipped | declined | redirected | ignored | parked | sent
+    reason = pw.TextField(default="")
+    summary = pw.TextField(default="")
+    created_at = UtcDateTimeField()
+
+    class Meta:
+        indexes = ((("direction", "message_id"), True),)
+
+
+class Event(BaseModel):
+    """The audit trail: who did what to which item, and why."""
+
+    item = pw.ForeignKeyField(Item, null=True, backref="events", on_delete="CASCADE")
+    message = pw.ForeignKeyField(Message, null=True, on_delete="SET NULL")
+    at = UtcDateTimeField()
+    actor = pw.CharField()
+    kind = pw.CharField()
+    detail = pw.TextField(default="")
+    trace = JsonField(null=True)
+
+
+class Outbox(BaseModel):
+    """An outgoing mail, rendered in full, waiting to be sent or given up on."""
+
+    item = pw.ForeignKeyField(Item, null=True, backref="outgoing", on_delete="SET NULL")
+    kind = pw.CharField()
+    recipients = JsonField()
+    sender = pw.CharField()
+    subject = pw.TextField()
+    message_id = pw.CharField(unique=True)
+    raw = pw.BlobField()
+    status = pw.CharField(default="pending", index=True)  # pending | sent | dead
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = UtcDateTimeField(index=True)
+    last_error = pw.TextField(default="")
+    created_at = UtcDateTimeField()
+    sent_at = UtcDateTimeField(null=True)
+
+
+class MailboxState(BaseModel):
+    """How far inboxd has read one mailbox folder."""
+
+    mailbox = pw.CharField(unique=True)
+    uidvalidity = pw.BigIntegerField()
+    last_uid = pw.BigIntegerField(default=0)
+
+
+class SchemaVersion(BaseModel):
+    """The applied schema migrations."""
+
+    version = pw.IntegerField(primary_key=True)
+    applied_at = UtcDateTimeField()
+
+
+ALL_MODELS = [Item, Message, Event, Outbox, MailboxState]
+
+
+def _v1_initial(database: pw.Database) -> None:
+    database.create_tables(ALL_MODELS)
+
+
+# Append only: each entry runs once, in order, inside a transaction.
+MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [(1, _v1_initial)]
+
+
+def open_database(url: str) -> pw.Database:
+    """Connect to the database, bind the models to it and bring the schema up to date."""
+    if url.startswith("sqlite:///"):
+        database: pw.Database = pw.SqliteDatabase(
+            # IMMEDIATE: a transaction that reads then writes must not lose its snapshot to the
+            # outbox thread's commits (SQLITE_BUSY without waiting); take the write lock up front.
+            url.removeprefix("sqlite:///"), timeout=30, lock_type="IMMEDIATE",
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1,
+                     "busy_timeout": 30000})
+    else:
+        database = connect(url.replace("postgres://", "postgresql://", 1))
+    db.initialize(database)
+    database.connect(reuse_if_open=True)
+    migrate(database)
+    return database
+
+
+def migrate(database: pw.Database) -> None:
+    """Apply the migrations this database has not seen yet."""
+    with database.atomic():
+        database.create_tables([SchemaVersion])
+        done = {row.version for row in SchemaVersion.select()}
+        for version, step in MIGRATIONS:
+            if version not in done:
+                log.info("database: applying schema migration %d", version)
+                step(database)
+                SchemaVersion.create(version=version, applied_at=datetime.now(timezone.utc))

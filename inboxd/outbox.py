@@ -1,0 +1,210 @@
+"""The outbox: mail is enqueued inside the caller's transaction and sent later, with retries."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from .clock import Clock
+from .config import SmtpConfig
+from .errors import DeliveryError, PermanentDeliveryError
+from .mailout import OutgoingMail
+from .models import Event, Item, Message, Outbox, db
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(mail: OutgoingMail, item: Item | None, now: datetime) -> Outbox:
+    """Store an outgoing mail; call inside the transaction that decided to send it."""
+    Message.create(message_id=mail.message_id, direction="out", item=item, sender=mail.sender,
+                   subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, created_at=now)
+    return Outbox.create(item=item, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
+                         subject=mail.subject, message_id=mail.message_id, raw=mail.raw,
+                         next_attempt_at=now, created_at=now)
+
+
+class Transport(Protocol):
+    """Hands one mail to a mail server."""
+
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        """Deliver or raise DeliveryError / PermanentDeliveryError."""
+        ...
+
+    def close(self) -> None:
+        """Let go of any connection."""
+        ...
+
+
+class SmtpTransport:
+    """SMTP with one reused connection: TLS, STARTTLS or plain to localhost, optional login."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._smtp: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        cfg = self.config
+        if cfg.tls == "ssl":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds,
+                                                  context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
+            if cfg.tls == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+        if cfg.user and cfg.password:
+            smtp.login(cfg.user, cfg.password.value)
+        return smtp
+
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect()
+            refused = self._smtp.sendmail(sender, recipients, raw)
+        except smtplib.SMTPServerDisconnected:
+            self._smtp = None  # the server dropped an idle connection: one fresh try
+            try:
+                self._smtp = self._connect()
+                refused = self._smtp.sendmail(sender, recipients, raw)
+            except (smtplib.SMTPException, OSError) as exc:
+                self.close()
+                raise _classify(exc) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            if not isinstance(exc, smtplib.SMTPResponseException):
+                self.close()
+            raise _classify(exc) from None
+        if refused:
+            raise PermanentDeliveryError(f"recipients refused: {refused}")
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._smtp = None
+
+
+def _classify(exc: Exception) -> DeliveryError:
+    """5xx answers are permanent; everything else (4xx, network) is worth retrying."""
+    code = getattr(exc, "smtp_code", None)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [c for c, _ in exc.recipients.values()]
+        code = min(codes) if codes else None
+    if code and 500 <= code < 600:
+        return PermanentDeliveryError(f"{code} {_text(exc)}")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return DeliveryError("timed out talking to the SMTP server")
+    return DeliveryError(f"{code} {_text(exc)}" if code else f"{type(exc).__name__}: {exc}")
+
+
+def _text(exc: Exception) -> str:
+    error = getattr(exc, "smtp_error", b"")
+    return error.decode("utf-8", "replace") if isinstance(error, bytes) else str(exc)
+
+
+@dataclass
+class FakeTransport:
+    """Keeps what it is asked to send; can be told to fail. For unit tests."""
+
+    sent: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    failures: list[DeliveryError] = field(default_factory=list)
+
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append((sender, recipients, raw))
+
+    def close(self) -> None:
+        pass
+
+
+class OutboxSender:
+    """Sends due outbox mail; backs off on temporary failures and gives up into `dead`."""
+
+    def __init__(self, transport: Transport, clock: Clock, config: SmtpConfig) -> None:
+        self.transport, self.clock, self.config = transport, clock, config
+        self.wake = threading.Event()
+
+    def backoff(self, attempts: int) -> timedelta:
+        """30 s, 1 min, 2 min, ... capped at max_retry_seconds."""
+        seconds = self.config.retry_seconds * 2 ** max(attempts - 1, 0)
+        return timedelta(seconds=min(seconds, self.config.max_retry_seconds))
+
+    def due(self, limit: int = 100) -> list[Outbox]:
+        """Pending mail whose time has come, oldest first."""
+        return list(Outbox.select().where((Outbox.status == "pending")
+                                          & (Outbox.next_attempt_at <= self.clock.now()))
+                    .order_by(Outbox.id).limit(limit))
+
+    def drain(self) -> int:
+        """Send everything due now; the number of mails sent."""
+        sent = 0
+        while True:
+            batch = self.due()
+            if not batch:
+                return sent
+            progressed = False
+            for row in batch:
+                if self.send_one(row):
+                    sent += 1
+                    progressed = True
+            if not progressed:
+                return sent
+
+    def send_one(self, row: Outbox) -> bool:
+        """Try one mail and record the result at once, so a crash repeats at most this one."""
+        try:
+            self.transport.send(row.sender, list(row.recipients), bytes(row.raw))
+        except DeliveryError as exc:
+            self._failed(row, exc)
+            return False
+        now = self.clock.now()
+        with db.atomic():
+            Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error="") \
+                .where(Outbox.id == row.id).execute()
+            if row.kind in ("ack", "ack_urgent") and row.item_id:
+                Item.update(acknowledged_at=now).where(
+                    (Item.id == row.item_id) & Item.acknowledged_at.is_null()).execute()
+        log.info("%s: sent %s to %s: %s", _label(row), row.kind, ", ".join(row.recipients), row.subject)
+        return True
+
+    def _failed(self, row: Outbox, exc: DeliveryError) -> None:
+        attempts = row.attempts + 1
+        now = self.clock.now()
+        dead = isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts
+        with db.atomic():
+            Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
+                          next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()
+            if dead and row.item_id:
+                Event.create(item=row.item_id, at=now, actor="inboxd", kind="delivery-failed",
+                             detail=f"{row.kind} to {', '.join(row.recipients)} given up after "
+                                    f"{attempts} attempt(s): {exc}")
+        if dead:
+            log.error("%s: gave up sending %s to %s after %d attempt(s): %s", _label(row), row.kind,
+                      ", ".join(row.recipients), attempts, exc)
+        else:
+            log.warning("%s: could not send %s to %s (attempt %d, retry in %s): %s", _label(row),
+                        row.kind, ", ".join(row.recipients), attempts, self.backoff(attempts), exc)
+
+    def run(self, stop: threading.Event, idle_seconds: float = 5.0) -> None:
+        """Drain whenever woken (or every few seconds for retries) until stopped, then once more."""
+        while not stop.is_set():
+            try:
+                self.drain()
+            except Exception:  # keep the sender alive; the database may be briefly locked
+                log.exception("outbox: unexpected error while sending; will retry")
+            self.wake.wait(idle_seconds)
+            self.wake.clear()
+        self.transport.close()
+
+
+def _label(row: Outbox) -> str:
+    """The item's ref for log lines, taken from the stored subject."""
+    subject = row.subject
+    return subject[1:subject.index("]")] if subject.startswith("[") and "]" in subject else "outbox"

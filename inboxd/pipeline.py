@@ -1,0 +1,123 @@
+"""The pipeline: the one place that sequences the steps for one incoming mail."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import peewee as pw
+
+from . import guards
+from .clock import Clock
+from .config import Config
+from .errors import InboxdError, MessageError
+from .mailout import ref_of
+from .message import InboundMessage, decode, raw_key
+from .models import Message, db
+from .render import Renderer
+from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
+from .tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one mail, for logs, the demo and the source."""
+
+    kind: str  # item | skipped | declined | redirected | ignored | duplicate | parked
+    message_id: str
+    sender: str
+    subject: str
+    reason: str = ""
+    ref: str | None = None
+
+    @property
+    def mark_done(self) -> bool:
+        """Parked mail stays on the server untouched, for a person to look at."""
+        return self.kind != "parked"
+
+
+class Pipeline:
+    """Decodes, guards, routes and records one mail, all in one transaction."""
+
+    def __init__(self, config: Config, rules: RuleSet, renderer: Renderer, clock: Clock) -> None:
+        self.config, self.rules, self.clock = config, rules, clock
+        self.tracker = Tracker(config, renderer)
+
+    def process(self, raw: bytes, uid: int | None = None) -> Outcome:
+        """Handle one raw mail; never raises for a bad mail, it is parked instead."""
+        try:
+            msg = decode(raw)
+        except MessageError as exc:
+            return self._park(raw, uid, str(exc))
+        try:
+            with db.atomic():
+                return self._process(msg, raw, uid)
+        except pw.IntegrityError:  # another worker recorded the same Message-ID first
+            return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, "recorded concurrently")
+        except InboxdError as exc:
+            return self._park(raw, uid, f"{type(exc).__name__}: {exc}", msg)
+        except Exception as exc:
+            log.exception("uid %s %s: unexpected error; the mail stays on the server", uid, msg.message_id)
+            return self._park(raw, uid, f"unexpected {type(exc).__name__}: {exc}", msg)
+
+    def _process(self, msg: InboundMessage, raw: bytes, uid: int | None) -> Outcome:
+        now = self.clock.now()
+        seen = Message.get_or_none((Message.direction == "in") & (Message.message_id == msg.message_id))
+        if seen is not None and seen.outcome == "parked":
+            seen.delete_instance()  # parked before (e.g. a broken template since fixed): try again
+        elif seen is not None:
+            return Outcome("duplicate", msg.message_id, msg.sender, msg.subject,
+                           f"Message-ID already processed ({seen.outcome})")
+        record = Message.create(
+            message_id=msg.message_id, direction="in", mailbox=self.config.mailbox.label, uid=uid,
+            sender=msg.sender, subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary,
+            created_at=now)
+        skip = guards.check(msg, self.config.team.address)
+        if skip is not None:
+            self._record(record, "skipped", str(skip))
+            log.info("uid %s %s from %s: skipped, %s", uid, msg.message_id, msg.sender, skip)
+            return Outcome("skipped", msg.message_id, msg.sender, msg.subject, str(skip))
+        decision = self.rules.decide(msg)
+        return self._dispose(msg, raw, record, decision)
+
+    def _dispose(self, msg: InboundMessage, raw: bytes, record: Message, decision: Decision) -> Outcome:
+        now, disposition = self.clock.now(), decision.disposition
+        base = (msg.message_id, msg.sender, msg.subject)
+        if isinstance(disposition, Queue):
+            item = self.tracker.open_item(msg, record, decision, now)
+            self._record(record, "item", str(disposition))
+            return Outcome("item", *base, str(disposition), ref_of(item, self.config.team))
+        why = f"rule {decision.rule}: {disposition}"
+        self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
+                           decision.trace_json())
+        context = self.tracker.context(None, msg, reason=getattr(disposition, "reason", ""),
+                                       redirect_to=getattr(disposition, "to", ""))
+        if isinstance(disposition, Decline) and msg.sender:
+            self.tracker.send(disposition.template, context, (msg.sender,), None, now, reply_to=msg)
+        elif isinstance(disposition, Redirect):
+            self.tracker.send("forwarded", context, (disposition.to,), None, now,
+                              attach_original=raw)
+            if msg.sender:
+                self.tracker.send(disposition.template, context, (msg.sender,), None, now, reply_to=msg)
+        kind = {Decline: "declined", Redirect: "redirected", Ignore: "ignored"}[type(disposition)]
+        self._record(record, kind, why)
+        log.info("%s from %s: %s", msg.message_id, msg.sender, why)
+        return Outcome(kind, *base, why)
+
+    def _record(self, record: Message, outcome: str, reason: str) -> None:
+        record.outcome, record.reason = outcome, reason
+        record.save()
+
+    def _park(self, raw: bytes, uid: int | None, reason: str, msg: InboundMessage | None = None) -> Outcome:
+        """Record a mail that cannot be handled; it stays on the server for a person."""
+        message_id = msg.message_id if msg else raw_key(raw)
+        sender, subject = (msg.sender, msg.subject) if msg else ("", "")
+        with db.atomic():
+            Message.insert(message_id=message_id, direction="in", mailbox=self.config.mailbox.label,
+                           uid=uid, sender=sender, subject=subject, raw_size=len(raw),
+                           outcome="parked", reason=reason, created_at=self.clock.now()
+                           ).on_conflict_ignore().execute()
+        log.error("uid %s %s: parked, kept on the server: %s", uid, message_id, reason)
+        return Outcome("parked", message_id, sender, subject, reason)

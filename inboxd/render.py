@@ -1,0 +1,103 @@
+"""Templates: jinja2 in a sandbox with undefined names as errors; template -> (subject, text, html)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import TemplateError
+
+REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "declined", "redirected", "forwarded")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered mail: one subject line, a text body, maybe an HTML body."""
+
+    subject: str
+    text: str
+    html: str | None = None
+
+
+class Renderer:
+    """Renders the admin's templates; `NAME.txt` starts with a `Subject:` line, `NAME.html` is optional."""
+
+    def __init__(self, directory: Path, tz: ZoneInfo) -> None:
+        if not directory.is_dir():
+            raise TemplateError([f"{directory}: templates folder not found"])
+        self.directory = directory
+        self.tz = tz
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
+        self.env.filters["when"] = self._when
+        self.env.filters["day"] = self._day
+
+    def names(self) -> frozenset[str]:
+        """The templates that exist."""
+        return frozenset(p.stem for p in self.directory.glob("*.txt"))
+
+    def render(self, name: str, context: dict[str, Any]) -> Rendered:
+        """Render one template; TemplateError names the file and line on any problem."""
+        path = self.directory / f"{name}.txt"
+        try:
+            text = self.env.get_template(f"{name}.txt").render(context)
+            html_path = self.directory / f"{name}.html"
+            html = self.env.get_template(f"{name}.html").render(context) if html_path.exists() else None
+        except jinja2.TemplateNotFound:
+            raise TemplateError([f"{path}: template not found"]) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError([f"{exc.filename or path}:{exc.lineno}: {exc.message}"]) from None
+        except jinja2.UndefinedError as exc:
+            raise TemplateError([f"{path}:{_line_of(exc)}: {exc.message}"]) from None
+        except jinja2.sandbox.SecurityError as exc:
+            raise TemplateError([f"{path}:{_line_of(exc)}: not allowed in a template: {exc}"]) from None
+        except Exception as exc:  # a filter or test failing on its input
+            raise TemplateError([f"{path}:{_line_of(exc)}: {type(exc).__name__}: {exc}"]) from None
+        head, _, body = text.partition("\n")
+        if not head.lower().startswith("subject:"):
+            raise TemplateError([f"{path}:1: the first line must be 'Subject: ...'"])
+        subject = " ".join(head[len("subject:"):].split())
+        return Rendered(subject, body.strip("\n") + "\n", html)
+
+    def check(self, contexts: dict[str, dict[str, Any]]) -> list[str]:
+        """Render each template against its sample context; every problem found."""
+        problems = [f"{self.directory / name}.txt: required template is missing"
+                    for name in REQUIRED_TEMPLATES if name not in self.names()]
+        for name in sorted(self.names()):
+            try:
+                self.render(name, contexts.get(name, contexts["*"]))
+            except TemplateError as exc:
+                problems.extend(exc.problems)
+        return problems
+
+    def _when(self, moment: datetime | None) -> str:
+        """`Thursday 26 November 2026, 17:30` in the team's timezone."""
+        if moment is None:
+            return "not set"
+        local = moment.astimezone(self.tz)
+        return f"{local:%A} {local.day} {local:%B %Y, %H:%M}"
+
+    def _day(self, moment: datetime | None) -> str:
+        """`Thursday 26 November` in the team's timezone."""
+        if moment is None:
+            return "not set"
+        local = moment.astimezone(self.tz)
+        return f"{local:%A} {local.day} {local:%B}"
+
+
+def _line_of(exc: Exception) -> int:
+    """The template line an exception was raised from, when jinja2 recorded it."""
+    tb = exc.__traceback__
+    line = 1
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith((".txt", ".html")):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

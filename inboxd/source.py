@@ -1,0 +1,202 @@
+"""Mail sources: the MailSource protocol and the IMAP implementation (UIDs, IDLE, poll)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from .config import MailboxConfig
+from .errors import SourceError
+
+log = logging.getLogger(__name__)
+DONE_KEYWORD = "$InboxdDone"
+IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 30 minutes (RFC 2177)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One mail as it sits on the server."""
+
+    uid: int
+    raw: bytes
+
+
+class MailSource(Protocol):
+    """Where mail comes from and where it is marked done."""
+
+    def open(self) -> int:
+        """Connect and select the folder; returns its UIDVALIDITY."""
+        ...
+
+    def new_uids(self, after: int) -> list[int]:
+        """UIDs above `after`, ascending."""
+        ...
+
+    def fetch(self, uids: list[int]) -> list[Fetched]:
+        """The raw bytes of these mails, without marking them seen."""
+        ...
+
+    def mark_done(self, uids: list[int]) -> None:
+        """Move (or flag) mails whose items are committed."""
+        ...
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        """Return when new mail may have arrived, `seconds` passed, or `stop` is set."""
+        ...
+
+    def close(self) -> None:
+        """Disconnect."""
+        ...
+
+
+def _fail(action: str, exc: Exception) -> SourceError:
+    return SourceError(f"IMAP: {action} failed: {type(exc).__name__}: {exc}")
+
+
+CONNECTION_ERRORS = (IMAPClientError, OSError, socket.error, ssl.SSLError)
+
+
+class ImapSource:
+    """An IMAP folder read by UID with imapclient."""
+
+    def __init__(self, config: MailboxConfig) -> None:
+        self.config = config
+        self.client: IMAPClient | None = None
+        self.can_idle = False
+        self.can_move = False
+        self.use_keyword = False
+
+    def open(self) -> int:
+        cfg = self.config
+        try:
+            context = ssl.create_default_context()
+            client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "ssl",
+                                ssl_context=context if cfg.tls == "ssl" else None, timeout=60)
+            if cfg.tls == "starttls":
+                client.starttls(context)
+            client.login(cfg.user, cfg.password.value if cfg.password else "")
+        except LoginError as exc:
+            raise SourceError(f"IMAP: login as {cfg.user!r} on {cfg.host}:{cfg.port} was refused: "
+                              f"{exc}") from None
+        except CONNECTION_ERRORS as exc:
+            raise SourceError(f"IMAP: cannot connect to {cfg.host}:{cfg.port} ({cfg.tls}): "
+                              f"{type(exc).__name__}: {exc}") from None
+        self.client = client
+        try:
+            capabilities = client.capabilities()
+            self.can_idle = cfg.idle and b"IDLE" in capabilities
+            self.can_move = b"MOVE" in capabilities
+            if cfg.done_folder and not client.folder_exists(cfg.done_folder):
+                log.info("IMAP: creating the done folder %r", cfg.done_folder)
+                client.create_folder(cfg.done_folder)
+            selected = client.select_folder(cfg.folder)
+        except CONNECTION_ERRORS as exc:
+            self.close()
+            raise _fail(f"selecting folder {cfg.folder!r}", exc) from None
+        self.use_keyword = b"\\*" in selected.get(b"PERMANENTFLAGS", ())
+        return int(selected[b"UIDVALIDITY"])
+
+    def _client(self) -> IMAPClient:
+        if self.client is None:
+            raise SourceError("IMAP: not connected")
+        return self.client
+
+    def new_uids(self, after: int) -> list[int]:
+        try:
+            uids = self._client().search(["UID", f"{after + 1}:*"])
+        except CONNECTION_ERRORS as exc:
+            raise _fail("searching for new mail", exc) from None
+        return sorted(uid for uid in uids if uid > after)  # n:* always includes the last UID
+
+    def fetch(self, uids: list[int]) -> list[Fetched]:
+        try:
+            data = self._client().fetch(uids, [b"BODY.PEEK[]"])
+        except CONNECTION_ERRORS as exc:
+            raise _fail(f"fetching {len(uids)} mail(s)", exc) from None
+        # A mail deleted by a person between SEARCH and FETCH simply isn't returned.
+        return [Fetched(uid, data[uid][b"BODY[]"]) for uid in uids if uid in data and b"BODY[]" in data[uid]]
+
+    def mark_done(self, uids: list[int]) -> None:
+        if not uids:
+            return
+        client, folder = self._client(), self.config.done_folder
+        try:
+            if folder and self.can_move:
+                client.move(uids, folder)
+            elif folder:
+                client.copy(uids, folder)
+                client.delete_messages(uids)
+                client.uid_expunge(uids) if b"UIDPLUS" in client.capabilities() else client.expunge()
+            else:
+                flags = [b"\\Seen", DONE_KEYWORD.encode()] if self.use_keyword else [b"\\Seen"]
+                client.add_flags(uids, flags)
+        except CONNECTION_ERRORS as exc:
+            raise _fail(f"marking {len(uids)} mail(s) done", exc) from None
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        if not self.can_idle:
+            stop.wait(seconds)
+            return
+        client = self._client()
+        deadline = time.monotonic() + min(seconds, IDLE_RENEW_SECONDS)
+        try:
+            client.idle()
+            try:
+                while not stop.is_set() and time.monotonic() < deadline:
+                    responses = client.idle_check(timeout=1)
+                    if any(b"EXISTS" in r for r in responses if isinstance(r, tuple)):
+                        break
+            finally:
+                client.idle_done()
+        except CONNECTION_ERRORS as exc:
+            raise _fail("waiting for new mail (IDLE)", exc) from None
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.logout()
+            except CONNECTION_ERRORS:
+                pass
+            self.client = None
+
+
+@dataclass
+class FakeSource:
+    """An in-memory folder with UIDs; for unit tests of the daemon loop."""
+
+    uidvalidity: int = 1
+    mails: dict[int, bytes] = field(default_factory=dict)
+    done: list[int] = field(default_factory=list)
+
+    def add(self, raws: Iterable[bytes]) -> None:
+        """Deliver mails into the folder."""
+        for raw in raws:
+            self.mails[max([0, *self.mails, *self.done]) + 1] = raw
+
+    def open(self) -> int:
+        return self.uidvalidity
+
+    def new_uids(self, after: int) -> list[int]:
+        return sorted(uid for uid in self.mails if uid > after)
+
+    def fetch(self, uids: list[int]) -> list[Fetched]:
+        return [Fetched(uid, self.mails[uid]) for uid in uids if uid in self.mails]
+
+    def mark_done(self, uids: list[int]) -> None:
+        for uid in uids:
+            self.mails.pop(uid, None)
+            self.done.append(uid)
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        stop.wait(min(seconds, 0.01))
+
+    def close(self) -> None:
+        pass

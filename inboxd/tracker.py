@@ -1,0 +1,116 @@
+"""The tracker: the only code that creates and changes items; every change writes an Event."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+import peewee as pw
+
+from .config import Config
+from .mailout import compose, item_context, ref_of, request_context, team_context
+from .message import InboundMessage
+from .models import OPEN_STATUSES, Event, Item, Message
+from .outbox import enqueue
+from .render import Renderer
+from .routing import Decision, Queue
+
+log = logging.getLogger(__name__)
+
+
+def _round_robin(queue: str, members: tuple[str, ...]) -> str:
+    """The member after the one who got this queue's last assigned item."""
+    last = (Item.select(Item.owner).where((Item.queue == queue) & Item.owner.in_(members))
+            .order_by(Item.id.desc()).first())
+    if last is None or last.owner not in members:
+        return members[0]
+    return members[(members.index(last.owner) + 1) % len(members)]
+
+
+def _least_loaded(queue: str, members: tuple[str, ...]) -> str:
+    """The member with the fewest open items; ties go to the first listed."""
+    counts = dict(Item.select(Item.owner, pw.fn.COUNT(Item.id))
+                  .where(Item.owner.in_(members) & Item.status.in_(OPEN_STATUSES))
+                  .group_by(Item.owner).tuples())
+    return min(members, key=lambda m: (counts.get(m, 0), members.index(m)))
+
+
+STRATEGIES: dict[str, Callable[[str, tuple[str, ...]], str]] = {
+    "round-robin": _round_robin,
+    "least-loaded": _least_loaded,
+}
+
+
+def choose_owner(disposition: Queue, config: Config) -> str | None:
+    """Who gets a new item in this queue, by the rule's `assign`."""
+    if not disposition.assign:
+        return None
+    strategy = STRATEGIES.get(disposition.assign)
+    if strategy is None:
+        return disposition.assign
+    members = config.queues.get(disposition.queue) or tuple(m.email for m in config.team.members)
+    return strategy(disposition.queue, members) if members else None
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """Opens items from decided mail, with their events and outgoing mail, in the caller's transaction."""
+
+    config: Config
+    renderer: Renderer
+
+    def open_item(self, msg: InboundMessage, record: Message, decision: Decision,
+                  now: datetime) -> Item:
+        """Create the item, assign it, and enqueue the acknowledgement and the owner's mail."""
+        disposition = decision.disposition
+        assert isinstance(disposition, Queue)
+        due_at = self.config.calendar.add(now, disposition.due_in or self.config.service.default_due)
+        owner = choose_owner(disposition, self.config)
+        item = Item.create(
+            subject=msg.subject or "(no subject)", requester=msg.sender,
+            requester_name=msg.sender_name, owner=owner, queue=disposition.queue,
+            status="open" if owner else "new", priority=disposition.priority,
+            tags=list(disposition.tags), rule=decision.rule, created_at=now, due_at=due_at)
+        record.item = item
+        record.save()
+        ref = ref_of(item, self.config.team)
+        how = f"rule {decision.rule}" if decision.rule else "no rule matched: default queue"
+        self.event(item, record, now, msg.sender or "unknown sender", "created",
+                   f"from {msg.sender or 'unknown sender'} by {how}: {disposition}", decision.trace_json())
+        context = self.context(item, msg)
+        if owner:
+            self.event(item, record, now, "inboxd", "assigned", f"assigned to {owner} ({disposition.assign})")
+            self.send("assigned", context, (owner,), item, now, ref)
+        template = disposition.ack_template()
+        if template and msg.sender:
+            self.send(template, context, (msg.sender,), item, now, ref, reply_to=msg)
+        elif template:
+            self.event(item, record, now, "inboxd", "not-acknowledged", "the mail has no sender address")
+        log.info("%s: created from %s (%s), queue %s, owner %s, due %s", ref,
+                 msg.sender or "unknown sender", how, item.queue, owner or "none",
+                 due_at.astimezone(self.config.calendar.tz).isoformat(timespec="minutes"))
+        return item
+
+    def context(self, item: Item | None, msg: InboundMessage, **extra: object) -> dict:
+        """The template context for mail about this item and request."""
+        return {"team": team_context(self.config.team),
+                "item": item_context(item, self.config.team) if item else None,
+                "request": request_context(msg), **extra}
+
+    def send(self, template: str, context: dict, to: tuple[str, ...], item: Item | None,
+             now: datetime, ref: str | None = None, reply_to: InboundMessage | None = None,
+             attach_original: bytes | None = None) -> None:
+        """Render a template and put the mail in the outbox."""
+        rendered = self.renderer.render(template, context)
+        mail = compose(template, rendered, self.config.team, to, now, ref=ref, reply_to=reply_to,
+                       attach_original=attach_original)
+        enqueue(mail, item, now)
+
+    @staticmethod
+    def event(item: Item | None, record: Message | None, now: datetime, actor: str, kind: str,
+              detail: str, trace: list | None = None) -> Event:
+        """Write one line of the audit trail."""
+        return Event.create(item=item, message=record, at=now, actor=actor, kind=kind,
+                            detail=detail, trace=trace)
