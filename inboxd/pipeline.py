@@ -70,26 +70,23 @@ class Pipeline:
         elif seen is not None:
             return Outcome("duplicate", msg.message_id, msg.sender, msg.subject,
                            f"Message-ID already processed ({seen.outcome})")
-        record = Message.create(
-            message_id=msg.message_id, direction="in", mailbox=self.config.mailbox.label, uid=uid,
-            sender=msg.sender, subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary,
-            created_at=now)
         skip = guards.check(msg, self.config.team.address)
         if skip is not None:
-            self._record(record, "skipped", str(skip))
+            self.tracker.record_inbound(msg, uid, now, "skipped", str(skip))
             log.info("uid %s %s from %s: skipped, %s", uid, msg.message_id, msg.sender, skip)
             return Outcome("skipped", msg.message_id, msg.sender, msg.subject, str(skip))
         decision = self.rules.decide(msg)
-        return self._dispose(msg, raw, record, decision)
+        return self._dispose(msg, raw, uid, decision)
 
-    def _dispose(self, msg: InboundMessage, raw: bytes, record: Message, decision: Decision) -> Outcome:
+    def _dispose(self, msg: InboundMessage, raw: bytes, uid: int | None, decision: Decision) -> Outcome:
         now, disposition = self.clock.now(), decision.disposition
         base = (msg.message_id, msg.sender, msg.subject)
         if isinstance(disposition, Queue):
-            item = self.tracker.open_item(msg, record, decision, now)
-            self._record(record, "item", str(disposition))
+            item = self.tracker.open_item(msg, uid, decision, now)
             return Outcome("item", *base, str(disposition), ref_of(item, self.config.team))
         why = f"rule {decision.rule}: {disposition}"
+        kind = {Decline: "declined", Redirect: "redirected", Ignore: "ignored"}[type(disposition)]
+        record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
         context = self.tracker.context(None, msg, reason=getattr(disposition, "reason", ""),
@@ -101,14 +98,8 @@ class Pipeline:
                               attach_original=raw)
             if msg.sender:
                 self.tracker.send(disposition.template, context, (msg.sender,), None, now, reply_to=msg)
-        kind = {Decline: "declined", Redirect: "redirected", Ignore: "ignored"}[type(disposition)]
-        self._record(record, kind, why)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
-
-    def _record(self, record: Message, outcome: str, reason: str) -> None:
-        record.outcome, record.reason = outcome, reason
-        record.save()
 
     def _park(self, raw: bytes, uid: int | None, reason: str, msg: InboundMessage | None = None) -> Outcome:
         """Record a mail that cannot be handled; it stays on the server for a person."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import pwd
 import shutil
@@ -16,7 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -33,38 +34,80 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) -> None:
-    """Wait until ``port`` accepts connections; stop ``proc`` and raise if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.01)
-    _stop_process(proc, proc.pid)
-    text = log.read_text(errors="replace") if log.exists() else ""
-    raise RuntimeError(f"{proc.args!r} did not listen on port {port}:\n{text[-2000:]}")
+class _Managed:
+    """start() on enter, stop() on exit."""
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
-def _popen(cmd: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` with stdin from /dev/null and output to ``log``, so it holds no pipe of ours."""
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, **kwargs)
+class _ChildServer(_Managed):
+    """A server run as a child process on a free port, with a temp dir for its files and log."""
 
+    host = HOST
+    port = 0
 
-def _stop_process(proc: subprocess.Popen[bytes], pid: int) -> None:
-    """Send SIGTERM to ``pid`` and wait for ``proc`` to exit, killing it if it hangs."""
-    if proc.poll() is None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
+    def __init__(self) -> None:
+        """Prepare (not start) the server."""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
 
+    def _command(self, tmp: Path) -> list[str]:
+        """Write whatever the server needs under ``tmp`` and return its command line."""
+        raise NotImplementedError
 
-# --- SMTP ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the child and wait until its port accepts connections."""
+        self.port = free_port()
+        tmp = self._tmp = Path(tempfile.mkdtemp(prefix=f"inboxd-{type(self).__name__.lower()}-"))
+        # so that ``-m inboxd.servers`` works from a checkout too
+        path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        # stdout/stderr to a file: a child holding pytest's pipes would keep pytest waiting
+        with open(tmp / "output.log", "wb") as out:
+            self._proc = proc = subprocess.Popen(
+                self._command(tmp), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.01)
+        logs = "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("*.log")))
+        self.stop()
+        raise RuntimeError(f"{proc.args!r} did not listen on port {self.port}:\n{logs[-3000:]}")
+
+    def _pid(self) -> int:
+        """The pid to send SIGTERM to."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    def stop(self) -> None:
+        """SIGTERM the server, wait for it to exit (SIGKILL after 10 s) and remove its files."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.kill(self._pid(), signal.SIGTERM)
+                self._proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._proc = self._tmp = None
 
 
 @dataclass(frozen=True)
@@ -76,52 +119,36 @@ class CapturedMail:
     data: bytes
 
 
-def _envelope_header(mail: CapturedMail) -> bytes:
-    """Return the Return-Path/X-Envelope-To lines a maildrop file starts with."""
-    return f"Return-Path: <{mail.mail_from}>\r\nX-Envelope-To: {', '.join(mail.rcpt_tos)}\r\n".encode()
-
-
 def count_files(directory: Path) -> int:
     """Count the complete mails a capture has written to ``directory``."""
     with os.scandir(directory) as entries:
         return sum(1 for e in entries if e.name.endswith(".eml") and not e.name.startswith("."))
 
 
-def load_files(directory: Path) -> list[CapturedMail]:
-    """Read back the mails a capture wrote to ``directory``, oldest first."""
-    mails = []
-    for path in sorted(Path(directory).glob("[!.]*.eml")):
-        ret, env, data = path.read_bytes().split(b"\r\n", 2)
-        mail_from = ret.removeprefix(b"Return-Path: <").removesuffix(b">").decode()
-        rcpts = env.removeprefix(b"X-Envelope-To: ").decode()
-        mails.append(CapturedMail(mail_from, tuple(rcpts.split(", ")) if rcpts else (), data))
-    return mails
-
-
-class SmtpCapture:
+class SmtpCapture(_Managed):
     """An aiosmtpd server on 127.0.0.1 that keeps (and optionally files) every mail it gets."""
 
     def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
-        """Prepare a capture; ``directory`` additionally gets one ``.eml`` file per mail."""
+        """Prepare a capture; with ``directory``, each mail's data also goes to a ``.eml`` file there."""
         self.host = HOST
         self.port = port or free_port()
         self.directory = Path(directory) if directory is not None else None
         self._messages: list[CapturedMail] = []
         self._cond = threading.Condition()
-        self._controller = Controller(self, hostname=HOST, port=self.port, decode_data=False, enable_SMTPUTF8=True)
+        self._controller = Controller(
+            self, hostname=HOST, port=self.port, decode_data=False, enable_SMTPUTF8=True
+        )
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         """Store the mail (aiosmtpd handler hook)."""
         data = envelope.original_content or b""
         mail = CapturedMail(envelope.mail_from or "", tuple(envelope.rcpt_tos), data)
         with self._cond:
-            seq = len(self._messages)
             if self.directory is not None:
-                name = f"{time.time_ns()}.{os.getpid()}.{seq:08d}.eml"
-                tmp = self.directory / f".{name}.tmp"
-                tmp.write_bytes(_envelope_header(mail) + data)
+                name = f"{time.time_ns()}.{os.getpid()}.{len(self._messages):08d}.eml"
+                (self.directory / f".{name}").write_bytes(data)
                 # rename so another process counting files never sees half a mail
-                os.replace(tmp, self.directory / name)
+                os.replace(self.directory / f".{name}", self.directory / name)
             self._messages.append(mail)
             self._cond.notify_all()
         return "250 OK"
@@ -147,97 +174,50 @@ class SmtpCapture:
         """Stop listening."""
         self._controller.stop()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @classmethod
-    def spawn(cls, directory: Path, port: int | None = None) -> SmtpProcess:
-        """Run a capture writing to ``directory`` in a separate process."""
-        return SmtpProcess(directory, port)
+    @staticmethod
+    def spawn(directory: Path) -> SmtpProcess:
+        """Start a capture writing to ``directory`` in a separate process; stop() it when done."""
+        process = SmtpProcess(directory)
+        process.start()
+        return process
 
 
-class SmtpProcess:
-    """A capture running in a child process (``python -m inboxd.servers smtp``)."""
+class SmtpProcess(_ChildServer):
+    """A capture in a child process (``python -m inboxd.servers smtp``), counted by its files."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        """Start the child and wait until it accepts connections."""
-        self.host = HOST
-        self.port = port or free_port()
+    def __init__(self, directory: Path) -> None:
+        """Prepare (not start) a capture writing to ``directory``."""
+        super().__init__()
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
-        cmd = [sys.executable, "-m", "inboxd.servers", "smtp", "--port", str(self.port), "--dir", str(directory)]
-        self._tmp = tempfile.TemporaryDirectory(prefix="inboxd-smtp-")
-        log = Path(self._tmp.name) / "smtp.log"
-        self._proc = _popen(cmd, log, env={**os.environ, "PYTHONPATH": path})
-        _wait_port(self.port, self._proc, log)
 
-    def count(self) -> int:
-        """Number of mails written so far."""
-        return count_files(self.directory)
+    def _command(self, tmp: Path) -> list[str]:
+        """``python -m inboxd.servers smtp``."""
+        port, directory = str(self.port), str(self.directory)
+        return [sys.executable, "-m", "inboxd.servers", "smtp", "--port", port, "--dir", directory]
 
     def wait_for(self, count: int, timeout: float) -> bool:
         """Poll the directory until it holds ``count`` mails; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self.count() < count:
+        while count_files(self.directory) < count:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.005)
         return True
 
-    def stop(self) -> None:
-        """Stop the child process."""
-        _stop_process(self._proc, self._proc.pid)
-        self._tmp.cleanup()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-# --- IMAP ---------------------------------------------------------------------------------
-
-
-class ImapServer:
-    """What DovecotServer and PymapServer share: address, login, context manager, reset."""
-
-    host = HOST
-    port = 0
+class ImapServer(_ChildServer):
+    """An IMAP server with one user: what DovecotServer and PymapServer share."""
 
     def __init__(self, user: str = "inboxd", password: str = "secret") -> None:
         """Prepare (not start) a server with one user."""
+        super().__init__()
         self.user, self.password = user, password
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._tmp: Path | None = None
-
-    def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        """Stop the server, wait for it to exit and remove its files."""
-        if self._proc is not None:
-            _stop_process(self._proc, self._pid())
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        self._proc = self._tmp = None
-
-    def _pid(self) -> int:
-        """The pid to send SIGTERM to."""
-        assert self._proc is not None
-        return self._proc.pid
 
     def connect(self) -> IMAPClient:
         """Return an IMAPClient logged in as the server's user."""
         client = IMAPClient(self.host, self.port, ssl=False, timeout=30)
         # imapclient sends a command's final CRLF in a separate write: with Nagle on, pymap
-        # (whose delayed ACK holds it back) answers each command ~40 ms late
+        # (whose delayed ACK holds it back) answers every command ~40 ms late
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.login(self.user, self.password)
         return client
@@ -260,13 +240,6 @@ class ImapServer:
             if uids := client.search("ALL"):
                 client.delete_messages(uids)
                 client.expunge()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 _DOVECOT_CONF = """\
@@ -303,7 +276,7 @@ service imap-login {{
 
 
 class DovecotServer(ImapServer):
-    """A private Dovecot 2.3 instance (needs root) with one maildir user."""
+    """A private Dovecot 2.3 instance (needs root) with one maildir user, touching no system config."""
 
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
@@ -317,30 +290,24 @@ class DovecotServer(ImapServer):
         except (OSError, subprocess.SubprocessError):
             return False
 
-    def start(self) -> None:
-        """Write the config, start the master and wait for the IMAP port."""
-        self.port = free_port()
-        root = self._tmp = Path(tempfile.mkdtemp(prefix="inboxd-dovecot-"))
+    def _command(self, tmp: Path) -> list[str]:
+        """Write dovecot.conf, the passwd file and the user's home; return the master's command."""
         nobody = pwd.getpwnam("nobody")
-        # mail processes run as nobody and auth as dovecot: both must traverse the tree
-        root.chmod(0o755)
-        home = root / "home" / self.user
+        # mail processes may not run as root, so the user is nobody; it and auth (dovecot)
+        # must traverse every directory above the maildir
+        home = tmp / "home" / self.user
         home.mkdir(parents=True)
-        (root / "home").chmod(0o755)
+        tmp.chmod(0o755)
+        home.parent.chmod(0o755)
         os.chown(home, nobody.pw_uid, nobody.pw_gid)
-        passwd = root / "passwd"
-        passwd.write_text(f"{self.user}:{{PLAIN}}{self.password}:{nobody.pw_uid}:{nobody.pw_gid}::{home}::\n")
+        passwd = tmp / "passwd"
+        ids = f"{nobody.pw_uid}:{nobody.pw_gid}"
+        passwd.write_text(f"{self.user}:{{PLAIN}}{self.password}:{ids}::{home}::\n")
         passwd.chmod(0o644)
-        conf = root / "dovecot.conf"
-        conf.write_text(_DOVECOT_CONF.format(instance=f"inboxd-{root.name}", root=root, port=self.port))
-        # -F keeps the master our child, so stop() can wait() on it and no zombie is left behind;
-        # config errors go to master.out, later ones to dovecot.log
-        self._proc = _popen([self.binary, "-F", "-c", str(conf)], root / "master.out")
-        try:
-            _wait_port(self.port, self._proc, root / "master.out")
-        except RuntimeError:
-            self.stop()
-            raise
+        conf = tmp / "dovecot.conf"
+        conf.write_text(_DOVECOT_CONF.format(instance=f"inboxd-{tmp.name}", root=tmp, port=self.port))
+        # -F keeps the master our child, so stop() can wait() on it and leaves no zombie
+        return [self.binary, "-F", "-c", str(conf)]
 
     def _pid(self) -> int:
         """The master's pid from base_dir/master.pid."""
@@ -352,45 +319,30 @@ class DovecotServer(ImapServer):
 
 
 class PymapServer(ImapServer):
-    """pymap's in-memory ``dict`` backend in a subprocess, one user, empty INBOX."""
+    """pymap's in-memory ``dict`` backend in a subprocess: one user, an empty INBOX."""
 
-    def start(self) -> None:
-        """Start pymap and wait for the IMAP port."""
-        self.port = free_port()
-        self._tmp = Path(tempfile.mkdtemp(prefix="inboxd-pymap-"))
-        cmd = [sys.executable, "-c", "from pymap.main import main; main()",
-               "--no-tls", "--host", HOST, "--port", str(self.port),
-               "--pid-file", f"inboxd-pymap-{self.port}.pid",
-               # optional extras would otherwise listen on fixed ports
-               "--no-service", "admin", "--no-service", "managesieve", "--no-service", "swim",
-               "dict", "--demo-user", self.user, "--demo-password", self.password]
-        self._proc = _popen(cmd, self._tmp / "pymap.log")
-        try:
-            _wait_port(self.port, self._proc, self._tmp / "pymap.log")
-        except RuntimeError:
-            self.stop()
-            raise
+    def _command(self, tmp: Path) -> list[str]:
+        """pymap's command line (it has no ``__main__``)."""
+        return [sys.executable, "-c", "from pymap.main import main; main()",
+                "--no-tls", "--host", HOST, "--port", str(self.port), "--pid-file", str(tmp / "pymap.pid"),
+                # optional extras would otherwise listen on fixed ports
+                "--no-service", "admin", "--no-service", "managesieve", "--no-service", "swim",
+                "dict", "--demo-user", self.user, "--demo-password", self.password]
 
 
 def append_messages(
     server: ImapServer, messages: Iterable[bytes], folder: str = "INBOX", batch: int = 200
 ) -> int:
-    """Append raw mails to ``folder`` over one connection; MULTIAPPEND batches where offered."""
-    count = 0
+    """Append raw mails to ``folder`` over one connection, MULTIAPPEND-batched where offered."""
+    count, pending = 0, iter(messages)
     with server.connect() as client:
         multi = client.has_capability("MULTIAPPEND") and client.has_capability("LITERAL+")
-        chunk: list[bytes] = []
-        for message in messages:
-            count += 1
-            if not multi:
-                client.append(folder, message)
-                continue
-            chunk.append(message)
-            if len(chunk) >= batch:
+        while chunk := list(itertools.islice(pending, batch if multi else 1)):
+            if multi:
                 client.multiappend(folder, chunk)
-                chunk = []
-        if chunk:
-            client.multiappend(folder, chunk)
+            else:
+                client.append(folder, chunk[0])
+            count += len(chunk)
     return count
 
 
@@ -406,13 +358,12 @@ def imap_server_for_tests() -> ImapServer:
 def main(argv: list[str] | None = None) -> None:
     """``python -m inboxd.servers smtp --port P --dir D``: run a capture until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m inboxd.servers")
-    sub = parser.add_subparsers(dest="server", required=True)
-    smtp = sub.add_parser("smtp", help="SMTP capture writing one .eml per mail")
+    smtp = parser.add_subparsers(dest="server", required=True).add_parser("smtp", help="file every mail")
     smtp.add_argument("--port", type=int, required=True)
     smtp.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
     stop = {signal.SIGTERM, signal.SIGINT}
-    # block before the server thread starts so it inherits the mask and sigwait gets the signal
+    # block before the server thread starts, so it inherits the mask and sigwait gets the signal
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)
     with SmtpCapture(args.dir, args.port):
         signal.sigwait(stop)

@@ -61,7 +61,15 @@ class Tracker:
     config: Config
     renderer: Renderer
 
-    def open_item(self, msg: InboundMessage, record: Message, decision: Decision,
+    def record_inbound(self, msg: InboundMessage, uid: int | None, now: datetime, outcome: str,
+                       reason: str, item: Item | None = None) -> Message:
+        """Store an incoming mail with what became of it."""
+        return Message.create(
+            message_id=msg.message_id, direction="in", item=item, mailbox=self.config.mailbox.label,
+            uid=uid, sender=msg.sender, subject=msg.subject, raw_size=msg.raw_size,
+            summary=msg.summary, outcome=outcome, reason=reason, created_at=now)
+
+    def open_item(self, msg: InboundMessage, uid: int | None, decision: Decision,
                   now: datetime) -> Item:
         """Create the item, assign it, and enqueue the acknowledgement and the owner's mail."""
         disposition = decision.disposition
@@ -73,8 +81,7 @@ class Tracker:
             requester_name=msg.sender_name, owner=owner, queue=disposition.queue,
             status="open" if owner else "new", priority=disposition.priority,
             tags=list(disposition.tags), rule=decision.rule, created_at=now, due_at=due_at)
-        record.item = item
-        record.save()
+        record = self.record_inbound(msg, uid, now, "item", str(disposition), item)
         ref = ref_of(item, self.config.team)
         how = f"rule {decision.rule}" if decision.rule else "no rule matched: default queue"
         self.event(item, record, now, msg.sender or "unknown sender", "created",

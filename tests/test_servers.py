@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from inboxd import servers
-from inboxd.servers import DovecotServer, PymapServer, SmtpCapture, append_messages, count_files, load_files
+from inboxd.servers import DovecotServer, PymapServer, SmtpCapture, append_messages, count_files
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def mail(n: int) -> bytes:
     """A small raw mail numbered ``n``."""
-    return f"From: a@example.org\r\nTo: b@example.org\r\nSubject: mail {n}\r\nMessage-ID: <{n}@t>\r\n\r\nbody {n}\r\n".encode()
+    head = f"From: a@example.org\r\nTo: b@example.org\r\nSubject: mail {n}\r\nMessage-ID: <{n}@t>\r\n"
+    return f"{head}\r\nbody {n}\r\n".encode()
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,8 @@ def pymap() -> Iterator[PymapServer]:
 
 
 @pytest.fixture(params=["dovecot", "pymap"])
-def imap(request: pytest.FixtureRequest) -> servers._ImapServer:
-    server: servers._ImapServer = request.getfixturevalue(request.param)
+def imap(request: pytest.FixtureRequest) -> servers.ImapServer:
+    server: servers.ImapServer = request.getfixturevalue(request.param)
     server.reset()
     return server
 
@@ -53,7 +54,7 @@ def test_smtp_capture_receives_8bit_mail_and_files_it(tmp_path: Path) -> None:
     [got] = capture.messages
     assert got == servers.CapturedMail("a@example.org", ("b@example.org", "c@example.org"), data)
     assert count_files(tmp_path) == 1
-    assert load_files(tmp_path) == [got]
+    assert [p.read_bytes() for p in tmp_path.iterdir()] == [data]
 
 
 def test_smtp_capture_wait_for_times_out() -> None:
@@ -63,14 +64,16 @@ def test_smtp_capture_wait_for_times_out() -> None:
 
 def test_smtp_capture_in_separate_process(tmp_path: Path) -> None:
     with SmtpCapture.spawn(tmp_path) as capture:
+        assert capture.directory == tmp_path and not capture.wait_for(1, timeout=0.01)
         with smtplib.SMTP(capture.host, capture.port) as client:
             for n in range(3):
                 client.sendmail("a@example.org", ["b@example.org"], mail(n))
         assert capture.wait_for(3, timeout=5)
-    assert sorted(m.data for m in load_files(tmp_path)) == sorted(mail(n) for n in range(3))
+    assert count_files(tmp_path) == 3
+    assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == sorted(mail(n) for n in range(3))
 
 
-def test_append_and_uid_search(imap: servers._ImapServer) -> None:
+def test_append_and_uid_search(imap: servers.ImapServer) -> None:
     assert append_messages(imap, (mail(n) for n in range(3))) == 3
     with imap.connect() as client:
         client.select_folder("INBOX")
@@ -81,7 +84,7 @@ def test_append_and_uid_search(imap: servers._ImapServer) -> None:
         assert sorted(b[b"BODY[]"] for b in bodies.values()) == sorted(mail(n) for n in range(3))
 
 
-def test_idle_sees_append_from_other_connection(imap: servers._ImapServer) -> None:
+def test_idle_sees_append_from_other_connection(imap: servers.ImapServer) -> None:
     with imap.connect() as watcher, imap.connect() as writer:
         watcher.select_folder("INBOX")
         watcher.idle()
@@ -94,7 +97,7 @@ def test_idle_sees_append_from_other_connection(imap: servers._ImapServer) -> No
         assert (1, b"EXISTS") in seen
 
 
-def test_move_to_created_folder(imap: servers._ImapServer) -> None:
+def test_move_to_created_folder(imap: servers.ImapServer) -> None:
     append_messages(imap, [mail(1), mail(2)])
     with imap.connect() as client:
         assert client.has_capability("MOVE") and client.has_capability("UIDPLUS")
@@ -106,7 +109,7 @@ def test_move_to_created_folder(imap: servers._ImapServer) -> None:
         assert client.folder_status("Done/2024", ["MESSAGES"])[b"MESSAGES"] == 1
 
 
-def test_reset_empties(imap: servers._ImapServer) -> None:
+def test_reset_empties(imap: servers.ImapServer) -> None:
     append_messages(imap, [mail(1)])
     append_messages(imap, [mail(2)], folder="INBOX")
     with imap.connect() as client:
