@@ -141,8 +141,10 @@ class _Reader:
         if key not in self.data:
             if default is ...:
                 self.fail(key, "missing (required)")
-            return None if default is ... else default
-        value = self.data[key]
+                return None
+            if default is None or convert is None:
+                return default
+        value = self.data.get(key, default)
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join(k.__name__.replace("str", "a string").replace("int", "an integer")

@@ -69,7 +69,9 @@ class _ChildServer(_Managed):
         raise NotImplementedError
 
     def start(self) -> None:
-        """Start the child and wait until its port accepts connections."""
+        """Start the child (unless running) and wait until its port accepts connections."""
+        if self._proc is not None:
+            return
         self.port = free_port()
         tmp = self._tmp = Path(tempfile.mkdtemp(prefix=f"inboxd-{type(self).__name__.lower()}-"))
         # so that ``-m inboxd.servers`` works from a checkout too

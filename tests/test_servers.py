@@ -64,11 +64,13 @@ def test_smtp_capture_wait_for_times_out() -> None:
 
 def test_smtp_capture_in_separate_process(tmp_path: Path) -> None:
     with SmtpCapture.spawn(tmp_path) as capture:
+        child = capture._proc
         assert capture.directory == tmp_path and not capture.wait_for(1, timeout=0.01)
         with smtplib.SMTP(capture.host, capture.port) as client:
             for n in range(3):
                 client.sendmail("a@example.org", ["b@example.org"], mail(n))
         assert capture.wait_for(3, timeout=5)
+    assert child is not None and child.returncode is not None
     assert count_files(tmp_path) == 3
     assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == sorted(mail(n) for n in range(3))
 
@@ -90,7 +92,7 @@ def test_idle_sees_append_from_other_connection(imap: servers.ImapServer) -> Non
         watcher.idle()
         writer.append("INBOX", mail(1))
         deadline = time.monotonic() + 5
-        seen = []
+        seen: list[tuple[int | bytes, ...]] = []
         while time.monotonic() < deadline and not any(r[1:2] == (b"EXISTS",) for r in seen):
             seen += watcher.idle_check(timeout=deadline - time.monotonic())
         watcher.idle_done()

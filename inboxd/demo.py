@@ -1,0 +1,192 @@
+"""`inboxd demo`: the whole flow on an embedded IMAP server and SMTP capture, shown as it happens."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+import click
+
+from .config import load_config
+from .errors import InboxdError
+from .pipeline import Outcome
+
+SHIPPED = Path(__file__).resolve().parent.parent  # the checkout: rules/ and templates/ live there
+
+SAMPLES = [
+    ("Rosa Lind <rosa.lind@example.org>", "Printer on floor 3 keeps jamming",
+     "Hi, the printer next to the kitchen on floor 3 jams on every second page. Could someone look?"),
+    ("Omar Haddad <omar.haddad@example.org>", "VPN access for our new starter",
+     "Hello, Jana starts on Monday and needs VPN access and an account. Thanks!"),
+    ("Mira Board <mira@board.example.org>", "Outage: email is down in the board room",
+     "None of us in the board room can send or receive mail since 10:00."),
+    ("Ken Ito <ken.ito@example.org>", "Question about my payroll slip",
+     "My November payroll slip shows the wrong tax class. Who can fix this?"),
+    ("Lea Novak <lea.novak@example.org>", "Can you set up my phone?",
+     "Could you install the company mail on my personal phone? It's an older model."),
+    ("Tim Berg <tim.berg@example.org>", "Out of Office: Tim Berg",
+     "I am out of the office until Monday and will answer your mail then.", {"Auto-Submitted": "auto-replied"}),
+    ("Ines Dahl <ines.dahl@example.org>", "New monitor for the reception desk",
+     "Our reception monitor flickers; could we get a replacement?"),
+]
+
+CONFIG = """\
+[team]
+name = "IT Help"
+address = "help@example.org"
+ref_prefix = "IT"
+lead = "lead@example.org"
+members = [{{ email = "ana@example.org", name = "Ana" }}, {{ email = "bo@example.org", name = "Bo" }}]
+
+[queues]
+default = ["ana@example.org", "bo@example.org"]
+ops = ["ana@example.org"]
+facilities = ["bo@example.org"]
+
+[mailbox]
+host = "127.0.0.1"
+port = {imap_port}
+tls = "none"
+user = "{imap_user}"
+password_file = "imap-password"
+done_folder = "Processed"
+idle = true
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+
+[database]
+url = "sqlite:///inboxd.db"
+
+[paths]
+rules = "{rules}"
+templates = "{templates}"
+
+[calendar]
+timezone = "Europe/Berlin"
+holidays = "DE"
+"""
+
+
+def _sample(sender: str, subject: str, text: str, headers: dict[str, str] | None = None) -> bytes:
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = sender, "IT Help <help@example.org>", subject
+    mail["Date"] = format_datetime(time.localtime() and __import__("datetime").datetime.now().astimezone())
+    mail["Message-ID"] = make_msgid(domain="example.org")
+    for name, value in (headers or {}).items():
+        mail[name] = value
+    mail.set_content(text)
+    return mail.as_bytes()
+
+
+def run_demo(keep: bool = False) -> None:
+    """Start the servers, run the real daemon, drop in sample mail and narrate what happens."""
+    from .daemon import Daemon
+    from .servers import PymapServer, SmtpCapture, append_messages
+
+    for folder in ("rules", "templates"):
+        if not (SHIPPED / folder).is_dir():
+            raise InboxdError(f"the demo uses the {folder}/ folder of a source checkout, not found at "
+                              f"{SHIPPED / folder}; install with `pip install -e .` from the checkout")
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="inboxd-demo-"))
+    logging.getLogger("inboxd").setLevel(logging.WARNING)  # the narration below replaces the log
+    click.secho("inboxd demo: an embedded IMAP server (pymap), an SMTP capture (aiosmtpd), "
+                "a temporary SQLite database", bold=True)
+    imap, smtp = PymapServer(), SmtpCapture()
+    try:
+        with imap, smtp:
+            (workdir / "imap-password").write_text(imap.password)
+            (workdir / "config.toml").write_text(CONFIG.format(
+                imap_port=imap.port, imap_user=imap.user, smtp_port=smtp.port,
+                rules=SHIPPED / "rules", templates=SHIPPED / "templates"))
+            config = load_config(workdir / "config.toml")
+            click.echo(f"  IMAP 127.0.0.1:{imap.port}   SMTP 127.0.0.1:{smtp.port}   files in {workdir}")
+            click.echo(f"  rules from {config.rules_dir}, templates from {config.templates_dir}\n")
+            _play(Daemon(config), smtp, append_messages, imap)
+            _show_server(imap)
+    finally:
+        if keep:
+            click.echo(f"\nkept {workdir}: try `inboxd --config {workdir / 'config.toml'} items --all`")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    click.secho(f"\ndemo finished in {time.monotonic() - started:.1f} s", bold=True)
+
+
+def _play(daemon, smtp, append_messages, imap) -> None:  # type: ignore[no-untyped-def]
+    outcomes: queue.Queue[Outcome] = queue.Queue()
+    daemon.listeners.append(outcomes.put)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), name="daemon", daemon=True)
+    thread.start()
+    seen_sent, tally = 0, {"items": 0, "skipped": [], "sent": 0}
+    try:
+        for number, (sender, subject, text, *extra) in enumerate(SAMPLES, start=1):
+            click.secho(f"[{number}] {sender} writes: \"{subject}\"", fg="cyan")
+            arrived = time.monotonic()
+            append_messages(imap, [_sample(sender, subject, text, *extra)])
+            outcome = outcomes.get(timeout=30)
+            latency = time.monotonic() - arrived
+            _narrate(outcome, latency, tally)
+            seen_sent = _show_sent(daemon, smtp, seen_sent, tally)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    _summary(daemon, tally)
+
+
+def _narrate(outcome: Outcome, latency: float, tally: dict) -> None:
+    if outcome.kind == "item":
+        tally["items"] += 1
+        click.echo(f"    -> item {outcome.ref} created after {latency:.2f} s: {outcome.reason}")
+    else:
+        if outcome.kind in ("skipped", "ignored", "parked"):
+            tally["skipped"].append((outcome.subject, outcome.reason))
+        click.echo(f"    -> {outcome.kind} after {latency:.2f} s: {outcome.reason}")
+
+
+def _show_sent(daemon, smtp, seen: int, tally: dict) -> int:  # type: ignore[no-untyped-def]
+    from .models import Outbox
+    deadline = time.monotonic() + 10
+    while Outbox.select().where(Outbox.status == "pending").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    expected = Outbox.select().where(Outbox.status == "sent").count()
+    smtp.wait_for(expected, timeout=10)
+    for mail in smtp.messages[seen:]:
+        subject = next((line[9:] for line in mail.data.decode("utf-8", "replace").splitlines()
+                        if line.startswith("Subject: ")), "")
+        from email.header import decode_header, make_header
+        subject = str(make_header(decode_header(subject)))
+        click.echo(f"    <- mail to {', '.join(mail.rcpt_tos)}: {subject}")
+        tally["sent"] += 1
+    return len(smtp.messages)
+
+
+def _summary(daemon, tally: dict) -> None:  # type: ignore[no-untyped-def]
+    from .models import Item
+    prefix, tz = daemon.config.team.ref_prefix, daemon.config.calendar.tz
+    click.secho(f"\n{tally['items']} item(s) tracked, {tally['sent']} mail(s) sent, "
+                f"{len(tally['skipped'])} mail(s) stored without an answer", bold=True)
+    for item in Item.select().order_by(Item.id):
+        due = item.due_at.astimezone(tz).strftime("%a %d %b %H:%M")
+        click.echo(f"  {prefix}-{item.id:<4} {item.queue:<11} {item.priority:<7} owner "
+                   f"{item.owner or '-':<16} due {due}  {item.subject}")
+    for subject, reason in tally["skipped"]:
+        click.echo(f"  not answered: \"{subject}\" ({reason})")
+
+
+def _show_server(imap) -> None:  # type: ignore[no-untyped-def]
+    """What the mailbox looks like now, read back from the server."""
+    with imap.connect() as client:
+        counts = {f: client.folder_status(f, [b"MESSAGES"])[b"MESSAGES"] for f in ("INBOX", "Processed")}
+    click.echo(f"  on the IMAP server: {counts['Processed']} mail(s) moved to Processed after their "
+               f"outcome was committed, {counts['INBOX']} left in INBOX")
