@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import logging
 import re
 import warnings
 from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.message import Message
 from email.utils import getaddresses, parseaddr
 
 import mailparser
@@ -74,13 +77,13 @@ def decode(raw: bytes) -> InboundMessage:
         headers.setdefault(name.lower(), ())
         headers[name.lower()] += (_clean(str(value)),)
     # No usable sender still makes an item (nothing is lost); it just can't be answered.
-    sender_name, sender = _first_address(headers.get("from", ()) or headers.get("sender", ()))
+    sender_name, sender = _first_address(_raw(email, "from") or _raw(email, "sender"))
     ids = _MSGID.findall(headers.get("message-id", ("",))[0])
     in_reply_to = _MSGID.findall(headers.get("in-reply-to", ("",))[0])
     return InboundMessage(
         message_id=ids[0] if ids else raw_key(raw),
         sender=sender, sender_name=sender_name,
-        to=_addresses(headers.get("to", ())), cc=_addresses(headers.get("cc", ())),
+        to=_addresses(_raw(email, "to")), cc=_addresses(_raw(email, "cc")),
         subject=_clean(parsed.subject or ""),
         text=_text_of(parsed),
         attachments=tuple(_attachment(a) for a in parsed.attachments),
@@ -92,8 +95,18 @@ def decode(raw: bytes) -> InboundMessage:
 
 
 def _clean(value: str) -> str:
-    """One line: no CR/LF survives into anything we might echo into a header."""
+    """One line, RFC 2047 words decoded: no CR/LF survives into anything echoed into a header."""
+    if "=?" in value:
+        try:
+            value = str(make_header(decode_header(value)))
+        except (ValueError, LookupError, UnicodeError):
+            pass  # keep the undecodable original rather than lose the header
     return " ".join(value.split())
+
+
+def _raw(email: Message, name: str) -> tuple[str, ...]:
+    """Undecoded values of an address header: decoding first would turn encoded commas into separators."""
+    return tuple(str(v) for v in email.get_all(name, []))
 
 
 def _first_address(values: tuple[str, ...]) -> tuple[str, str]:
@@ -133,7 +146,10 @@ def html_to_text(html: str) -> str:
 def _attachment(part: dict) -> Attachment:
     payload = part.get("payload") or ""
     if part.get("binary"):
-        size = len(payload) * 3 // 4 - payload.count("=")
+        try:
+            size = len(binascii.a2b_base64(payload))
+        except (binascii.Error, ValueError):
+            size = len(payload) * 3 // 4
     else:
         size = len(payload.encode("utf-8", "replace"))
     return Attachment(name=_clean(str(part.get("filename") or "unnamed")), size=max(size, 0),

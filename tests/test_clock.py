@@ -1,0 +1,68 @@
+"""Durations and the business calendar."""
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from inboxd.clock import BusinessCalendar, parse_duration, parse_hours, parse_workdays
+
+BERLIN = ZoneInfo("Europe/Berlin")
+CAL = BusinessCalendar(BERLIN, country="DE", extra_holidays=frozenset({date(2026, 12, 24)}))
+
+
+def at(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN)
+
+
+@pytest.mark.parametrize("text, amount, unit, business", [
+    ("30m", 30, "minutes", False), ("4h", 4, "hours", False), ("2d", 2, "days", False),
+    ("1w", 1, "weeks", False), ("3 business days", 3, "days", True),
+    ("4 business hours", 4, "hours", True), ("1 business day", 1, "days", True)])
+def test_parse_duration(text, amount, unit, business):
+    duration = parse_duration(text)
+    assert (duration.amount, duration.unit, duration.business) == (amount, unit, business)
+
+
+@pytest.mark.parametrize("text", ["soon", "3 business weeks", "-2d", "4 parsecs", ""])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_friday_afternoon_plus_four_business_hours_is_monday_midday():
+    # 45 minutes left on Friday (until 17:30), 3h15 on Monday from 09:00
+    assert CAL.add(at(2026, 11, 27, 16, 45), parse_duration("4 business hours")) == at(2026, 11, 30, 12, 15)
+
+
+def test_business_days_skip_weekend_and_holidays():
+    # Wed 23 Dec + 2 business days: 24th (extra), 25th, 26th (public), weekend -> Tue 29th
+    assert CAL.add(at(2026, 12, 23, 11, 0), parse_duration("2 business days")) == at(2026, 12, 29, 11, 0)
+
+
+def test_outside_hours_starts_at_next_opening():
+    assert CAL.add(at(2026, 11, 28, 12, 0), parse_duration("1 business hour")) == at(2026, 11, 30, 10, 0)
+    assert CAL.add(at(2026, 11, 30, 7, 0), parse_duration("1 business hour")) == at(2026, 11, 30, 10, 0)
+
+
+def test_dst_change_keeps_local_business_hours():
+    # Clocks go back on Sunday 25 Oct 2026: Monday 09:00 is UTC+1, Friday was UTC+2
+    due = CAL.add(at(2026, 10, 23, 16, 30), parse_duration("4 business hours"))
+    assert due == at(2026, 10, 26, 12, 0)
+    assert due.utcoffset().total_seconds() == 3600
+    assert CAL.add(at(2026, 10, 24, 12, 0), parse_duration("1d")).hour == 12  # wall-clock day
+
+
+def test_region_holidays():
+    bavaria = BusinessCalendar(BERLIN, country="DE-BY")
+    assert not bavaria.is_workday(date(2026, 1, 6))  # Epiphany in Bavaria
+    assert CAL.is_workday(date(2026, 1, 6))
+
+
+def test_workdays_and_hours_parsing():
+    assert parse_workdays("mon-fri") == frozenset(range(5))
+    assert parse_workdays("sun-tue") == frozenset({6, 0, 1})
+    assert parse_hours("08:30-16:00")[0].hour == 8
+    for bad in ("mon-funday", "17:00-09:00"):
+        with pytest.raises(ValueError):
+            parse_workdays(bad) if "-f" in bad else parse_hours(bad)
