@@ -1,0 +1,57 @@
+"""The outbox sender: backoff, dead letters, and what a sent acknowledgement records."""
+
+from datetime import timedelta
+
+from helpers import make_mail
+
+from inboxd.errors import DeliveryError, PermanentDeliveryError
+from inboxd.models import Event, Item, Outbox
+
+
+def _one_request(daemon):
+    daemon.source.add([make_mail("rosa@example.org", "Screen flickers")])
+    daemon.ingest(daemon.source.open())
+    return Item.get()
+
+
+def test_backoff_grows_and_is_capped(fake_daemon):
+    sender = fake_daemon.sender
+    waits = [sender.backoff(n).total_seconds() for n in range(1, 15)]
+    assert waits[:4] == [1, 2, 4, 8]  # retry_seconds = 1 in the test config
+    assert waits == sorted(waits) and max(waits) == 3600
+
+
+def test_temporary_failure_retries_later_then_sends(fake_daemon, clock):
+    item = _one_request(fake_daemon)
+    transport = fake_daemon.sender.transport
+    transport.failures.append(DeliveryError("451 try later"))
+    assert fake_daemon.sender.drain() == 0
+    row = Outbox.get()
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "451 try later")
+    assert fake_daemon.sender.drain() == 0  # not due yet: nothing is hammered
+    clock.advance(timedelta(seconds=2))
+    assert fake_daemon.sender.drain() == 1
+    assert Outbox.get().status == "sent"
+    assert Item.get_by_id(item.id).acknowledged_at == clock.now()
+
+
+def test_permanent_failure_goes_dead_with_reason_on_the_item(fake_daemon):
+    item = _one_request(fake_daemon)
+    fake_daemon.sender.transport.failures.append(PermanentDeliveryError("550 no such user"))
+    fake_daemon.sender.drain()
+    row = Outbox.get()
+    assert (row.status, row.last_error) == ("dead", "550 no such user")
+    event = Event.get(Event.kind == "delivery-failed")
+    assert event.item_id == item.id and "550 no such user" in event.detail
+    assert Item.get_by_id(item.id).acknowledged_at is None
+
+
+def test_gives_up_after_max_attempts(fake_daemon, clock):
+    _one_request(fake_daemon)
+    transport = fake_daemon.sender.transport
+    transport.failures.extend(DeliveryError("421 busy") for _ in range(20))
+    for _ in range(12):
+        fake_daemon.sender.drain()
+        clock.advance(timedelta(hours=2))
+    row = Outbox.get()
+    assert (row.status, row.attempts) == ("dead", 10)
