@@ -1,0 +1,119 @@
+"""The command line contract: check, rules test, items, item, and clean errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+from click.testing import CliRunner
+from helpers import REPO, make_mail, write_config
+
+from inboxd.cli import cli
+
+
+def invoke(config_path, *args):
+    result = CliRunner().invoke(cli, ["--config", str(config_path), *args])
+    return result.exit_code, result.output
+
+
+def test_check_passes_on_shipped_files(tmp_path):
+    code, out = invoke(write_config(tmp_path), "check")
+    assert code == 0, out
+    assert "7 rule(s) in 3 file(s)" in out and "6 template(s)" in out
+
+
+def test_check_reports_unknown_key_bad_regex_unknown_template_and_duplicate(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    (rules / "50-broken.toml").write_text('''version = 1
+
+[[rule]]
+name = "printer"
+match.subject = { contains = "ink" }
+queue = "facilities"
+
+[[rule]]
+name = "typo"
+match.subject = { regex = "(unclosed" }
+queue = "ops"
+priorty = "high"
+
+[[rule]]
+name = "no-template"
+match.subject = { contains = "x" }
+acknowledge = "ack_fancy"
+queue = "ops"
+''')
+    result = subprocess.run([sys.executable, "-m", "inboxd.cli", "--config", str(write_config(tmp_path, rules=rules)),
+                             "check"], capture_output=True, text=True)
+    assert result.returncode == 1
+    broken = rules / "50-broken.toml"
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ")
+    assert f"{broken}:4: printer: name: duplicate rule name 'printer', first defined at {rules / '20-queues.toml'}:3" in result.stderr
+    assert f"{broken}:10: typo: match.subject.regex: bad regular expression" in result.stderr
+    assert f"{broken}:12: typo: priorty: unknown key (did you mean 'priority'?)" in result.stderr
+    assert f"{broken}:17: no-template: acknowledge: unknown template 'ack_fancy'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_rules_test_explains_without_database_or_network(tmp_path):
+    config = write_config(tmp_path, imap_port=9, smtp_port=9)  # nothing listens there
+    mail = tmp_path / "mail.eml"
+    mail.write_bytes(make_mail("rosa@example.org", "Printer on floor 2 out of toner"))
+    code, out = invoke(config, "rules", "test", str(mail))
+    assert code == 0, out
+    assert "no    vip-outage" in out and "from domain 'board.example.org': no" in out
+    assert "MATCH printer" in out and "subject contains any of 'printer', 'toner', 'paper jam': yes" in out
+    assert "disposition: queue facilities, priority normal, assign round-robin" in out
+    assert "Subject: [IT-NEW] We have your request: Printer on floor 2 out of toner" in out
+    assert "To: rosa@example.org" in out
+    assert not (tmp_path / "inboxd.db").exists()
+
+
+def test_rules_test_on_an_auto_reply_says_it_is_skipped(tmp_path):
+    mail = tmp_path / "ooo.eml"
+    mail.write_bytes(make_mail(subject="Away", headers={"Auto-Submitted": "auto-replied"}))
+    code, out = invoke(write_config(tmp_path), "rules", "test", str(mail))
+    assert code == 0 and "SKIPPED by auto-submitted" in out and "mail that would be sent" not in out
+
+
+def test_items_json_and_item_history(tmp_path):
+    from inboxd.config import load_config
+    from inboxd.daemon import Daemon
+    from inboxd.outbox import FakeTransport
+    from inboxd.source import FakeSource
+    config_path = write_config(tmp_path)
+    daemon = Daemon(load_config(config_path), source=FakeSource(), transport=FakeTransport())
+    daemon.source.add([make_mail("rosa@example.org", "Printer jam"), make_mail("omar@example.org", "New mouse")])
+    daemon.ingest(daemon.source.open())
+    daemon.sender.drain()
+    code, out = invoke(config_path, "items", "--json")
+    assert code == 0
+    items = json.loads(out)
+    assert [i["ref"] for i in items] == ["IT-1", "IT-2"]
+    assert set(items[0]) >= {"ref", "subject", "requester", "owner", "queue", "status", "priority", "tags",
+                             "created_at", "due_at", "acknowledged_at", "first_response_at",
+                             "resolved_at", "satisfaction"}
+    assert items[0]["queue"] == "facilities" and items[0]["owner"] == "ana@example.org"
+    assert items[0]["due_at"].endswith("+00:00") and items[0]["first_response_at"] is None
+    code, out = invoke(config_path, "items", "--queue", "default")
+    assert code == 0 and "IT-2" in out and "IT-1" not in out
+    code, out = invoke(config_path, "item", "IT-1")
+    assert code == 0
+    assert "created" in out and "assigned to ana@example.org (round-robin)" in out
+    assert "-> help@example.org" in out and "[IT-1] We have your request" in out
+    code, out = invoke(config_path, "item", "IT-99")
+    assert code == 1 and "no item 'IT-99'" in out
+
+
+def test_missing_config_is_a_clean_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "inboxd.cli", "--config", str(tmp_path / "nope.toml"), "items"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "config file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_usage_error_exits_2():
+    result = CliRunner().invoke(cli, ["frobnicate"])
+    assert result.exit_code == 2 and "No such command" in result.output
