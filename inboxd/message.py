@@ -55,6 +55,17 @@ class InboundMessage:
         return values[0] if values else None
 
     @property
+    def fingerprint(self) -> str:
+        """A hash of what the sender wrote, without transport headers.
+
+        Two copies of one mail (To and Cc both the alias) share it; two different mails that
+        reuse a Message-ID, as some broken generators do, do not.
+        """
+        parts = [self.sender, self.subject, self.header("date") or "", self.text,
+                 *(f"{a.name}:{a.size}" for a in self.attachments)]
+        return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+    @property
     def summary(self) -> str:
         """The first 200 characters of the text, on one line."""
         return " ".join(self.text.split())[:200]

@@ -72,9 +72,10 @@ class Item(BaseModel):
 
 
 class Message(BaseModel):
-    """Every mail in or out, keyed by Message-ID per direction."""
+    """Every mail in or out, keyed by Message-ID and content fingerprint per direction."""
 
     message_id = pw.CharField()
+    fingerprint = pw.CharField(default="")
     direction = pw.CharField()  # in | out
     item = pw.ForeignKeyField(Item, null=True, backref="messages", on_delete="SET NULL")
     mailbox = pw.CharField(default="")
@@ -88,7 +89,7 @@ class Message(BaseModel):
     created_at = UtcDateTimeField()
 
     class Meta:
-        indexes = ((("direction", "message_id"), True),)
+        indexes = ((("direction", "message_id", "fingerprint"), True),)
 
 
 class Event(BaseModel):

@@ -64,12 +64,13 @@ class Pipeline:
 
     def _process(self, msg: InboundMessage, raw: bytes, uid: int | None) -> Outcome:
         now = self.clock.now()
-        seen = Message.get_or_none((Message.direction == "in") & (Message.message_id == msg.message_id))
+        seen = Message.get_or_none((Message.direction == "in") & (Message.message_id == msg.message_id)
+                                   & (Message.fingerprint == msg.fingerprint))
         if seen is not None and seen.outcome == "parked":
             seen.delete_instance()  # parked before (e.g. a broken template since fixed): try again
         elif seen is not None:
             return Outcome("duplicate", msg.message_id, msg.sender, msg.subject,
-                           f"Message-ID already processed ({seen.outcome})")
+                           f"already processed ({seen.outcome})")
         skip = guards.check(msg, self.config.team.address)
         if skip is not None:
             self.tracker.record_inbound(msg, uid, now, "skipped", str(skip))
@@ -105,8 +106,9 @@ class Pipeline:
         """Record a mail that cannot be handled; it stays on the server for a person."""
         message_id = msg.message_id if msg else raw_key(raw)
         sender, subject = (msg.sender, msg.subject) if msg else ("", "")
+        fingerprint = msg.fingerprint if msg else raw_key(raw)
         with db.atomic():
-            Message.insert(message_id=message_id, direction="in", mailbox=self.config.mailbox.label,
+            Message.insert(message_id=message_id, fingerprint=fingerprint, direction="in", mailbox=self.config.mailbox.label,
                            uid=uid, sender=sender, subject=subject, raw_size=len(raw),
                            outcome="parked", reason=reason, created_at=self.clock.now()
                            ).on_conflict_ignore().execute()

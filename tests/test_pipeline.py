@@ -140,3 +140,9 @@ def test_uidvalidity_change_rereads_without_doubles(fake_daemon):
     fake_daemon.source.mails[1] = make_mail(message_id="<v@example.org>")  # same mail, new folder
     fake_daemon.ingest(fake_daemon.source.open())
     assert Item.select().count() == 1
+
+
+def test_reused_message_id_with_other_content_is_another_mail(fake_daemon):
+    run(fake_daemon, make_mail("a@example.org", "First", message_id="<reused@example.org>"),
+        make_mail("b@example.org", "Second", message_id="<reused@example.org>"))
+    assert [i.subject for i in Item.select().order_by(Item.id)] == ["First", "Second"]

@@ -102,7 +102,7 @@ class _RuleReader:
             except ValueError as exc:
                 self.fail(f"{where}.{op}", str(exc))
                 continue
-            tests.append(FieldTest(field, header, op, args, tuple(repr(str(v)) for v in values)))
+            tests.append(FieldTest(field, header, op, args, tuple(f"'{v}'" for v in values)))
         return tests
 
     def disposition(self, table: dict) -> Disposition | None:
