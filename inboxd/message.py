@@ -61,8 +61,9 @@ class InboundMessage:
         Two copies of one mail (To and Cc both the alias) share it; two different mails that
         reuse a Message-ID, as some broken generators do, do not.
         """
-        parts = [self.sender, self.subject, self.header("date") or "", self.text,
-                 *(f"{a.name}:{a.size}" for a in self.attachments)]
+        # Whitespace folded: servers may rewrite line endings (bare CR, LF) on APPEND.
+        # Not the attachments: mail-parser names unnamed parts at random.
+        parts = [self.sender, self.subject, self.header("date") or "", " ".join(self.text.split())]
         return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
 
     @property
@@ -72,8 +73,9 @@ class InboundMessage:
 
 
 def raw_key(raw: bytes) -> str:
-    """A stable Message-ID for a mail that has none: a hash of its bytes."""
-    return f"<{hashlib.sha256(raw).hexdigest()[:40]}@inboxd.invalid>"
+    """A stable Message-ID for a mail that has none: a hash of its bytes, line endings folded."""
+    canonical = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return f"<{hashlib.sha256(canonical).hexdigest()[:40]}@inboxd.invalid>"
 
 
 def decode(raw: bytes) -> InboundMessage:

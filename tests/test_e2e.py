@@ -1,0 +1,174 @@
+"""End to end through a real IMAP server (Dovecot; pymap where absent) and a real SMTP server."""
+
+from __future__ import annotations
+
+import email
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import CORPUS, make_mail, manifest, write_config
+
+from inboxd.servers import append_messages
+
+INBOXD = [sys.executable, "-m", "inboxd.cli"]
+
+
+def setup(tmp_path: Path, mailbox, smtp, **kwargs) -> Path:
+    return write_config(tmp_path, imap_port=mailbox.port, smtp_port=smtp.port, imap_user=mailbox.user,
+                        imap_password=mailbox.password, **kwargs)
+
+
+def inboxd(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    result = subprocess.run([*INBOXD, "--config", str(config), *args], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def folder_counts(mailbox) -> dict[str, int]:
+    with mailbox.connect() as client:
+        return {f: client.folder_status(f, [b"MESSAGES"])[b"MESSAGES"]
+                for f in ("INBOX", "Processed") if client.folder_exists(f)}
+
+
+def query(config: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(config.parent / "inboxd.db") as db:
+        return db.execute(sql).fetchall()
+
+
+def requests(count: int, start: int = 0) -> list[bytes]:
+    return [make_mail(f"user{i}@example.org", f"Request number {i}", f"Please help with thing {i}.",
+                      message_id=f"<req-{i}@example.org>") for i in range(start, start + count)]
+
+
+def acks_by_requester(smtp) -> Counter:
+    return Counter(m.rcpt_tos[0] for m in smtp.messages
+                   if "We have your request" in (email.message_from_bytes(m.data)["Subject"] or ""))
+
+
+def test_once_turns_200_mails_into_200_items_and_200_acks_then_nothing(tmp_path, mailbox, smtp_capture):
+    config = setup(tmp_path, mailbox, smtp_capture)
+    append_messages(mailbox, requests(200))
+    inboxd(config, "once")
+    assert query(config, "select count(*) from item") == [(200,)]
+    acks = acks_by_requester(smtp_capture)
+    assert len(acks) == 200 and set(acks.values()) == {1}
+    assert len(smtp_capture.messages) == 200
+    assert query(config, "select count(*) from item where acknowledged_at is null") == [(0,)]
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 200}
+    inboxd(config, "once")
+    assert query(config, "select count(*) from item") == [(200,)]
+    assert len(smtp_capture.messages) == 200
+
+
+def test_flag_mode_keeps_mail_in_place_and_flags_it(tmp_path, mailbox, smtp_capture):
+    config = setup(tmp_path, mailbox, smtp_capture)
+    config.write_text(config.read_text().replace('done_folder = "Processed"\n', ""))
+    append_messages(mailbox, requests(3))
+    inboxd(config, "once")
+    with mailbox.connect() as client:
+        client.select_folder("INBOX")
+        flags = client.get_flags(client.search("ALL"))
+    assert len(flags) == 3 and all(b"$InboxdDone" in f and b"\\Seen" in f for f in flags.values())
+    inboxd(config, "once")
+    assert query(config, "select count(*) from item") == [(3,)] and len(smtp_capture.messages) == 3
+
+
+def _wait_for_line(log: Path, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def test_run_acknowledges_mail_arriving_while_idle_and_stops_on_sigterm(tmp_path, mailbox, smtp_capture):
+    config = setup(tmp_path, mailbox, smtp_capture)
+    log = tmp_path / "daemon.log"
+    with log.open("w") as stderr:
+        daemon = subprocess.Popen([*INBOXD, "--config", str(config), "run"], stderr=stderr, stdout=stderr)
+    try:
+        _wait_for_line(log, "watching with IDLE")
+        time.sleep(0.5)  # the daemon is now inside IDLE
+        arrived = time.monotonic()
+        append_messages(mailbox, [make_mail("late@example.org", "Arrived while idling")])
+        assert smtp_capture.wait_for(1, timeout=15), log.read_text()[-2000:]
+        latency = time.monotonic() - arrived
+        ack = email.message_from_bytes(smtp_capture.messages[0].data)
+        assert ack["To"] == "late@example.org" and "Arrived while idling" in ack["Subject"]
+        assert latency < 10  # a poll would take 60 s: only IDLE explains a quick ack
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=15) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert "stopped" in log.read_text()
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 1}
+
+
+def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(tmp_path, mailbox, smtp_capture):
+    total = 300
+    config = setup(tmp_path, mailbox, smtp_capture, batch_size=50)
+    append_messages(mailbox, requests(total))
+    victim = subprocess.Popen([*INBOXD, "--config", str(config), "once"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and victim.poll() is None:
+        if (config.parent / "inboxd.db").exists():
+            try:
+                if query(config, "select count(*) from item")[0][0] >= 75:
+                    break
+            except sqlite3.OperationalError:
+                pass  # schema not created yet
+        time.sleep(0.01)
+    assert victim.poll() is None, "the batch finished before it could be killed; raise the count"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = query(config, "select count(*) from item")[0][0]
+    assert killed_at < total
+    inboxd(config, "once")
+    assert query(config, "select count(*) from item") == [(total,)]
+    per_mail = query(config, "select m.message_id, count(distinct m.item_id) from message m "
+                             "where m.direction = 'in' group by m.message_id")
+    assert len(per_mail) == total and {n for _, n in per_mail} == {1}
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": total}
+    # Each item's acknowledgement is one stored mail; only a kill inside the SMTP window
+    # (server said 250, row not yet marked sent) can deliver that same mail a second time.
+    ack_ids = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in smtp_capture.messages)
+    assert len(ack_ids) == total
+    assert sum(n - 1 for n in ack_ids.values()) <= 1
+    assert set(query(config, "select status from outbox")) == {("sent",)}
+
+
+def test_corpus_goes_through_without_exception_and_no_automatic_mail_is_answered(tmp_path, mailbox, smtp_capture):
+    from inboxd.config import load_config
+    from inboxd.daemon import Daemon
+    from inboxd.message import decode
+    from inboxd.models import Item, Message
+    expected = {p: e for p, e in manifest().items() if p.split("/")[0] in ("normal", "autoreply", "bounce", "list")}
+    raws = {p: (CORPUS / p).read_bytes() for p in expected}
+    append_messages(mailbox, raws.values())
+    daemon = Daemon(load_config(setup(tmp_path, mailbox, smtp_capture)))
+    outcomes = []
+    daemon.listeners.append(outcomes.append)
+    assert daemon.once() == len(raws)
+    assert [o for o in outcomes if o.kind == "parked"] == []
+    answered = {"".join(email.message_from_bytes(m.data)["In-Reply-To"].split()) for m in smtp_capture.messages}
+    for path, expect in expected.items():
+        msg = decode(raws[path])
+        record = Message.get((Message.direction == "in") & (Message.message_id == msg.message_id)
+                             & (Message.fingerprint == msg.fingerprint))
+        if expect == "no_reply":
+            assert record.outcome == "skipped", (path, record.outcome)
+            assert msg.message_id not in answered, path
+        else:
+            assert record.outcome == "item" and Item.get_by_id(record.item_id), (path, record.outcome)
+            assert msg.message_id in answered or not msg.sender, path
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": len(raws)}
