@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import Callable
 
-from .checks import load_rules_and_templates
+from .checks import check_everything
 from .clock import Clock, SystemClock
 from .config import Config
 from .errors import InboxdError, SourceError
@@ -26,7 +26,7 @@ class Daemon:
                  transport: Transport | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        rules, renderer = load_rules_and_templates(config)
+        rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox)
         self.sender = OutboxSender(transport or SmtpTransport(config.smtp), self.clock, config.smtp)
@@ -38,7 +38,7 @@ class Daemon:
         """Load rules and templates again; on any problem keep the ones in force and say why."""
         self.reload_requested.clear()
         try:
-            rules, renderer = load_rules_and_templates(self.config)
+            rules, renderer = check_everything(self.config)
         except InboxdError as exc:
             log.error("reload refused, the previous rules and templates stay in force:\n%s", exc)
             return
@@ -78,6 +78,8 @@ class Daemon:
                     listener(outcome)
             self.source.mark_done(done)
             MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
+            if len(uids) > size:
+                log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         return len(uids)
 
     def _start_sender(self) -> tuple[threading.Thread, threading.Event]:

@@ -1,0 +1,63 @@
+"""The daemon loop: reload keeps a good rule set, outages are logged once and survived."""
+
+import logging
+import threading
+
+from helpers import REPO, make_mail, write_config
+
+from inboxd.config import load_config
+from inboxd.daemon import Daemon
+from inboxd.errors import SourceError
+from inboxd.models import Item
+from inboxd.outbox import FakeTransport
+from inboxd.source import FakeSource
+
+
+def test_reload_refuses_a_broken_rule_set_and_keeps_the_old_one(tmp_path, caplog):
+    import shutil
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    daemon = Daemon(load_config(write_config(tmp_path, rules=rules)), source=FakeSource(), transport=FakeTransport())
+    before = daemon.pipeline
+    (rules / "99-new.toml").write_text('[[rule]]\nname = "x"\nmatch.subject = { regex = "(" }\nqueue = "ops"\n')
+    with caplog.at_level(logging.ERROR):
+        daemon.reload()
+    assert daemon.pipeline is before
+    assert "reload refused" in caplog.text and "99-new.toml:3: x: match.subject.regex" in caplog.text
+    (rules / "99-new.toml").write_text('[[rule]]\nname = "x"\nmatch.subject = { contains = "zz" }\nqueue = "ops"\n')
+    daemon.reload()
+    assert daemon.pipeline is not before and daemon.pipeline.rules.rules[-1].name == "x"
+
+
+class FlakySource(FakeSource):
+    """Fails to connect a few times, like a server being restarted."""
+
+    def __init__(self, failures: int, stop: threading.Event) -> None:
+        super().__init__()
+        self.failures, self.stop, self.opens = failures, stop, 0
+
+    def open(self) -> int:
+        self.opens += 1
+        if self.opens <= self.failures:
+            raise SourceError("IMAP: cannot connect to 127.0.0.1:1 (none): ConnectionRefusedError")
+        return super().open()
+
+    def wait(self, seconds, stop):
+        self.stop.set()  # one round after connecting is enough
+
+
+def test_outage_is_logged_once_and_the_daemon_reconnects(tmp_path, caplog, monkeypatch):
+    import inboxd.daemon as daemon_module
+    stop = threading.Event()
+    source = FlakySource(failures=3, stop=stop)
+    source.add([make_mail()])
+    daemon = Daemon(load_config(write_config(tmp_path)), source=source, transport=FakeTransport())
+    monkeypatch.setattr(daemon_module, "MAX_BACKOFF_SECONDS", 0.01)
+    waits = []
+    monkeypatch.setattr(stop, "wait", lambda seconds=None: waits.append(seconds))
+    with caplog.at_level(logging.DEBUG, logger="inboxd"):
+        daemon.run(stop)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "cannot connect" in errors[0].getMessage()
+    assert waits == [1.0, 0.01, 0.01]  # backoff, capped
+    assert "reconnected to" in caplog.text and Item.select().count() == 1
