@@ -113,12 +113,12 @@ class Daemon:
         thread, sender_stop = self._start_sender()
         backoff, failures = 1.0, 0
         cfg = self.config.mailbox
-        wait_seconds = IDLE_RENEW_SECONDS if cfg.idle else cfg.poll_seconds
         try:
             while not stop.is_set():
                 try:
                     uidvalidity = self.source.open()
-                    mode = "IDLE" if getattr(self.source, "can_idle", False) else f"polling every {cfg.poll_seconds}s"
+                    idle = getattr(self.source, "can_idle", False)
+                    mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
                     log.info("IMAP: %s %s; watching with %s", "reconnected to" if failures else "connected to",
                              cfg.label, mode)
                     backoff, failures = 1.0, 0
@@ -126,8 +126,7 @@ class Daemon:
                         if self.reload_requested.is_set():
                             self.reload()
                         self.ingest(uidvalidity, stop)
-                        self.source.wait(wait_seconds if getattr(self.source, "can_idle", False)
-                                         else cfg.poll_seconds, stop)
+                        self.source.wait(IDLE_RENEW_SECONDS if idle else cfg.poll_seconds, stop)
                 except SourceError as exc:
                     failures += 1
                     # One line per outage, not one per retry.

@@ -8,15 +8,21 @@ import shutil
 import tempfile
 import threading
 import time
+from email import message_from_bytes
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import click
 
+from .clock import SystemClock
 from .config import load_config
+from .daemon import Daemon
 from .errors import InboxdError
+from .models import Item, Outbox
 from .pipeline import Outcome
+from .servers import PymapServer, SmtpCapture, append_messages
 
 SHIPPED = Path(__file__).resolve().parent.parent  # the checkout: rules/ and templates/ live there
 
@@ -80,7 +86,7 @@ holidays = "DE"
 def _sample(sender: str, subject: str, text: str, headers: dict[str, str] | None = None) -> bytes:
     mail = EmailMessage()
     mail["From"], mail["To"], mail["Subject"] = sender, "IT Help <help@example.org>", subject
-    mail["Date"] = format_datetime(time.localtime() and __import__("datetime").datetime.now().astimezone())
+    mail["Date"] = format_datetime(SystemClock().now())
     mail["Message-ID"] = make_msgid(domain="example.org")
     for name, value in (headers or {}).items():
         mail[name] = value
@@ -90,9 +96,6 @@ def _sample(sender: str, subject: str, text: str, headers: dict[str, str] | None
 
 def run_demo(keep: bool = False) -> None:
     """Start the servers, run the real daemon, drop in sample mail and narrate what happens."""
-    from .daemon import Daemon
-    from .servers import PymapServer, SmtpCapture, append_messages
-
     for folder in ("rules", "templates"):
         if not (SHIPPED / folder).is_dir():
             raise InboxdError(f"the demo uses the {folder}/ folder of a source checkout, not found at "
@@ -112,7 +115,7 @@ def run_demo(keep: bool = False) -> None:
             config = load_config(workdir / "config.toml")
             click.echo(f"  IMAP 127.0.0.1:{imap.port}   SMTP 127.0.0.1:{smtp.port}   files in {workdir}")
             click.echo(f"  rules from {config.rules_dir}, templates from {config.templates_dir}\n")
-            _play(Daemon(config), smtp, append_messages, imap)
+            _play(Daemon(config), smtp, imap)
             _show_server(imap)
     finally:
         if keep:
@@ -122,7 +125,8 @@ def run_demo(keep: bool = False) -> None:
     click.secho(f"\ndemo finished in {time.monotonic() - started:.1f} s", bold=True)
 
 
-def _play(daemon, smtp, append_messages, imap) -> None:  # type: ignore[no-untyped-def]
+def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> None:
+    """Run the daemon in a thread, deliver each sample into IDLE and narrate the outcome."""
     outcomes: queue.Queue[Outcome] = queue.Queue()
     daemon.listeners.append(outcomes.put)
     stop = threading.Event()
@@ -145,6 +149,7 @@ def _play(daemon, smtp, append_messages, imap) -> None:  # type: ignore[no-untyp
 
 
 def _narrate(outcome: Outcome, latency: float, tally: dict) -> None:
+    """One line on what became of a mail and how long it took."""
     if outcome.kind == "item":
         tally["items"] += 1
         click.echo(f"    -> item {outcome.ref} created after {latency:.2f} s: {outcome.reason}")
@@ -154,25 +159,22 @@ def _narrate(outcome: Outcome, latency: float, tally: dict) -> None:
         click.echo(f"    -> {outcome.kind} after {latency:.2f} s: {outcome.reason}")
 
 
-def _show_sent(daemon, smtp, seen: int, tally: dict) -> int:  # type: ignore[no-untyped-def]
-    from .models import Outbox
+def _show_sent(daemon: Daemon, smtp: SmtpCapture, seen: int, tally: dict) -> int:
+    """Print the mails the capture received since `seen`, once the outbox is empty."""
     deadline = time.monotonic() + 10
     while Outbox.select().where(Outbox.status == "pending").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     expected = Outbox.select().where(Outbox.status == "sent").count()
     smtp.wait_for(expected, timeout=10)
     for mail in smtp.messages[seen:]:
-        subject = next((line[9:] for line in mail.data.decode("utf-8", "replace").splitlines()
-                        if line.startswith("Subject: ")), "")
-        from email.header import decode_header, make_header
-        subject = str(make_header(decode_header(subject)))
+        subject = str(make_header(decode_header(message_from_bytes(mail.data)["Subject"] or "")))
         click.echo(f"    <- mail to {', '.join(mail.rcpt_tos)}: {subject}")
         tally["sent"] += 1
     return len(smtp.messages)
 
 
-def _summary(daemon, tally: dict) -> None:  # type: ignore[no-untyped-def]
-    from .models import Item
+def _summary(daemon: Daemon, tally: dict) -> None:
+    """The items as the tracker now has them, and what was not answered."""
     prefix, tz = daemon.config.team.ref_prefix, daemon.config.calendar.tz
     click.secho(f"\n{tally['items']} item(s) tracked, {tally['sent']} mail(s) sent, "
                 f"{len(tally['skipped'])} mail(s) stored without an answer", bold=True)
@@ -184,7 +186,7 @@ def _summary(daemon, tally: dict) -> None:  # type: ignore[no-untyped-def]
         click.echo(f"  not answered: \"{subject}\" ({reason})")
 
 
-def _show_server(imap) -> None:  # type: ignore[no-untyped-def]
+def _show_server(imap: PymapServer) -> None:
     """What the mailbox looks like now, read back from the server."""
     with imap.connect() as client:
         counts = {f: client.folder_status(f, [b"MESSAGES"])[b"MESSAGES"] for f in ("INBOX", "Processed")}
