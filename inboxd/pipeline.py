@@ -108,7 +108,8 @@ class Pipeline:
         sender, subject = (msg.sender, msg.subject) if msg else ("", "")
         fingerprint = msg.fingerprint if msg else raw_key(raw)
         with db.atomic():
-            Message.insert(message_id=message_id, fingerprint=fingerprint, direction="in", mailbox=self.config.mailbox.label,
+            Message.insert(message_id=message_id, fingerprint=fingerprint, direction="in",
+                           mailbox=self.config.mailbox.label,
                            uid=uid, sender=sender, subject=subject, raw_size=len(raw),
                            outcome="parked", reason=reason, created_at=self.clock.now()
                            ).on_conflict_ignore().execute()

@@ -65,7 +65,8 @@ class Tracker:
                        reason: str, item: Item | None = None) -> Message:
         """Store an incoming mail with what became of it."""
         return Message.create(
-            message_id=msg.message_id, fingerprint=msg.fingerprint, direction="in", item=item, mailbox=self.config.mailbox.label,
+            message_id=msg.message_id, fingerprint=msg.fingerprint, direction="in", item=item,
+            mailbox=self.config.mailbox.label,
             uid=uid, sender=msg.sender, subject=msg.subject, raw_size=msg.raw_size,
             summary=msg.summary, outcome=outcome, reason=reason, created_at=now)
 

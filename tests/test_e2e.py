@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +11,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from helpers import CORPUS, make_mail, manifest, write_config
 
 from inboxd.servers import append_messages

@@ -129,7 +129,8 @@ class _RuleReader:
             self.fail("assign", f"{assign!r} is neither round-robin, least-loaded nor a team member")
         priority = table.get("priority", "normal")
         if priority not in PRIORITIES:
-            self.fail("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}{_hint(str(priority), PRIORITIES)}")
+            self.fail("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}"
+                      f"{_hint(str(priority), PRIORITIES)}")
         due_in = None
         if "due_in" in table:
             try:
