@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import write_config  # noqa: E402
+
 from inboxd.clock import FixedClock  # noqa: E402
 from inboxd.config import Config, load_config  # noqa: E402
 from inboxd.daemon import Daemon  # noqa: E402
