@@ -20,11 +20,10 @@ from .clock import SystemClock
 from .config import load_config
 from .daemon import Daemon
 from .errors import InboxdError
+from .localconfig import SHIPPED, write_local_config
 from .models import Item, Outbox
 from .pipeline import Outcome
 from .servers import PymapServer, SmtpCapture, append_messages
-
-SHIPPED = Path(__file__).resolve().parent.parent  # the checkout: rules/ and templates/ live there
 
 SAMPLES = [
     ("Rosa Lind <rosa.lind@example.org>", "Printer on floor 3 keeps jamming",
@@ -42,46 +41,6 @@ SAMPLES = [
     ("Ines Dahl <ines.dahl@example.org>", "New monitor for the reception desk",
      "Our reception monitor flickers; could we get a replacement?"),
 ]
-
-CONFIG = """\
-[team]
-name = "IT Help"
-address = "help@example.org"
-ref_prefix = "IT"
-lead = "lead@example.org"
-members = [{{ email = "ana@example.org", name = "Ana" }}, {{ email = "bo@example.org", name = "Bo" }}]
-
-[queues]
-default = ["ana@example.org", "bo@example.org"]
-ops = ["ana@example.org"]
-facilities = ["bo@example.org"]
-
-[mailbox]
-host = "127.0.0.1"
-port = {imap_port}
-tls = "none"
-user = "{imap_user}"
-password_file = "imap-password"
-done_folder = "Processed"
-idle = true
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-
-[database]
-url = "sqlite:///inboxd.db"
-
-[paths]
-rules = "{rules}"
-templates = "{templates}"
-
-[calendar]
-timezone = "Europe/Berlin"
-holidays = "DE"
-"""
-
 
 def _sample(sender: str, subject: str, text: str, headers: dict[str, str] | None = None) -> bytes:
     mail = EmailMessage()
@@ -108,11 +67,7 @@ def run_demo(keep: bool = False) -> None:
     imap, smtp = PymapServer(), SmtpCapture()
     try:
         with imap, smtp:
-            (workdir / "imap-password").write_text(imap.password)
-            (workdir / "config.toml").write_text(CONFIG.format(
-                imap_port=imap.port, imap_user=imap.user, smtp_port=smtp.port,
-                rules=SHIPPED / "rules", templates=SHIPPED / "templates"))
-            config = load_config(workdir / "config.toml")
+            config = load_config(write_local_config(workdir, imap.port, smtp.port, imap.user, imap.password))
             click.echo(f"  IMAP 127.0.0.1:{imap.port}   SMTP 127.0.0.1:{smtp.port}   files in {workdir}")
             click.echo(f"  rules from {config.rules_dir}, templates from {config.templates_dir}\n")
             _play(Daemon(config), smtp, imap)

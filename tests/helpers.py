@@ -6,63 +6,19 @@ import itertools
 from email.message import EmailMessage
 from pathlib import Path
 
+from inboxd.localconfig import write_local_config
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 _ids = itertools.count(1)
-
-CONFIG = """\
-[team]
-name = "IT Help"
-address = "help@example.org"
-ref_prefix = "IT"
-lead = "lead@example.org"
-members = [{{ email = "ana@example.org", name = "Ana" }}, {{ email = "bo@example.org", name = "Bo" }}]
-
-[queues]
-default = ["ana@example.org", "bo@example.org"]
-ops = ["ana@example.org"]
-facilities = ["ana@example.org", "bo@example.org"]
-
-[mailbox]
-host = "127.0.0.1"
-port = {imap_port}
-tls = "none"
-user = "{imap_user}"
-password_file = "imap-password"
-done_folder = "Processed"
-batch_size = {batch_size}
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-retry_seconds = 1
-
-[database]
-url = "sqlite:///inboxd.db"
-
-[paths]
-rules = "{rules}"
-templates = "{templates}"
-
-[calendar]
-timezone = "Europe/Berlin"
-holidays = "DE"
-{extra}
-"""
-
 
 def write_config(directory: Path, imap_port: int = 1143, smtp_port: int = 1025, imap_user: str = "inboxd",
                  imap_password: str = "secret", rules: Path | None = None,
                  templates: Path | None = None, batch_size: int = 100, extra: str = "") -> Path:
     """A config.toml for tests in `directory`, using the shipped rules and templates by default."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "imap-password").write_text(imap_password)
-    path = directory / "config.toml"
-    path.write_text(CONFIG.format(imap_port=imap_port, smtp_port=smtp_port, imap_user=imap_user,
-                                  rules=rules or REPO / "rules", templates=templates or REPO / "templates",
-                                  batch_size=batch_size, extra=extra))
-    return path
+    return write_local_config(directory, imap_port, smtp_port, imap_user, imap_password, rules, templates,
+                              batch_size, retry_seconds=1, extra=extra,
+                              facilities=("ana@example.org", "bo@example.org"))
 
 
 def make_mail(sender: str = "rosa@example.org", subject: str = "Screen flickers", body: str = "Please help.",
