@@ -234,6 +234,9 @@ class InboxdRun:
     inbox_left: int = 0
     processed: int = 0
     queues: dict[str, int] = field(default_factory=dict)
+    first_item_seconds: float = 0.0  # from the process start to the first item: start-up
+    acked_during_ingest: int = 0  # acknowledged before the last item was created
+    ack_tail_seconds: float = 0.0  # from the last item created to the last acknowledgement
     problems: list[str] = field(default_factory=list)
 
 
@@ -295,6 +298,12 @@ def run_inboxd(server: ImapServer, smtp: SmtpProcess, work: Path, expected: int)
     for item in items:
         result.queues[item["queue"]] = result.queues.get(item["queue"], 0) + 1
     requester = {item["ref"]: item["requester"].lower() for item in items}
+    created = [datetime.fromisoformat(item["created_at"]) for item in items]
+    acked = [datetime.fromisoformat(item["acknowledged_at"]) for item in items if item["acknowledged_at"]]
+    if created and acked:
+        result.acked_during_ingest = sum(1 for moment in acked if moment <= max(created))
+        result.ack_tail_seconds = round(max(0.0, (max(acked) - max(created)).total_seconds()), 3)
+        result.first_item_seconds = round(min(created).timestamp() - start, 3)
     acks: dict[str, list[float]] = {}
     seen: set[str] = set()
     parser = BytesHeaderParser()
@@ -454,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
               f"captured: {c.captured} mail(s) ({c.captured_acks} acks, {c.captured_other} other), "
               f"INBOX: {c.inbox_left}, Processed: {c.processed}, queues: "
               + ", ".join(f"{q} {k}" for q, k in sorted(c.queues.items())))
+        print(f"inside (c): first item {c.first_item_seconds:.3f} s after start; "
+              f"{c.acked_during_ingest} of {c.items} acks sent while inboxd was still creating items; "
+              f"last ack {c.ack_tail_seconds:.3f} s after the last item")
     if c.problems:
         print("CORRECTNESS FAILED:\n  " + "\n  ".join(c.problems), file=sys.stderr)
         return 1

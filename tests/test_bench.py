@@ -1,0 +1,58 @@
+"""bench/ingest.py runs end to end at a small size: figures printed, results correct. No speed asserts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inboxd.servers import DovecotServer
+
+REPO = Path(__file__).resolve().parent.parent
+N = 20
+RATE = r"\s+([0-9]+(?:\.[0-9]+)?) mails/s"
+
+
+def test_ingest_bench_small() -> None:
+    if os.environ.get("CI", "").lower() == "true" and not DovecotServer.available():
+        pytest.fail("CI=true but Dovecot is not available")
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "ingest.py"), "--mails", str(N)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    out = done.stdout
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{out}\nstderr:\n{done.stderr[-3000:]}"
+    server = "Dovecot" if DovecotServer.available() else "pymap"
+    assert re.search(rf"^inboxd ingest benchmark: {N} mails, {server}", out, re.M), out
+    for label in (r"\(a\) raw fetch\+parse:", r"\(b\) raw pipeline \(\+SMTP ack\):", r"\(c\) inboxd once:"):
+        match = re.search(rf"^{label}{RATE}", out, re.M)
+        assert match, f"no {label} line in:\n{out}"
+        assert float(match[1]) > 0, match[0]
+    ratio = re.search(r"^c/b:\s+([0-9.]+) %\s+goal >= 50 %\s+(PASS|MISS)$", out, re.M)
+    assert ratio and float(ratio[1]) > 0, out
+    rss = re.search(r"^peak RSS \(inboxd\):\s+([0-9.]+) MB\s+goal < 150 MB\s+(PASS|MISS)$", out, re.M)
+    assert rss and float(rss[1]) > 0, out
+    counts = re.search(r"^items: (\d+)/(\d+), acknowledged: (\d+) ack\(s\) for (\d+) item\(s\), "
+                       r"captured: (\d+) mail\(s\) \((\d+) acks, (\d+) other\), INBOX: (\d+), "
+                       r"Processed: (\d+)", out, re.M)
+    assert counts, out
+    items, total, acks, acked_items, captured, captured_acks, other, inbox, processed = map(int, counts.groups())
+    assert items == total == acks == acked_items == captured_acks == processed == N
+    assert inbox == 0 and captured == acks + other
+
+
+def test_ingest_bench_json_on_pymap() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "ingest.py"), "--mails", "5", "--server", "pymap",
+                           "--json"], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures = json.loads(done.stdout)
+    assert figures["correct"] is True and figures["problems"] == []
+    assert figures["imap_server"].startswith("pymap") and figures["mails"] == 5
+    assert figures["items"] == figures["processed"] == figures["captured_acks"] == 5
+    assert all(figures[k] > 0 for k in ("a_fetch_parse_per_s", "b_raw_pipeline_per_s", "c_inboxd_per_s",
+                                        "c_over_b", "peak_rss_mb"))
