@@ -10,7 +10,7 @@ from .checks import check_everything
 from .clock import Clock, SystemClock
 from .config import Config
 from .errors import InboxdError, SourceError
-from .models import MailboxState, db, open_database
+from .models import MailboxState, open_database, write_transaction
 from .outbox import OutboxSender, SmtpTransport, Transport
 from .pipeline import Outcome, Pipeline
 from .source import IDLE_RENEW_SECONDS, ImapSource, MailSource
@@ -47,7 +47,7 @@ class Daemon:
 
     def _state(self, uidvalidity: int) -> MailboxState:
         label = self.config.mailbox.label
-        with db.atomic():
+        with write_transaction():
             state, _ = MailboxState.get_or_create(mailbox=label, defaults={"uidvalidity": uidvalidity})
             if state.uidvalidity != uidvalidity:
                 log.warning("IMAP: %s UIDVALIDITY changed from %d to %d (folder recreated?); reading it "

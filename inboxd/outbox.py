@@ -15,16 +15,16 @@ from .clock import Clock
 from .config import SmtpConfig
 from .errors import DeliveryError, PermanentDeliveryError
 from .mailout import OutgoingMail
-from .models import Event, Item, Message, Outbox, db
+from .models import Event, Item, Message, Outbox, create, write_transaction
 
 log = logging.getLogger(__name__)
 
 
 def enqueue(mail: OutgoingMail, item: Item | None, now: datetime) -> Outbox:
     """Store an outgoing mail; call inside the transaction that decided to send it."""
-    Message.create(message_id=mail.message_id, direction="out", item=item, sender=mail.sender,
+    create(Message, message_id=mail.message_id, direction="out", item=item, sender=mail.sender,
                    subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, created_at=now)
-    return Outbox.create(item=item, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
+    return create(Outbox, item=item, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
                          subject=mail.subject, message_id=mail.message_id, raw=mail.raw,
                          next_attempt_at=now, created_at=now)
 
@@ -165,7 +165,7 @@ class OutboxSender:
             self._failed(row, exc)
             return False
         now = self.clock.now()
-        with db.atomic():
+        with write_transaction():
             Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error="") \
                 .where(Outbox.id == row.id).execute()
             if row.kind in ("ack", "ack_urgent") and row.item_id:
@@ -178,7 +178,7 @@ class OutboxSender:
         attempts = row.attempts + 1
         now = self.clock.now()
         dead = isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts
-        with db.atomic():
+        with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()
             if dead and row.item_id:

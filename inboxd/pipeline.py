@@ -13,7 +13,7 @@ from .config import Config
 from .errors import InboxdError, MessageError
 from .mailout import ref_of
 from .message import InboundMessage, decode, raw_key
-from .models import Message, db
+from .models import Message, seen_inbound, write_transaction
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
 from .tracker import Tracker
@@ -52,10 +52,12 @@ class Pipeline:
         except MessageError as exc:
             return self._park(raw, uid, str(exc))
         try:
-            with db.atomic():
+            with write_transaction():
                 return self._process(msg, raw, uid)
-        except pw.IntegrityError:  # another worker recorded the same Message-ID first
-            return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, "recorded concurrently")
+        except pw.IntegrityError as exc:
+            if seen_inbound(msg.message_id, msg.fingerprint):  # another worker recorded it first
+                return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, "recorded concurrently")
+            return self._park(raw, uid, f"database refused it: {exc}", msg)
         except InboxdError as exc:
             return self._park(raw, uid, f"{type(exc).__name__}: {exc}", msg)
         except Exception as exc:
@@ -64,13 +66,11 @@ class Pipeline:
 
     def _process(self, msg: InboundMessage, raw: bytes, uid: int | None) -> Outcome:
         now = self.clock.now()
-        seen = Message.get_or_none((Message.direction == "in") & (Message.message_id == msg.message_id)
-                                   & (Message.fingerprint == msg.fingerprint))
-        if seen is not None and seen.outcome == "parked":
-            seen.delete_instance()  # parked before (e.g. a broken template since fixed): try again
+        seen = seen_inbound(msg.message_id, msg.fingerprint)
+        if seen is not None and seen[1] == "parked":
+            Message.delete_by_id(seen[0])  # parked before (e.g. a broken template since fixed): try again
         elif seen is not None:
-            return Outcome("duplicate", msg.message_id, msg.sender, msg.subject,
-                           f"already processed ({seen.outcome})")
+            return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, f"already processed ({seen[1]})")
         skip = guards.check(msg, self.config.team.address)
         if skip is not None:
             self.tracker.record_inbound(msg, uid, now, "skipped", str(skip))
@@ -107,7 +107,7 @@ class Pipeline:
         message_id = msg.message_id if msg else raw_key(raw)
         sender, subject = (msg.sender, msg.subject) if msg else ("", "")
         fingerprint = msg.fingerprint if msg else raw_key(raw)
-        with db.atomic():
+        with write_transaction():
             Message.insert(message_id=message_id, fingerprint=fingerprint, direction="in",
                            mailbox=self.config.mailbox.label,
                            uid=uid, sender=sender, subject=subject, raw_size=len(raw),

@@ -12,7 +12,7 @@ import peewee as pw
 from .config import Config
 from .mailout import compose, item_context, ref_of, request_context, team_context
 from .message import InboundMessage
-from .models import OPEN_STATUSES, Event, Item, Message
+from .models import OPEN_STATUSES, Event, Item, Message, create
 from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Queue
@@ -64,11 +64,11 @@ class Tracker:
     def record_inbound(self, msg: InboundMessage, uid: int | None, now: datetime, outcome: str,
                        reason: str, item: Item | None = None) -> Message:
         """Store an incoming mail with what became of it."""
-        return Message.create(
-            message_id=msg.message_id, fingerprint=msg.fingerprint, direction="in", item=item,
-            mailbox=self.config.mailbox.label,
-            uid=uid, sender=msg.sender, subject=msg.subject, raw_size=msg.raw_size,
-            summary=msg.summary, outcome=outcome, reason=reason, created_at=now)
+        return create(
+            Message, message_id=msg.message_id, fingerprint=msg.fingerprint, direction="in",
+            item=item, mailbox=self.config.mailbox.label, uid=uid, sender=msg.sender,
+            subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary, outcome=outcome,
+            reason=reason, created_at=now)
 
     def open_item(self, msg: InboundMessage, uid: int | None, decision: Decision,
                   now: datetime) -> Item:
@@ -77,8 +77,8 @@ class Tracker:
         assert isinstance(disposition, Queue)
         due_at = self.config.calendar.add(now, disposition.due_in or self.config.service.default_due)
         owner = choose_owner(disposition, self.config)
-        item = Item.create(
-            subject=msg.subject or "(no subject)", requester=msg.sender,
+        item = create(
+            Item, subject=msg.subject or "(no subject)", requester=msg.sender,
             requester_name=msg.sender_name, owner=owner, queue=disposition.queue,
             status="open" if owner else "new", priority=disposition.priority,
             tags=list(disposition.tags), rule=decision.rule, created_at=now, due_at=due_at)
@@ -120,5 +120,5 @@ class Tracker:
     def event(item: Item | None, record: Message | None, now: datetime, actor: str, kind: str,
               detail: str, trace: list | None = None) -> Event:
         """Write one line of the audit trail."""
-        return Event.create(item=item, message=record, at=now, actor=actor, kind=kind,
+        return create(Event, item=item, message=record, at=now, actor=actor, kind=kind,
                             detail=detail, trace=trace)
