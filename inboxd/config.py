@@ -81,6 +81,7 @@ class SmtpConfig:
     tls: str
     user: str | None = None
     password: Secret | None = None
+    connections: int = 1
     max_attempts: int = 10
     retry_seconds: int = 30
     max_retry_seconds: int = 3600
@@ -270,6 +271,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     smtp = SmtpConfig(
         **_transport(smtp_r, 587), user=smtp_r.get("user", str, None),
         password=_secret(smtp_r, base, required=False, resolve=secrets),
+        connections=smtp_r.get("connections", int, 1, _positive),
         max_attempts=smtp_r.get("max_attempts", int, 10, _positive),
         retry_seconds=smtp_r.get("retry_seconds", int, 30, _positive),
         max_retry_seconds=smtp_r.get("max_retry_seconds", int, 3600, _positive),

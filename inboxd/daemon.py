@@ -29,7 +29,8 @@ class Daemon:
         rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox)
-        self.sender = OutboxSender(transport or SmtpTransport(config.smtp), self.clock, config.smtp)
+        transports = [transport] if transport else [SmtpTransport(config.smtp) for _ in range(config.smtp.connections)]
+        self.sender = OutboxSender(transports, self.clock, config.smtp)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.listeners: list[Callable[[Outcome], None]] = []
         self.reload_requested = threading.Event()
@@ -71,7 +72,7 @@ class Daemon:
             done = []
             for fetched in self.source.fetch(chunk):
                 outcome = self.pipeline.process(fetched.raw, fetched.uid)
-                self.sender.wake.set()
+                self.sender.notify()
                 if outcome.mark_done:
                     done.append(fetched.uid)
                 for listener in self.listeners:
@@ -90,7 +91,7 @@ class Daemon:
 
     def _stop_sender(self, thread: threading.Thread, stop: threading.Event) -> None:
         stop.set()
-        self.sender.wake.set()
+        self.sender.notify()
         thread.join()
         self.sender.drain()  # whatever the last batch enqueued
         self.sender.transport.close()

@@ -128,6 +128,7 @@ class Outbox(BaseModel):
     subject = pw.TextField()
     message_id = pw.CharField(unique=True)
     raw = pw.BlobField()
+    acknowledges = pw.BooleanField(default=False)  # sending it sets the item's acknowledged_at
     status = pw.CharField(default="pending", index=True)  # pending | sent | dead
     attempts = pw.IntegerField(default=0)
     next_attempt_at = UtcDateTimeField(index=True)

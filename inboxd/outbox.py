@@ -20,12 +20,12 @@ from .models import Event, Item, Message, Outbox, create, write_transaction
 log = logging.getLogger(__name__)
 
 
-def enqueue(mail: OutgoingMail, item: Item | None, now: datetime) -> Outbox:
+def enqueue(mail: OutgoingMail, item: Item | None, now: datetime, acknowledges: bool = False) -> Outbox:
     """Store an outgoing mail; call inside the transaction that decided to send it."""
     create(Message, message_id=mail.message_id, direction="out", item=item, sender=mail.sender,
                    subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, created_at=now)
     return create(Outbox, item=item, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
-                         subject=mail.subject, message_id=mail.message_id, raw=mail.raw,
+                         subject=mail.subject, message_id=mail.message_id, raw=mail.raw, acknowledges=acknowledges,
                          next_attempt_at=now, created_at=now)
 
 
@@ -125,42 +125,53 @@ class FakeTransport:
 
 
 class OutboxSender:
-    """Sends due outbox mail; backs off on temporary failures and gives up into `dead`."""
+    """Sends due outbox mail over one or more connections; backs off and gives up into `dead`."""
 
-    def __init__(self, transport: Transport, clock: Clock, config: SmtpConfig) -> None:
-        self.transport, self.clock, self.config = transport, clock, config
-        self.wake = threading.Event()
+    def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig) -> None:
+        self.transports, self.clock, self.config = transports, clock, config
+        self.wakes = [threading.Event() for _ in transports]
+
+    @property
+    def transport(self) -> Transport:
+        """The first connection: the one `drain` uses."""
+        return self.transports[0]
+
+    def notify(self) -> None:
+        """New mail is in the outbox."""
+        for wake in self.wakes:
+            wake.set()
 
     def backoff(self, attempts: int) -> timedelta:
         """30 s, 1 min, 2 min, ... capped at max_retry_seconds."""
         seconds = self.config.retry_seconds * 2 ** max(attempts - 1, 0)
         return timedelta(seconds=min(seconds, self.config.max_retry_seconds))
 
-    def due(self, limit: int = 100) -> list[Outbox]:
-        """Pending mail whose time has come, oldest first."""
-        return list(Outbox.select().where((Outbox.status == "pending")
-                                          & (Outbox.next_attempt_at <= self.clock.now()))
-                    .order_by(Outbox.id).limit(limit))
+    def due(self, share: int = 0, shares: int = 1, limit: int = 100) -> list[Outbox]:
+        """Pending mail whose time has come, oldest first; connection `share` of `shares` takes id % shares."""
+        query = Outbox.select().where((Outbox.status == "pending") & (Outbox.next_attempt_at <= self.clock.now()))
+        if shares > 1:  # each connection owns its rows, so no mail is ever sent by two of them
+            query = query.where(Outbox.id % shares == share)
+        return list(query.order_by(Outbox.id).limit(limit))
 
-    def drain(self) -> int:
-        """Send everything due now; the number of mails sent."""
-        sent = 0
+    def drain(self, share: int = 0, shares: int = 1) -> int:
+        """Send everything due now (of one share); the number of mails sent."""
+        transport, sent = self.transports[share if shares > 1 else 0], 0
         while True:
-            batch = self.due()
+            batch = self.due(share, shares)
             if not batch:
                 return sent
             progressed = False
             for row in batch:
-                if self.send_one(row):
+                if self.send_one(row, transport):
                     sent += 1
                     progressed = True
             if not progressed:
                 return sent
 
-    def send_one(self, row: Outbox) -> bool:
+    def send_one(self, row: Outbox, transport: Transport | None = None) -> bool:
         """Try one mail and record the result at once, so a crash repeats at most this one."""
         try:
-            self.transport.send(row.sender, list(row.recipients), bytes(row.raw))
+            (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
         except DeliveryError as exc:
             self._failed(row, exc)
             return False
@@ -168,7 +179,7 @@ class OutboxSender:
         with write_transaction():
             Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error="") \
                 .where(Outbox.id == row.id).execute()
-            if row.kind in ("ack", "ack_urgent") and row.item_id:
+            if row.acknowledges and row.item_id:
                 Item.update(acknowledged_at=now).where(
                     (Item.id == row.item_id) & Item.acknowledged_at.is_null()).execute()
         log.info("%s: sent %s to %s: %s", _label(row), row.kind, ", ".join(row.recipients), row.subject)
@@ -192,16 +203,26 @@ class OutboxSender:
             log.warning("%s: could not send %s to %s (attempt %d, retry in %s): %s", _label(row),
                         row.kind, ", ".join(row.recipients), attempts, self.backoff(attempts), exc)
 
-    def run(self, stop: threading.Event, idle_seconds: float = 5.0) -> None:
-        """Drain whenever woken (or every few seconds for retries) until stopped, then once more."""
+    def run(self, stop: threading.Event) -> None:
+        """One worker per connection until `stop`; then the caller drains what is left."""
+        workers = [threading.Thread(target=self._work, args=(n, stop), name=f"outbox-{n}", daemon=True)
+                   for n in range(len(self.transports))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    def _work(self, share: int, stop: threading.Event, idle_seconds: float = 5.0) -> None:
+        """Drain this connection's share whenever woken, or every few seconds for retries."""
+        wake = self.wakes[share]
         while not stop.is_set():
+            wake.clear()  # before draining: a notify() from now on is not lost
             try:
-                self.drain()
+                self.drain(share, len(self.transports))
             except Exception:  # keep the sender alive; the database may be briefly locked
                 log.exception("outbox: unexpected error while sending; will retry")
-            self.wake.wait(idle_seconds)
-            self.wake.clear()
-        self.transport.close()
+            wake.wait(idle_seconds)
+        self.transports[share].close()
 
 
 def _label(row: Outbox) -> str:

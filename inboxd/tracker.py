@@ -93,7 +93,7 @@ class Tracker:
             self.send("assigned", context, (owner,), item, now, ref)
         template = disposition.ack_template()
         if template and msg.sender:
-            self.send(template, context, (msg.sender,), item, now, ref, reply_to=msg)
+            self.send(template, context, (msg.sender,), item, now, ref, reply_to=msg, acknowledges=True)
         elif template:
             self.event(item, record, now, "inboxd", "not-acknowledged", "the mail has no sender address")
         log.info("%s: created from %s (%s), queue %s, owner %s, due %s", ref,
@@ -109,12 +109,12 @@ class Tracker:
 
     def send(self, template: str, context: dict, to: tuple[str, ...], item: Item | None,
              now: datetime, ref: str | None = None, reply_to: InboundMessage | None = None,
-             attach_original: bytes | None = None) -> None:
+             attach_original: bytes | None = None, acknowledges: bool = False) -> None:
         """Render a template and put the mail in the outbox."""
         rendered = self.renderer.render(template, context)
         mail = compose(template, rendered, self.config.team, to, now, ref=ref, reply_to=reply_to,
                        attach_original=attach_original)
-        enqueue(mail, item, now)
+        enqueue(mail, item, now, acknowledges)
 
     @staticmethod
     def event(item: Item | None, record: Message | None, now: datetime, actor: str, kind: str,

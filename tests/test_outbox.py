@@ -55,3 +55,16 @@ def test_gives_up_after_max_attempts(fake_daemon, clock):
         clock.advance(timedelta(hours=2))
     row = Outbox.get()
     assert (row.status, row.attempts) == ("dead", 10)
+
+
+def test_parallel_connections_share_the_outbox_without_overlap(fake_daemon):
+    from inboxd.outbox import FakeTransport, OutboxSender
+    fake_daemon.source.add([make_mail(f"u{i}@example.org") for i in range(7)])
+    fake_daemon.ingest(fake_daemon.source.open())
+    first, second = FakeTransport(), FakeTransport()
+    sender = OutboxSender([first, second], fake_daemon.clock, fake_daemon.config.smtp)
+    assert sender.drain(0, 2) + sender.drain(1, 2) == 7
+    recipients = [to[0] for _, to, _ in first.sent + second.sent]
+    assert first.sent and second.sent  # both connections did work
+    assert sorted(recipients) == sorted(f"u{i}@example.org" for i in range(7))  # each mail once
+    assert Outbox.select().where(Outbox.status == "sent").count() == 7
