@@ -41,6 +41,7 @@ from typing import Callable
 
 import mailparser
 
+from inboxd.localconfig import write_local_config
 from inboxd.servers import (DovecotServer, ImapServer, PymapServer, SmtpCapture, SmtpProcess,
                             append_messages, count_files, imap_server_for_tests)
 
@@ -49,47 +50,6 @@ FETCH_BATCH = 100
 GOAL_RATIO = 0.50  # c/b, issue 3
 GOAL_RSS_MB = 150.0  # peak RSS of the inboxd process, issue 3
 TEAM = "help@example.org"
-
-# The config tests/helpers.py writes (the bench must not import from tests/).
-CONFIG = """\
-[team]
-name = "IT Help"
-address = "help@example.org"
-ref_prefix = "IT"
-lead = "lead@example.org"
-members = [{{ email = "ana@example.org", name = "Ana" }}, {{ email = "bo@example.org", name = "Bo" }}]
-
-[queues]
-default = ["ana@example.org", "bo@example.org"]
-ops = ["ana@example.org"]
-facilities = ["ana@example.org", "bo@example.org"]
-
-[mailbox]
-host = "127.0.0.1"
-port = {imap_port}
-tls = "none"
-user = "{imap_user}"
-password_file = "imap-password"
-done_folder = "Processed"
-batch_size = {batch_size}
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-retry_seconds = 1
-
-[database]
-url = "sqlite:///inboxd.db"
-
-[paths]
-rules = "{rules}"
-templates = "{templates}"
-
-[calendar]
-timezone = "Europe/Berlin"
-holidays = "DE"
-"""
 
 # ---------------------------------------------------------------------------------------------
 # The mails: small, realistic requests with subjects that the shipped rules route differently.
@@ -259,11 +219,10 @@ def _folder_count(server: ImapServer, folder: str) -> int:
 def run_inboxd(server: ImapServer, smtp: SmtpProcess, work: Path, expected: int) -> InboxdRun:
     """`inboxd once` on the INBOX, timed to its exit and the capture's last acknowledgement."""
     result = InboxdRun()
-    work.mkdir()
-    (work / "imap-password").write_text(server.password)
-    config = work / "config.toml"
-    config.write_text(CONFIG.format(imap_port=server.port, smtp_port=smtp.port, imap_user=server.user,
-                                    batch_size=FETCH_BATCH, rules=REPO / "rules", templates=REPO / "templates"))
+    # Both facilities members, as in the tests: round-robin then mails an owner for 40 % of requests.
+    config = write_local_config(work, server.port, smtp.port, server.user, server.password,
+                                batch_size=FETCH_BATCH, retry_seconds=1,
+                                facilities=("ana@example.org", "bo@example.org"))
     log = work / "inboxd.log"
     with open(log, "wb") as out:
         start = time.time()

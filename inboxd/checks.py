@@ -15,29 +15,27 @@ from .routing import RuleSet, load_rules
 from .routing.loader import Known
 
 
-def load_rules_and_templates(config: Config) -> tuple[RuleSet, Renderer]:
+def load_rules_and_templates(config: Config, renderer: Renderer | None = None) -> tuple[RuleSet, Renderer]:
     """The validated rules and a renderer for the templates; raises with every problem found."""
-    renderer = Renderer(config.templates_dir, config.calendar.tz)
+    renderer = renderer or Renderer(config.templates_dir, config.calendar.tz)
     known = Known(frozenset(config.queues), frozenset(m.email for m in config.team.members),
                   renderer.names())
-    rules = load_rules(config.rules_dir, known)
-    return rules, renderer
+    return load_rules(config.rules_dir, known), renderer
 
 
 def check_everything(config: Config) -> tuple[RuleSet, Renderer]:
     """Load rules and templates and render every template against a sample; raise on any problem."""
-    problems: list[str] = []
-    rules, renderer = RuleSet(), None
     try:
         renderer = Renderer(config.templates_dir, config.calendar.tz)
-        problems += renderer.check(sample_contexts(config))
     except TemplateError as exc:
-        problems += exc.problems
+        raise ProblemList(exc.problems) from None
+    problems = renderer.check(sample_contexts(config))
+    rules = RuleSet()
     try:
-        rules, _ = load_rules_and_templates(config)
-    except (RulesError, TemplateError) as exc:
-        problems += [p for p in exc.problems if p not in problems]
-    if problems or renderer is None:
+        rules, _ = load_rules_and_templates(config, renderer)
+    except RulesError as exc:
+        problems += exc.problems
+    if problems:
         raise ProblemList(problems)
     return rules, renderer
 

@@ -50,7 +50,7 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
                     status="open" if owner else "new", priority=disposition.priority,
                     tags=list(disposition.tags), created_at=now, due_at=due)
         context["item"] = item_context(item, config.team)
-        out.append(f"due:         {renderer._when(due)} (if it arrived now)")
+        out.append(f"due:         {renderer.when(due)} (if it arrived now)")
         if disposition.ack_template() and msg.sender:
             mails.append((disposition.ack_template(), (msg.sender,)))
         if owner:

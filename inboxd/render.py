@@ -36,8 +36,8 @@ class Renderer:
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
-        self.env.filters["when"] = self._when
-        self.env.filters["day"] = self._day
+        self.env.filters["when"] = self.when
+        self.env.filters["day"] = self.day
 
     def names(self) -> frozenset[str]:
         """The templates that exist."""
@@ -77,14 +77,14 @@ class Renderer:
                 problems.extend(exc.problems)
         return problems
 
-    def _when(self, moment: datetime | None) -> str:
+    def when(self, moment: datetime | None) -> str:
         """`Thursday 26 November 2026, 17:30` in the team's timezone."""
         if moment is None:
             return "not set"
         local = moment.astimezone(self.tz)
         return f"{local:%A} {local.day} {local:%B %Y, %H:%M}"
 
-    def _day(self, moment: datetime | None) -> str:
+    def day(self, moment: datetime | None) -> str:
         """`Thursday 26 November` in the team's timezone."""
         if moment is None:
             return "not set"
