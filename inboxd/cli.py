@@ -6,7 +6,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,12 +63,11 @@ def run(ctx: click.Context) -> None:
     """Run the daemon: watch the mailbox (IDLE or polling) until SIGTERM."""
     from .daemon import Daemon
     daemon = Daemon(_config(ctx))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: daemon.reload_requested.set())
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     log.info("inboxd %s starting for %s", _version(), daemon.config.team.address)
-    daemon.run(stop)
+    daemon.run()
 
 
 @cli.command()
@@ -174,37 +172,46 @@ def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, 
 @click.option("--json", "as_json", is_flag=True, help="JSON with fields and events")
 @click.pass_context
 def item(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Show one item (e.g. IT-42): its fields and its whole history."""
-    from .models import Event, Item, Message
+    """Show one item (e.g. IT-42): its fields, its history, and every mail in and out."""
+    from .models import Event, Item, Message, Outbox
     config = _open_db(ctx)
     prefix = config.team.ref_prefix
     number = ref.upper().strip("[]").removeprefix(prefix + "-")
     found = Item.get_or_none(Item.id == int(number)) if number.isdigit() else None
     if found is None:
         raise InboxdError(f"no item {ref!r} (references look like {prefix}-42)")
-    events = list(Event.select().where(Event.item == found).order_by(Event.at, Event.id))
-    messages = list(Message.select().where(Message.item == found).order_by(Message.created_at, Message.id))
+    events = Event.select().where(Event.item == found).order_by(Event.at, Event.id)
+    incoming = Message.select().where((Message.item == found) & (Message.direction == "in"))
+    outgoing = Outbox.select().where(Outbox.item == found)
+    mail = sorted([{"at": m.created_at, "direction": "in", "from": m.sender, "to": [config.team.address],
+                    "subject": m.subject, "message_id": m.message_id, "status": "received"} for m in incoming]
+                  + [{"at": o.sent_at or o.created_at, "direction": "out", "from": o.sender,
+                      "to": list(o.recipients), "subject": o.subject, "message_id": o.message_id,
+                      "status": o.status + (f" ({o.last_error})" if o.last_error else "")} for o in outgoing],
+                  key=lambda m: m["at"])
     if as_json:
         data = item_json(found, prefix)
         data["events"] = [{"at": _iso(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail}
                           for e in events]
-        data["messages"] = [{"at": _iso(m.created_at), "direction": m.direction, "message_id": m.message_id,
-                             "sender": m.sender, "subject": m.subject} for m in messages]
+        data["mail"] = [{**m, "at": _iso(m["at"])} for m in mail]
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     tz = config.calendar.tz
-    fmt = lambda d: d.astimezone(tz).strftime("%a %d %b %Y %H:%M") if d else "-"  # noqa: E731
+
+    def when(moment: datetime | None) -> str:
+        return moment.astimezone(tz).strftime("%a %d %b %Y %H:%M %Z") if moment else "-"
+
     for key, value in item_json(found, prefix).items():
-        if key.endswith("_at"):
-            value = fmt(getattr(found, key))
-        click.echo(f"{key + ':':<19} {value if value not in (None, []) else '-'}")
+        value = when(getattr(found, key)) if key.endswith("_at") else value
+        value = ", ".join(value) if isinstance(value, list) else value
+        click.echo(f"{key + ':':<19} {value if value not in (None, '') else '-'}")
     click.echo("\nhistory:")
     for e in events:
-        click.echo(f"  {fmt(e.at)}  {e.actor:<24} {e.kind:<16} {e.detail}")
+        click.echo(f"  {when(e.at)}  {e.actor:<24} {e.kind:<16} {e.detail}")
     click.echo("\nmail:")
-    for m in messages:
-        arrow = "<-" if m.direction == "in" else "->"
-        click.echo(f"  {fmt(m.created_at)}  {arrow} {m.sender:<24} {m.subject}")
+    for m in mail:
+        who = f"<- from {m['from']}" if m["direction"] == "in" else f"-> to {', '.join(m['to'])}"
+        click.echo(f"  {when(m['at'])}  {who:<32} {m['status']:<9} {m['subject']}")
 
 
 def _version() -> str:

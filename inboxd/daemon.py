@@ -33,7 +33,19 @@ class Daemon:
         self.sender = OutboxSender(transports, self.clock, config.smtp)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.listeners: list[Callable[[Outcome], None]] = []
+        self.stopping = threading.Event()
         self.reload_requested = threading.Event()
+        self._wakeup = threading.Event()  # cuts a wait (IDLE, poll, backoff) short
+
+    def stop(self) -> None:
+        """Ask `run` to finish: it stops reading, sends what is queued and returns."""
+        self.stopping.set()
+        self._wakeup.set()
+
+    def request_reload(self) -> None:
+        """Ask `run` to reload rules and templates at once, even while it waits for mail."""
+        self.reload_requested.set()
+        self._wakeup.set()
 
     def reload(self) -> None:
         """Load rules and templates again; on any problem keep the ones in force and say why."""
@@ -109,13 +121,13 @@ class Daemon:
             self._stop_sender(thread, stop)
         return count
 
-    def run(self, stop: threading.Event) -> None:
-        """Watch the mailbox until `stop` is set; reconnect with backoff when the server goes away."""
+    def run(self) -> None:
+        """Watch the mailbox until stop(); reconnect with backoff when the server goes away."""
         thread, sender_stop = self._start_sender()
         backoff, failures = 1.0, 0
         cfg = self.config.mailbox
         try:
-            while not stop.is_set():
+            while not self.stopping.is_set():
                 try:
                     uidvalidity = self.source.open()
                     idle = getattr(self.source, "can_idle", False)
@@ -123,18 +135,20 @@ class Daemon:
                     log.info("IMAP: %s %s; watching with %s", "reconnected to" if failures else "connected to",
                              cfg.label, mode)
                     backoff, failures = 1.0, 0
-                    while not stop.is_set():
+                    while not self.stopping.is_set():
+                        self._wakeup.clear()
                         if self.reload_requested.is_set():
                             self.reload()
-                        self.ingest(uidvalidity, stop)
-                        self.source.wait(IDLE_RENEW_SECONDS if idle else cfg.poll_seconds, stop)
+                        self.ingest(uidvalidity, self.stopping)
+                        self.source.wait(IDLE_RENEW_SECONDS if idle else cfg.poll_seconds, self._wakeup)
                 except SourceError as exc:
                     failures += 1
                     # One line per outage, not one per retry.
                     (log.error if failures == 1 else log.debug)("%s; retrying with backoff (up to %ds)",
                                                                 exc, MAX_BACKOFF_SECONDS)
                     self.source.close()
-                    stop.wait(backoff)
+                    self._wakeup.wait(backoff)
+                    self._wakeup.clear()
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.source.close()

@@ -84,8 +84,7 @@ def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> None:
     """Run the daemon in a thread, deliver each sample into IDLE and narrate the outcome."""
     outcomes: queue.Queue[Outcome] = queue.Queue()
     daemon.listeners.append(outcomes.put)
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,), name="daemon", daemon=True)
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     thread.start()
     seen_sent, tally = 0, {"items": 0, "skipped": [], "sent": 0}
     try:
@@ -98,7 +97,7 @@ def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> None:
             _narrate(outcome, latency, tally)
             seen_sent = _show_sent(daemon, smtp, seen_sent, tally)
     finally:
-        stop.set()
+        daemon.stop()
         thread.join(timeout=30)
     _summary(daemon, tally)
 

@@ -48,8 +48,8 @@ class MailSource(Protocol):
         """Move (or flag) mails whose items are committed."""
         ...
 
-    def wait(self, seconds: float, stop: threading.Event) -> None:
-        """Return when new mail may have arrived, `seconds` passed, or `stop` is set."""
+    def wait(self, seconds: float, interrupt: threading.Event) -> None:
+        """Return when new mail may have arrived, `seconds` passed, or `interrupt` is set."""
         ...
 
     def close(self) -> None:
@@ -144,16 +144,16 @@ class ImapSource:
         except CONNECTION_ERRORS as exc:
             raise _fail(f"marking {len(uids)} mail(s) done", exc) from None
 
-    def wait(self, seconds: float, stop: threading.Event) -> None:
+    def wait(self, seconds: float, interrupt: threading.Event) -> None:
         if not self.can_idle:
-            stop.wait(seconds)
+            interrupt.wait(seconds)
             return
         client = self._client()
         deadline = time.monotonic() + min(seconds, IDLE_RENEW_SECONDS)
         try:
             client.idle()
             try:
-                while not stop.is_set() and time.monotonic() < deadline:
+                while not interrupt.is_set() and time.monotonic() < deadline:
                     responses = client.idle_check(timeout=1)
                     if any(b"EXISTS" in r for r in responses if isinstance(r, tuple)):
                         break
@@ -198,8 +198,8 @@ class FakeSource:
             self.mails.pop(uid, None)
             self.done.append(uid)
 
-    def wait(self, seconds: float, stop: threading.Event) -> None:
-        stop.wait(min(seconds, 0.01))
+    def wait(self, seconds: float, interrupt: threading.Event) -> None:
+        interrupt.wait(min(seconds, 0.01))
 
     def close(self) -> None:
         pass

@@ -102,7 +102,7 @@ def test_items_json_and_item_history(tmp_path):
     code, out = invoke(config_path, "item", "IT-1")
     assert code == 0
     assert "created" in out and "assigned to ana@example.org (round-robin)" in out
-    assert "-> help@example.org" in out and "[IT-1] We have your request" in out
+    assert "-> to rosa@example.org" in out and "sent      [IT-1] We have your request" in out
     code, out = invoke(config_path, "item", "IT-99")
     assert code == 1 and "no item 'IT-99'" in out
 

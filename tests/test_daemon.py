@@ -1,8 +1,6 @@
 """The daemon loop: reload keeps a good rule set, outages are logged once and survived."""
 
 import logging
-import threading
-
 from helpers import REPO, make_mail, write_config
 
 from inboxd.config import load_config
@@ -30,11 +28,11 @@ def test_reload_refuses_a_broken_rule_set_and_keeps_the_old_one(tmp_path, caplog
 
 
 class FlakySource(FakeSource):
-    """Fails to connect a few times, like a server being restarted."""
+    """Fails to connect a few times, like a server being restarted; stops the daemon once it reads."""
 
-    def __init__(self, failures: int, stop: threading.Event) -> None:
+    def __init__(self, failures: int) -> None:
         super().__init__()
-        self.failures, self.stop, self.opens = failures, stop, 0
+        self.failures, self.opens, self.daemon = failures, 0, None
 
     def open(self) -> int:
         self.opens += 1
@@ -42,21 +40,21 @@ class FlakySource(FakeSource):
             raise SourceError("IMAP: cannot connect to 127.0.0.1:1 (none): ConnectionRefusedError")
         return super().open()
 
-    def wait(self, seconds, stop):
-        self.stop.set()  # one round after connecting is enough
+    def wait(self, seconds, interrupt):
+        self.daemon.stop()  # one round after connecting is enough
 
 
 def test_outage_is_logged_once_and_the_daemon_reconnects(tmp_path, caplog, monkeypatch):
     import inboxd.daemon as daemon_module
-    stop = threading.Event()
-    source = FlakySource(failures=3, stop=stop)
+    source = FlakySource(failures=3)
     source.add([make_mail()])
     daemon = Daemon(load_config(write_config(tmp_path)), source=source, transport=FakeTransport())
+    source.daemon = daemon
     monkeypatch.setattr(daemon_module, "MAX_BACKOFF_SECONDS", 0.01)
     waits = []
-    monkeypatch.setattr(stop, "wait", lambda seconds=None: waits.append(seconds))
+    monkeypatch.setattr(daemon._wakeup, "wait", lambda seconds=None: waits.append(seconds))
     with caplog.at_level(logging.DEBUG, logger="inboxd"):
-        daemon.run(stop)
+        daemon.run()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "cannot connect" in errors[0].getMessage()
     assert waits == [1.0, 0.01, 0.01]  # backoff, capped
