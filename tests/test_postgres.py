@@ -1,0 +1,52 @@
+"""The scale-out path: the same pipeline and commands on PostgreSQL instead of SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from helpers import make_mail, write_config
+from postgres import PostgresServer
+
+from inboxd.cli import cli
+from inboxd.config import load_config
+from inboxd.daemon import Daemon
+from inboxd.models import Item, Message, Outbox
+from inboxd.outbox import FakeTransport
+from inboxd.source import FakeSource
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if not PostgresServer.available():
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError("CI requires PostgreSQL (apt-get install -y postgresql, run as root)")
+        pytest.skip("PostgreSQL server binaries not installed (bash .ci/run installs them)")
+    with PostgresServer() as server:
+        yield server
+
+
+def test_pipeline_and_commands_on_postgres(tmp_path, postgres):
+    url = postgres.create_database("inboxd_pipeline")
+    config_path = write_config(tmp_path, extra="")
+    config_path.write_text(config_path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    daemon = Daemon(load_config(config_path), source=FakeSource(), transport=FakeTransport())
+    daemon.source.add([make_mail("rosa@example.org", "Printer jam", message_id="<pg-1@example.org>"),
+                       make_mail("ken@example.org", "payroll slip"),
+                       make_mail("rosa@example.org", "Printer jam", message_id="<pg-1@example.org>")])
+    outcomes = []
+    daemon.listeners.append(outcomes.append)
+    daemon.ingest(daemon.source.open())
+    assert daemon.sender.drain() == 4  # assigned + ack, forward + notice
+    assert [o.kind for o in outcomes] == ["item", "redirected", "duplicate"]
+    item = Item.get()
+    assert item.owner == "ana@example.org" and item.tags == ["printer"]
+    assert item.acknowledged_at is not None and item.acknowledged_at.tzinfo is not None
+    assert Outbox.select().where(Outbox.status == "sent").count() == 4
+    assert bytes(Outbox.get().raw).startswith(b"Content-Type:")
+    assert Message.select().where(Message.direction == "in").count() == 2
+    result = CliRunner().invoke(cli, ["--config", str(config_path), "items", "--all", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [(i["ref"], i["queue"]) for i in json.loads(result.output)] == [("IT-1", "facilities")]
