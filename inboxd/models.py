@@ -212,6 +212,8 @@ def open_database(url: str) -> pw.Database:
     else:
         database = connect(url.replace("postgres://", "postgresql://", 1))
     db.initialize(database)
+    _INSERTS.clear()  # composed SQL is per dialect (? or %s placeholders)
+    _SEEN_SQL.clear()
     database.connect(reuse_if_open=True)
     migrate(database)
     return database
