@@ -20,6 +20,7 @@ from .errors import MessageError
 log = logging.getLogger(__name__)
 logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unusual MIME part
 _MSGID = re.compile(r"<[^<>\s]+>")
+_INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unnamed parts at random
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,10 @@ def _attachment(part: dict) -> Attachment:
             size = len(payload) * 3 // 4
     else:
         size = len(payload.encode("utf-8", "replace"))
-    return Attachment(name=_clean(str(part.get("filename") or "unnamed")), size=max(size, 0),
-                      content_type=str(part.get("mail_content_type") or "application/octet-stream"))
+    content_type = str(part.get("mail_content_type") or "application/octet-stream")
+    name = _clean(str(part.get("filename") or ""))
+    if not name or _INVENTED_NAME.fullmatch(name):
+        name = f"unnamed {content_type}"
+    return Attachment(name=name, size=max(size, 0), content_type=content_type)
 
 

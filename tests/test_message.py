@@ -59,3 +59,11 @@ def test_threading_headers():
 
 def test_html_to_text_keeps_blocks_apart():
     assert html_to_text("<div>one</div><div>two</div>").splitlines() == ["one", "two"]
+
+
+def test_unnamed_attachment_gets_a_stable_label():
+    raw = (b"From: a@example.org\r\nSubject: fwd\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+           b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nlog line\r\n--b--\r\n")
+    assert [a.name for a in decode(raw).attachments] == ["unnamed text/plain"]
+    assert decode(raw).attachments == decode(raw).attachments
