@@ -82,7 +82,7 @@ def once(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--keep", is_flag=True, help="keep the temporary folder and print where it is")
 def demo(keep: bool) -> None:
-    """The whole flow on an embedded mailbox and SMTP capture: no setup needed."""
+    """Run the whole flow on an embedded mailbox; no setup needed."""
     from .demo import run_demo
     run_demo(keep=keep)
 
@@ -142,7 +142,7 @@ def item_json(item: Any, prefix: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="a JSON array")
 @click.pass_context
 def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, as_json: bool) -> None:
-    """List items."""
+    """List items (open ones unless --all)."""
     from .models import OPEN_STATUSES, Item
     config = _open_db(ctx)
     query = Item.select().order_by(Item.id)
@@ -172,7 +172,7 @@ def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, 
 @click.option("--json", "as_json", is_flag=True, help="JSON with fields and events")
 @click.pass_context
 def item(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Show one item (e.g. IT-42): its fields, its history, and every mail in and out."""
+    """Show one item (like IT-42): fields, history, every mail in and out."""
     from .models import Event, Item, Message, Outbox
     config = _open_db(ctx)
     prefix = config.team.ref_prefix
