@@ -29,8 +29,9 @@ class Daemon:
         rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox)
-        transports = [transport] if transport else [SmtpTransport(config.smtp) for _ in range(config.smtp.connections)]
-        self.sender = OutboxSender(transports, self.clock, config.smtp)
+        transports = [transport] if transport else [SmtpTransport(config.smtp)
+                                                     for _ in range(config.smtp.connections)]
+        self.sender = OutboxSender(transports, self.clock, config.smtp, config.team.ref_prefix)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.listeners: list[Callable[[Outcome], None]] = []
         self.stopping = threading.Event()
@@ -90,7 +91,8 @@ class Daemon:
                 for listener in self.listeners:
                     listener(outcome)
             self.source.mark_done(done)
-            MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
+            with write_transaction():
+                MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         return len(uids)

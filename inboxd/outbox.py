@@ -127,8 +127,10 @@ class FakeTransport:
 class OutboxSender:
     """Sends due outbox mail over one or more connections; backs off and gives up into `dead`."""
 
-    def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig) -> None:
+    def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig,
+                 ref_prefix: str = "IT") -> None:
         self.transports, self.clock, self.config = transports, clock, config
+        self.ref_prefix = ref_prefix
         self.wakes = [threading.Event() for _ in transports]
 
     @property
@@ -182,7 +184,7 @@ class OutboxSender:
             if row.acknowledges and row.item_id:
                 Item.update(acknowledged_at=now).where(
                     (Item.id == row.item_id) & Item.acknowledged_at.is_null()).execute()
-        log.info("%s: sent %s to %s: %s", _label(row), row.kind, ", ".join(row.recipients), row.subject)
+        log.info("%s: sent %s to %s: %s", self._label(row), row.kind, ", ".join(row.recipients), row.subject)
         return True
 
     def _failed(self, row: Outbox, exc: DeliveryError) -> None:
@@ -197,11 +199,15 @@ class OutboxSender:
                              detail=f"{row.kind} to {', '.join(row.recipients)} given up after "
                                     f"{attempts} attempt(s): {exc}")
         if dead:
-            log.error("%s: gave up sending %s to %s after %d attempt(s): %s", _label(row), row.kind,
+            log.error("%s: gave up sending %s to %s after %d attempt(s): %s", self._label(row), row.kind,
                       ", ".join(row.recipients), attempts, exc)
         else:
-            log.warning("%s: could not send %s to %s (attempt %d, retry in %s): %s", _label(row),
+            log.warning("%s: could not send %s to %s (attempt %d, retry in %s): %s", self._label(row),
                         row.kind, ", ".join(row.recipients), attempts, self.backoff(attempts), exc)
+
+    def _label(self, row: Outbox) -> str:
+        """The item's ref for log lines; mail about no item (declines, redirects) says so."""
+        return f"{self.ref_prefix}-{row.item_id}" if row.item_id else "no item"
 
     def run(self, stop: threading.Event) -> None:
         """One worker per connection until `stop`; then the caller drains what is left."""
@@ -223,9 +229,3 @@ class OutboxSender:
                 log.exception("outbox: unexpected error while sending; will retry")
             wake.wait(idle_seconds)
         self.transports[share].close()
-
-
-def _label(row: Outbox) -> str:
-    """The item's ref for log lines, taken from the stored subject."""
-    subject = row.subject
-    return subject[1:subject.index("]")] if subject.startswith("[") and "]" in subject else "outbox"
