@@ -1,4 +1,4 @@
-"""The tracker: the only code that creates and changes items; every change writes an Event."""
+"""The tracker: the only code that creates and changes items (the outbox only records delivery)."""
 
 from __future__ import annotations
 
