@@ -146,3 +146,11 @@ def test_reused_message_id_with_other_content_is_another_mail(fake_daemon):
     run(fake_daemon, make_mail("a@example.org", "First", message_id="<reused@example.org>"),
         make_mail("b@example.org", "Second", message_id="<reused@example.org>"))
     assert [i.subject for i in Item.select().order_by(Item.id)] == ["First", "Second"]
+
+
+def test_crlf_in_subject_or_name_cannot_add_a_header(fake_daemon):
+    raw = (b"From: =?utf-8?q?Eve=0D=0ABcc=3A_all=40example=2Eorg?= <eve@example.org>\r\n"
+           b"Subject: =?utf-8?q?hello=0D=0ABcc=3A_victim=40example=2Eorg?=\r\nMessage-ID: <inj@x>\r\n\r\nhi\r\n")
+    (ack,) = run(fake_daemon, raw)
+    assert ack["Bcc"] is None and ack["To"] == "eve@example.org"
+    assert ack["Subject"] == "[IT-1] We have your request: hello Bcc: victim@example.org"
