@@ -60,6 +60,7 @@ class MailboxConfig:
     tls: str
     user: str
     password: Secret | None
+    ca_file: Path | None = None  # trust this CA instead of the system's (a private server)
     folder: str = "INBOX"
     done_folder: str | None = None
     idle: bool = True
@@ -81,6 +82,7 @@ class SmtpConfig:
     tls: str
     user: str | None = None
     password: Secret | None = None
+    ca_file: Path | None = None
     connections: int = 1
     max_attempts: int = 10
     retry_seconds: int = 30
@@ -203,15 +205,18 @@ def _secret(reader: _Reader, base: Path, required: bool, resolve: bool) -> Secre
     return None
 
 
-def _transport(reader: _Reader, default_port: int) -> dict[str, Any]:
+def _transport(reader: _Reader, default_port: int, base: Path) -> dict[str, Any]:
     host = reader.get("host", str)
+    ca_file = reader.get("ca_file", str, None)
+    if ca_file and not (base / ca_file).is_file():
+        reader.fail("ca_file", f"no such file: {base / ca_file}")
     tls = reader.get("tls", str, "ssl" if default_port == 993 else "starttls")
     if tls not in TLS_MODES:
         reader.fail("tls", f"must be one of {', '.join(TLS_MODES)}, got {tls!r}")
     elif tls == "none" and host and host not in LOCAL_HOSTS:
         reader.fail("tls", f"plain connections are only allowed to localhost, not {host!r}")
     port = reader.get("port", int, default_port if tls != "none" else None)
-    return {"host": host, "port": port, "tls": tls}
+    return {"host": host, "port": port, "tls": tls, "ca_file": base / ca_file if ca_file else None}
 
 
 def _duration(value: str) -> Duration:
@@ -258,7 +263,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
 
     mailbox_r = _Reader(doc, "mailbox", problems)
     mailbox = MailboxConfig(
-        **_transport(mailbox_r, 993), user=mailbox_r.get("user", str),
+        **_transport(mailbox_r, 993, base), user=mailbox_r.get("user", str),
         password=_secret(mailbox_r, base, required=True, resolve=secrets),
         folder=mailbox_r.get("folder", str, "INBOX"),
         done_folder=mailbox_r.get("done_folder", str, None),
@@ -269,7 +274,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
 
     smtp_r = _Reader(doc, "smtp", problems)
     smtp = SmtpConfig(
-        **_transport(smtp_r, 587), user=smtp_r.get("user", str, None),
+        **_transport(smtp_r, 587, base), user=smtp_r.get("user", str, None),
         password=_secret(smtp_r, base, required=False, resolve=secrets),
         connections=smtp_r.get("connections", int, 1, _positive),
         max_attempts=smtp_r.get("max_attempts", int, 10, _positive),

@@ -50,13 +50,14 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
+        context = ssl.create_default_context(cafile=cfg.ca_file)  # certificates are always verified
         if cfg.tls == "ssl":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds,
-                                                  context=ssl.create_default_context())
+                                                  context=context)
         else:
             smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
             if cfg.tls == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=context)
         if cfg.user and cfg.password:
             smtp.login(cfg.user, cfg.password.value)
         return smtp

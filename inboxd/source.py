@@ -77,7 +77,7 @@ class ImapSource:
     def open(self) -> int:
         cfg = self.config
         try:
-            context = ssl.create_default_context()
+            context = ssl.create_default_context(cafile=cfg.ca_file)
             client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "ssl",
                                 ssl_context=context if cfg.tls == "ssl" else None, timeout=60)
             # imapclient writes a command's final CRLF separately: without NODELAY, Nagle and a

@@ -85,3 +85,11 @@ def test_bad_duration_timezone_and_toml_syntax(tmp_path):
     assert "[service] default_due: not a duration: 'soon'" in problems
     error = _broken(tmp_path, "[smtp]", "[smtp")
     assert "invalid TOML" in str(error) and ":22:" in str(error)
+
+
+def test_ca_file_must_exist_and_is_resolved_next_to_the_config(tmp_path):
+    error = _broken(tmp_path, 'tls = "none"\nretry_seconds', 'tls = "none"\nca_file = "certs/ca.pem"\nretry_seconds')
+    assert f"[smtp] ca_file: no such file: {tmp_path / 'certs/ca.pem'}" in str(error)
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_config(tmp_path / "config.toml").smtp.ca_file == tmp_path / "certs" / "ca.pem"
