@@ -251,7 +251,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 mail_location = maildir:~/Maildir
 mail_max_userip_connections = 100
@@ -273,6 +273,10 @@ service imap-login {{
   inet_listener imap {{
     port = {port}
   }}
+  inet_listener imaps {{
+    port = {tls_port}
+    ssl = yes
+  }}
 }}
 """
 
@@ -281,6 +285,13 @@ class DovecotServer(ImapServer):
     """A private Dovecot 2.3 instance (needs root) with one maildir user, touching no system config."""
 
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+    def __init__(self, user: str = "inboxd", password: str = "secret",
+                 certificate: tuple[Path, Path] | None = None) -> None:
+        """Prepare (not start); with a (cert, key) pair, STARTTLS on `port` and TLS on `tls_port`."""
+        super().__init__(user, password)
+        self.certificate = certificate
+        self.tls_port = 0
 
     @classmethod
     def available(cls) -> bool:
@@ -307,7 +318,11 @@ class DovecotServer(ImapServer):
         passwd.write_text(f"{self.user}:{{PLAIN}}{self.password}:{ids}::{home}::\n")
         passwd.chmod(0o644)
         conf = tmp / "dovecot.conf"
-        conf.write_text(_DOVECOT_CONF.format(instance=f"inboxd-{tmp.name}", root=tmp, port=self.port))
+        self.tls_port = free_port() if self.certificate else 0
+        ssl = (f"ssl = yes\nssl_cert = <{self.certificate[0]}\nssl_key = <{self.certificate[1]}"
+               if self.certificate else "ssl = no")
+        conf.write_text(_DOVECOT_CONF.format(instance=f"inboxd-{tmp.name}", root=tmp, port=self.port,
+                                             tls_port=self.tls_port, ssl=ssl))
         # -F keeps the master our child, so stop() can wait() on it and leaves no zombie
         return [self.binary, "-F", "-c", str(conf)]
 

@@ -61,3 +61,16 @@ def smtp_capture():
     from inboxd.servers import SmtpCapture
     with SmtpCapture() as capture:
         yield capture
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 (its own CA), and its key."""
+    import subprocess
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    folder.chmod(0o755)  # Dovecot's config process reads them as root, but be plain about it
+    return cert, key

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,17 +34,6 @@ def _authenticate(server, session, envelope, mechanism, auth_data):
         return value.decode() if isinstance(value, bytes) else value
     ok = isinstance(auth_data, LoginPassword) and (text(auth_data.login), text(auth_data.password)) == ("help", "s3cret")
     return AuthResult(success=ok, handled=False, auth_data="help" if ok else None)  # 535 on failure
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost: it is its own CA."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
 
 
 @pytest.fixture
