@@ -32,18 +32,26 @@ import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
 import mailparser
 
 from inboxd.localconfig import write_local_config
-from inboxd.servers import (DovecotServer, ImapServer, PymapServer, SmtpCapture, SmtpProcess,
-                            append_messages, count_files, imap_server_for_tests)
+from inboxd.servers import (
+    DovecotServer,
+    ImapServer,
+    PymapServer,
+    SmtpCapture,
+    SmtpProcess,
+    append_messages,
+    count_files,
+    imap_server_for_tests,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 FETCH_BATCH = 100
@@ -115,7 +123,7 @@ def make_mails(count: int, run: str, seed: int = 3) -> list[bytes]:
         for name, value in extra.items():
             mail[name] = value
         paragraphs = rng.sample(PARAGRAPHS, rng.randint(2, 3))
-        text = (f"Hello IT team,\n\n" + "\n\n".join(p.format(n=n, f=f) for p in paragraphs)
+        text = ("Hello IT team,\n\n" + "\n\n".join(p.format(n=n, f=f) for p in paragraphs)
                 + f"\n\nBest regards,\n{first} {last}\nSales & Marketing, ext. {1000 + i % 9000}\n")
         mail.set_content(text)
         if i % 5 == 0:  # every fifth from a client that sends HTML too

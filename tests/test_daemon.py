@@ -1,6 +1,7 @@
 """The daemon loop: reload keeps a good rule set, outages are logged once and survived."""
 
 import logging
+
 from helpers import REPO, make_mail, write_config
 
 from inboxd.config import load_config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
