@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,11 @@ class PostgresServer:
     @staticmethod
     def available() -> bool:
         """PostgreSQL's server binaries are installed and we may run them as `postgres` (needs root)."""
-        return _binaries() is not None and os.geteuid() == 0 and shutil.which("runuser") is not None
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return False
+        return _binaries() is not None and os.geteuid() == 0
 
     def __enter__(self) -> PostgresServer:
         bin_dir = _binaries()
