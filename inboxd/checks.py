@@ -7,11 +7,11 @@ from typing import Any
 
 from .config import Config
 from .errors import ProblemList, RulesError, TemplateError
-from .mailout import item_context, request_context, team_context
+from .mailout import mail_context
 from .message import Attachment, InboundMessage
 from .models import Item
 from .render import Renderer
-from .routing import RuleSet, load_rules
+from .routing import Decline, Redirect, RuleSet, load_rules
 from .routing.loader import Known
 
 
@@ -62,8 +62,7 @@ def sample_contexts(config: Config) -> dict[str, dict[str, Any]]:
     """Template contexts for `check`: one for every template, by name or `*`."""
     now = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
     msg = sample_message()
-    base = {"team": team_context(config.team), "request": request_context(msg),
-            "item": item_context(sample_item(config, now), config.team)}
-    unrouted = {**base, "item": None, "reason": "We support company devices only.",
-                "redirect_to": "payroll@example.org"}
-    return {"*": base, "declined": unrouted, "redirected": unrouted, "forwarded": unrouted}
+    declined = mail_context(config.team, None, msg, Decline("We support company devices only."))
+    redirected = mail_context(config.team, None, msg, Redirect("payroll@example.org"))
+    return {"*": mail_context(config.team, sample_item(config, now), msg),
+            "declined": declined, "redirected": redirected, "forwarded": redirected}

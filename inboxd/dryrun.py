@@ -7,11 +7,11 @@ from datetime import datetime
 from . import guards
 from .checks import load_rules_and_templates
 from .config import Config
-from .mailout import compose, item_context, request_context, team_context
+from .mailout import compose, mail_context, replies_for
 from .message import decode
 from .models import Item
-from .routing import Decline, Queue, Redirect
-from .tracker import STRATEGIES
+from .routing import Queue
+from .tracker import STRATEGIES, draft_item
 
 
 def explain(config: Config, raw: bytes, now: datetime) -> str:
@@ -36,37 +36,23 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
         out.append("  no rule matched: the default queue takes it")
     disposition = decision.disposition
     out += ["", f"disposition: {disposition}"]
-    context = {"team": team_context(config.team), "request": request_context(msg), "item": None,
-               "reason": getattr(disposition, "reason", ""), "redirect_to": getattr(disposition, "to", "")}
-    mails: list[tuple[str, tuple[str, ...]]] = []
+    item = owner = None
     if isinstance(disposition, Queue):
-        due = config.calendar.add(now, disposition.due_in or config.service.default_due)
-        owner = disposition.assign if disposition.assign not in STRATEGIES else None
         if disposition.assign in STRATEGIES:
             members = config.queues.get(disposition.queue, ())
             out.append(f"owner:       chosen {disposition.assign} among {', '.join(members)} when it runs")
-        item = Item(id=None, subject=msg.subject or "(no subject)", requester=msg.sender,
-                    requester_name=msg.sender_name, owner=owner, queue=disposition.queue,
-                    status="open" if owner else "new", priority=disposition.priority,
-                    tags=list(disposition.tags), created_at=now, due_at=due)
-        context["item"] = item_context(item, config.team)
-        out.append(f"due:         {renderer.when(due)} (if it arrived now)")
-        if disposition.ack_template() and msg.sender:
-            mails.append((disposition.ack_template(), (msg.sender,)))
-        if owner:
-            mails.append(("assigned", (owner,)))
-    elif isinstance(disposition, Decline) and msg.sender:
-        mails.append((disposition.template, (msg.sender,)))
-    elif isinstance(disposition, Redirect):
-        mails.append(("forwarded", (disposition.to,)))
-        if msg.sender:
-            mails.append((disposition.template, (msg.sender,)))
-    if not mails:
+        else:
+            owner = disposition.assign
+        item = Item(id=None, **draft_item(config, msg, decision, owner, now))
+        out.append(f"due:         {renderer.when(item.due_at)} (if it arrived now)")
+    replies = replies_for(disposition, msg.sender, owner)
+    if not replies:
         out += ["", "mail sent:   none"]
-    for template, to in mails:
-        rendered = renderer.render(template, context)
-        mail = compose(template, rendered, config.team, to, now,
-                       ref=context["item"]["ref"] if context["item"] else None, reply_to=msg)
-        out += ["", f"--- mail that would be sent (template {template}) ---",
-                f"To: {', '.join(to)}", f"Subject: {mail.subject}", "", rendered.text.rstrip()]
+    context = mail_context(config.team, item, msg, disposition)
+    for reply in replies:
+        rendered = renderer.render(reply.template, context)
+        mail = compose(reply.template, rendered, config.team, reply.to, now,
+                       ref=context["item"]["ref"] if item else None)
+        out += ["", f"--- mail that would be sent (template {reply.template}) ---",
+                f"To: {', '.join(reply.to)}", f"Subject: {mail.subject}", "", rendered.text.rstrip()]
     return "\n".join(out)

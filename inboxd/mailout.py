@@ -18,6 +18,7 @@ from .config import TeamConfig
 from .message import InboundMessage
 from .models import Item
 from .render import Rendered
+from .routing import Decline, Disposition, Queue, Redirect
 
 # The classic MIME classes build mail five times faster than EmailMessage; readable QP bodies.
 _UTF8 = Charset("utf-8")
@@ -66,6 +67,40 @@ def request_context(msg: InboundMessage) -> dict[str, Any]:
             "sender_name": msg.sender_name or msg.sender.split("@")[0],
             "summary": msg.summary, "text": msg.text,
             "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
+
+
+def mail_context(team: TeamConfig, item: Item | None, msg: InboundMessage,
+                 disposition: Disposition | None = None) -> dict[str, Any]:
+    """Everything a template may use: the team, the item (if any), the request, and why."""
+    return {"team": team_context(team), "item": item_context(item, team) if item else None,
+            "request": request_context(msg), "reason": getattr(disposition, "reason", ""),
+            "redirect_to": getattr(disposition, "to", "")}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One mail a disposition calls for."""
+
+    template: str
+    to: tuple[str, ...]
+    threaded: bool = True  # an answer to the request (In-Reply-To); owners and other teams get new mail
+    acknowledges: bool = False
+    attach_original: bool = False
+
+
+def replies_for(disposition: Disposition, sender: str, owner: str | None = None) -> list[Reply]:
+    """The mails a disposition sends, decided purely: the pipeline enqueues them, the dry run shows them."""
+    to_sender = (sender,) if sender else ()
+    if isinstance(disposition, Queue):
+        template = disposition.ack_template()
+        return ([Reply("assigned", (owner,), threaded=False)] if owner else []) + \
+            ([Reply(template, to_sender, acknowledges=True)] if template and sender else [])
+    if isinstance(disposition, Decline):
+        return [Reply(disposition.template, to_sender)] if sender else []
+    if isinstance(disposition, Redirect):
+        return [Reply("forwarded", (disposition.to,), threaded=False, attach_original=True)] + \
+            ([Reply(disposition.template, to_sender)] if sender else [])
+    return []
 
 
 def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...], now: datetime,

@@ -11,7 +11,7 @@ from . import guards
 from .clock import Clock
 from .config import Config
 from .errors import InboxdError, MessageError
-from .mailout import ref_of
+from .mailout import mail_context, ref_of, replies_for
 from .message import InboundMessage, decode, raw_key
 from .models import Message, seen_inbound, write_transaction
 from .render import Renderer
@@ -83,22 +83,15 @@ class Pipeline:
         now, disposition = self.clock.now(), decision.disposition
         base = (msg.message_id, msg.sender, msg.subject)
         if isinstance(disposition, Queue):
-            item = self.tracker.open_item(msg, uid, decision, now)
+            item = self.tracker.open_item(msg, uid, decision, now, raw)
             return Outcome("item", *base, str(disposition), ref_of(item, self.config.team))
         why = f"rule {decision.rule}: {disposition}"
         kind = {Decline: "declined", Redirect: "redirected", Ignore: "ignored"}[type(disposition)]
         record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
-        context = self.tracker.context(None, msg, reason=getattr(disposition, "reason", ""),
-                                       redirect_to=getattr(disposition, "to", ""))
-        if isinstance(disposition, Decline) and msg.sender:
-            self.tracker.send(disposition.template, context, (msg.sender,), None, now, reply_to=msg)
-        elif isinstance(disposition, Redirect):
-            self.tracker.send("forwarded", context, (disposition.to,), None, now,
-                              attach_original=raw)
-            if msg.sender:
-                self.tracker.send(disposition.template, context, (msg.sender,), None, now, reply_to=msg)
+        context = mail_context(self.config.team, None, msg, disposition)
+        self.tracker.send(replies_for(disposition, msg.sender), context, None, now, msg, raw)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
 

@@ -10,7 +10,7 @@ from typing import Callable
 import peewee as pw
 
 from .config import Config
-from .mailout import compose, item_context, ref_of, request_context, team_context
+from .mailout import Reply, compose, mail_context, ref_of, replies_for
 from .message import InboundMessage
 from .models import OPEN_STATUSES, Event, Item, Message, create
 from .outbox import enqueue
@@ -43,6 +43,18 @@ STRATEGIES: dict[str, Callable[[str, tuple[str, ...]], str]] = {
 }
 
 
+def draft_item(config: Config, msg: InboundMessage, decision: Decision, owner: str | None,
+               now: datetime) -> dict:
+    """The fields of a new item for this mail, decided purely (the dry run shows them unsaved)."""
+    disposition = decision.disposition
+    assert isinstance(disposition, Queue)
+    return {"subject": msg.subject or "(no subject)", "requester": msg.sender,
+            "requester_name": msg.sender_name, "owner": owner, "queue": disposition.queue,
+            "status": "open" if owner else "new", "priority": disposition.priority,
+            "tags": list(disposition.tags), "rule": decision.rule, "created_at": now,
+            "due_at": config.calendar.add(now, disposition.due_in or config.service.default_due)}
+
+
 def choose_owner(disposition: Queue, config: Config) -> str | None:
     """Who gets a new item in this queue, by the rule's `assign`."""
     if not disposition.assign:
@@ -71,50 +83,37 @@ class Tracker:
             reason=reason, created_at=now)
 
     def open_item(self, msg: InboundMessage, uid: int | None, decision: Decision,
-                  now: datetime) -> Item:
+                  now: datetime, raw: bytes) -> Item:
         """Create the item, assign it, and enqueue the acknowledgement and the owner's mail."""
         disposition = decision.disposition
         assert isinstance(disposition, Queue)
-        due_at = self.config.calendar.add(now, disposition.due_in or self.config.service.default_due)
         owner = choose_owner(disposition, self.config)
-        item = create(
-            Item, subject=msg.subject or "(no subject)", requester=msg.sender,
-            requester_name=msg.sender_name, owner=owner, queue=disposition.queue,
-            status="open" if owner else "new", priority=disposition.priority,
-            tags=list(disposition.tags), rule=decision.rule, created_at=now, due_at=due_at)
+        item = create(Item, **draft_item(self.config, msg, decision, owner, now))
         record = self.record_inbound(msg, uid, now, "item", str(disposition), item)
         ref = ref_of(item, self.config.team)
         how = f"rule {decision.rule}" if decision.rule else "no rule matched: default queue"
         self.event(item, record, now, msg.sender or "unknown sender", "created",
                    f"from {msg.sender or 'unknown sender'} by {how}: {disposition}", decision.trace_json())
-        context = self.context(item, msg)
         if owner:
             self.event(item, record, now, "inboxd", "assigned", f"assigned to {owner} ({disposition.assign})")
-            self.send("assigned", context, (owner,), item, now, ref)
-        template = disposition.ack_template()
-        if template and msg.sender:
-            self.send(template, context, (msg.sender,), item, now, ref, reply_to=msg, acknowledges=True)
-        elif template:
+        if disposition.ack_template() and not msg.sender:
             self.event(item, record, now, "inboxd", "not-acknowledged", "the mail has no sender address")
+        self.send(replies_for(disposition, msg.sender, owner), mail_context(self.config.team, item, msg),
+                  item, now, msg, raw)
         log.info("%s: created from %s (%s), queue %s, owner %s, due %s", ref,
                  msg.sender or "unknown sender", how, item.queue, owner or "none",
-                 due_at.astimezone(self.config.calendar.tz).isoformat(timespec="minutes"))
+                 item.due_at.astimezone(self.config.calendar.tz).isoformat(timespec="minutes"))
         return item
 
-    def context(self, item: Item | None, msg: InboundMessage, **extra: object) -> dict:
-        """The template context for mail about this item and request."""
-        return {"team": team_context(self.config.team),
-                "item": item_context(item, self.config.team) if item else None,
-                "request": request_context(msg), **extra}
-
-    def send(self, template: str, context: dict, to: tuple[str, ...], item: Item | None,
-             now: datetime, ref: str | None = None, reply_to: InboundMessage | None = None,
-             attach_original: bytes | None = None, acknowledges: bool = False) -> None:
-        """Render a template and put the mail in the outbox."""
-        rendered = self.renderer.render(template, context)
-        mail = compose(template, rendered, self.config.team, to, now, ref=ref, reply_to=reply_to,
-                       attach_original=attach_original)
-        enqueue(mail, item, now, acknowledges)
+    def send(self, replies: list[Reply], context: dict, item: Item | None, now: datetime,
+             msg: InboundMessage, raw: bytes) -> None:
+        """Render each reply's template and put the mails in the outbox."""
+        ref = ref_of(item, self.config.team) if item else None
+        for reply in replies:
+            mail = compose(reply.template, self.renderer.render(reply.template, context), self.config.team,
+                           reply.to, now, ref=ref, reply_to=msg if reply.threaded else None,
+                           attach_original=raw if reply.attach_original else None)
+            enqueue(mail, item, now, reply.acknowledges)
 
     @staticmethod
     def event(item: Item | None, record: Message | None, now: datetime, actor: str, kind: str,
