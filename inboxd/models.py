@@ -153,23 +153,29 @@ class SchemaVersion(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
-_INSERTS: dict[tuple[type, tuple[str, ...]], str] = {}
+_COMPOSED: dict[object, str] = {}  # per database dialect (? or %s placeholders): cleared on open
 
 
-def create(model: type[M], **values: Any) -> M:
-    """`Model.create`, with each INSERT statement composed once rather than for every row.
+def _composed(key: object, query: Callable[[], pw.Query]) -> str:
+    """The SQL of a query that only ever changes in its parameters, composed once.
 
     peewee composes SQL anew for every query, and on the per-mail path that cost more CPU than
     SQLite took to run the statements.
     """
+    sql = _COMPOSED.get(key)
+    if sql is None:
+        sql = _COMPOSED[key] = query().sql()[0]
+    return sql
+
+
+def create(model: type[M], **values: Any) -> M:
+    """`Model.create`, with each INSERT statement composed once rather than for every row."""
     for name, field in model._meta.fields.items():
         if name not in values and field.default is not None:
             values[name] = field.default() if callable(field.default) else field.default
     # In declaration order: the order peewee writes the columns in.
     columns = tuple(f.name for f in model._meta.sorted_fields if f.name in values)
-    sql = _INSERTS.get((model, columns))
-    if sql is None:
-        sql = _INSERTS[(model, columns)] = model.insert(values).sql()[0]
+    sql = _composed((model, columns), lambda: model.insert(values))
     fields = model._meta.fields
     cursor = db.execute_sql(sql, [fields[name].db_value(values[name]) for name in columns])
     instance = model(**values)
@@ -177,16 +183,11 @@ def create(model: type[M], **values: Any) -> M:
     return instance
 
 
-_SEEN_SQL: list[str] = []
-
-
 def seen_inbound(message_id: str, fingerprint: str) -> tuple[int, str] | None:
     """(id, outcome) of the record of this incoming mail, if any: the per-mail duplicate check."""
-    if not _SEEN_SQL:  # composed once, for the same reason as in create()
-        query = Message.select(Message.id, Message.outcome).where(
-            (Message.direction == "in") & (Message.message_id == "") & (Message.fingerprint == ""))
-        _SEEN_SQL.append(query.sql()[0])
-    return db.execute_sql(_SEEN_SQL[0], ["in", message_id, fingerprint]).fetchone()
+    sql = _composed("seen_inbound", lambda: Message.select(Message.id, Message.outcome).where(
+        (Message.direction == "in") & (Message.message_id == "") & (Message.fingerprint == "")))
+    return db.execute_sql(sql, ["in", message_id, fingerprint]).fetchone()
 
 
 ALL_MODELS = [Item, Message, Event, Outbox, MailboxState]
@@ -212,8 +213,7 @@ def open_database(url: str) -> pw.Database:
     else:
         database = connect(url.replace("postgres://", "postgresql://", 1))
     db.initialize(database)
-    _INSERTS.clear()  # composed SQL is per dialect (? or %s placeholders)
-    _SEEN_SQL.clear()
+    _COMPOSED.clear()
     database.connect(reuse_if_open=True)
     migrate(database)
     return database
