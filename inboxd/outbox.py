@@ -51,33 +51,32 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
         context = ssl.create_default_context(cafile=cfg.ca_file)  # certificates are always verified
-        if cfg.tls == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds,
-                                                  context=context)
-        else:
-            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
+        smtp = (smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=context)
+                if cfg.tls == "ssl" else smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds))
+        try:
             if cfg.tls == "starttls":
                 smtp.starttls(context=context)
-        if cfg.user and cfg.password:
-            smtp.login(cfg.user, cfg.password.value)
+            if cfg.user and cfg.password:
+                smtp.login(cfg.user, cfg.password.value)
+        except BaseException:
+            smtp.close()  # don't leave a half-open session behind
+            raise
         return smtp
 
     def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        reused = self._smtp is not None
         try:
             if self._smtp is None:
                 self._smtp = self._connect()
             refused = self._smtp.sendmail(sender, recipients, raw)
-        except smtplib.SMTPServerDisconnected:
-            self._smtp = None  # the server dropped an idle connection: one fresh try
-            try:
-                self._smtp = self._connect()
-                refused = self._smtp.sendmail(sender, recipients, raw)
-            except (smtplib.SMTPException, OSError) as exc:
-                self.close()
-                raise _classify(exc) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            self._smtp = None
+            if reused:  # the server dropped an idle connection: one fresh try
+                return self.send(sender, recipients, raw)
+            raise _classify(exc) from None
         except (smtplib.SMTPException, OSError) as exc:
             if not isinstance(exc, smtplib.SMTPResponseException):
-                self.close()
+                self.close()  # a refusal leaves the session usable; anything else may not
             raise _classify(exc) from None
         if refused:
             raise PermanentDeliveryError(f"recipients refused: {refused}")
