@@ -42,7 +42,9 @@ SAMPLES = [
      "Our reception monitor flickers; could we get a replacement?"),
 ]
 
+
 def _sample(sender: str, subject: str, text: str, headers: dict[str, str] | None = None) -> bytes:
+    """One sample mail as raw bytes."""
     mail = EmailMessage()
     mail["From"], mail["To"], mail["Subject"] = sender, "IT Help <help@example.org>", subject
     mail["Date"] = format_datetime(SystemClock().now())
