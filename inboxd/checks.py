@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .config import Config
 from .errors import ProblemList, RulesError, TemplateError
-from .mailout import mail_context
+from .commands import help_table
+from .mailout import mail_context, request_context
 from .message import Attachment, InboundMessage
 from .models import Item
 from .render import Renderer
@@ -58,11 +60,24 @@ def sample_item(config: Config, now: datetime) -> Item:
                 priority="normal", tags=["printer"], created_at=now, due_at=now + timedelta(days=3))
 
 
-def sample_contexts(config: Config) -> dict[str, dict[str, Any]]:
-    """Template contexts for `check`: one for every template, by name or `*`."""
+def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
+    """Template contexts for `check`: the shapes each template is rendered in, by name or `*`."""
     now = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
-    msg = sample_message()
-    declined = mail_context(config.team, None, msg, Decline("We support company devices only."))
-    redirected = mail_context(config.team, None, msg, Redirect("payroll@example.org"))
-    return {"*": mail_context(config.team, sample_item(config, now), msg),
-            "declined": declined, "redirected": redirected, "forwarded": redirected}
+    msg, item = sample_message(), sample_item(config, now)
+    owner = config.team.members[0].email if config.team.members else config.team.lead
+    conversation = {
+        "message": "I have ordered a new fuser; it arrives on Thursday.", "summary": "Replaced the fuser.",
+        "changes": ["assigned to you", "promised date: Fri 27 Nov 2026 17:30"],
+        "problems": ["line 1: unknown keyword #dne (did you mean #done?)"], "keywords": help_table(),
+        "old_due_at": now + timedelta(days=1), "rating": 2, "reason": "the vendor ships the part a day late", "reopened": False,
+        "history": [{"at": now, "actor": msg.sender, "kind": "created", "detail": "from sam.sample@example.org"}]}
+    from_owner = mail_context(config.team, item, replace(msg, sender=owner), request=request_context(msg))
+    everything = mail_context(config.team, item, msg) | conversation
+    contexts: dict[str, list[dict[str, Any]]] = {"*": [everything, from_owner | conversation]}
+    for name, disposition in (("declined", Decline("We support company devices only.")),
+                              ("redirected", Redirect("payroll@example.org")),
+                              ("forwarded", Redirect("payroll@example.org"))):
+        by_rule = mail_context(config.team, None, msg, disposition)
+        by_owner = from_owner | conversation | {"reason": by_rule["reason"], "redirect_to": by_rule["redirect_to"]}
+        contexts[name] = [by_rule, by_owner]
+    return contexts

@@ -173,3 +173,46 @@ class BusinessCalendar:
             while not self.is_workday(day):
                 day += timedelta(days=1)
         return self._at(day, current.time())
+
+
+_DAY_NAMES = {name: i for i, names in enumerate(
+    [("mon", "monday"), ("tue", "tues", "tuesday"), ("wed", "wednesday"), ("thu", "thur", "thurs", "thursday"),
+     ("fri", "friday"), ("sat", "saturday"), ("sun", "sunday")]) for name in names}
+_RELATIVE = re.compile(r"\+(\d+)(m|h|d|w)", re.IGNORECASE)
+_CLOCK_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def parse_moment(text: str, now: datetime, calendar: BusinessCalendar) -> tuple[datetime, str]:
+    """A date an owner writes (`2026-12-04 [15:00]`, `friday`, `today`, `tomorrow`, `+2d`, `+4h`) and the rest.
+
+    A day without a time means the end of that working day, in the team's timezone.
+    """
+    first, _, rest = text.strip().partition(" ")
+    word, local = first.lower(), now.astimezone(calendar.tz)
+    relative = _RELATIVE.fullmatch(word)
+    if relative:
+        duration = Duration(int(relative.group(1)), _UNITS[relative.group(2).lower()])
+        return calendar.add(now, duration), rest.strip()
+    if word == "today":
+        day = local.date()
+    elif word == "tomorrow":
+        day = local.date() + timedelta(days=1)
+    elif word in _DAY_NAMES:
+        ahead = (_DAY_NAMES[word] - local.weekday()) % 7
+        day = local.date() + timedelta(days=ahead)
+        if ahead == 0 and local.time() >= calendar.closes:
+            day += timedelta(days=7)  # "friday" said on Friday evening means next Friday
+    else:
+        date_part, _, clock_part = word.partition("t")
+        try:
+            day = date.fromisoformat(date_part)
+        except ValueError:
+            raise ValueError(f"{first!r} is not a date; write 2026-12-04, friday, today, tomorrow, "
+                             f"+2d or +4h") from None
+        if clock_part:
+            rest = f"{clock_part} {rest}"
+    at, rest = calendar.closes, rest.strip()
+    clock_time = _CLOCK_TIME.match(rest)
+    if clock_time and int(clock_time.group(1)) < 24 and int(clock_time.group(2)) < 60:
+        at, rest = time(int(clock_time.group(1)), int(clock_time.group(2))), rest[clock_time.end():].strip()
+    return datetime.combine(day, at, calendar.tz), rest

@@ -40,6 +40,16 @@ class TeamConfig:
         """The member with this address, if any."""
         return next((m for m in self.members if m.email == email.lower()), None)
 
+    def find(self, who: str) -> Member | None:
+        """The member named by address, name, or the part of the address before the @."""
+        who = who.strip().strip("<>").lower()
+        return next((m for m in self.members
+                     if who in (m.email, m.name.lower(), m.email.partition("@")[0])), None)
+
+    def speaks_for_team(self, email: str) -> bool:
+        """Members and the lead may send keywords."""
+        return bool(email) and (email == self.lead or self.member(email) is not None)
+
 
 @dataclass(frozen=True)
 class Secret:
@@ -103,6 +113,14 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class CommandsConfig:
+    """How inboxd makes sure a keyword mail really comes from a team member."""
+
+    require_secret: bool = False  # keywords count only when sent to the item's secret reply address
+    authserv_id: str | None = None  # trust this server's Authentication-Results: DMARC or DKIM must pass
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -116,6 +134,7 @@ class Config:
     templates_dir: Path
     calendar: BusinessCalendar
     service: ServiceConfig
+    commands: CommandsConfig = CommandsConfig()
 
 
 def _is_email(value: str) -> bool:
@@ -231,7 +250,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     doc = load_toml(path, ConfigError)
     base = path.parent
     problems: list[str] = []
-    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service"]
+    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands"]
     _Reader(doc, "", problems).finish(sections)
 
     team_r = _Reader(doc, "team", problems)
@@ -318,9 +337,14 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         survey=svc_r.get("survey", bool, True))
     svc_r.finish()
 
+    cmd_r = _Reader(doc, "commands", problems)
+    commands = CommandsConfig(require_secret=cmd_r.get("require_secret", bool, False),
+                              authserv_id=cmd_r.get("authserv_id", str, None) or None)
+    cmd_r.finish()
+
     if problems:
         raise ConfigError(problems)
-    return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service)
+    return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands)
 
 
 def _prefix(value: str) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.charset import QP, Charset
 from email.header import Header
+from email import message_from_bytes
 from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
@@ -69,23 +70,42 @@ def request_context(msg: InboundMessage) -> dict[str, Any]:
             "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
 
 
+def person_context(msg: InboundMessage, team: TeamConfig) -> dict[str, Any]:
+    """Who wrote the mail being answered."""
+    member = team.member(msg.sender) if msg.sender else None
+    name = member.name if member else (msg.sender_name or msg.sender.split("@")[0] or "someone")
+    return {"email": msg.sender, "name": name,
+            "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
+
+
 def mail_context(team: TeamConfig, item: Item | None, msg: InboundMessage,
-                 disposition: Disposition | None = None) -> dict[str, Any]:
-    """Everything a template may use: the team, the item (if any), the request, and why."""
+                 disposition: Disposition | None = None, request: dict[str, Any] | None = None,
+                 survey: bool = True) -> dict[str, Any]:
+    """Everything a template may use: the team, the item (if any), the request, and why.
+
+    Every template sees every name (empty where it does not apply), so StrictUndefined only
+    catches real typos. `request` is the mail that opened the item, `sender` the one being answered.
+    """
     return {"team": team_context(team), "item": item_context(item, team) if item else None,
-            "request": request_context(msg), "reason": getattr(disposition, "reason", ""),
-            "redirect_to": getattr(disposition, "to", "")}
+            "request": request or request_context(msg), "sender": person_context(msg, team),
+            "reason": getattr(disposition, "reason", ""), "redirect_to": getattr(disposition, "to", ""),
+            "message": "", "summary": "", "changes": [], "problems": [], "keywords": [],
+            "old_due_at": None, "rating": None, "history": [], "reopened": False, "survey": survey}
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One mail a disposition calls for."""
+    """One mail a disposition, a command or a conversation calls for."""
 
     template: str
     to: tuple[str, ...]
     threaded: bool = True  # an answer to the request (In-Reply-To); owners and other teams get new mail
     acknowledges: bool = False
     attach_original: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # template context on top of the usual
+    internal: bool = False  # to the team: Reply-To is the item's secret address when that is on
+    to_requester: bool = False
+    carry_attachments: bool = False  # the files of the mail being answered go along
 
 
 def replies_for(disposition: Disposition, sender: str, owner: str | None = None) -> list[Reply]:
@@ -104,38 +124,52 @@ def replies_for(disposition: Disposition, sender: str, owner: str | None = None)
 
 
 def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...], now: datetime,
-            ref: str | None = None, reply_to: InboundMessage | None = None,
-            attach_original: bytes | None = None) -> OutgoingMail:
-    """Build the outgoing mail; CR/LF in any value can never start a new header."""
+            ref: str | None = None, thread: tuple[str, ...] = (), attach_original: bytes | None = None,
+            reply_address: str | None = None, attachments: tuple[Message, ...] = ()) -> OutgoingMail:
+    """Build the outgoing mail; CR/LF in any value can never start a new header.
+
+    `thread` holds the Message-IDs this mail answers, oldest first: the last is In-Reply-To.
+    """
     subject = _one_line(rendered.subject)
     if ref and f"[{ref}]" not in subject:
         subject = f"[{ref}] {subject}"
     body: Message = MIMEText(rendered.text, "plain", _UTF8)
     if rendered.html:
         body = MIMEMultipart("alternative", _subparts=[body, MIMEText(rendered.html, "html", _UTF8)])
+    files = list(attachments)
     if attach_original is not None:
         # As a file: message/rfc822 may not be base64-encoded, and broken originals must survive.
         original = MIMEApplication(attach_original, Name="original.eml")
         original["Content-Disposition"] = 'attachment; filename="original.eml"'
-        body = MIMEMultipart("mixed", _subparts=[body, original])
+        files.append(original)
+    if files:
+        body = MIMEMultipart("mixed", _subparts=[body, *files])
     message_id = make_msgid("inboxd", domain=team.address.partition("@")[2])
     headers = {
         "From": formataddr((_one_line(team.name), team.address), "utf-8"),
         "To": ", ".join(_one_line(a) for a in to),
-        "Reply-To": team.address,
+        "Reply-To": reply_address or team.address,
         "Subject": subject if subject.isascii() else Header(subject, "utf-8").encode(),
         "Date": format_datetime(now),
         "Message-ID": message_id,
-        "Auto-Submitted": "auto-replied" if reply_to else "auto-generated",
+        "Auto-Submitted": "auto-replied" if thread else "auto-generated",
     }
-    if reply_to is not None:
-        headers["In-Reply-To"] = reply_to.message_id
-        headers["References"] = " ".join((*reply_to.references[-10:], reply_to.message_id))
+    if thread:
+        headers["In-Reply-To"] = thread[-1]
+        headers["References"] = " ".join(thread[-11:])
     if ref:
         headers["X-Inboxd-Ref"] = ref
     for name, value in headers.items():
         body[name] = value
     return OutgoingMail(kind, team.address, to, subject, message_id, body.as_bytes(policy=_WIRE))
+
+
+def attachment_parts(raw: bytes) -> tuple[Message, ...]:
+    """The attached files of a mail, as MIME parts that can go into another mail unchanged."""
+    parsed = message_from_bytes(raw, policy=compat32)
+    return tuple(part for part in parsed.walk()
+                 if not part.is_multipart() and part is not parsed
+                 and (part.get_filename() or part.get_content_disposition() == "attachment"))
 
 
 def _one_line(value: str) -> str:

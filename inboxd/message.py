@@ -49,6 +49,7 @@ class InboundMessage:
     references: tuple[str, ...]
     content_type: str
     raw_size: int
+    html: str = ""  # the HTML body, kept only when there is no plain text (to find quotes in a reply)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -100,6 +101,7 @@ def decode(raw: bytes) -> InboundMessage:
         to=_addresses(_raw(email, "to")), cc=_addresses(_raw(email, "cc")),
         subject=_clean(parsed.subject or ""),
         text=_text_of(parsed),
+        html="" if "\n".join(parsed.text_plain).strip() else "\n".join(parsed.text_html),
         attachments=tuple(_attachment(a) for a in parsed.attachments),
         headers=headers,
         in_reply_to=in_reply_to[0] if in_reply_to else None,

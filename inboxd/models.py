@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -11,6 +12,8 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import peewee as pw
 from playhouse.db_url import connect
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_schema
 
 log = logging.getLogger(__name__)
 db = pw.DatabaseProxy()
@@ -83,6 +86,10 @@ class Item(BaseModel):
     first_response_at = UtcDateTimeField(null=True)
     resolved_at = UtcDateTimeField(null=True)
     satisfaction = pw.IntegerField(null=True)
+    secret = pw.CharField(default="")  # proves a command came from someone who got our mail
+    waiting_on = pw.CharField(null=True)  # whom a `waiting` item waits for: "requester" or a name
+    on_track = pw.BooleanField(default=False)  # the owner confirmed due_at (#ontrack)
+    follows = pw.ForeignKeyField("self", null=True, backref="followers", on_delete="SET NULL")
 
 
 class Message(BaseModel):
@@ -100,10 +107,11 @@ class Message(BaseModel):
     outcome = pw.CharField(default="")  # item | skipped | declined | redirected | ignored | parked | sent
     reason = pw.TextField(default="")
     summary = pw.TextField(default="")
+    body = pw.TextField(default="")  # incoming: the new text of a reply, or the request; outgoing: the text
     created_at = UtcDateTimeField()
 
     class Meta:
-        indexes = ((("direction", "message_id", "fingerprint"), True),)
+        indexes = ((("direction", "message_id", "fingerprint"), True), (("message_id",), False))
 
 
 class Event(BaseModel):
@@ -197,8 +205,31 @@ def _v1_initial(database: pw.Database) -> None:
     database.create_tables(ALL_MODELS)
 
 
+def _v2_conversations(database: pw.Database) -> None:
+    """Columns for threads and keywords; a database created at v1 lacks them, a new one has them."""
+    migrator = SchemaMigrator.from_database(database)
+    steps = []
+    for model, names in ((Item, ("secret", "waiting_on", "on_track", "follows")), (Message, ("body",))):
+        have = {c.name for c in database.get_columns(model._meta.table_name)}
+        for name in names:
+            field = model._meta.fields[name]
+            if field.column_name not in have:
+                steps.append(migrator.add_column(model._meta.table_name, field.column_name, field))
+    index = "message_message_id"
+    if index not in {i.name for i in database.get_indexes("message")}:
+        steps.append(migrator.add_index("message", ("message_id",), False))
+    migrate_schema(*steps)
+    for item in Item.select(Item.id).where(Item.secret == ""):
+        Item.update(secret=new_secret()).where(Item.id == item.id).execute()
+
+
+def new_secret() -> str:
+    """A per-item secret for the Reply-To address of team mail."""
+    return secrets.token_hex(4)
+
+
 # Append only: each entry runs once, in order, inside a transaction.
-MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [(1, _v1_initial)]
+MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [(1, _v1_initial), (2, _v2_conversations)]
 
 
 def open_database(url: str) -> pw.Database:

@@ -20,13 +20,14 @@ from .models import Event, Item, Message, Outbox, create, write_transaction
 log = logging.getLogger(__name__)
 
 
-def enqueue(mail: OutgoingMail, item: Item | None, now: datetime, acknowledges: bool = False) -> Outbox:
+def enqueue(mail: OutgoingMail, item: Item | None, now: datetime, acknowledges: bool = False,
+            text: str = "") -> Outbox:
     """Store an outgoing mail; call inside the transaction that decided to send it."""
     create(Message, message_id=mail.message_id, direction="out", item=item, sender=mail.sender,
-                   subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, created_at=now)
+           subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, body=text, created_at=now)
     return create(Outbox, item=item, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
-                         subject=mail.subject, message_id=mail.message_id, raw=mail.raw, acknowledges=acknowledges,
-                         next_attempt_at=now, created_at=now)
+                  subject=mail.subject, message_id=mail.message_id, raw=mail.raw, acknowledges=acknowledges,
+                  next_attempt_at=now, created_at=now)
 
 
 class Transport(Protocol):

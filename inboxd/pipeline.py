@@ -11,11 +11,13 @@ from . import guards
 from .clock import Clock
 from .config import Config
 from .errors import InboxdError, MessageError
-from .mailout import mail_context, ref_of, replies_for
+from . import conversation
+from .mailout import ref_of, replies_for
 from .message import InboundMessage, decode, raw_key
-from .models import Message, seen_inbound, write_transaction
+from .models import Item, Message, seen_inbound, write_transaction
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
+from .threads import find_thread
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What happened to one mail, for logs, the demo and the source."""
 
-    kind: str  # item | skipped | declined | redirected | ignored | duplicate | parked
+    # item | skipped | declined | redirected | ignored | duplicate | parked, or on an existing item:
+    # command | refused | relayed | reply | rating | thanks | reopened | recorded
+    kind: str
     message_id: str
     sender: str
     subject: str
@@ -76,21 +80,32 @@ class Pipeline:
             self.tracker.record_inbound(msg, uid, now, "skipped", str(skip))
             log.info("uid %s %s from %s: skipped, %s", uid, msg.message_id, msg.sender, skip)
             return Outcome("skipped", msg.message_id, msg.sender, msg.subject, str(skip))
+        follows = None
+        thread = find_thread(msg, self.config.team)
+        if thread is not None:
+            text = conversation.reply_text(msg)
+            plan = conversation.decide(self.config, thread.item, msg, text, thread.secret_ok, now)
+            if plan.kind != "new-item":
+                self.tracker.converse(thread.item, plan, msg, text, uid, now, raw)
+                return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary,
+                               ref_of(thread.item, self.config.team))
+            follows = thread.item  # a reply long after the item closed: a new item that links the old
         decision = self.rules.decide(msg)
-        return self._dispose(msg, raw, uid, decision)
+        return self._dispose(msg, raw, uid, decision, follows)
 
-    def _dispose(self, msg: InboundMessage, raw: bytes, uid: int | None, decision: Decision) -> Outcome:
+    def _dispose(self, msg: InboundMessage, raw: bytes, uid: int | None, decision: Decision,
+                 follows: Item | None = None) -> Outcome:
         now, disposition = self.clock.now(), decision.disposition
         base = (msg.message_id, msg.sender, msg.subject)
         if isinstance(disposition, Queue):
-            item = self.tracker.open_item(msg, uid, decision, now, raw)
+            item = self.tracker.open_item(msg, uid, decision, now, raw, follows)
             return Outcome("item", *base, str(disposition), ref_of(item, self.config.team))
         why = f"rule {decision.rule}: {disposition}"
         kind = {Decline: "declined", Redirect: "redirected", Ignore: "ignored"}[type(disposition)]
         record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
-        context = mail_context(self.config.team, None, msg, disposition)
+        context = self.tracker.context(None, msg, disposition=disposition)
         self.tracker.send(replies_for(disposition, msg.sender), context, None, now, msg, raw)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)

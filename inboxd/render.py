@@ -13,7 +13,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError
 
-REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "declined", "redirected", "forwarded")
+REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "declined", "redirected", "forwarded", "relay", "resolved",
+                      "deadline_changed", "command_ok", "command_error", "help", "requester_reply", "low_rating")
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,16 @@ class Renderer:
         subject = " ".join(head[len("subject:"):].split())
         return Rendered(subject, body.strip("\n") + "\n", html)
 
-    def check(self, contexts: dict[str, dict[str, Any]]) -> list[str]:
-        """Render each template against its sample context; every problem found."""
+    def check(self, contexts: dict[str, list[dict[str, Any]]]) -> list[str]:
+        """Render each template against each of its sample contexts; every problem found, once."""
         problems = [f"{self.directory / name}.txt: required template is missing"
                     for name in REQUIRED_TEMPLATES if name not in self.names()]
         for name in sorted(self.names()):
-            try:
-                self.render(name, contexts.get(name, contexts["*"]))
-            except TemplateError as exc:
-                problems.extend(exc.problems)
+            for context in contexts.get(name, contexts["*"]):
+                try:
+                    self.render(name, context)
+                except TemplateError as exc:
+                    problems.extend(p for p in exc.problems if p not in problems)
         return problems
 
     def when(self, moment: datetime | None) -> str:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 import peewee as pw
 
 from .config import Config
-from .mailout import Reply, compose, mail_context, ref_of, replies_for
+from .conversation import Plan
+from .mailout import Reply, attachment_parts, compose, mail_context, ref_of, replies_for
 from .message import InboundMessage
-from .models import OPEN_STATUSES, Event, Item, Message, create
+from .models import OPEN_STATUSES, Event, Item, Message, create, new_secret
 from .outbox import enqueue
 from .render import Renderer
-from .routing import Decision, Queue
+from .routing import Decision, Disposition, Queue
+from .threads import secret_address, without_tags
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ def draft_item(config: Config, msg: InboundMessage, decision: Decision, owner: s
     """The fields of a new item for this mail, decided purely (the dry run shows them unsaved)."""
     disposition = decision.disposition
     assert isinstance(disposition, Queue)
-    return {"subject": msg.subject or "(no subject)", "requester": msg.sender,
+    return {"subject": without_tags(msg.subject, config.team.ref_prefix) or "(no subject)", "requester": msg.sender,
             "requester_name": msg.sender_name, "owner": owner, "queue": disposition.queue,
             "status": "open" if owner else "new", "priority": disposition.priority,
             "tags": list(disposition.tags), "rule": decision.rule, "created_at": now,
@@ -74,46 +76,86 @@ class Tracker:
     renderer: Renderer
 
     def record_inbound(self, msg: InboundMessage, uid: int | None, now: datetime, outcome: str,
-                       reason: str, item: Item | None = None) -> Message:
+                       reason: str, item: Item | None = None, body: str = "") -> Message:
         """Store an incoming mail with what became of it."""
         return create(
             Message, message_id=msg.message_id, fingerprint=msg.fingerprint, direction="in",
             item=item, mailbox=self.config.mailbox.label, uid=uid, sender=msg.sender,
-            subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary, outcome=outcome,
+            subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary, body=body, outcome=outcome,
             reason=reason, created_at=now)
 
     def open_item(self, msg: InboundMessage, uid: int | None, decision: Decision,
-                  now: datetime, raw: bytes) -> Item:
+                  now: datetime, raw: bytes, follows: Item | None = None) -> Item:
         """Create the item, assign it, and enqueue the acknowledgement and the owner's mail."""
         disposition = decision.disposition
         assert isinstance(disposition, Queue)
         owner = choose_owner(disposition, self.config)
-        item = create(Item, **draft_item(self.config, msg, decision, owner, now))
-        record = self.record_inbound(msg, uid, now, "item", str(disposition), item)
+        item = create(Item, **draft_item(self.config, msg, decision, owner, now), secret=new_secret(),
+                      follows=follows)
+        record = self.record_inbound(msg, uid, now, "item", str(disposition), item, body=msg.text)
         ref = ref_of(item, self.config.team)
         how = f"rule {decision.rule}" if decision.rule else "no rule matched: default queue"
         self.event(item, record, now, msg.sender or "unknown sender", "created",
                    f"from {msg.sender or 'unknown sender'} by {how}: {disposition}", decision.trace_json())
+        if follows is not None:
+            self.event(item, record, now, "inboxd", "follows",
+                       f"follows {ref_of(follows, self.config.team)}, closed too long ago to reopen")
         if owner:
             self.event(item, record, now, "inboxd", "assigned", f"assigned to {owner} ({disposition.assign})")
         if disposition.ack_template() and not msg.sender:
             self.event(item, record, now, "inboxd", "not-acknowledged", "the mail has no sender address")
-        self.send(replies_for(disposition, msg.sender, owner), mail_context(self.config.team, item, msg),
-                  item, now, msg, raw)
+        self.send(replies_for(disposition, msg.sender, owner), self.context(item, msg), item, now, msg, raw)
         log.info("%s: created from %s (%s), queue %s, owner %s, due %s", ref,
                  msg.sender or "unknown sender", how, item.queue, owner or "none",
                  item.due_at.astimezone(self.config.calendar.tz).isoformat(timespec="minutes"))
         return item
 
-    def send(self, replies: list[Reply], context: dict, item: Item | None, now: datetime,
+    def converse(self, item: Item, plan: Plan, msg: InboundMessage, text: str, uid: int | None,
+                 now: datetime, raw: bytes) -> Message:
+        """Apply what a mail on an existing item means: field changes, audit lines, mails."""
+        record = self.record_inbound(msg, uid, now, plan.kind, plan.summary, item, body=text)
+        if plan.changes:
+            Item.update(**plan.changes).where(Item.id == item.id).execute()
+            for name, value in plan.changes.items():
+                setattr(item, name, value)
+        for actor, kind, detail in plan.events:
+            self.event(item, record, now, actor, kind, detail)
+        self.send(plan.mails, self.context(item, msg, stored_request(item)) | plan.context, item, now, msg, raw)
+        log.info("%s: %s from %s: %s", ref_of(item, self.config.team), plan.kind, msg.sender or "unknown sender",
+                 plan.summary)
+        return record
+
+    def context(self, item: Item | None, msg: InboundMessage, request: dict[str, Any] | None = None,
+                disposition: Disposition | None = None) -> dict[str, Any]:
+        """The template context for mail about this item, answering this mail."""
+        return mail_context(self.config.team, item, msg, disposition, request, self.config.service.survey)
+
+    def send(self, replies: list[Reply], context: dict[str, Any], item: Item | None, now: datetime,
              msg: InboundMessage, raw: bytes) -> None:
         """Render each reply's template and put the mails in the outbox."""
-        ref = ref_of(item, self.config.team) if item else None
+        team = self.config.team
+        ref = ref_of(item, team) if item else None
+        files = attachment_parts(raw) if any(r.carry_attachments for r in replies) else ()
         for reply in replies:
-            mail = compose(reply.template, self.renderer.render(reply.template, context), self.config.team,
-                           reply.to, now, ref=ref, reply_to=msg if reply.threaded else None,
-                           attach_original=raw if reply.attach_original else None)
-            enqueue(mail, item, now, reply.acknowledges)
+            values = context | reply.extra
+            if values.get("history") is True and item is not None:
+                values["history"] = history(item, self.config)
+            rendered = self.renderer.render(reply.template, values)
+            mail = compose(reply.template, rendered, team, reply.to, now, ref=ref,
+                           thread=self._thread(reply, item, msg), attach_original=raw if reply.attach_original else None,
+                           reply_address=secret_address(team, item)
+                           if reply.internal and item and self.config.commands.require_secret else None,
+                           attachments=files if reply.carry_attachments else ())
+            enqueue(mail, item, now, reply.acknowledges, rendered.text)
+
+    @staticmethod
+    def _thread(reply: Reply, item: Item | None, msg: InboundMessage) -> tuple[str, ...]:
+        """The Message-IDs a mail answers: the requester's thread, or the mail being answered."""
+        if reply.to_requester and item is not None and msg.sender != item.requester:
+            first = (Message.select(Message.message_id).where((Message.item == item) & (Message.direction == "in"))
+                     .order_by(Message.id).first())
+            return (first.message_id,) if first else ()
+        return (*msg.references[-10:], msg.message_id) if reply.threaded else ()
 
     @staticmethod
     def event(item: Item | None, record: Message | None, now: datetime, actor: str, kind: str,
@@ -121,3 +163,19 @@ class Tracker:
         """Write one line of the audit trail."""
         return create(Event, item=item, message=record, at=now, actor=actor, kind=kind,
                             detail=detail, trace=trace)
+
+
+def stored_request(item: Item) -> dict[str, Any]:
+    """The template view of the mail that opened the item, from what was stored of it."""
+    first = (Message.select().where((Message.item == item) & (Message.direction == "in"))
+             .order_by(Message.id).first())
+    text = first.body if first else ""
+    return {"subject": item.subject, "sender": item.requester,
+            "sender_name": item.requester_name or item.requester.split("@")[0],
+            "summary": " ".join(text.split())[:200], "text": text, "attachments": []}
+
+
+def history(item: Item, config: Config) -> list[dict[str, Any]]:
+    """The item's audit trail, for mail that needs it (a low rating to the lead)."""
+    events = Event.select().where(Event.item == item).order_by(Event.at, Event.id)
+    return [{"at": e.at, "actor": e.actor, "kind": e.kind, "detail": e.detail} for e in events]

@@ -14,7 +14,7 @@ def test_shipped_templates_render_against_samples(config):
     renderer = Renderer(REPO / "templates", ZoneInfo("Europe/Berlin"))
     assert renderer.check(sample_contexts(config)) == []
     assert set(REQUIRED_TEMPLATES) <= renderer.names()
-    ack = renderer.render("ack", sample_contexts(config)["*"])
+    ack = renderer.render("ack", sample_contexts(config)["*"][0])
     assert ack.subject == "[IT-42] We have your request: The printer on floor 3 is jammed"
     assert "Thursday 26 November 2026, 10:30" in ack.text  # due date in the team's timezone
 
@@ -23,7 +23,7 @@ def test_undefined_name_is_an_error_with_line(tmp_path, config):
     (tmp_path / "ack.txt").write_text("Subject: hi\n\nHello {{ item.requester_name }}\n{{ itme.ref }}\n")
     renderer = Renderer(tmp_path, ZoneInfo("UTC"))
     with pytest.raises(TemplateError) as caught:
-        renderer.render("ack", sample_contexts(config)["*"])
+        renderer.render("ack", sample_contexts(config)["*"][0])
     assert caught.value.problems == [f"{tmp_path / 'ack.txt'}:4: 'itme' is undefined"]
 
 
@@ -40,5 +40,5 @@ def test_syntax_error_missing_subject_and_missing_templates(tmp_path, config):
 def test_sandbox_refuses_internals(tmp_path, config):
     (tmp_path / "ack.txt").write_text("Subject: x\n\n{{ item.__class__.__mro__ }}\n")
     with pytest.raises(TemplateError) as caught:
-        Renderer(tmp_path, ZoneInfo("UTC")).render("ack", sample_contexts(config)["*"])
+        Renderer(tmp_path, ZoneInfo("UTC")).render("ack", sample_contexts(config)["*"][0])
     assert "ack.txt:3: not allowed in a template: access to attribute '__class__'" in str(caught.value)

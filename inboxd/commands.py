@@ -1,0 +1,361 @@
+"""Owner and team keywords (#take, #eta friday, #done): one small class per command, registered by name.
+
+Commands decide purely: each takes the item's state and returns the new state, what changed and
+the mails it calls for. The conversation applies them in order, all or nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, ClassVar
+
+from .clock import parse_moment
+from .config import Config
+from .mailout import Reply
+from .models import OPEN_STATUSES, PRIORITIES
+
+_KEYWORD = re.compile(r"#([A-Za-z][A-Za-z-]*)\b[ \t]*(.*)")
+_TAG_NAME = re.compile(r"[\w][\w.-]{0,39}")
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """The fields of an item that commands may change."""
+
+    owner: str | None
+    status: str
+    priority: str
+    tags: tuple[str, ...]
+    due_at: datetime | None
+    on_track: bool
+    waiting_on: str | None
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who sent the commands, when, and about which request."""
+
+    config: Config
+    sender: str
+    now: datetime
+    requester: str
+    body: str = ""  # the text below the keywords: #note keeps it, #done and #decline may use it
+
+
+@dataclass(frozen=True)
+class Effect:
+    """The outcome of one command: the new state, one line on what changed, and the mails it sends."""
+
+    state: ItemState
+    change: str
+    mails: tuple[Reply, ...] = ()
+    note: str | None = None  # internal text: the mail is not relayed to the requester
+    help: bool = False
+    used_body: bool = False  # the text below the keywords became the summary or reason: not relayed too
+
+
+class Refused(Exception):
+    """A command that cannot be applied; the message says why."""
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """One `#name argument` line found at the top of the new text."""
+
+    line: int
+    name: str
+    argument: str
+
+
+class Command:
+    """One keyword: `apply` returns the Effect or raises Refused."""
+
+    name: ClassVar[str]
+    usage: ClassVar[str]
+    summary: ClassVar[str]
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        raise NotImplementedError
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(cls: type[Command]) -> type[Command]:
+    """Add a command to the registry; two with one name is a programming error caught at import."""
+    if cls.name in COMMANDS:
+        raise RuntimeError(f"two commands are called #{cls.name}")
+    COMMANDS[cls.name] = cls()
+    return cls
+
+
+def split_keywords(text: str) -> tuple[list[Keyword], str]:
+    """The keyword lines at the top of the new text (one per line, blank lines allowed) and the rest."""
+    lines = text.splitlines()
+    keywords: list[Keyword] = []
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        match = _KEYWORD.fullmatch(stripped)
+        if match is None:
+            return keywords, "\n".join(lines[number - 1:]).strip()
+        keywords.append(Keyword(number, match.group(1).lower(), match.group(2).strip()))
+    return keywords, ""
+
+
+def did_you_mean(name: str) -> str:
+    """`unknown keyword #dne (did you mean #done?)`."""
+    close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
+    return f"unknown keyword #{name}" + (f" (did you mean #{close[0]}?)" if close else "; #help lists them")
+
+
+def help_table() -> list[dict[str, str]]:
+    """Every keyword with its usage and effect, for the `help` and `command_error` mails."""
+    return [{"usage": c.usage, "summary": c.summary} for c in COMMANDS.values()]
+
+
+def _member(ctx: CommandContext, who: str) -> str:
+    member = ctx.config.team.find(who)
+    if member is None:
+        names = [m.name.lower() for m in ctx.config.team.members] + [m.email for m in ctx.config.team.members]
+        close = difflib.get_close_matches(who.lower(), names, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else \
+            f"; members are {', '.join(m.name for m in ctx.config.team.members)}"
+        raise Refused(f"{who!r} is not a member of {ctx.config.team.name}{hint}")
+    return member.email
+
+
+def _to_requester(template: str, ctx: CommandContext, **extra: Any) -> Reply:
+    return Reply(template, (ctx.requester,), extra=extra, to_requester=True)
+
+
+def _assigned(state: ItemState, owner: str) -> ItemState:
+    return replace(state, owner=owner, status="open" if state.status == "new" else state.status)
+
+
+@register
+class Take(Command):
+    name, usage, summary = "take", "#take", "assign the item to yourself"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if ctx.config.team.member(ctx.sender) is None:
+            raise Refused(f"#take: {ctx.sender} is not a member of {ctx.config.team.name}, so cannot own items")
+        if state.owner == ctx.sender:
+            return Effect(state, "it was already yours")
+        return Effect(_assigned(state, ctx.sender), f"assigned to you ({ctx.sender})")
+
+
+@register
+class Assign(Command):
+    name, usage, summary = "assign", "#assign ana  or  #assign ana@example.org", "assign the item to a member"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if not argument:
+            raise Refused("#assign needs a member: #assign ana")
+        owner = _member(ctx, argument.split()[0])
+        mails = () if owner == ctx.sender else (Reply("assigned", (owner,), threaded=False, internal=True),)
+        return Effect(_assigned(state, owner), f"assigned to {owner}", mails)
+
+
+@register
+class Working(Command):
+    name, usage, summary = "working", "#working", "status: being worked on"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        return Effect(replace(state, status="working", waiting_on=None, resolved_at=None,
+                              owner=state.owner or _owner_if_member(ctx)), "status: working")
+
+
+def _owner_if_member(ctx: CommandContext) -> str | None:
+    return ctx.sender if ctx.config.team.member(ctx.sender) else None
+
+
+@register
+class Waiting(Command):
+    name, usage, summary = "waiting", "#waiting [on whom]", "status: waiting (on the requester unless you say whom)"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if state.status not in OPEN_STATUSES:
+            raise Refused(f"#waiting: the item is {state.status}; #working reopens it first")
+        whom = re.sub(r"^(on|for)\s+", "", argument, flags=re.IGNORECASE).strip() or "requester"
+        if whom.lower() in ("requester", "them", "him", "her", ctx.requester):
+            whom = "requester"
+        return Effect(replace(state, status="waiting", waiting_on=whom), f"status: waiting on {whom}")
+
+
+@register
+class Done(Command):
+    name, usage, summary = "done", "#done [summary]", "status: done; the requester gets a thank-you and the survey"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if state.status not in OPEN_STATUSES:
+            raise Refused(f"#done: the item is already {state.status}")
+        done = replace(state, status="done", resolved_at=ctx.now, waiting_on=None,
+                       owner=state.owner or _owner_if_member(ctx))
+        return Effect(done, "status: done; the requester is thanked" +
+                      (" and asked for a rating" if ctx.config.service.survey else ""),
+                      (_to_requester("resolved", ctx, summary=argument or ctx.body),), used_body=not argument)
+
+
+@register
+class Eta(Command):
+    name, usage, summary = ("eta", "#eta friday | #eta 2026-12-04 [15:00] | #eta +2d  [reason]",
+                            "new promised date; a later one tells the requester at once, with the reason")
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if not argument:
+            raise Refused("#eta needs a date: #eta friday, #eta 2026-12-04, #eta +2d")
+        if state.status not in OPEN_STATUSES:
+            raise Refused(f"#eta: the item is {state.status}")
+        try:
+            due, reason = parse_moment(argument, ctx.now, ctx.config.calendar)
+        except ValueError as exc:
+            raise Refused(f"#eta: {exc}") from None
+        if due <= ctx.now:
+            raise Refused(f"#eta: {argument.split()[0]} ({_local(due, ctx)}) is in the past")
+        new = replace(state, due_at=due, on_track=False)
+        later = state.due_at is not None and due > state.due_at
+        mails = (_to_requester("deadline_changed", ctx, reason=reason, old_due_at=state.due_at),) if later else ()
+        said = f"promised date: {_local(due, ctx)}" + (" (later: the requester is told why)" if later else "")
+        return Effect(new, said, mails)
+
+
+def _local(moment: datetime, ctx: CommandContext) -> str:
+    return moment.astimezone(ctx.config.calendar.tz).strftime("%a %d %b %Y %H:%M")
+
+
+@register
+class OnTrack(Command):
+    name, usage, summary = "ontrack", "#ontrack", "confirm the promised date; no automatic notice to the requester"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if state.status not in OPEN_STATUSES or state.due_at is None:
+            raise Refused(f"#ontrack: the item is {state.status}" if state.due_at else "#ontrack: no date to confirm")
+        return Effect(replace(state, on_track=True), f"on track for {_local(state.due_at, ctx)}")
+
+
+@register
+class Decline(Command):
+    name, usage, summary = "decline", "#decline reason", "politely decline; the requester learns why"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        reason = argument or ctx.body
+        if not reason:
+            raise Refused("#decline needs a reason the requester will read: #decline We only support company laptops")
+        if state.status not in OPEN_STATUSES:
+            raise Refused(f"#decline: the item is already {state.status}")
+        return Effect(replace(state, status="declined", resolved_at=ctx.now, waiting_on=None),
+                      "declined; the requester is told why", (_to_requester("declined", ctx, reason=reason),),
+                      used_body=not argument)
+
+
+@register
+class Redirect(Command):
+    name, usage, summary = "redirect", "#redirect payroll@example.org [reason]", "hand over to another team"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        to, _, reason = argument.partition(" ")
+        to = to.strip("<>").lower()
+        if "@" not in to or "." not in to.partition("@")[2]:
+            raise Refused("#redirect needs an address: #redirect payroll@example.org")
+        if ctx.config.team.speaks_for_team(to) or to == ctx.config.team.address:
+            raise Refused(f"#redirect: {to} is this team; use #assign")
+        if state.status not in OPEN_STATUSES:
+            raise Refused(f"#redirect: the item is already {state.status}")
+        mails = (Reply("forwarded", (to,), threaded=False, extra={"redirect_to": to, "reason": reason.strip()}),
+                 _to_requester("redirected", ctx, redirect_to=to, reason=reason.strip()))
+        return Effect(replace(state, status="redirected", resolved_at=ctx.now, waiting_on=None),
+                      f"handed over to {to}; the requester is told where to go", mails)
+
+
+@register
+class Priority(Command):
+    name, usage, summary = "priority", f"#priority {'|'.join(PRIORITIES)}", "set the priority"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        value = argument.lower().strip()
+        if value not in PRIORITIES:
+            close = difflib.get_close_matches(value, PRIORITIES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise Refused(f"#priority: {argument!r} is not one of {', '.join(PRIORITIES)}{hint}")
+        return Effect(replace(state, priority=value), f"priority: {value}")
+
+
+@register
+class Tag(Command):
+    name, usage, summary = "tag", "#tag +printer -vip", "add (+name or name) and remove (-name) tags"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if not argument:
+            raise Refused("#tag needs tags: #tag +printer -vip")
+        tags = list(state.tags)
+        for word in argument.split():
+            name = word.lstrip("+-").lower()
+            if not _TAG_NAME.fullmatch(name):
+                raise Refused(f"#tag: {word!r} is not a tag (letters, digits, . and -)")
+            if word.startswith("-"):
+                if name not in tags:
+                    raise Refused(f"#tag: the item has no tag {name!r} to remove")
+                tags.remove(name)
+            elif name not in tags:
+                tags.append(name)
+        return Effect(replace(state, tags=tuple(tags)), f"tags: {', '.join(tags) or 'none'}")
+
+
+@register
+class Note(Command):
+    name, usage, summary = "note", "#note text", "an internal note: nothing in this mail reaches the requester"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        note = "\n".join(part for part in (argument, ctx.body) if part)
+        if not note:
+            raise Refused("#note needs text: #note the vendor promised a call back")
+        return Effect(state, "internal note added (not sent to the requester)", note=note)
+
+
+@register
+class Help(Command):
+    name, usage, summary = "help", "#help", "reply with this list"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        return Effect(state, "sent you the list of keywords", help=True)
+
+
+@dataclass(frozen=True)
+class CommandPlan:
+    """All keywords of one mail, planned in order: the final state and effects, or every problem."""
+
+    keywords: list[Keyword]
+    rest: str
+    state: ItemState
+    effects: list[Effect] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def plan_commands(text: str, state: ItemState, ctx: CommandContext) -> CommandPlan:
+    """Apply each keyword to the state in order; any problem means none of them counts."""
+    keywords, rest = split_keywords(text)
+    ctx = replace(ctx, body=rest)
+    effects: list[Effect] = []
+    problems: list[str] = []
+    current = state
+    for keyword in keywords:
+        command = COMMANDS.get(keyword.name)
+        if command is None:
+            problems.append(f"line {keyword.line}: {did_you_mean(keyword.name)}")
+            continue
+        try:
+            effect = command.apply(keyword.argument, current, ctx)
+        except Refused as exc:
+            problems.append(f"line {keyword.line}: {exc}")
+            continue
+        effects.append(effect)
+        current = effect.state
+    if problems:
+        return CommandPlan(keywords, rest, state, [], problems)
+    return CommandPlan(keywords, rest, current, effects)

@@ -1,0 +1,200 @@
+"""Conversations: what a mail on an existing item means (commands, relay, reply, rating, thanks), decided purely."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import authres
+
+from .commands import ItemState, CommandContext, help_table, plan_commands, split_keywords
+from .config import Config
+from .mailout import Reply
+from .message import InboundMessage
+from .models import OPEN_STATUSES, Item
+from .replytext import html_quotes_marked, new_text
+
+_RATING = re.compile(r"\s*([1-5])(?:\s*(?:/|out of)\s*5)?(?![\d.,]\d)\s*[.!)]*\s*(.*)", re.IGNORECASE | re.DOTALL)
+_THANKS = re.compile(r"\b(thanks?|thank\s*you|thx|ty|cheers|danke|merci|gracias|grazie|tack|bedankt|спасибо)\b",
+                     re.IGNORECASE)
+_SHORT = 12  # words: a rating or a thank-you with more than this is new substance
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with one mail on an item: field changes, audit lines and mails."""
+
+    kind: str  # command | refused | relayed | reply | rating | thanks | reopened | recorded | new-item
+    changes: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (actor, kind, detail)
+    mails: list[Reply] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)  # for every mail this plan sends
+
+    @property
+    def summary(self) -> str:
+        """The audit lines on one line, for the log."""
+        return "; ".join(detail for _, _, detail in self.events) or self.kind
+
+
+def reply_text(msg: InboundMessage) -> str:
+    """What the sender newly wrote: quotes, attributions, signatures and footers cut."""
+    return new_text(html_quotes_marked(msg.html) if msg.html else msg.text)
+
+
+def state_of(item: Item) -> ItemState:
+    """The command-relevant fields of a stored item."""
+    return ItemState(item.owner, item.status, item.priority, tuple(item.tags or ()), item.due_at,
+                     bool(item.on_track), item.waiting_on, item.resolved_at)
+
+
+def changes_between(before: ItemState, after: ItemState) -> dict[str, Any]:
+    """The item fields to update."""
+    changed = {name: getattr(after, name) for name in ItemState.__dataclass_fields__
+               if getattr(after, name) != getattr(before, name)}
+    if "tags" in changed:
+        changed["tags"] = list(changed["tags"])
+    return changed
+
+
+def authentication_problem(msg: InboundMessage, config: Config, secret_ok: bool) -> str | None:
+    """Why a member's mail can't be trusted to carry commands, or None when it can."""
+    rules = config.commands
+    if rules.require_secret and not secret_ok:
+        return ("it was not sent to this item's own reply address; reply to a mail from inboxd "
+                "(its Reply-To carries a secret) rather than writing a new one")
+    if rules.authserv_id:
+        domain = msg.sender.partition("@")[2]
+        if not _authenticated(msg, rules.authserv_id, domain):
+            return f"{rules.authserv_id} did not report a DMARC or DKIM pass for {domain}"
+    return None
+
+
+def _authenticated(msg: InboundMessage, authserv_id: str, domain: str) -> bool:
+    """The topmost Authentication-Results of our own server says DMARC or DKIM passed for the domain."""
+    for value in msg.headers.get("authentication-results", ()):
+        try:
+            header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {value}")
+        except Exception:  # authres raises its own syntax errors on malformed headers
+            continue
+        if (header.authserv_id or "").lower() != authserv_id.lower():
+            continue  # a header from elsewhere, perhaps the sender's own, proves nothing
+        for result in header.results:
+            if result.result != "pass" or result.method not in ("dmarc", "dkim"):
+                continue
+            names = {p.name: (p.value or "").lower().lstrip("@") for p in result.properties}
+            signed = names.get("from") if result.method == "dmarc" else names.get("d")
+            if signed == domain or (result.method == "dkim" and domain.endswith("." + (signed or "-"))):
+                return True
+        return False  # only the first header of our server counts: later ones may be forged
+    return False
+
+
+def decide(config: Config, item: Item, msg: InboundMessage, text: str, secret_ok: bool,
+           now: datetime) -> Plan:
+    """What this mail means for the item it belongs to."""
+    team = config.team
+    keywords, _ = split_keywords(text)
+    if team.speaks_for_team(msg.sender) and (keywords or msg.sender != item.requester):
+        return _from_team(config, item, msg, text, secret_ok, now)
+    plan = _from_outside(config, item, msg, text, now)
+    if keywords:  # from anyone else a keyword is plain text: say so in the history
+        refused = ("refused", f"{' '.join('#' + k.name for k in keywords)} from {msg.sender or 'unknown sender'} "
+                              f"ignored: only {team.name} members and the lead may use keywords")
+        plan.events.append((msg.sender or "unknown sender", *refused))
+    return plan
+
+
+def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secret_ok: bool,
+               now: datetime) -> Plan:
+    """A member's mail: keywords first, the rest relayed to the requester (unless #note)."""
+    to_sender = dict(to=(msg.sender,), internal=True)
+    problem = authentication_problem(msg, config, secret_ok)
+    if problem:
+        return Plan("refused", events=[(msg.sender, "refused", f"mail not applied and not relayed: {problem}")],
+                    mails=[Reply("command_error", **to_sender)],
+                    context={"problems": [f"Nothing in your mail was applied or passed on: {problem}."],
+                             "keywords": help_table()})
+    before = state_of(item)
+    ctx = CommandContext(config, msg.sender, now, item.requester)
+    commands = plan_commands(text, before, ctx)
+    if commands.problems:
+        return Plan("refused", events=[(msg.sender, "refused", "; ".join(commands.problems))],
+                    mails=[Reply("command_error", **to_sender)],
+                    context={"problems": commands.problems, "keywords": help_table()})
+    effects = commands.effects
+    mails = [m for e in effects for m in e.mails]
+    events = [(msg.sender, "command", f"#{k.name}{' ' + k.argument if k.argument else ''}: {e.change}")
+              for k, e in zip(commands.keywords, effects)]
+    notes = [e.note for e in effects if e.note]
+    events += [(msg.sender, "note", note) for note in notes]
+    message = "" if notes or any(e.used_body for e in effects) else commands.rest
+    if message and not any(m.to_requester for m in mails) and item.requester and item.requester not in msg.cc + msg.to:
+        mails.append(Reply("relay", (item.requester,), to_requester=True, carry_attachments=True))
+        events.append((msg.sender, "relayed", f"reply relayed to {item.requester}"))
+    if effects:
+        mails.append(Reply("command_ok", **to_sender))
+    if any(e.help for e in effects):
+        mails.append(Reply("help", **to_sender))
+    changes = changes_between(before, commands.state)
+    if item.first_response_at is None and any(m.to_requester for m in mails):
+        changes["first_response_at"] = now
+    kind = "command" if effects else ("relayed" if message else "recorded")
+    if kind == "recorded":
+        events.append((msg.sender, "reply", "a mail with no new text"))
+    return Plan(kind, changes, events, mails, {"message": message, "changes": [e.change for e in effects],
+                                                "keywords": help_table()})
+
+
+def _from_outside(config: Config, item: Item, msg: InboundMessage, text: str, now: datetime) -> Plan:
+    """The requester's (or someone else's) reply: a rating, thanks, a reopen, or news for the owner."""
+    who = msg.sender or "unknown sender"
+    is_requester = bool(msg.sender) and msg.sender == item.requester
+    if not text.strip() and not msg.attachments:
+        return Plan("recorded", events=[(who, "reply", f"a reply from {who} with no new text")])
+    if item.status not in OPEN_STATUSES:
+        rating = _RATING.fullmatch(text)
+        if is_requester and rating and _is_short(rating.group(2)):
+            return _rated(config, item, int(rating.group(1)), who)
+        if _is_thanks(text):
+            return Plan("thanks", events=[(who, "thanks", f"{who} said thanks; the item stays {item.status}")])
+        reopen_until = config.calendar.add(item.resolved_at or item.created_at, config.service.reopen_window)
+        if now > reopen_until:
+            return Plan("new-item")
+        plan = _forward(config, item, msg, who, reopened=True)
+        plan.changes.update(status="open" if item.owner else "new", resolved_at=None, on_track=False)
+        plan.events.insert(0, (who, "reopened", f"reopened by a reply from {who} after it was {item.status}"))
+        return Plan("reopened", plan.changes, plan.events, plan.mails, plan.context)
+    plan = _forward(config, item, msg, who)
+    if is_requester and item.status == "waiting" and item.waiting_on in (None, "requester"):
+        plan.changes.update(status="open" if item.owner else "new", waiting_on=None)
+        plan.events.append((who, "answered", "the requester answered: no longer waiting"))
+    return plan
+
+
+def _forward(config: Config, item: Item, msg: InboundMessage, who: str, reopened: bool = False) -> Plan:
+    """Add the reply to the item and pass it on to whoever works on it."""
+    to = (item.owner,) if item.owner else (config.queues.get(item.queue) or (config.team.lead,))
+    mail = Reply("requester_reply", tuple(to), internal=True, carry_attachments=True, threaded=False)
+    return Plan("reply", {}, [(who, "reply", f"reply from {who} forwarded to {', '.join(to)}")], [mail],
+                {"reopened": reopened})
+
+
+def _rated(config: Config, item: Item, rating: int, who: str) -> Plan:
+    events = [(who, "rated", f"satisfaction {rating} of 5")]
+    mails = []
+    if rating <= 2:
+        mails.append(Reply("low_rating", (config.team.lead,), internal=True, threaded=False,
+                           extra={"history": True}))
+        events.append(("inboxd", "escalated", f"a rating of {rating} sent to the lead {config.team.lead}"))
+    return Plan("rating", {"satisfaction": rating}, events, mails, {"rating": rating})
+
+
+def _is_short(text: str) -> bool:
+    return len(text.split()) <= _SHORT and "?" not in text
+
+
+def _is_thanks(text: str) -> bool:
+    """A reply that only says thank you: no question, a few words, a thanks among them."""
+    return bool(_THANKS.search(text)) and _is_short(text)

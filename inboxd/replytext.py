@@ -1,0 +1,176 @@
+"""What a person newly wrote in a reply: quotes, attributions, pasted originals, signatures and footers cut."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, NavigableString
+
+# A quoted line, however deep; leading spaces allowed because some clients indent the quote.
+_QUOTE = re.compile(r"\s*>")
+# An attribution ("On … wrote:"), matched against its lines joined by single spaces. Localised forms
+# begin with a fixed word; the forms whose verb comes last may begin with a date or a name.
+_ATTRIBUTION_FORMS = (
+    r"(-+\s*)?On\b.+\bwrote:",  # English: Gmail, Apple, Thunderbird, Yahoo's "--- On …"
+    r"[^<>]+<[^<>\s]+@[^<>\s]+>\s+wrote:",  # English, name-first: "Bob <bob@x.org> wrote:"
+    r"Am\b.+\bschrieb\b.*:",  # German: "Am 02.04.2012 um 14:20 schrieb Bob <b@x>:"
+    r"Le\b.+\ba écrit\s?:",  # French
+    r"El\b.+\bescribió\s?:",  # Spanish
+    r"Op\b.+\bschreef\b.*:",  # Dutch
+    r"Il\b.+\bha scritto\s?:",  # Italian
+    r"\S.*\bskrev\b.*:",  # Swedish, Danish, Norwegian: "Den 2 apr. 2012 kl. 14:20 skrev Bob <b@x>:"
+    r"\S.*\bnapisał(\(a\))?\s?:",  # Polish
+    r"\S.*\bнаписал(а|\(а\))?\s?:",  # Russian, also Android's date-first form
+)
+_ATTRIBUTION = re.compile("|".join(_ATTRIBUTION_FORMS))
+# Every real attribution names an address or a time; this keeps "On Monday I wrote:" the person's own.
+_ATTRIBUTION_SIGNAL = re.compile(r"@|\d[:.]\d\d")
+# Lines that start an original the client pasted below, unprefixed: cut from there to the end.
+_SEPARATOR = re.compile(
+    r"(?i)-{2,}\s*(original message|ursprüngliche nachricht|message d'origine|forwarded message"
+    r"|weitergeleitete nachricht|message transféré)\s*-{2,}|begin forwarded message:")
+# The first line of an Outlook header block (French puts a space before the colon) ...
+_FROM = re.compile(r"\s*\*?(From|Von|De|Van|Da|Från|Fra|Od|От)\s?:")
+# ... which counts only when one of these follows within three lines; a person's "From: …" stays.
+_HEADER_FIELD = re.compile(
+    r"\s*\*?(Sent|Date|To|Subject|Cc|Gesendet|Datum|An|Betreff|Envoyé|À|Objet|Enviado|Para|Asunto"
+    r"|Verzonden|Aan|Onderwerp|Inviato|Oggetto|Skickat|Till|Ämne|Sendt|Til|Emne|Wysłano|Temat"
+    r"|Отправлено|Кому|Тема|Дата)\s?:")
+# Outlook's rule above a pasted original; only a header block below makes it one.
+_UNDERSCORES = re.compile(r"\s*_{10,}")
+# Whole-line footers that mail clients append to what the person wrote.
+_FOOTER_FORMS = (
+    r"(?i:sent from my \S.{0,40})",  # iPhone, iPad, Android, Samsung Galaxy smartphone, BlackBerry …
+    r"(?i:sent from (outlook|mail for windows( \d+)?|yahoo mail\b.{0,30})\.?)",
+    r"Sent with [A-Z]\w*( [A-Z]\w*){0,3}\.?",  # "Sent with Spark"; capitals keep "Sent with the bill."
+    r"(?i:get outlook for (ios|android)\.?)",
+    r"(?i:von meinem \S.{0,30} gesendet\.?)",  # German
+    r"(?i:envoyé de mon \S.{0,30})",  # French
+    r"(?i:enviado desde mi \S.{0,30})",  # Spanish
+    r"(?i:verzonden (vanaf|met) mijn \S.{0,30})",  # Dutch
+)
+_FOOTER = re.compile("|".join(_FOOTER_FORMS))
+_MAX_ATTRIBUTION_LINES = 3
+_MAX_ATTRIBUTION_CHARS = 300  # longer is not an attribution, and bounds the regexes' backtracking
+# Inline tags do not break a line in a browser; keeping them joined keeps an attribution on one line.
+_INLINE = ["a", "abbr", "b", "big", "cite", "code", "em", "font", "i", "mark", "q", "s", "small", "span",
+           "strike", "strong", "sub", "sup", "tt", "u"]
+_QUOTE_BOXES = "blockquote, div.gmail_quote, div.yahoo_quoted"
+_QUOTED_TO_END = "div#divRplyFwdMsg, div#appendonsend"  # Outlook: everything from here on is the original
+
+
+def new_text(text: str) -> str:
+    """The text a person newly wrote in a reply; "" when nothing is left."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    spans = _attributions(lines)
+    end = _cut_index(lines, spans)
+    dropped = {i for start, stop in spans.items() for i in range(start, stop + 1)}
+    parts: list[list[str]] = [[]]
+    for i, line in enumerate(lines[:end]):
+        if _QUOTE.match(line) or i in dropped:
+            parts.append([])  # a quote between two parts of an interleaved reply
+        elif not _FOOTER.fullmatch(line.strip()):
+            parts[-1].append(line)
+    joined = "\n\n".join("\n".join(part) for part in map(_trim_blank, parts) if part)
+    return re.sub(r"\n{4,}", "\n\n", joined)
+
+
+def _trim_blank(lines: list[str]) -> list[str]:
+    """The lines without blank ones at either end; inner indentation is the person's and stays."""
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
+
+
+def _attributions(lines: list[str]) -> dict[int, int]:
+    """First line -> last line of every attribution, unquoted and possibly wrapped over a few lines."""
+    spans: dict[int, int] = {}
+    for end, line in enumerate(lines):
+        if line.endswith(":") and not _QUOTE.match(line):
+            start = _attribution_start(lines, end)
+            if start is not None:
+                spans[start] = end
+    return spans
+
+
+def _attribution_start(lines: list[str], end: int) -> int | None:
+    """Where the attribution ending at `end` begins, or None when these lines are not one."""
+    start = end
+    while True:
+        block = " ".join(line.strip() for line in lines[start:end + 1])
+        above = lines[start - 1] if start > 0 else ""
+        # A line above with an unclosed "<" is the wrapped head of this one (Android, Gmail).
+        wrapped = above.count("<") > above.count(">")
+        if len(block) > _MAX_ATTRIBUTION_CHARS:
+            return None
+        if not wrapped and _ATTRIBUTION.fullmatch(block) and _ATTRIBUTION_SIGNAL.search(block):
+            return start
+        if end - start + 1 >= _MAX_ATTRIBUTION_LINES or not above.strip() or _QUOTE.match(above):
+            return None
+        start -= 1
+
+
+def _cut_index(lines: list[str], spans: dict[int, int]) -> int:
+    """The first line of whatever runs to the end unwanted: a signature or a pasted original."""
+    for i, line in enumerate(lines):
+        if _QUOTE.match(line):
+            continue
+        if line.strip() == "--" or _SEPARATOR.fullmatch(line.strip()) or _header_block(lines, i):
+            return i
+        # An attribution not followed by a quote introduces an unprefixed original (Yahoo, Outlook).
+        if i in spans and not _quote_follows(lines, spans[i]):
+            return i
+    return len(lines)
+
+
+def _header_block(lines: list[str], i: int) -> bool:
+    """Whether line i starts a pasted header block ("From: … Sent: …") or Outlook's rule above one."""
+    if _UNDERSCORES.fullmatch(lines[i]):
+        following = [line for line in lines[i + 1:] if line.strip()]
+        return bool(following) and bool(_FROM.match(following[0]))
+    return bool(_FROM.match(lines[i])) and any(_HEADER_FIELD.match(line) for line in lines[i + 1:i + 4])
+
+
+def _quote_follows(lines: list[str], end: int) -> bool:
+    """Whether the first non-blank line after `end` is quoted."""
+    following = [line for line in lines[end + 1:] if line.strip()]
+    return bool(following) and bool(_QUOTE.match(following[0]))
+
+
+def html_quotes_marked(html: str) -> str:
+    """Readable text of an HTML mail, every line its quote boxes hold prefixed with "> "."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "head"]):
+        tag.decompose()
+    for tag in soup(_INLINE):
+        tag.unwrap()
+    soup.smooth()  # merge the strings the unwrapping left side by side into one line
+    for node in _quoted_strings(soup):
+        node.replace_with(_prefixed(str(node)))
+    # From here on as inboxd.message.html_to_text: stripped lines, at most one blank line between.
+    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _quoted_strings(soup: BeautifulSoup) -> list[NavigableString]:
+    """The text nodes inside a quote box or after Outlook's reply marker, each once."""
+    quoted: dict[int, NavigableString] = {}
+    for box in soup.select(_QUOTE_BOXES):
+        if id(box) not in quoted:  # a box inside a box was walked with the outer one
+            quoted.update((id(element), element) for element in box.descendants)
+    marker = soup.select_one(_QUOTED_TO_END)
+    if marker is not None:
+        quoted.update((id(element), element) for element in marker.next_elements)
+    # Tags were only collected to skip inner boxes; comments are not text.
+    return [element for element in quoted.values() if type(element) is NavigableString]
+
+
+def _prefixed(text: str) -> NavigableString:
+    """The text with "> " before each of its non-blank lines."""
+    lines = text.split("\n")
+    return NavigableString("\n".join("> " + line.strip() if line.strip() else line for line in lines))

@@ -1,0 +1,23 @@
+-- The SQLite schema of migration 1, for testing the upgrade to later versions.
+CREATE TABLE "schemaversion" ("version" INTEGER NOT NULL PRIMARY KEY, "applied_at" TIMESTAMP NOT NULL);
+CREATE TABLE "item" ("id" INTEGER NOT NULL PRIMARY KEY, "subject" TEXT NOT NULL, "requester" VARCHAR(255) NOT NULL, "requester_name" TEXT NOT NULL, "owner" VARCHAR(255), "queue" VARCHAR(255) NOT NULL, "status" VARCHAR(255) NOT NULL, "priority" VARCHAR(255) NOT NULL, "tags" TEXT NOT NULL, "rule" VARCHAR(255), "created_at" TIMESTAMP NOT NULL, "due_at" TIMESTAMP, "acknowledged_at" TIMESTAMP, "first_response_at" TIMESTAMP, "resolved_at" TIMESTAMP, "satisfaction" INTEGER);
+CREATE INDEX "item_requester" ON "item" ("requester");
+CREATE INDEX "item_owner" ON "item" ("owner");
+CREATE INDEX "item_queue" ON "item" ("queue");
+CREATE INDEX "item_status" ON "item" ("status");
+CREATE TABLE "message" ("id" INTEGER NOT NULL PRIMARY KEY, "message_id" VARCHAR(255) NOT NULL, "fingerprint" VARCHAR(255) NOT NULL, "direction" VARCHAR(255) NOT NULL, "item_id" INTEGER, "mailbox" VARCHAR(255) NOT NULL, "uid" INTEGER, "sender" VARCHAR(255) NOT NULL, "subject" TEXT NOT NULL, "raw_size" INTEGER NOT NULL, "outcome" VARCHAR(255) NOT NULL, "reason" TEXT NOT NULL, "summary" TEXT NOT NULL, "created_at" TIMESTAMP NOT NULL, FOREIGN KEY ("item_id") REFERENCES "item" ("id") ON DELETE SET NULL);
+CREATE INDEX "message_item_id" ON "message" ("item_id");
+CREATE UNIQUE INDEX "message_direction_message_id_fingerprint" ON "message" ("direction", "message_id", "fingerprint");
+CREATE TABLE "event" ("id" INTEGER NOT NULL PRIMARY KEY, "item_id" INTEGER, "message_id" INTEGER, "at" TIMESTAMP NOT NULL, "actor" VARCHAR(255) NOT NULL, "kind" VARCHAR(255) NOT NULL, "detail" TEXT NOT NULL, "trace" TEXT, FOREIGN KEY ("item_id") REFERENCES "item" ("id") ON DELETE CASCADE, FOREIGN KEY ("message_id") REFERENCES "message" ("id") ON DELETE SET NULL);
+CREATE INDEX "event_item_id" ON "event" ("item_id");
+CREATE INDEX "event_message_id" ON "event" ("message_id");
+CREATE TABLE "mailboxstate" ("id" INTEGER NOT NULL PRIMARY KEY, "mailbox" VARCHAR(255) NOT NULL, "uidvalidity" INTEGER NOT NULL, "last_uid" INTEGER NOT NULL);
+CREATE UNIQUE INDEX "mailboxstate_mailbox" ON "mailboxstate" ("mailbox");
+CREATE TABLE "outbox" ("id" INTEGER NOT NULL PRIMARY KEY, "item_id" INTEGER, "kind" VARCHAR(255) NOT NULL, "recipients" TEXT NOT NULL, "sender" VARCHAR(255) NOT NULL, "subject" TEXT NOT NULL, "message_id" VARCHAR(255) NOT NULL, "raw" BLOB NOT NULL, "acknowledges" INTEGER NOT NULL, "status" VARCHAR(255) NOT NULL, "attempts" INTEGER NOT NULL, "next_attempt_at" TIMESTAMP NOT NULL, "last_error" TEXT NOT NULL, "created_at" TIMESTAMP NOT NULL, "sent_at" TIMESTAMP, FOREIGN KEY ("item_id") REFERENCES "item" ("id") ON DELETE SET NULL);
+CREATE INDEX "outbox_item_id" ON "outbox" ("item_id");
+CREATE UNIQUE INDEX "outbox_message_id" ON "outbox" ("message_id");
+CREATE INDEX "outbox_status" ON "outbox" ("status");
+CREATE INDEX "outbox_next_attempt_at" ON "outbox" ("next_attempt_at");
+INSERT INTO schemaversion VALUES (1, '2026-11-01 00:00:00');
+INSERT INTO item (subject, requester, requester_name, queue, status, priority, tags, created_at) VALUES ('Old request', 'rosa@example.org', 'Rosa', 'default', 'new', 'normal', '[]', '2026-11-01 09:00:00');
+INSERT INTO message (message_id, fingerprint, direction, item_id, mailbox, sender, subject, raw_size, outcome, reason, summary, created_at) VALUES ('<old@example.org>', 'f', 'in', 1, 'm', 'rosa@example.org', 'Old request', 10, 'item', '', '', '2026-11-01 09:00:00');
