@@ -6,9 +6,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .commands import help_table
 from .config import Config
 from .errors import ProblemList, RulesError, TemplateError
-from .commands import help_table
 from .mailout import mail_context, request_context
 from .message import Attachment, InboundMessage
 from .models import Item
@@ -69,7 +69,8 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
         "message": "I have ordered a new fuser; it arrives on Thursday.", "summary": "Replaced the fuser.",
         "changes": ["assigned to you", "promised date: Fri 27 Nov 2026 17:30"],
         "problems": ["line 1: unknown keyword #dne (did you mean #done?)"], "keywords": help_table(),
-        "old_due_at": now + timedelta(days=1), "rating": 2, "reason": "the vendor ships the part a day late", "reopened": False,
+        "old_due_at": now + timedelta(days=1), "rating": 2, "reason": "the vendor ships the part a day late",
+        "reopened": False,
         "history": [{"at": now, "actor": msg.sender, "kind": "created", "detail": "from sam.sample@example.org"}]}
     from_owner = mail_context(config.team, item, replace(msg, sender=owner), request=request_context(msg))
     everything = mail_context(config.team, item, msg) | conversation

@@ -9,7 +9,13 @@ from typing import Any
 
 import authres
 
-from .commands import ItemState, CommandContext, help_table, plan_commands, split_keywords
+from .commands import (
+    CommandContext,
+    ItemState,
+    help_table,
+    plan_commands,
+    split_keywords,
+)
 from .config import Config
 from .mailout import Reply
 from .message import InboundMessage
@@ -126,7 +132,7 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     effects = commands.effects
     mails = [m for e in effects for m in e.mails]
     events = [(msg.sender, "command", f"#{k.name}{' ' + k.argument if k.argument else ''}: {e.change}")
-              for k, e in zip(commands.keywords, effects)]
+              for k, e in zip(commands.keywords, effects, strict=True)]
     notes = [e.note for e in effects if e.note]
     events += [(msg.sender, "note", note) for note in notes]
     message = "" if notes or any(e.used_body for e in effects) else commands.rest
@@ -162,23 +168,23 @@ def _from_outside(config: Config, item: Item, msg: InboundMessage, text: str, no
         reopen_until = config.calendar.add(item.resolved_at or item.created_at, config.service.reopen_window)
         if now > reopen_until:
             return Plan("new-item")
-        plan = _forward(config, item, msg, who, reopened=True)
+        plan = _forward(config, item, msg, who, text, reopened=True)
         plan.changes.update(status="open" if item.owner else "new", resolved_at=None, on_track=False)
         plan.events.insert(0, (who, "reopened", f"reopened by a reply from {who} after it was {item.status}"))
         return Plan("reopened", plan.changes, plan.events, plan.mails, plan.context)
-    plan = _forward(config, item, msg, who)
+    plan = _forward(config, item, msg, who, text)
     if is_requester and item.status == "waiting" and item.waiting_on in (None, "requester"):
         plan.changes.update(status="open" if item.owner else "new", waiting_on=None)
         plan.events.append((who, "answered", "the requester answered: no longer waiting"))
     return plan
 
 
-def _forward(config: Config, item: Item, msg: InboundMessage, who: str, reopened: bool = False) -> Plan:
+def _forward(config: Config, item: Item, msg: InboundMessage, who: str, text: str, reopened: bool = False) -> Plan:
     """Add the reply to the item and pass it on to whoever works on it."""
     to = (item.owner,) if item.owner else (config.queues.get(item.queue) or (config.team.lead,))
     mail = Reply("requester_reply", tuple(to), internal=True, carry_attachments=True, threaded=False)
     return Plan("reply", {}, [(who, "reply", f"reply from {who} forwarded to {', '.join(to)}")], [mail],
-                {"reopened": reopened})
+                {"reopened": reopened, "message": text})
 
 
 def _rated(config: Config, item: Item, rating: int, who: str) -> Plan:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from email import message_from_bytes
 from email.charset import QP, Charset
 from email.header import Header
-from email import message_from_bytes
 from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
@@ -70,10 +70,11 @@ def request_context(msg: InboundMessage) -> dict[str, Any]:
             "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
 
 
-def person_context(msg: InboundMessage, team: TeamConfig) -> dict[str, Any]:
+def person_context(msg: InboundMessage, team: TeamConfig, item: Item | None = None) -> dict[str, Any]:
     """Who wrote the mail being answered."""
     member = team.member(msg.sender) if msg.sender else None
-    name = member.name if member else (msg.sender_name or msg.sender.split("@")[0] or "someone")
+    known = item.requester_name if item is not None and msg.sender == item.requester else ""
+    name = member.name if member else (msg.sender_name or known or msg.sender.split("@")[0] or "someone")
     return {"email": msg.sender, "name": name,
             "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
 
@@ -87,7 +88,7 @@ def mail_context(team: TeamConfig, item: Item | None, msg: InboundMessage,
     catches real typos. `request` is the mail that opened the item, `sender` the one being answered.
     """
     return {"team": team_context(team), "item": item_context(item, team) if item else None,
-            "request": request or request_context(msg), "sender": person_context(msg, team),
+            "request": request or request_context(msg), "sender": person_context(msg, team, item),
             "reason": getattr(disposition, "reason", ""), "redirect_to": getattr(disposition, "to", ""),
             "message": "", "summary": "", "changes": [], "problems": [], "keywords": [],
             "old_due_at": None, "rating": None, "history": [], "reopened": False, "survey": survey}

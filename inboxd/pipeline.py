@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from . import guards
+from . import conversation, guards
 from .clock import Clock
 from .config import Config
 from .errors import InboxdError, MessageError
-from . import conversation
 from .mailout import ref_of, replies_for
 from .message import InboundMessage, decode, raw_key
 from .models import Item, Message, seen_inbound, write_transaction

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, NavigableString
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
+from bs4.element import NavigableString, Tag
 
 # A quoted line, however deep; leading spaces allowed because some clients indent the quote.
 _QUOTE = re.compile(r"\s*>")
@@ -51,13 +53,13 @@ _FOOTER_FORMS = (
     r"(?i:verzonden (vanaf|met) mijn \S.{0,30})",  # Dutch
 )
 _FOOTER = re.compile("|".join(_FOOTER_FORMS))
-_MAX_ATTRIBUTION_LINES = 3
+_MAX_ATTRIBUTION_LINES = 3  # Gmail and Android wrap a long attribution over two or three lines
 _MAX_ATTRIBUTION_CHARS = 300  # longer is not an attribution, and bounds the regexes' backtracking
 # Inline tags do not break a line in a browser; keeping them joined keeps an attribution on one line.
-_INLINE = ["a", "abbr", "b", "big", "cite", "code", "em", "font", "i", "mark", "q", "s", "small", "span",
-           "strike", "strong", "sub", "sup", "tt", "u"]
-_QUOTE_BOXES = "blockquote, div.gmail_quote, div.yahoo_quoted"
-_QUOTED_TO_END = "div#divRplyFwdMsg, div#appendonsend"  # Outlook: everything from here on is the original
+_INLINE = frozenset({"a", "abbr", "b", "big", "cite", "code", "em", "font", "i", "mark", "q", "s", "small", "span",
+                     "strike", "strong", "sub", "sup", "tt", "u"})
+_QUOTE_BOX_CLASSES = frozenset({"gmail_quote", "yahoo_quoted"})  # on a <div>; every <blockquote> is one too
+_QUOTED_TO_END_IDS = frozenset({"divRplyFwdMsg", "appendonsend"})  # Outlook: from here on it is the original
 
 
 def new_text(text: str) -> str:
@@ -73,7 +75,7 @@ def new_text(text: str) -> str:
         elif not _FOOTER.fullmatch(line.strip()):
             parts[-1].append(line)
     joined = "\n\n".join("\n".join(part) for part in map(_trim_blank, parts) if part)
-    return re.sub(r"\n{4,}", "\n\n", joined)
+    return re.sub(r"\n{4,}", "\n\n", joined)  # three or more blank lines become one
 
 
 def _trim_blank(lines: list[str]) -> list[str]:
@@ -129,15 +131,18 @@ def _cut_index(lines: list[str], spans: dict[int, int]) -> int:
 def _header_block(lines: list[str], i: int) -> bool:
     """Whether line i starts a pasted header block ("From: … Sent: …") or Outlook's rule above one."""
     if _UNDERSCORES.fullmatch(lines[i]):
-        following = [line for line in lines[i + 1:] if line.strip()]
-        return bool(following) and bool(_FROM.match(following[0]))
+        return bool(_FROM.match(_next_nonblank(lines, i)))
     return bool(_FROM.match(lines[i])) and any(_HEADER_FIELD.match(line) for line in lines[i + 1:i + 4])
 
 
 def _quote_follows(lines: list[str], end: int) -> bool:
     """Whether the first non-blank line after `end` is quoted."""
-    following = [line for line in lines[end + 1:] if line.strip()]
-    return bool(following) and bool(_QUOTE.match(following[0]))
+    return bool(_QUOTE.match(_next_nonblank(lines, end)))
+
+
+def _next_nonblank(lines: list[str], i: int) -> str:
+    """The first non-blank line after line i, or ""."""
+    return next((line for line in itertools.islice(lines, i + 1, None) if line.strip()), "")
 
 
 def html_quotes_marked(html: str) -> str:
@@ -147,30 +152,39 @@ def html_quotes_marked(html: str) -> str:
         soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "head"]):
         tag.decompose()
-    for tag in soup(_INLINE):
-        tag.unwrap()
-    soup.smooth()  # merge the strings the unwrapping left side by side into one line
-    for node in _quoted_strings(soup):
-        node.replace_with(_prefixed(str(node)))
     # From here on as inboxd.message.html_to_text: stripped lines, at most one blank line between.
-    lines = (line.strip() for line in soup.get_text("\n").splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    lines = ((text.strip(), quoted) for text, quoted in _rendered_lines(soup))
+    text = "\n".join("> " + line if quoted and line else line for line, quoted in lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def _quoted_strings(soup: BeautifulSoup) -> list[NavigableString]:
-    """The text nodes inside a quote box or after Outlook's reply marker, each once."""
-    quoted: dict[int, NavigableString] = {}
-    for box in soup.select(_QUOTE_BOXES):
-        if id(box) not in quoted:  # a box inside a box was walked with the outer one
-            quoted.update((id(element), element) for element in box.descendants)
-    marker = soup.select_one(_QUOTED_TO_END)
-    if marker is not None:
-        quoted.update((id(element), element) for element in marker.next_elements)
-    # Tags were only collected to skip inner boxes; comments are not text.
-    return [element for element in quoted.values() if type(element) is NavigableString]
+def _rendered_lines(soup: BeautifulSoup) -> list[tuple[str, bool]]:
+    """The text as lines, each with whether it is quoted; strings break lines only at non-inline tags."""
+    texts: list[list[str]] = [[]]
+    quoted = [False]
+    open_tags: list[Tag] = []  # a stack instead of recursion: malformed mail nests thousands deep
+    boxes, to_end, breaks = 0, False, False
+    for element in soup.descendants:
+        while open_tags and open_tags[-1] is not element.parent:
+            closed = open_tags.pop()
+            boxes -= _is_quote_box(closed)
+            breaks = breaks or closed.name not in _INLINE
+        if isinstance(element, Tag):
+            open_tags.append(element)
+            boxes += _is_quote_box(element)
+            to_end = to_end or element.get("id") in _QUOTED_TO_END_IDS
+            breaks = breaks or element.name not in _INLINE
+        elif type(element) is NavigableString:  # not comments or doctypes
+            for n, part in enumerate(str(element).split("\n")):
+                if n or breaks:
+                    texts.append([])
+                    quoted.append(False)
+                    breaks = False
+                texts[-1].append(part)
+                quoted[-1] = quoted[-1] or (bool(part.strip()) and (boxes > 0 or to_end))
+    return [("".join(parts), flag) for parts, flag in zip(texts, quoted, strict=True)]
 
 
-def _prefixed(text: str) -> NavigableString:
-    """The text with "> " before each of its non-blank lines."""
-    lines = text.split("\n")
-    return NavigableString("\n".join("> " + line.strip() if line.strip() else line for line in lines))
+def _is_quote_box(tag: Tag) -> bool:
+    """Whether the tag holds a quote: any <blockquote>, or a Gmail or Yahoo quote <div>."""
+    return tag.name == "blockquote" or tag.name == "div" and not _QUOTE_BOX_CLASSES.isdisjoint(tag.get("class") or [])

@@ -141,10 +141,11 @@ class Tracker:
             if values.get("history") is True and item is not None:
                 values["history"] = history(item, self.config)
             rendered = self.renderer.render(reply.template, values)
+            secret = reply.internal and item is not None and self.config.commands.require_secret
             mail = compose(reply.template, rendered, team, reply.to, now, ref=ref,
-                           thread=self._thread(reply, item, msg), attach_original=raw if reply.attach_original else None,
-                           reply_address=secret_address(team, item)
-                           if reply.internal and item and self.config.commands.require_secret else None,
+                           thread=self._thread(reply, item, msg),
+                           attach_original=raw if reply.attach_original else None,
+                           reply_address=secret_address(team, item) if secret and item else None,
                            attachments=files if reply.carry_attachments else ())
             enqueue(mail, item, now, reply.acknowledges, rendered.text)
 
