@@ -110,6 +110,7 @@ class ServiceConfig:
     update_every: Duration
     reopen_window: Duration
     survey: bool
+    announce_new: bool = True  # an item nobody owns is mailed to its queue's members, who can #take it
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         notify_requester_before=svc_r.get("notify_requester_before", str, "1 business hour", _duration),
         update_every=svc_r.get("update_every", str, "3 business days", _duration),
         reopen_window=svc_r.get("reopen_window", str, "5 days", _duration),
-        survey=svc_r.get("survey", bool, True))
+        survey=svc_r.get("survey", bool, True),
+        announce_new=svc_r.get("announce_new", bool, True))
     svc_r.finish()
 
     cmd_r = _Reader(doc, "commands", problems)

@@ -45,7 +45,9 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
             owner = disposition.assign
         item = Item(id=None, **draft_item(config, msg, decision, owner, now))
         out.append(f"due:         {renderer.when(item.due_at)} (if it arrived now)")
-    replies = replies_for(disposition, msg.sender, owner)
+    members = () if owner or not isinstance(disposition, Queue) or not config.service.announce_new \
+        else config.queues.get(disposition.queue, ())
+    replies = replies_for(disposition, msg.sender, owner, members)
     if not replies:
         out += ["", "mail sent:   none"]
     context = mail_context(config.team, item, msg, disposition)

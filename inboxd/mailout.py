@@ -109,13 +109,18 @@ class Reply:
     carry_attachments: bool = False  # the files of the mail being answered go along
 
 
-def replies_for(disposition: Disposition, sender: str, owner: str | None = None) -> list[Reply]:
-    """The mails a disposition sends, decided purely: the pipeline enqueues them, the dry run shows them."""
+def replies_for(disposition: Disposition, sender: str, owner: str | None = None,
+                queue_members: tuple[str, ...] = ()) -> list[Reply]:
+    """The mails a disposition sends, decided purely: the pipeline enqueues them, the dry run shows them.
+
+    A new item goes to its owner, or, unassigned, to the queue's members so that one can #take it.
+    """
     to_sender = (sender,) if sender else ()
     if isinstance(disposition, Queue):
         template = disposition.ack_template()
-        return ([Reply("assigned", (owner,), threaded=False)] if owner else []) + \
-            ([Reply(template, to_sender, acknowledges=True)] if template and sender else [])
+        team = [Reply("assigned", (owner,), threaded=False, internal=True)] if owner else \
+            [Reply("new_request", queue_members, threaded=False, internal=True)] if queue_members else []
+        return team + ([Reply(template, to_sender, acknowledges=True)] if template and sender else [])
     if isinstance(disposition, Decline):
         return [Reply(disposition.template, to_sender)] if sender else []
     if isinstance(disposition, Redirect):

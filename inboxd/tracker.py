@@ -104,7 +104,8 @@ class Tracker:
             self.event(item, record, now, "inboxd", "assigned", f"assigned to {owner} ({disposition.assign})")
         if disposition.ack_template() and not msg.sender:
             self.event(item, record, now, "inboxd", "not-acknowledged", "the mail has no sender address")
-        self.send(replies_for(disposition, msg.sender, owner), self.context(item, msg), item, now, msg, raw)
+        members = () if owner or not self.config.service.announce_new else self.config.queues.get(item.queue, ())
+        self.send(replies_for(disposition, msg.sender, owner, members), self.context(item, msg), item, now, msg, raw)
         log.info("%s: created from %s (%s), queue %s, owner %s, due %s", ref,
                  msg.sender or "unknown sender", how, item.queue, owner or "none",
                  item.due_at.astimezone(self.config.calendar.tz).isoformat(timespec="minutes"))

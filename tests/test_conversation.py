@@ -46,7 +46,7 @@ def test_changed_subject_threads_by_headers(talk):
 def test_tag_of_a_missing_item_or_another_team_is_a_new_request(talk, subject):
     sent = talk.send(make_mail("mallory@example.org", subject, "#done"))
     assert Item.select().count() == 2 and talk.item.status == "new"
-    assert "We have your request" in sent[0]["Subject"]
+    assert any("We have your request" in subject for _, subject in subjects(sent))
     assert "[IT-999]" not in Item.get_by_id(2).subject  # our own tag is not part of the new subject
 
 

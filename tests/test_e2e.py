@@ -46,6 +46,11 @@ def requests(count: int, start: int = 0) -> list[bytes]:
                       message_id=f"<req-{i}@example.org>") for i in range(start, start + count)]
 
 
+def announcements(smtp) -> list:
+    """The mails that told a queue's members of an item nobody owns yet."""
+    return [m for m in smtp.messages if "New request" in (email.message_from_bytes(m.data)["Subject"] or "")]
+
+
 def acks_by_requester(smtp) -> Counter:
     return Counter(m.rcpt_tos[0] for m in smtp.messages
                    if "We have your request" in (email.message_from_bytes(m.data)["Subject"] or ""))
@@ -58,12 +63,13 @@ def test_once_turns_200_mails_into_200_items_and_200_acks_then_nothing(tmp_path,
     assert query(config, "select count(*) from item") == [(200,)]
     acks = acks_by_requester(smtp_capture)
     assert len(acks) == 200 and set(acks.values()) == {1}
-    assert len(smtp_capture.messages) == 200
+    assert len(smtp_capture.messages) == 400  # and each unowned item announced to its queue's members
+    assert len(announcements(smtp_capture)) == 200
     assert query(config, "select count(*) from item where acknowledged_at is null") == [(0,)]
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 200}
     inboxd(config, "once")
     assert query(config, "select count(*) from item") == [(200,)]
-    assert len(smtp_capture.messages) == 200
+    assert len(smtp_capture.messages) == 400
 
 
 def test_flag_mode_keeps_mail_in_place_and_flags_it(tmp_path, mailbox, smtp_capture):
@@ -76,7 +82,8 @@ def test_flag_mode_keeps_mail_in_place_and_flags_it(tmp_path, mailbox, smtp_capt
         flags = client.get_flags(client.search("ALL"))
     assert len(flags) == 3 and all(b"$InboxdDone" in f and b"\\Seen" in f for f in flags.values())
     inboxd(config, "once")
-    assert query(config, "select count(*) from item") == [(3,)] and len(smtp_capture.messages) == 3
+    assert query(config, "select count(*) from item") == [(3,)] and len(acks_by_requester(smtp_capture)) == 3
+    assert len(smtp_capture.messages) == 6
 
 
 def _wait_for_line(log: Path, text: str, timeout: float = 20) -> None:
@@ -98,9 +105,10 @@ def test_run_acknowledges_mail_arriving_while_idle_and_stops_on_sigterm(tmp_path
         time.sleep(0.5)  # the daemon is now inside IDLE
         arrived = time.monotonic()
         append_messages(mailbox, [make_mail("late@example.org", "Arrived while idling")])
-        assert smtp_capture.wait_for(1, timeout=15), log.read_text()[-2000:]
+        assert smtp_capture.wait_for(2, timeout=15), log.read_text()[-2000:]  # announcement and ack
         latency = time.monotonic() - arrived
-        ack = email.message_from_bytes(smtp_capture.messages[0].data)
+        ack = next(email.message_from_bytes(m.data) for m in smtp_capture.messages
+                   if m.rcpt_tos == ("late@example.org",))
         assert ack["To"] == "late@example.org" and "Arrived while idling" in ack["Subject"]
         assert latency < 10  # a poll would take 60 s: only IDLE explains a quick ack
         daemon.send_signal(signal.SIGHUP)  # reload while idling: at once, not after the next mail
@@ -139,10 +147,10 @@ def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(tmp_path, mailbox, 
                              "where m.direction = 'in' group by m.message_id")
     assert len(per_mail) == total and {n for _, n in per_mail} == {1}
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": total}
-    # Each item's acknowledgement is one stored mail; only a kill inside the SMTP window
-    # (server said 250, row not yet marked sent) can deliver that same mail a second time.
+    # Each item's acknowledgement (and announcement) is one stored mail; only a kill inside the SMTP
+    # window (server said 250, row not yet marked sent) can deliver that same mail a second time.
     ack_ids = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in smtp_capture.messages)
-    assert len(ack_ids) == total
+    assert len(ack_ids) == 2 * total
     assert sum(n - 1 for n in ack_ids.values()) <= 1
     assert set(query(config, "select status from outbox")) == {("sent",)}
 
@@ -160,7 +168,7 @@ def test_corpus_goes_through_without_exception_and_no_automatic_mail_is_answered
     daemon.listeners.append(outcomes.append)
     assert daemon.once() == len(raws)
     assert [o for o in outcomes if o.kind == "parked"] == []
-    answered = {"".join(email.message_from_bytes(m.data)["In-Reply-To"].split()) for m in smtp_capture.messages}
+    answered = {"".join(str(email.message_from_bytes(m.data)["In-Reply-To"]).split()) for m in smtp_capture.messages}
     for path, expect in expected.items():
         msg = decode(raws[path])
         record = Message.get((Message.direction == "in") & (Message.message_id == msg.message_id)

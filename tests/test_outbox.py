@@ -2,10 +2,22 @@
 
 from datetime import timedelta
 
-from helpers import make_mail
+import pytest
+from helpers import make_mail, write_config
 
+from inboxd.config import load_config
+from inboxd.daemon import Daemon
 from inboxd.errors import DeliveryError, PermanentDeliveryError
 from inboxd.models import Event, Item, Outbox
+from inboxd.outbox import FakeTransport
+from inboxd.source import FakeSource
+
+
+@pytest.fixture
+def fake_daemon(tmp_path, clock):
+    """A daemon whose items send one mail each, the acknowledgement: no announcement to the queue."""
+    config = load_config(write_config(tmp_path, extra="[service]\nannounce_new = false\n"))
+    return Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport())
 
 
 def _one_request(daemon):
