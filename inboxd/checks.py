@@ -67,7 +67,7 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
     owner = config.team.members[0].email if config.team.members else config.team.lead
     conversation = {
         "message": "I have ordered a new fuser; it arrives on Thursday.", "summary": "Replaced the fuser.",
-        "changes": ["assigned to you", "promised date: Fri 27 Nov 2026 17:30"],
+        "changes": [f"assigned to {owner}", "promised date: Fri 27 Nov 2026 17:30"],
         "problems": ["line 1: unknown keyword #dne (did you mean #done?)"], "keywords": help_table(),
         "old_due_at": now + timedelta(days=1), "rating": 2, "reason": "the vendor ships the part a day late",
         "reopened": False,

@@ -181,16 +181,19 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
     if found is None:
         raise InboxdError(f"no item {ref!r} (references look like {prefix}-42)")
     events = Event.select().where(Event.item == found).order_by(Event.at, Event.id)
-    incoming = Message.select().where((Message.item == found) & (Message.direction == "in"))
-    outgoing = Outbox.select().where(Outbox.item == found)
-    mail = sorted([{"at": m.created_at, "direction": "in", "from": m.sender, "to": [config.team.address],
-                    "subject": m.subject, "message_id": m.message_id, "status": "received"} for m in incoming]
-                  + [{"at": o.sent_at or o.created_at, "direction": "out", "from": o.sender,
-                      "to": list(o.recipients), "subject": o.subject, "message_id": o.message_id,
-                      "status": o.status + (f" ({o.last_error})" if o.last_error else "")} for o in outgoing],
-                  key=lambda m: m["at"])
+    delivery = {o.message_id: o for o in Outbox.select().where(Outbox.item == found)}
+    mail = []
+    for m in Message.select().where(Message.item == found).order_by(Message.created_at, Message.id):
+        sent = delivery.get(m.message_id)
+        status = (sent.status + (f" ({sent.last_error})" if sent.last_error else "")) if sent else \
+            "received" if m.direction == "in" else "-"
+        mail.append({"at": (sent.sent_at or sent.created_at) if sent else m.created_at, "direction": m.direction,
+                     "from": m.sender, "to": list(sent.recipients) if sent else [config.team.address],
+                     "subject": m.subject, "message_id": m.message_id, "status": status,
+                     "kind": m.outcome, "text": m.body})
     if as_json:
         data = item_json(found, prefix)
+        data["follows"] = f"{prefix}-{found.follows_id}" if found.follows_id else None
         data["events"] = [{"at": _iso(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail}
                           for e in events]
         data["mail"] = [{**m, "at": _iso(m["at"])} for m in mail]
@@ -205,13 +208,17 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
         value = when(getattr(found, key)) if key.endswith("_at") else value
         value = ", ".join(value) if isinstance(value, list) else value
         click.echo(f"{key + ':':<19} {value if value not in (None, '') else '-'}")
+    if found.follows_id:
+        click.echo(f"{'follows:':<19} {prefix}-{found.follows_id}")
     click.echo("\nhistory:")
     for e in events:
         click.echo(f"  {when(e.at)}  {e.actor:<24} {e.kind:<16} {e.detail}")
-    click.echo("\nmail:")
+    click.echo("\nconversation:")
     for m in mail:
         who = f"<- from {m['from']}" if m["direction"] == "in" else f"-> to {', '.join(m['to'])}"
-        click.echo(f"  {when(m['at'])}  {who:<32} {m['status']:<9} {m['subject']}")
+        click.echo(f"\n  {when(m['at'])}  {who}  [{m['kind']}, {m['status']}]\n  Subject: {m['subject']}")
+        for line in (m["text"] or "(no text kept)").strip().splitlines():
+            click.echo(f"  | {line}")
 
 
 def _version() -> str:

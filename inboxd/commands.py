@@ -146,8 +146,8 @@ class Take(Command):
         if ctx.config.team.member(ctx.sender) is None:
             raise Refused(f"#take: {ctx.sender} is not a member of {ctx.config.team.name}, so cannot own items")
         if state.owner == ctx.sender:
-            return Effect(state, "it was already yours")
-        return Effect(_assigned(state, ctx.sender), f"assigned to you ({ctx.sender})")
+            return Effect(state, f"already assigned to {ctx.sender}")
+        return Effect(_assigned(state, ctx.sender), f"assigned to {ctx.sender}")
 
 
 @register
@@ -221,7 +221,8 @@ class Eta(Command):
         new = replace(state, due_at=due, on_track=False)
         later = state.due_at is not None and due > state.due_at
         mails = (_to_requester("deadline_changed", ctx, reason=reason, old_due_at=state.due_at),) if later else ()
-        said = f"promised date: {_local(due, ctx)}" + (" (later: the requester is told why)" if later else "")
+        said = f"promised date: {_local(due, ctx)}" + (" (later than promised: the requester is told why)"
+                                                        if later else "")
         return Effect(new, said, mails)
 
 

@@ -102,7 +102,7 @@ def test_items_json_and_item_history(tmp_path):
     code, out = invoke(config_path, "item", "IT-1")
     assert code == 0
     assert "created" in out and "assigned to ana@example.org (round-robin)" in out
-    assert "-> to rosa@example.org" in out and "sent      [IT-1] We have your request" in out
+    assert "-> to rosa@example.org  [ack, sent]\n  Subject: [IT-1] We have your request" in out
     code, out = invoke(config_path, "item", "IT-99")
     assert code == 1 and "no item 'IT-99'" in out
 
@@ -117,3 +117,22 @@ def test_missing_config_is_a_clean_error(tmp_path):
 def test_usage_error_exits_2():
     result = CliRunner().invoke(cli, ["frobnicate"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_item_shows_the_whole_conversation_and_who_did_what(fake_daemon):
+    from conversation_helpers import Conversation
+    talk = Conversation(fake_daemon)
+    talk.owner_says("#take\nHi Rosa, which model is it?")
+    talk.requester_says("A Dell U2720Q.")
+    talk.owner_says("#note asked the vendor")
+    code, out = invoke(fake_daemon.config.path, "item", "IT-1")
+    assert code == 0
+    assert "ana@example.org          command          #take: assigned to ana@example.org" in out
+    assert "ana@example.org          note             asked the vendor" in out
+    assert "<- from rosa@example.org  [item, received]\n  Subject: Screen flickers\n  | My screen flickers" in out
+    assert "-> to rosa@example.org  [relay, sent]" in out and "  | Hi Rosa, which model is it?" in out
+    assert "<- from rosa@example.org  [reply, received]" in out and "  | A Dell U2720Q." in out
+    code, out = invoke(fake_daemon.config.path, "item", "IT-1", "--json")
+    mail = json.loads(out)["mail"]
+    assert [m["kind"] for m in mail][:3] == ["item", "new_request", "ack"]
+    assert mail[0]["text"] == "My screen flickers since Monday."

@@ -39,7 +39,8 @@ def refused(talk: Conversation, body: str, why: str, sender: str = "ana@example.
 def test_take_assigns_to_the_sender(talk):
     sent = talk.owner_says("#take")
     assert (talk.item.owner, talk.item.status) == ("ana@example.org", "open")
-    assert subjects(sent) == [("ana@example.org", f"[IT-{talk.item_id}] OK: assigned to you (ana@example.org)")]
+    assert subjects(sent) == [("ana@example.org", f"[IT-{talk.item_id}] Applied: Screen flickers")]
+    assert "assigned to ana@example.org" in text_of(sent[0])
 
 
 def test_take_refused_for_the_lead_who_is_not_a_member(talk):

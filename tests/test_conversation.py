@@ -98,7 +98,7 @@ def test_low_rating_goes_to_the_lead_with_the_history(talk):
     talk.owner_says("#take\n#done")
     (to_lead,) = talk.requester_says("2/5 - took far too long")
     assert to_lead["To"] == "lead@example.org" and "rated IT-1 2 of 5" in text_of(to_lead)
-    assert "assigned to you" in text_of(to_lead)  # the history came along
+    assert "#take: assigned to ana@example.org" in text_of(to_lead)  # the history came along
     assert talk.item.satisfaction == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import json
 import signal
 import sqlite3
 import subprocess
@@ -180,3 +181,60 @@ def test_corpus_goes_through_without_exception_and_no_automatic_mail_is_answered
             assert record.outcome == "item" and Item.get_by_id(record.item_id), (path, record.outcome)
             assert msg.message_id in answered or not msg.sender, path
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": len(raws)}
+
+
+def test_a_whole_conversation_through_real_servers(tmp_path, mailbox, smtp_capture):
+    """request, ack, #take, relay, requester reply, later #eta, #done, thanks, rating, thanks again."""
+    from conversation_helpers import reply, text_of
+    config = setup(tmp_path, mailbox, smtp_capture)
+    seen = 0
+
+    def deliver(raw: bytes) -> list[email.message.Message]:
+        nonlocal seen
+        append_messages(mailbox, [raw])
+        inboxd(config, "once")
+        new = [email.message_from_bytes(m.data) for m in smtp_capture.messages[seen:]]
+        seen = len(smtp_capture.messages)
+        return new
+
+    def to(mails: list, address: str) -> email.message.Message:
+        (mail,) = [m for m in mails if m["To"] == address]
+        return mail
+
+    def item() -> dict:
+        return json.loads(inboxd(config, "item", "IT-1", "--json").stdout)
+
+    sent = deliver(make_mail("Rosa Lind <rosa@example.org>", "Monitor flickers", "My monitor flickers.",
+                             message_id="<rosa-1@example.org>"))
+    ack, announce = to(sent, "rosa@example.org"), to(sent, "ana@example.org, bo@example.org")
+    assert "[IT-1] We have your request" in ack["Subject"] and "#take" in text_of(announce)
+    promised = item()["due_at"]
+
+    (ok,) = deliver(reply(announce, "ana@example.org", "#take"))
+    assert ok["To"] == "ana@example.org" and item()["owner"] == "ana@example.org"
+
+    (relay,) = deliver(reply(ok, "ana@example.org", "Hi Rosa, which model is it?"))
+    assert relay["To"] == "rosa@example.org" and relay["In-Reply-To"] == "<rosa-1@example.org>"
+    assert "which model is it?" in text_of(relay) and item()["first_response_at"] is not None
+
+    (forward,) = deliver(reply(relay, "rosa@example.org", "A Dell U2720Q."))
+    assert forward["To"] == "ana@example.org" and "A Dell U2720Q." in text_of(forward)
+
+    sent = deliver(reply(forward, "ana@example.org", "#eta +10d the replacement ships next week"))
+    notice = to(sent, "rosa@example.org")
+    assert "we will not make the date we promised" in text_of(notice)
+    assert "Why: the replacement ships next week" in text_of(notice) and item()["due_at"] > promised
+
+    sent = deliver(reply(to(sent, "ana@example.org"), "ana@example.org", "#done Replaced the monitor."))
+    thanks = to(sent, "rosa@example.org")
+    assert "Replaced the monitor." in text_of(thanks) and "from 1 (poor) to 5" in text_of(thanks)
+    assert item()["status"] == "done"
+
+    assert deliver(reply(thanks, "rosa@example.org", "4")) == []
+    assert deliver(reply(thanks, "rosa@example.org", "thanks!")) == []
+    final = item()
+    assert (final["status"], final["satisfaction"]) == ("done", 4)
+    kinds = [e["kind"] for e in final["events"]]
+    assert kinds == ["created", "command", "relayed", "reply", "command", "command", "rated", "thanks"]
+    assert query(config, "select count(*) from item") == [(1,)]
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 8}
