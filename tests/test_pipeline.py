@@ -34,7 +34,7 @@ def test_request_becomes_item_with_acknowledgement(fake_daemon, clock):
     assert ack["Auto-Submitted"] == "auto-replied"
     assert ack["In-Reply-To"] == "<r1@example.org>" and ack["References"] == "<r1@example.org>"
     assert ack["Reply-To"] == "help@example.org"
-    assert Message.get(Message.direction == "out").message_id == ack["Message-ID"]
+    assert Message.get(Message.direction == "out", Message.outcome == "ack").message_id == ack["Message-ID"]
     assert "Thursday 26 November 2026, 10:00" in ack.get_payload(decode=True).decode()
     assert fake_daemon.source.done == [1]
     assert [e.kind for e in Event.select().order_by(Event.id)] == ["created"]
