@@ -197,11 +197,8 @@ def parse_moment(text: str, now: datetime, calendar: BusinessCalendar) -> tuple[
         day = local.date()
     elif word == "tomorrow":
         day = local.date() + timedelta(days=1)
-    elif word in _DAY_NAMES:
-        ahead = (_DAY_NAMES[word] - local.weekday()) % 7
-        day = local.date() + timedelta(days=ahead)
-        if ahead == 0 and local.time() >= calendar.closes:
-            day += timedelta(days=7)  # "friday" said on Friday evening means next Friday
+    elif word in _DAY_NAMES:  # the next one: "monday" said on a Monday means a week later ("today" is today)
+        day = local.date() + timedelta(days=(_DAY_NAMES[word] - local.weekday() - 1) % 7 + 1)
     else:
         date_part, _, clock_part = word.partition("t")
         try:

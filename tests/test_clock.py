@@ -1,11 +1,11 @@
 """Durations and the business calendar."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from inboxd.clock import BusinessCalendar, parse_duration, parse_hours, parse_workdays
+from inboxd.clock import BusinessCalendar, parse_duration, parse_hours, parse_moment, parse_workdays
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CAL = BusinessCalendar(BERLIN, country="DE", extra_holidays=frozenset({date(2026, 12, 24)}))
@@ -66,3 +66,37 @@ def test_workdays_and_hours_parsing():
     for bad in ("mon-funday", "17:00-09:00"):
         with pytest.raises(ValueError):
             parse_workdays(bad) if "-f" in bad else parse_hours(bad)
+
+
+class TestParseMoment:
+    """Dates owners write after #eta, read in the team's timezone; a day alone means its closing time."""
+
+    cal = BusinessCalendar(ZoneInfo("Europe/Berlin"), country="DE")
+    monday_10 = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+
+    @pytest.mark.parametrize("text, expected, rest", [
+        ("2026-12-04", datetime(2026, 12, 4, 17, 30), ""),
+        ("2026-12-04 15:00 parts are late", datetime(2026, 12, 4, 15, 0), "parts are late"),
+        ("2026-12-04T08:15", datetime(2026, 12, 4, 8, 15), ""),
+        ("friday waiting for the vendor", datetime(2026, 11, 27, 17, 30), "waiting for the vendor"),
+        ("Mon", datetime(2026, 11, 30, 17, 30), ""),
+        ("today", datetime(2026, 11, 23, 17, 30), ""),
+        ("tomorrow 9:30", datetime(2026, 11, 24, 9, 30), ""),
+        ("+2d", datetime(2026, 11, 25, 10, 0), ""),
+        ("+4h so there", datetime(2026, 11, 23, 14, 0), "so there"),
+    ])
+    def test_forms(self, text, expected, rest):
+        assert parse_moment(text, self.monday_10, self.cal) == (expected.replace(tzinfo=BERLIN), rest)
+
+    def test_a_weekday_said_on_that_day_means_next_week(self):
+        assert parse_moment("monday", self.monday_10, self.cal)[0].day == 30
+        assert parse_moment("sunday", self.monday_10, self.cal)[0].day == 29
+
+    def test_the_team_timezone_decides_the_day(self):
+        late_utc = datetime(2026, 11, 23, 23, 30, tzinfo=timezone.utc)  # already Tuesday in Berlin
+        assert parse_moment("today", late_utc, self.cal)[0].date().isoformat() == "2026-11-24"
+
+    @pytest.mark.parametrize("text", ["someday", "2026-02-30", "+2x", "next week"])
+    def test_unreadable_dates_are_refused_with_examples(self, text):
+        with pytest.raises(ValueError, match="is not a date; write 2026-12-04, friday"):
+            parse_moment(text, self.monday_10, self.cal)

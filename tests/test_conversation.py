@@ -160,3 +160,17 @@ def test_a_member_who_filed_the_request_is_treated_as_its_requester(fake_daemon)
     talk.owner_says("#take")
     (forward,) = talk.requester_says("Also the keyboard.")
     assert forward["To"] == "ana@example.org"
+
+
+def test_html_only_reply_is_read_without_its_quote(talk):
+    from email.message import EmailMessage
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "ana@example.org", "help@example.org", "Re: [IT-1] Screen flickers"
+    mail["Message-ID"] = "<html-reply@example.org>"
+    mail.set_content('<div dir="ltr">#take<br>Rosa, I will come by at 3.</div><div class="gmail_quote">'
+                     '<div class="gmail_attr">On Mon, 23 Nov 2026 at 10:00, IT Help &lt;help@example.org&gt; wrote:'
+                     '</div><blockquote class="gmail_quote">#done<br>#decline no</blockquote></div>', subtype="html")
+    sent = talk.send(mail.as_bytes())
+    assert (talk.item.owner, talk.item.status) == ("ana@example.org", "open")
+    relay = next(m for m in sent if m["To"] == "rosa@example.org")
+    assert "Rosa, I will come by at 3." in text_of(relay) and "#done" not in text_of(relay)
