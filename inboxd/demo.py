@@ -10,9 +10,10 @@ import threading
 import time
 from email import message_from_bytes
 from email.header import decode_header, make_header
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -40,6 +41,16 @@ SAMPLES = [
      "I am out of the office until Monday and will answer your mail then.", {"Auto-Submitted": "auto-replied"}),
     ("Ines Dahl <ines.dahl@example.org>", "New monitor for the reception desk",
      "Our reception monitor flickers; could we get a replacement?"),
+]
+
+
+# (who, what they write, how the narration sums it up)
+CONVERSATION = [
+    ("owner", "#take\n#eta +1w the fuser is on order\nHi Rosa, the fuser is worn out; a new one is on its way.",
+     "#take, a later date (#eta +1w) with the reason, and a word for Rosa"),
+    ("requester", "Thanks for the news! Could you put a sign on the printer until then?", "a question"),
+    ("owner", "#done Replaced the fuser; printing is back to normal.", "#done with a summary"),
+    ("requester", "5", "a rating of 5"),
 ]
 
 
@@ -88,20 +99,53 @@ def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> None:
     daemon.listeners.append(outcomes.put)
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     thread.start()
-    seen_sent, tally = 0, {"items": 0, "skipped": [], "sent": 0}
+    tally: dict = {"items": 0, "skipped": [], "sent": 0, "seen": 0}
+
+    def deliver(raw: bytes) -> None:
+        arrived = time.monotonic()
+        append_messages(imap, [raw])
+        _narrate(outcomes.get(timeout=30), time.monotonic() - arrived, tally)
+        _show_sent(smtp, tally)
+
     try:
         for number, (sender, subject, text, *extra) in enumerate(SAMPLES, start=1):
             click.secho(f"[{number}] {sender} writes: \"{subject}\"", fg="cyan")
-            arrived = time.monotonic()
-            append_messages(imap, [_sample(sender, subject, text, *extra)])
-            outcome = outcomes.get(timeout=30)
-            latency = time.monotonic() - arrived
-            _narrate(outcome, latency, tally)
-            seen_sent = _show_sent(daemon, smtp, seen_sent, tally)
+            deliver(_sample(sender, subject, text, *extra))
+        _conversation(smtp, deliver)
     finally:
         daemon.stop()
         thread.join(timeout=30)
     _summary(daemon, tally)
+
+
+def _conversation(smtp: SmtpCapture, deliver: Callable[[bytes], None]) -> None:
+    """The owner and the requester of the first item talk through inboxd, by mail only."""
+    item = Item.get_by_id(1)
+    owner, requester = item.owner or "ana@example.org", item.requester
+    click.secho(f"\nThe conversation on IT-1, by mail only: {owner} owns it, {requester} asked", bold=True)
+    for who, text, words in CONVERSATION:
+        sender = owner if who == "owner" else requester
+        click.secho(f"[{who}] {sender} replies: {words}", fg="cyan")
+        deliver(_reply(_last_mail_to(smtp, sender, "[IT-1]"), sender, text))
+
+
+def _last_mail_to(smtp: SmtpCapture, address: str, tag: str) -> Message:
+    """The latest mail inboxd sent to this address about one item, to reply to."""
+    mails = (message_from_bytes(m.data) for m in reversed(smtp.messages) if address in m.rcpt_tos)
+    return next(m for m in mails if tag in str(make_header(decode_header(m["Subject"] or ""))))
+
+
+def _reply(to: Message, sender: str, text: str) -> bytes:
+    """A reply as a mail client writes it: Re: subject, threading headers, the original quoted."""
+    quoted = "\n".join("> " + line for line in _text(to).splitlines())
+    subject = str(make_header(decode_header(to["Subject"] or "")))
+    return _sample(sender, f"Re: {subject}", f"{text}\n\nOn {to['Date']}, IT Help wrote:\n{quoted}\n",
+                   {"In-Reply-To": to["Message-ID"], "References": to["Message-ID"]})
+
+
+def _text(mail: Message) -> str:
+    part = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
+    return part.get_payload(decode=True).decode("utf-8", "replace")
 
 
 def _narrate(outcome: Outcome, latency: float, tally: dict) -> None:
@@ -109,24 +153,26 @@ def _narrate(outcome: Outcome, latency: float, tally: dict) -> None:
     if outcome.kind == "item":
         tally["items"] += 1
         click.echo(f"    -> item {outcome.ref} created after {latency:.2f} s: {outcome.reason}")
+    elif outcome.ref:
+        click.echo(f"    -> {outcome.ref}, {outcome.kind} after {latency:.2f} s: {outcome.reason}")
     else:
         if outcome.kind in ("skipped", "ignored", "parked"):
             tally["skipped"].append((outcome.subject, outcome.reason))
         click.echo(f"    -> {outcome.kind} after {latency:.2f} s: {outcome.reason}")
 
 
-def _show_sent(daemon: Daemon, smtp: SmtpCapture, seen: int, tally: dict) -> int:
-    """Print the mails the capture received since `seen`, once the outbox is empty."""
+def _show_sent(smtp: SmtpCapture, tally: dict) -> None:
+    """Print the mails the capture received since the last call, once the outbox is empty."""
     deadline = time.monotonic() + 10
     while Outbox.select().where(Outbox.status == "pending").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     expected = Outbox.select().where(Outbox.status == "sent").count()
     smtp.wait_for(expected, timeout=10)
-    for mail in smtp.messages[seen:]:
+    for mail in smtp.messages[tally["seen"]:]:
         subject = str(make_header(decode_header(message_from_bytes(mail.data)["Subject"] or "")))
         click.echo(f"    <- mail to {', '.join(mail.rcpt_tos)}: {subject}")
         tally["sent"] += 1
-    return len(smtp.messages)
+    tally["seen"] = len(smtp.messages)
 
 
 def _summary(daemon: Daemon, tally: dict) -> None:
