@@ -9,7 +9,7 @@ from typing import Callable
 from .checks import check_everything
 from .clock import Clock, SystemClock
 from .config import Config
-from .errors import InboxdError, SourceError
+from .errors import InboxdError, SourceError, SourceHiccup
 from .models import MailboxState, open_database, write_transaction
 from .outbox import OutboxSender, SmtpTransport, Transport
 from .pipeline import Outcome, Pipeline
@@ -143,6 +143,9 @@ class Daemon:
                             self.reload()
                         self.ingest(uidvalidity, self.stopping)
                         self.source.wait(IDLE_RENEW_SECONDS if idle else cfg.poll_seconds, self._wakeup)
+                except SourceHiccup as exc:
+                    log.info("%s", exc)
+                    self.source.close()
                 except SourceError as exc:
                     failures += 1
                     # One line per outage, not one per retry.

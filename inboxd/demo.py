@@ -46,10 +46,10 @@ SAMPLES = [
 
 # (who, what they write, how the narration sums it up)
 CONVERSATION = [
-    ("owner", "#take\n#eta +1w the fuser is on order\nHi Rosa, the fuser is worn out; a new one is on its way.",
-     "#take, a later date (#eta +1w) with the reason, and a word for Rosa"),
-    ("requester", "Thanks for the news! Could you put a sign on the printer until then?", "a question"),
-    ("owner", "#done Replaced the fuser; printing is back to normal.", "#done with a summary"),
+    ("owner", "#take\n#eta +1w the new monitor is on order\nHi Ines, I will bring a spare one today.",
+     "#take, a later date (#eta +1w) with the reason, and a word for Ines"),
+    ("requester", "Thanks! Could the spare one be a 24 inch too?", "a question"),
+    ("owner", "#done Installed the new 24 inch monitor at the reception desk.", "#done with a summary"),
     ("requester", "5", "a rating of 5"),
 ]
 
@@ -119,14 +119,15 @@ def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> None:
 
 
 def _conversation(smtp: SmtpCapture, deliver: Callable[[bytes], None]) -> None:
-    """The owner and the requester of the first item talk through inboxd, by mail only."""
-    item = Item.get_by_id(1)
-    owner, requester = item.owner or "ana@example.org", item.requester
-    click.secho(f"\nThe conversation on IT-1, by mail only: {owner} owns it, {requester} asked", bold=True)
+    """The last request, which nobody owns yet, is taken and settled by mail only."""
+    item = Item.select().order_by(Item.id.desc()).get()
+    tag, owner, requester = f"[IT-{item.id}]", "ana@example.org", item.requester
+    click.secho(f"\nA conversation by mail only: {owner} got \"New request\" for IT-{item.id} and answers it",
+                bold=True)
     for who, text, words in CONVERSATION:
         sender = owner if who == "owner" else requester
         click.secho(f"[{who}] {sender} replies: {words}", fg="cyan")
-        deliver(_reply(_last_mail_to(smtp, sender, "[IT-1]"), sender, text))
+        deliver(_reply(_last_mail_to(smtp, sender, tag), sender, text))
 
 
 def _last_mail_to(smtp: SmtpCapture, address: str, tag: str) -> Message:

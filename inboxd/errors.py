@@ -6,6 +6,7 @@
     ├── TemplateError           a template is missing, broken or fails to render
     ├── MessageError            a mail cannot be decoded into an InboundMessage
     ├── SourceError             the IMAP mailbox cannot be reached or used
+    │   └── SourceHiccup        one response was unreadable: reconnect at once
     └── DeliveryError           an outgoing mail could not be handed to SMTP
         └── PermanentDeliveryError   the server refused it for good (5xx)
 """
@@ -41,6 +42,10 @@ class MessageError(InboxdError):
 
 class SourceError(InboxdError):
     """The mailbox cannot be reached or used."""
+
+
+class SourceHiccup(SourceError):
+    """The server is up but one response could not be read: reconnect at once, no outage."""
 
 
 class DeliveryError(InboxdError):

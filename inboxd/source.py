@@ -14,7 +14,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from .config import MailboxConfig
-from .errors import SourceError
+from .errors import SourceError, SourceHiccup
 
 log = logging.getLogger(__name__)
 DONE_KEYWORD = "$InboxdDone"
@@ -159,6 +159,10 @@ class ImapSource:
                         break
             finally:
                 client.idle_done()
+        except IMAPClient.AbortError as exc:
+            # imapclient reads IDLE responses without blocking; a line the server wrote in two
+            # pieces (pymap does) is lost half-read, and the stream can't be trusted after that.
+            raise SourceHiccup(f"IMAP: an IDLE response could not be read ({exc}); reconnecting") from None
         except CONNECTION_ERRORS as exc:
             raise _fail("waiting for new mail (IDLE)", exc) from None
 

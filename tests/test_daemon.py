@@ -6,7 +6,7 @@ from helpers import REPO, make_mail, write_config
 
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
-from inboxd.errors import SourceError
+from inboxd.errors import SourceError, SourceHiccup
 from inboxd.models import Item
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
@@ -60,3 +60,34 @@ def test_outage_is_logged_once_and_the_daemon_reconnects(tmp_path, caplog, monke
     assert len(errors) == 1 and "cannot connect" in errors[0].getMessage()
     assert waits == [1.0, 0.01, 0.01]  # backoff, capped
     assert "reconnected to" in caplog.text and Item.select().count() == 1
+
+
+class HiccupSource(FakeSource):
+    """An IDLE that once returns a response nobody can read, then mail arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened, self.daemon = 0, None
+
+    def open(self) -> int:
+        self.opened += 1
+        return super().open()
+
+    def wait(self, seconds, interrupt) -> None:
+        if self.opened == 1:
+            self.add([make_mail(subject="Arrived during the garbled IDLE")])
+            raise SourceHiccup("IMAP: an IDLE response could not be read (unexpected response); reconnecting")
+        self.daemon.stop()  # the reconnected round has read the mail
+
+
+def test_an_unreadable_idle_response_reconnects_at_once_without_an_error(tmp_path, caplog, monkeypatch):
+    source = HiccupSource()
+    daemon = Daemon(load_config(write_config(tmp_path)), source=source, transport=FakeTransport())
+    source.daemon = daemon
+    waits = []
+    monkeypatch.setattr(daemon._wakeup, "wait", lambda seconds=None: waits.append(seconds))
+    with caplog.at_level(logging.INFO, logger="inboxd"):
+        daemon.run()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == [] and waits == []  # no backoff
+    assert "could not be read" in caplog.text and source.opened >= 2
+    assert Item.get().subject == "Arrived during the garbled IDLE"

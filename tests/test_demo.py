@@ -11,8 +11,10 @@ def test_demo_runs_the_whole_flow_and_a_conversation():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "-> item IT-1 created" in out and "-> redirected" in out and "-> declined" in out
     assert "-> skipped" in out and "auto-submitted" in out
-    assert "IT-1, command" in out and "#take: assigned to" in out
-    assert "[IT-1] New date for Printer on floor 3 keeps jamming" in out
-    assert "IT-1, reply" in out and "IT-1, rating" in out and "satisfaction 5 of 5" in out
-    assert "[IT-1] Done: Printer on floor 3 keeps jamming" in out
+    assert "mail to ana@example.org, bo@example.org: [IT-4] New request: New monitor for the reception desk" in out
+    assert "IT-4, command" in out and "#take: assigned to ana@example.org" in out
+    assert "mail to ines.dahl@example.org: [IT-4] New date for New monitor for the reception desk" in out
+    assert "IT-4, reply" in out and "mail to ana@example.org: [IT-4] Reply from Ines Dahl" in out
+    assert "mail to ines.dahl@example.org: [IT-4] Done: New monitor for the reception desk" in out
+    assert "IT-4, rating" in out and "satisfaction 5 of 5" in out
     assert "0 left in INBOX" in out
