@@ -1,122 +1,19 @@
-"""Owner and team keywords (#take, #eta friday, #done): one small class per command, registered by name.
-
-Commands decide purely: each takes the item's state and returns the new state, what changed and
-the mails it calls for. The conversation applies them in order, all or nothing.
-"""
+"""The keywords of DESIGN §5, one small class each: state in, Effect out, or Refused with the reason."""
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from .clock import parse_moment
-from .config import Config
-from .mailout import Reply
-from .models import OPEN_STATUSES, PRIORITIES
+from ..clock import parse_moment
+from ..mailout import Reply
+from ..models import OPEN_STATUSES, PRIORITIES
+from .base import Command, CommandContext, Effect, ItemState, Refused, register
 
-_KEYWORD = re.compile(r"#([A-Za-z][A-Za-z-]*)\b[ \t]*(.*)")
 _TAG_NAME = re.compile(r"[\w][\w.-]{0,39}")
-
-
-@dataclass(frozen=True)
-class ItemState:
-    """The fields of an item that commands may change."""
-
-    owner: str | None
-    status: str
-    priority: str
-    tags: tuple[str, ...]
-    due_at: datetime | None
-    on_track: bool
-    waiting_on: str | None
-    resolved_at: datetime | None
-
-
-@dataclass(frozen=True)
-class CommandContext:
-    """Who sent the commands, when, and about which request."""
-
-    config: Config
-    sender: str
-    now: datetime
-    requester: str
-    body: str = ""  # the text below the keywords: #note keeps it, #done and #decline may use it
-
-
-@dataclass(frozen=True)
-class Effect:
-    """The outcome of one command: the new state, one line on what changed, and the mails it sends."""
-
-    state: ItemState
-    change: str
-    mails: tuple[Reply, ...] = ()
-    note: str | None = None  # internal text: the mail is not relayed to the requester
-    help: bool = False
-    used_body: bool = False  # the text below the keywords became the summary or reason: not relayed too
-
-
-class Refused(Exception):
-    """A command that cannot be applied; the message says why."""
-
-
-@dataclass(frozen=True)
-class Keyword:
-    """One `#name argument` line found at the top of the new text."""
-
-    line: int
-    name: str
-    argument: str
-
-
-class Command:
-    """One keyword: `apply` returns the Effect or raises Refused."""
-
-    name: ClassVar[str]
-    usage: ClassVar[str]
-    summary: ClassVar[str]
-
-    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
-        raise NotImplementedError
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def register(cls: type[Command]) -> type[Command]:
-    """Add a command to the registry; two with one name is a programming error caught at import."""
-    if cls.name in COMMANDS:
-        raise RuntimeError(f"two commands are called #{cls.name}")
-    COMMANDS[cls.name] = cls()
-    return cls
-
-
-def split_keywords(text: str) -> tuple[list[Keyword], str]:
-    """The keyword lines at the top of the new text (one per line, blank lines allowed) and the rest."""
-    lines = text.splitlines()
-    keywords: list[Keyword] = []
-    for number, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        match = _KEYWORD.fullmatch(stripped)
-        if match is None:
-            return keywords, "\n".join(lines[number - 1:]).strip()
-        keywords.append(Keyword(number, match.group(1).lower(), match.group(2).strip()))
-    return keywords, ""
-
-
-def did_you_mean(name: str) -> str:
-    """`unknown keyword #dne (did you mean #done?)`."""
-    close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
-    return f"unknown keyword #{name}" + (f" (did you mean #{close[0]}?)" if close else "; #help lists them")
-
-
-def help_table() -> list[dict[str, str]]:
-    """Every keyword with its usage and effect, for the `help` and `command_error` mails."""
-    return [{"usage": c.usage, "summary": c.summary} for c in COMMANDS.values()]
 
 
 def _member(ctx: CommandContext, who: str) -> str:
@@ -325,38 +222,3 @@ class Help(Command):
 
     def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
         return Effect(state, "sent you the list of keywords", help=True)
-
-
-@dataclass(frozen=True)
-class CommandPlan:
-    """All keywords of one mail, planned in order: the final state and effects, or every problem."""
-
-    keywords: list[Keyword]
-    rest: str
-    state: ItemState
-    effects: list[Effect] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def plan_commands(text: str, state: ItemState, ctx: CommandContext) -> CommandPlan:
-    """Apply each keyword to the state in order; any problem means none of them counts."""
-    keywords, rest = split_keywords(text)
-    ctx = replace(ctx, body=rest)
-    effects: list[Effect] = []
-    problems: list[str] = []
-    current = state
-    for keyword in keywords:
-        command = COMMANDS.get(keyword.name)
-        if command is None:
-            problems.append(f"line {keyword.line}: {did_you_mean(keyword.name)}")
-            continue
-        try:
-            effect = command.apply(keyword.argument, current, ctx)
-        except Refused as exc:
-            problems.append(f"line {keyword.line}: {exc}")
-            continue
-        effects.append(effect)
-        current = effect.state
-    if problems:
-        return CommandPlan(keywords, rest, state, [], problems)
-    return CommandPlan(keywords, rest, current, effects)

@@ -1,0 +1,12 @@
+"""Owner and team keywords (#take, #eta friday, #done): one small class per command, registered by name.
+
+Commands decide purely: each takes the item's state and returns the new state, what changed and
+the mails it calls for. The conversation applies them in order, all or nothing.
+"""
+
+from .base import COMMANDS, Command, CommandContext, CommandPlan, Effect, ItemState, Keyword, Refused  # noqa: I001
+from .base import did_you_mean, help_table, plan_commands, register, split_keywords
+from . import builtin  # noqa: F401  (importing it registers the keywords of DESIGN §5)
+
+__all__ = ["COMMANDS", "Command", "CommandContext", "CommandPlan", "Effect", "ItemState", "Keyword", "Refused",
+           "did_you_mean", "help_table", "plan_commands", "register", "split_keywords"]
