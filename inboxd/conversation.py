@@ -22,9 +22,14 @@ from .message import InboundMessage
 from .models import OPEN_STATUSES, Item
 from .replytext import html_quotes_marked, new_text
 
-_RATING = re.compile(r"\s*([1-5])(?:\s*(?:/|out of)\s*5)?(?![\d.,]\d)\s*[.!)]*\s*(.*)", re.IGNORECASE | re.DOTALL)
+# A score alone, or followed by punctuation and a comment ("2/5 - too slow"); "3 printers are…" is news.
+_RATING = re.compile(r"\s*([1-5])(?:\s*(?:/|out of|of)\s*5|\s*stars?|\s*points?)?\s*(?:$|[-–—:,.!)]+(?!\d)\s*(.*))",
+                     re.IGNORECASE | re.DOTALL)
 _THANKS = re.compile(r"\b(thanks?|thank\s*you|thx|ty|cheers|danke|merci|gracias|grazie|tack|bedankt|спасибо)\b",
                      re.IGNORECASE)
+# Words that turn a thank-you into news: "Thanks, but it is still broken" reopens.
+_BUT = re.compile(r"\b(but|still|not|no|however|though|although|\w+n't|cannot|anymore|broken|problem|issue|error"
+                  r"|wrong|fail\w*|aber|noch|nicht|kein\w*|mais|pas|encore|pero|todavía)\b", re.IGNORECASE)
 _SHORT = 12  # words: a rating or a thank-you with more than this is new substance
 
 
@@ -120,10 +125,11 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     if problem:
         return Plan("refused", events=[(msg.sender, "refused", f"mail not applied and not relayed: {problem}")],
                     mails=[Reply("command_error", **to_sender)],
-                    context={"problems": [f"Nothing in your mail was applied or passed on: {problem}."],
+                    context={"problems": [f"Nothing in your mail was applied or passed on: {problem}. "
+                                          "If you did not write it, someone else used your address."],
                              "keywords": help_table()})
     before = state_of(item)
-    ctx = CommandContext(config, msg.sender, now, item.requester)
+    ctx = CommandContext(config, msg.sender, now, item.requester, item.requester_name or "")
     commands = plan_commands(text, before, ctx)
     if commands.problems:
         return Plan("refused", events=[(msg.sender, "refused", "; ".join(commands.problems))],
@@ -136,7 +142,10 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     notes = [e.note for e in effects if e.note]
     events += [(msg.sender, "note", note) for note in notes]
     message = "" if notes or any(e.used_body for e in effects) else commands.rest
-    if message and not any(m.to_requester for m in mails) and item.requester and item.requester not in msg.cc + msg.to:
+    copied = bool(item.requester) and item.requester in msg.to + msg.cc
+    if message and copied:  # the requester has this very mail already
+        events.append((msg.sender, "answered", f"wrote to {item.requester} directly, with a copy to the team"))
+    elif message and item.requester and not any(m.to_requester for m in mails):
         mails.append(Reply("relay", (item.requester,), to_requester=True, carry_attachments=True))
         events.append((msg.sender, "relayed", f"reply relayed to {item.requester}"))
     if effects:
@@ -144,7 +153,7 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     if any(e.help for e in effects):
         mails.append(Reply("help", **to_sender))
     changes = changes_between(before, commands.state)
-    if item.first_response_at is None and any(m.to_requester for m in mails):
+    if item.first_response_at is None and (copied and message or any(m.to_requester for m in mails)):
         changes["first_response_at"] = now
     kind = "command" if effects else ("relayed" if message else "recorded")
     if kind == "recorded":
@@ -161,7 +170,7 @@ def _from_outside(config: Config, item: Item, msg: InboundMessage, text: str, no
         return Plan("recorded", events=[(who, "reply", f"a reply from {who} with no new text")])
     if item.status not in OPEN_STATUSES:
         rating = _RATING.fullmatch(text)
-        if is_requester and rating and _is_short(rating.group(2)):
+        if is_requester and rating and _is_comment(rating.group(2) or ""):
             return _rated(config, item, int(rating.group(1)), who)
         if _is_thanks(text):
             return Plan("thanks", events=[(who, "thanks", f"{who} said thanks; the item stays {item.status}")])
@@ -197,10 +206,15 @@ def _rated(config: Config, item: Item, rating: int, who: str) -> Plan:
     return Plan("rating", {"satisfaction": rating}, events, mails, {"rating": rating})
 
 
+def _is_comment(text: str) -> bool:
+    """What may follow a score: a few words on why, not a question or a new request."""
+    return len(text.split()) <= 25 and "?" not in text
+
+
 def _is_short(text: str) -> bool:
     return len(text.split()) <= _SHORT and "?" not in text
 
 
 def _is_thanks(text: str) -> bool:
     """A reply that only says thank you: no question, a few words, a thanks among them."""
-    return bool(_THANKS.search(text)) and _is_short(text)
+    return bool(_THANKS.search(text)) and _is_short(text) and not _BUT.search(text)

@@ -13,8 +13,9 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError
 
-REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "new_request", "declined", "redirected", "forwarded", "relay", "resolved",
-                      "deadline_changed", "command_ok", "command_error", "help", "requester_reply", "low_rating")
+REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "new_request", "declined", "redirected", "forwarded",
+                      "relay", "resolved", "deadline_changed", "command_ok", "command_error", "help",
+                      "requester_reply", "low_rating")
 
 
 @dataclass(frozen=True)

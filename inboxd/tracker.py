@@ -140,7 +140,7 @@ class Tracker:
         for reply in replies:
             values = context | reply.extra
             if values.get("history") is True and item is not None:
-                values["history"] = history(item, self.config)
+                values["history"] = history(item)
             rendered = self.renderer.render(reply.template, values)
             secret = reply.internal and item is not None and self.config.commands.require_secret
             mail = compose(reply.template, rendered, team, reply.to, now, ref=ref,
@@ -177,7 +177,7 @@ def stored_request(item: Item) -> dict[str, Any]:
             "summary": " ".join(text.split())[:200], "text": text, "attachments": []}
 
 
-def history(item: Item, config: Config) -> list[dict[str, Any]]:
+def history(item: Item) -> list[dict[str, Any]]:
     """The item's audit trail, for mail that needs it (a low rating to the lead)."""
     events = Event.select().where(Event.item == item).order_by(Event.at, Event.id)
     return [{"at": e.at, "actor": e.actor, "kind": e.kind, "detail": e.detail} for e in events]

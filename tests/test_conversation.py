@@ -94,6 +94,14 @@ def test_bare_rating_is_stored_not_a_reopen(talk):
     assert (talk.item.satisfaction, talk.item.status) == (4, "done")
 
 
+@pytest.mark.parametrize("words, score", [("5", 5), ("4/5", 4), ("3 stars", 3), ("1 - nothing works, still broken", 1),
+                                          ("5! Quick and friendly, thanks", 5)])
+def test_rating_forms(talk, words, score):
+    talk.owner_says("#done")
+    talk.requester_says(words)
+    assert (talk.item.satisfaction, talk.item.status) == (score, "done")
+
+
 def test_low_rating_goes_to_the_lead_with_the_history(talk):
     talk.owner_says("#take\n#done")
     (to_lead,) = talk.requester_says("2/5 - took far too long")
@@ -174,3 +182,31 @@ def test_html_only_reply_is_read_without_its_quote(talk):
     assert (talk.item.owner, talk.item.status) == ("ana@example.org", "open")
     relay = next(m for m in sent if m["To"] == "rosa@example.org")
     assert "Rosa, I will come by at 3." in text_of(relay) and "#done" not in text_of(relay)
+
+
+@pytest.mark.parametrize("words", ["Thanks, but it is still broken.", "Thank you. It doesn't print at all now",
+                                   "thanks - can you also check the scanner?"])
+def test_thanks_with_news_reopens(talk, words):
+    talk.owner_says("#take\n#done")
+    talk.requester_says(words)
+    assert talk.item.status == "open" and talk.events("reopened")
+
+
+@pytest.mark.parametrize("words", ["10", "4.5", "3 printers are broken", "2 more questions: when? where?"])
+def test_numbers_that_are_not_a_rating(talk, words):
+    talk.owner_says("#take\n#done")
+    talk.requester_says(words)
+    assert talk.item.satisfaction is None and talk.item.status == "open"
+
+
+def test_owner_writing_to_the_requester_directly_is_not_relayed_twice(talk):
+    sent = talk.owner_says("#take\nRosa, see my mail.", headers={"Cc": "rosa@example.org"})
+    assert [m["To"] for m in sent] == ["ana@example.org"] and talk.item.first_response_at is not None
+    assert "wrote to rosa@example.org directly" in talk.events("answered")[0].detail
+
+
+def test_waiting_on_the_requester_by_name(talk):
+    talk.owner_says("#take\n#waiting on Rosa")
+    assert talk.item.waiting_on == "requester"
+    talk.requester_says("Here is the model: Dell U2720Q.")
+    assert talk.item.status == "open"

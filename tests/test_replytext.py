@@ -7,10 +7,10 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
+from helpers import CORPUS
 
 from inboxd.message import decode
 from inboxd.replytext import html_quotes_marked, new_text
-from helpers import CORPUS
 
 REPLY = CORPUS / "reply"
 JOE = ("Hi Katharine.\xa0 Sounds great.\xa0 Are there and dietry restrictions or things your husband does/doesn't "

@@ -36,6 +36,7 @@ class CommandContext:
     sender: str
     now: datetime
     requester: str
+    requester_name: str = ""
     body: str = ""  # the text below the keywords: #note keeps it, #done and #decline may use it
 
 

@@ -80,7 +80,8 @@ class Waiting(Command):
         if state.status not in OPEN_STATUSES:
             raise Refused(f"#waiting: the item is {state.status}; #working reopens it first")
         whom = re.sub(r"^(on|for)\s+", "", argument, flags=re.IGNORECASE).strip() or "requester"
-        if whom.lower() in ("requester", "them", "him", "her", ctx.requester):
+        names = {"requester", "them", "him", "her", ctx.requester, *ctx.requester_name.lower().split()}
+        if whom.lower() in names:
             whom = "requester"
         return Effect(replace(state, status="waiting", waiting_on=whom), f"status: waiting on {whom}")
 
