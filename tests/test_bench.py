@@ -56,3 +56,13 @@ def test_ingest_bench_json_on_pymap() -> None:
     assert figures["items"] == figures["processed"] == figures["captured_acks"] == 5
     assert all(figures[k] > 0 for k in ("a_fetch_parse_per_s", "b_raw_pipeline_per_s", "c_inboxd_per_s",
                                         "c_over_b", "peak_rss_mb"))
+
+
+def test_ingest_bench_with_announcements_sends_one_team_mail_per_request() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "ingest.py"), "--mails", "5", "--server", "pymap",
+                           "--json", "--announce-new"], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures = json.loads(done.stdout)
+    assert figures["correct"] is True and figures["captured_acks"] == 5
+    assert figures["captured"] == 10  # each item's owner got `assigned`, or its queue got `new_request`
