@@ -145,7 +145,7 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     copied = bool(item.requester) and item.requester in msg.to + msg.cc
     if message and copied:  # the requester has this very mail already
         events.append((msg.sender, "answered", f"wrote to {item.requester} directly, with a copy to the team"))
-    elif message and item.requester and not any(m.to_requester for m in mails):
+    elif (message or msg.attachments and not notes) and item.requester and not any(m.to_requester for m in mails):
         mails.append(Reply("relay", (item.requester,), to_requester=True, carry_attachments=True))
         events.append((msg.sender, "relayed", f"reply relayed to {item.requester}"))
     if effects:
@@ -155,7 +155,7 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     changes = changes_between(before, commands.state)
     if item.first_response_at is None and (copied and message or any(m.to_requester for m in mails)):
         changes["first_response_at"] = now
-    kind = "command" if effects else ("relayed" if message else "recorded")
+    kind = "command" if effects else ("relayed" if any(m.template == "relay" for m in mails) else "recorded")
     if kind == "recorded":
         events.append((msg.sender, "reply", "a mail with no new text"))
     return Plan(kind, changes, events, mails, {"message": message, "changes": [e.change for e in effects],

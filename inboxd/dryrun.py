@@ -7,10 +7,12 @@ from datetime import datetime
 from . import guards
 from .checks import load_rules_and_templates
 from .config import Config
+from .conversation import reply_text
 from .mailout import compose, mail_context, replies_for
 from .message import decode
 from .models import Item
 from .routing import Queue
+from .threads import tagged_ids
 from .tracker import STRATEGIES, draft_item
 
 
@@ -27,6 +29,12 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
         out.append("             stored with this reason; never answered, never an item.")
         return "\n".join(out)
     out.append("guards:      passed (not automatic, not a list, not a bounce, not our own)")
+    tags = tagged_ids(msg.subject, config.team.ref_prefix)
+    if tags or msg.in_reply_to or msg.references:
+        why = f"its subject names {config.team.ref_prefix}-{tags[0]}" if tags else "it answers another mail"
+        out += [f"thread:      {why}: if that is an item of ours, this is a reply to it, read as a "
+                "conversation (keywords, relay), and the rules below do not apply",
+                f"new text:    {reply_text(msg)[:300] or '(none)'}"]
     decision = rules.decide(msg)
     out += ["", f"rules tried ({len(rules.rules)} rule(s) from {len(rules.files)} file(s), first match wins):"]
     for line in decision.trace:

@@ -78,6 +78,15 @@ def test_rules_test_on_an_auto_reply_says_it_is_skipped(tmp_path):
     assert code == 0 and "SKIPPED by auto-submitted" in out and "mail that would be sent" not in out
 
 
+def test_rules_test_on_a_reply_names_the_thread_and_the_new_text(tmp_path):
+    mail = tmp_path / "reply.eml"
+    mail.write_bytes(make_mail("ana@example.org", "AW: [IT-7] Printer", "#take\n\nOn Mon, 23 Nov 2026, "
+                               "IT Help <help@example.org> wrote:\n> #done\n"))
+    code, out = invoke(write_config(tmp_path), "rules", "test", str(mail))
+    assert code == 0 and "thread:      its subject names IT-7" in out
+    assert "new text:    #take\n" in out  # the quoted #done is not part of it
+
+
 def test_items_json_and_item_history(tmp_path):
     from inboxd.config import load_config
     from inboxd.daemon import Daemon

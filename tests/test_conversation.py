@@ -210,3 +210,9 @@ def test_waiting_on_the_requester_by_name(talk):
     assert talk.item.waiting_on == "requester"
     talk.requester_says("Here is the model: Dell U2720Q.")
     assert talk.item.status == "open"
+
+
+def test_owner_attachment_without_text_still_reaches_the_requester(talk):
+    sent = talk.owner_says("", attachment=b"%PDF-1.4 manual")
+    relay = next(m for m in sent if m["To"] == "rosa@example.org")
+    assert [p.get_filename() for p in relay.walk() if p.get_filename()] == ["quote.pdf"]
