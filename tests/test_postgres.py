@@ -50,3 +50,28 @@ def test_pipeline_and_commands_on_postgres(tmp_path, postgres):
     result = CliRunner().invoke(cli, ["--config", str(config_path), "items", "--all", "--json"])
     assert result.exit_code == 0, result.output
     assert [(i["ref"], i["queue"]) for i in json.loads(result.output)] == [("IT-1", "facilities")]
+
+
+def test_a_conversation_and_the_v1_upgrade_on_postgres(tmp_path, postgres):
+    from conversation_helpers import Conversation
+
+    from inboxd.models import open_database
+    url = postgres.create_database("inboxd_conversation")
+    database = open_database(url)  # a v1 database: the columns of migration 2 dropped, its row forgotten
+    for table, column in (("item", "secret"), ("item", "waiting_on"), ("item", "on_track"), ("item", "follows_id"),
+                          ("message", "body")):
+        database.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+    database.execute_sql('DROP INDEX "message_message_id"')
+    database.execute_sql("DELETE FROM schemaversion WHERE version = 2")
+    database.close()
+    config_path = write_config(tmp_path)
+    config_path.write_text(config_path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    talk = Conversation(Daemon(load_config(config_path), source=FakeSource(), transport=FakeTransport()))
+    talk.owner_says("#take\n#tag +screen\n#waiting\nWhich model is it?")
+    assert (talk.item.owner, talk.item.status, talk.item.tags) == ("ana@example.org", "waiting", ["screen"])
+    talk.requester_says("A Dell U2720Q.")
+    talk.owner_says("#ontrack\n#done")
+    talk.requester_says("5")
+    item = talk.item
+    assert (item.status, item.satisfaction, item.on_track, item.waiting_on) == ("done", 5, True, None)
+    assert item.first_response_at is not None and len(item.secret) == 8
