@@ -9,13 +9,7 @@ from typing import Any
 
 import authres
 
-from .commands import (
-    CommandContext,
-    ItemState,
-    help_table,
-    plan_commands,
-    split_keywords,
-)
+from .commands import CommandContext, ItemState, help_table, plan_commands, split_keywords
 from .config import Config
 from .mailout import Reply
 from .message import InboundMessage
@@ -30,7 +24,7 @@ _THANKS = re.compile(r"\b(thanks?|thank\s*you|thx|ty|cheers|danke|merci|gracias|
 # Words that turn a thank-you into news: "Thanks, but it is still broken" reopens.
 _BUT = re.compile(r"\b(but|still|not|no|however|though|although|\w+n't|cannot|anymore|broken|problem|issue|error"
                   r"|wrong|fail\w*|aber|noch|nicht|kein\w*|mais|pas|encore|pero|todavía)\b", re.IGNORECASE)
-_SHORT = 12  # words: a rating or a thank-you with more than this is new substance
+_SHORT = 12  # words: a thank-you with more than this is new substance
 
 
 @dataclass(frozen=True)

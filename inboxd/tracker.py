@@ -20,6 +20,7 @@ from .routing import Decision, Disposition, Queue
 from .threads import secret_address, without_tags
 
 log = logging.getLogger(__name__)
+BODY_KEPT = 64 * 1024  # characters of a mail's text kept for `inboxd item`; the whole mail stays on the server
 
 
 def _round_robin(queue: str, members: tuple[str, ...]) -> str:
@@ -81,7 +82,8 @@ class Tracker:
         return create(
             Message, message_id=msg.message_id, fingerprint=msg.fingerprint, direction="in",
             item=item, mailbox=self.config.mailbox.label, uid=uid, sender=msg.sender,
-            subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary, body=body, outcome=outcome,
+            subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary, outcome=outcome,
+            body=body if len(body) <= BODY_KEPT else body[:BODY_KEPT] + "\n[… cut here; the whole mail is on the server]",
             reason=reason, created_at=now)
 
     def open_item(self, msg: InboundMessage, uid: int | None, decision: Decision,
