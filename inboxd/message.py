@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
+from typing import Iterable
 
 import mailparser
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
@@ -148,15 +149,24 @@ def _text_of(parsed: mailparser.MailParser) -> str:
     return html_to_text(html) if html else ""
 
 
-def html_to_text(html: str) -> str:
-    """Readable text of an HTML body."""
+def readable_soup(html: str) -> BeautifulSoup:
+    """An HTML body parsed, without the parts nobody reads (scripts, styles, the head)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
         soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "head"]):
         tag.decompose()
-    lines = (line.strip() for line in soup.get_text("\n").splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return soup
+
+
+def tidy_lines(lines: Iterable[str]) -> str:
+    """Lines joined, each stripped, with at most one blank line between paragraphs."""
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in lines)).strip()
+
+
+def html_to_text(html: str) -> str:
+    """Readable text of an HTML body."""
+    return tidy_lines(readable_soup(html).get_text("\n").splitlines())
 
 
 def _attachment(part: dict) -> Attachment:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import re
-import warnings
 
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
+from bs4 import BeautifulSoup
 from bs4.element import NavigableString, Tag
+
+from .message import readable_soup, tidy_lines
 
 # A quoted line, however deep; leading spaces allowed because some clients indent the quote.
 _QUOTE = re.compile(r"\s*>")
@@ -147,15 +148,8 @@ def _next_nonblank(lines: list[str], i: int) -> str:
 
 def html_quotes_marked(html: str) -> str:
     """Readable text of an HTML mail, every line its quote boxes hold prefixed with "> "."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
-        soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "head"]):
-        tag.decompose()
-    # From here on as inboxd.message.html_to_text: stripped lines, at most one blank line between.
-    lines = ((text.strip(), quoted) for text, quoted in _rendered_lines(soup))
-    text = "\n".join("> " + line if quoted and line else line for line, quoted in lines)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    lines = ((text.strip(), quoted) for text, quoted in _rendered_lines(readable_soup(html)))
+    return tidy_lines("> " + line if quoted and line else line for line, quoted in lines)
 
 
 def _rendered_lines(soup: BeautifulSoup) -> list[tuple[str, bool]]:
