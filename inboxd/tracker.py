@@ -123,7 +123,8 @@ class Tracker:
                 setattr(item, name, value)
         for actor, kind, detail in plan.events:
             self.event(item, record, now, actor, kind, detail)
-        self.send(plan.mails, self.context(item, msg, stored_request(item)) | plan.context, item, now, msg, raw)
+        if plan.mails:
+            self.send(plan.mails, self.context(item, msg, stored_request(item)) | plan.context, item, now, msg, raw)
         log.info("%s: %s from %s: %s", ref_of(item, self.config.team), plan.kind, msg.sender or "unknown sender",
                  plan.summary)
         return record
