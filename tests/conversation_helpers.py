@@ -49,13 +49,14 @@ def reply(to: Message, sender: str, body: str, subject: str | None = None, heade
 class Conversation:
     """One request on a daemon with fakes, and the mail it sends, mail by mail."""
 
-    def __init__(self, daemon: Daemon, subject: str = "Screen flickers", sender: str = "rosa@example.org") -> None:
+    def __init__(self, daemon: Daemon, subject: str = "Screen flickers", sender: str = "rosa@example.org",
+                 request: bytes | None = None) -> None:
         self.daemon, self.requester = daemon, sender
         self.outbox: list[Message] = []
-        self.send(make_mail(f"Rosa Lind <{sender}>", subject, "My screen flickers since Monday.",
-                            message_id="<request-1@example.org>"))
+        self.send(request or make_mail(f"Rosa Lind <{sender}>", subject, "My screen flickers since Monday.",
+                                       message_id="<request-1@example.org>"))
         self.item_id = Item.select().order_by(Item.id.desc()).get().id
-        self.ack = self.last(to=sender)
+        self.ack = self.last(to=sender) if sender else self.outbox[0]
 
     def send(self, *mails: bytes) -> list[Message]:
         """Deliver mails to the alias; return what inboxd sent in answer."""

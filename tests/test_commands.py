@@ -200,3 +200,9 @@ def test_keyword_lines_only_at_the_top_of_the_new_text():
     assert [(k.name, k.argument) for k in keywords] == [("take", ""), ("eta", "friday parts late")]
     assert rest.startswith("Hello Rosa,") and "#done" in rest
     assert did_you_mean("tkae") == "unknown keyword #tkae (did you mean #take?)"
+
+
+def test_done_on_a_request_without_a_sender_mails_only_the_team(fake_daemon):
+    talk = Conversation(fake_daemon, sender="", request=b"Subject: no sender\r\nMessage-ID: <x@y>\r\n\r\nhelp\r\n")
+    sent = talk.owner_says("#take\n#eta +3d\n#done fixed\nAll good now.")
+    assert talk.item.status == "done" and [m["To"] for m in sent] == ["ana@example.org"]

@@ -27,8 +27,13 @@ def _member(ctx: CommandContext, who: str) -> str:
     return member.email
 
 
-def _to_requester(template: str, ctx: CommandContext, **extra: Any) -> Reply:
-    return Reply(template, (ctx.requester,), extra=extra, to_requester=True)
+def _to_requester(template: str, ctx: CommandContext, **extra: Any) -> tuple[Reply, ...]:
+    """The mail for the requester, or none when the request came without a usable sender."""
+    return (Reply(template, (ctx.requester,), extra=extra, to_requester=True),) if ctx.requester else ()
+
+
+def _owner_if_member(ctx: CommandContext) -> str | None:
+    return ctx.sender if ctx.config.team.member(ctx.sender) else None
 
 
 def _assigned(state: ItemState, owner: str) -> ItemState:
@@ -68,10 +73,6 @@ class Working(Command):
                               owner=state.owner or _owner_if_member(ctx)), "status: working")
 
 
-def _owner_if_member(ctx: CommandContext) -> str | None:
-    return ctx.sender if ctx.config.team.member(ctx.sender) else None
-
-
 @register
 class Waiting(Command):
     name, usage, summary = "waiting", "#waiting [on whom]", "status: waiting (on the requester unless you say whom)"
@@ -97,7 +98,7 @@ class Done(Command):
                        owner=state.owner or _owner_if_member(ctx))
         return Effect(done, "status: done; the requester is thanked" +
                       (" and asked for a rating" if ctx.config.service.survey else ""),
-                      (_to_requester("resolved", ctx, summary=argument or ctx.body),), used_body=not argument)
+                      _to_requester("resolved", ctx, summary=argument or ctx.body), used_body=not argument)
 
 
 @register
@@ -118,7 +119,7 @@ class Eta(Command):
             raise Refused(f"#eta: {argument.split()[0]} ({_local(due, ctx)}) is in the past")
         new = replace(state, due_at=due, on_track=False)
         later = state.due_at is not None and due > state.due_at
-        mails = (_to_requester("deadline_changed", ctx, reason=reason, old_due_at=state.due_at),) if later else ()
+        mails = _to_requester("deadline_changed", ctx, reason=reason, old_due_at=state.due_at) if later else ()
         said = f"promised date: {_local(due, ctx)}" + (" (later than promised: the requester is told why)"
                                                         if later else "")
         return Effect(new, said, mails)
@@ -149,7 +150,7 @@ class Decline(Command):
         if state.status not in OPEN_STATUSES:
             raise Refused(f"#decline: the item is already {state.status}")
         return Effect(replace(state, status="declined", resolved_at=ctx.now, waiting_on=None),
-                      "declined; the requester is told why", (_to_requester("declined", ctx, reason=reason),),
+                      "declined; the requester is told why", _to_requester("declined", ctx, reason=reason),
                       used_body=not argument)
 
 
@@ -167,7 +168,7 @@ class Redirect(Command):
         if state.status not in OPEN_STATUSES:
             raise Refused(f"#redirect: the item is already {state.status}")
         mails = (Reply("forwarded", (to,), threaded=False, extra={"redirect_to": to, "reason": reason.strip()}),
-                 _to_requester("redirected", ctx, redirect_to=to, reason=reason.strip()))
+                 *_to_requester("redirected", ctx, redirect_to=to, reason=reason.strip()))
         return Effect(replace(state, status="redirected", resolved_at=ctx.now, waiting_on=None),
                       f"handed over to {to}; the requester is told where to go", mails)
 
