@@ -194,8 +194,7 @@ def _rated(config: Config, item: Item, rating: int, who: str) -> Plan:
     events = [(who, "rated", f"satisfaction {rating} of 5")]
     mails = []
     if rating <= 2:
-        mails.append(Reply("low_rating", (config.team.lead,), internal=True, threaded=False,
-                           extra={"history": True}))
+        mails.append(Reply("low_rating", (config.team.lead,), internal=True, threaded=False, with_history=True))
         events.append(("inboxd", "escalated", f"a rating of {rating} sent to the lead {config.team.lead}"))
     return Plan("rating", {"satisfaction": rating}, events, mails, {"rating": rating})
 

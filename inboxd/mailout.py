@@ -107,6 +107,7 @@ class Reply:
     internal: bool = False  # to the team: Reply-To is the item's secret address when that is on
     to_requester: bool = False
     carry_attachments: bool = False  # the files of the mail being answered go along
+    with_history: bool = False  # the item's audit trail goes into the context (a low rating to the lead)
 
 
 def replies_for(disposition: Disposition, sender: str, owner: str | None = None,

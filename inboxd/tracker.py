@@ -142,7 +142,7 @@ class Tracker:
         files = attachment_parts(raw) if any(r.carry_attachments for r in replies) else ()
         for reply in replies:
             values = context | reply.extra
-            if values.get("history") is True and item is not None:
+            if reply.with_history and item is not None:
                 values["history"] = history(item)
             rendered = self.renderer.render(reply.template, values)
             secret = reply.internal and item is not None and self.config.commands.require_secret
