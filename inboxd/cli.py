@@ -58,8 +58,10 @@ def _config(ctx: click.Context, secrets: bool = True) -> Config:
 
 
 @cli.command()
+@click.option("--standby", is_flag=True,
+              help="if another inboxd works on this mailbox and database, wait and take over when it stops")
 @click.pass_context
-def run(ctx: click.Context) -> None:
+def run(ctx: click.Context, standby: bool) -> None:
     """Run the daemon: watch the mailbox (IDLE or polling) until SIGTERM."""
     from .daemon import Daemon
     daemon = Daemon(_config(ctx))
@@ -67,7 +69,7 @@ def run(ctx: click.Context) -> None:
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     log.info("inboxd %s starting for %s", _version(), daemon.config.team.address)
-    daemon.run()
+    daemon.run(standby=standby)
 
 
 @cli.command()

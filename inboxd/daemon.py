@@ -10,6 +10,7 @@ from .checks import check_everything
 from .clock import Clock, SystemClock
 from .config import Config
 from .errors import InboxdError, SourceError, SourceHiccup
+from .instance import InstanceLock
 from .models import MailboxState, open_database, write_transaction
 from .outbox import OutboxSender, SmtpTransport, Transport
 from .pipeline import Outcome, Pipeline
@@ -112,6 +113,8 @@ class Daemon:
 
     def once(self) -> int:
         """Process the new mail, send what is due, and return the number of mails read."""
+        lock = InstanceLock(self.config)
+        lock.acquire()
         thread, stop = self._start_sender()
         try:
             uidvalidity = self.source.open()
@@ -121,10 +124,24 @@ class Daemon:
                 self.source.close()
         finally:
             self._stop_sender(thread, stop)
+            lock.release()
         return count
 
-    def run(self) -> None:
-        """Watch the mailbox until stop(); reconnect with backoff when the server goes away."""
+    def run(self, standby: bool = False) -> None:
+        """Watch the mailbox until stop(); reconnect with backoff when the server goes away.
+
+        Another inboxd on the same mailbox and database makes this one refuse to start, or, with
+        `standby`, wait until that one stops.
+        """
+        lock = InstanceLock(self.config)
+        if not lock.acquire(standby, self.stopping):
+            return
+        try:
+            self._watch()
+        finally:
+            lock.release()
+
+    def _watch(self) -> None:
         thread, sender_stop = self._start_sender()
         backoff, failures = 1.0, 0
         cfg = self.config.mailbox

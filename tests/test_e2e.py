@@ -238,3 +238,35 @@ def test_a_whole_conversation_through_real_servers(tmp_path, mailbox, smtp_captu
     assert kinds == ["created", "command", "relayed", "reply", "command", "command", "rated", "thanks"]
     assert query(config, "select count(*) from item") == [(1,)]
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 8}
+
+
+def test_a_second_instance_refuses_and_a_standby_takes_over(tmp_path, mailbox, smtp_capture):
+    config = setup(tmp_path, mailbox, smtp_capture)
+    first_log, standby_log = tmp_path / "first.log", tmp_path / "standby.log"
+    with first_log.open("w") as out:
+        first = subprocess.Popen([*INBOXD, "--config", str(config), "run"], stderr=out, stdout=out)
+    standby = None
+    try:
+        _wait_for_line(first_log, "watching with IDLE")
+        for command in ("run", "once"):
+            second = subprocess.run([*INBOXD, "--config", str(config), command], capture_output=True, text=True,
+                                    timeout=60)
+            assert second.returncode == 1, second.stderr
+            assert f"another inboxd (pid {first.pid}) is already working on" in second.stderr
+            assert "--standby" in second.stderr and "Traceback" not in second.stderr
+        with standby_log.open("w") as out:
+            standby = subprocess.Popen([*INBOXD, "--config", str(config), "run", "--standby"], stderr=out, stdout=out)
+        _wait_for_line(standby_log, "standing by: another inboxd")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+        _wait_for_line(standby_log, "taking over")
+        _wait_for_line(standby_log, "watching with IDLE")
+        append_messages(mailbox, requests(1))
+        assert smtp_capture.wait_for(2, timeout=15), standby_log.read_text()[-2000:]
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(timeout=15) == 0
+    finally:
+        for process in (first, standby):
+            if process is not None and process.poll() is None:
+                process.kill()
+    assert query(config, "select count(*) from item") == [(1,)]

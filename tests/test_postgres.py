@@ -75,3 +75,18 @@ def test_a_conversation_and_the_v1_upgrade_on_postgres(tmp_path, postgres):
     item = talk.item
     assert (item.status, item.satisfaction, item.on_track, item.waiting_on) == ("done", 5, True, None)
     assert item.first_response_at is not None and len(item.secret) == 8
+
+
+def test_the_instance_lock_is_an_advisory_lock_on_postgres(tmp_path, postgres):
+    from inboxd.instance import AlreadyRunning, InstanceLock
+    url = postgres.create_database("inboxd_lock")
+    config_path = write_config(tmp_path)
+    config_path.write_text(config_path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    config = load_config(config_path)
+    first, second = InstanceLock(config), InstanceLock(config)
+    assert first.acquire()
+    with pytest.raises(AlreadyRunning, match="already working on inboxd@127.0.0.1"):
+        second.acquire()
+    first.release()
+    assert second.acquire()
+    second.release()

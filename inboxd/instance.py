@@ -1,0 +1,91 @@
+"""One inboxd per mailbox and database: a second one refuses to start, or stands by until the first stops."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import InboxdError
+
+log = logging.getLogger(__name__)
+STANDBY_POLL_SECONDS = 2.0
+
+
+class AlreadyRunning(InboxdError):
+    """Another inboxd already works on this mailbox with this database."""
+
+
+class InstanceLock:
+    """An exclusive lock named after the mailbox: a lock file beside SQLite, an advisory lock in PostgreSQL.
+
+    Both vanish with the process that holds them, so a killed daemon never leaves a stale lock.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.url, self.label = config.database_url, config.mailbox.label
+        digest = hashlib.sha256(self.label.encode()).hexdigest()
+        self.key = int(digest[:15], 16)  # fits PostgreSQL's bigint
+        database = Path(self.url.removeprefix("sqlite:///"))
+        self.file = database.with_name(f"{database.name}.{digest[:8]}.lock") if self.url.startswith("sqlite") \
+            else None
+        self.where = f"the database {database}" if self.file else "its PostgreSQL database"
+        self._held: Any = None  # the open lock file, or the connection holding the advisory lock
+
+    def acquire(self, standby: bool = False, stop: threading.Event | None = None) -> bool:
+        """Take the lock: AlreadyRunning, or with `standby` wait for it (False when `stop` came first)."""
+        stop = stop or threading.Event()
+        waiting = False
+        while not self._try():
+            if not standby:
+                raise AlreadyRunning(f"another inboxd ({self._holder()}) is already working on {self.label} "
+                                     f"with {self.where}; stop it first, or start this one with --standby")
+            if not waiting:
+                log.info("standing by: another inboxd (%s) works on %s; taking over when it stops",
+                         self._holder(), self.label)
+                waiting = True
+            if stop.wait(STANDBY_POLL_SECONDS):
+                return False
+        if waiting:
+            log.info("the other inboxd has stopped: taking over %s", self.label)
+        return True
+
+    def release(self) -> None:
+        """Let the next inboxd in."""
+        if self._held is not None:
+            self._held.close()  # closing the file or the connection drops the lock
+            self._held = None
+
+    def _try(self) -> bool:
+        if self.file is not None:
+            handle = open(self.file, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            self._held = handle
+            return True
+        from playhouse.db_url import connect
+        connection = connect(self.url.replace("postgres://", "postgresql://", 1))
+        if connection.execute_sql("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
+            self._held = connection
+            return True
+        connection.close()
+        return False
+
+    def _holder(self) -> str:
+        if self.file is None:
+            return f"the session holding advisory lock {self.key}"
+        try:
+            return self.file.read_text(encoding="utf-8").strip() or "pid unknown"
+        except OSError:
+            return "pid unknown"
