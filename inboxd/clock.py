@@ -59,7 +59,7 @@ class Duration:
 
     def __str__(self) -> str:
         kind = "business " if self.business else ""
-        return f"{self.amount} {kind}{self.unit}"
+        return f"{self.amount} {kind}{self.unit.removesuffix('s') if self.amount == 1 else self.unit}"
 
 
 def parse_duration(text: str) -> Duration:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -114,6 +115,15 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What keeps floods, loops and huge mail in check."""
+
+    automatic_per_sender: int = 5  # automatic mails (acks, declines…) one address gets per window, at most
+    automatic_window: Duration = Duration(1, "hours")
+    max_message_bytes: int = 25 * 1024 * 1024  # larger mail is tracked from its headers; the rest stays on the server
+
+
+@dataclass(frozen=True)
 class CommandsConfig:
     """How inboxd makes sure a keyword mail really comes from a team member."""
 
@@ -136,6 +146,7 @@ class Config:
     calendar: BusinessCalendar
     service: ServiceConfig
     commands: CommandsConfig = CommandsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
 
 def _is_email(value: str) -> bool:
@@ -251,7 +262,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     doc = load_toml(path, ConfigError)
     base = path.parent
     problems: list[str] = []
-    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands"]
+    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits"]
     _Reader(doc, "", problems).finish(sections)
 
     team_r = _Reader(doc, "team", problems)
@@ -344,15 +355,31 @@ def load_config(path: Path, secrets: bool = True) -> Config:
                               authserv_id=cmd_r.get("authserv_id", str, None) or None)
     cmd_r.finish()
 
+    lim_r = _Reader(doc, "limits", problems)
+    limits = LimitsConfig(
+        automatic_per_sender=lim_r.get("automatic_per_sender", int, 5, _positive),
+        automatic_window=lim_r.get("automatic_window", str, "1h", _duration),
+        max_message_bytes=lim_r.get("max_message_size", str, "25MB", parse_size))
+    lim_r.finish()
+
     if problems:
         raise ConfigError(problems)
-    return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands)
+    return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
+                  limits)
 
 
 def _prefix(value: str) -> str:
     if not value.isalnum() or not value.isascii():
         raise ValueError(f"must be letters and digits only, like \"IT\", got {value!r}")
     return value.upper()
+
+
+def parse_size(text: str | int) -> int:
+    """`25MB`, `500kB`, `1000` -> bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)i?b?\s*", str(text), re.I)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (try \"10MB\" or \"500kB\")")
+    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")
 
 
 def _positive(value: int) -> int:

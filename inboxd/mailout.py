@@ -108,6 +108,7 @@ class Reply:
     to_requester: bool = False
     carry_attachments: bool = False  # the files of the mail being answered go along
     with_history: bool = False  # the item's audit trail goes into the context (a low rating to the lead)
+    automatic: bool = False  # an automatic answer to the sender: counts against [limits] automatic_per_sender
 
 
 def replies_for(disposition: Disposition, sender: str, owner: str | None = None,
@@ -121,12 +122,12 @@ def replies_for(disposition: Disposition, sender: str, owner: str | None = None,
         template = disposition.ack_template()
         team = [Reply("assigned", (owner,), threaded=False, internal=True)] if owner else \
             [Reply("new_request", queue_members, threaded=False, internal=True)] if queue_members else []
-        return team + ([Reply(template, to_sender, acknowledges=True)] if template and sender else [])
+        return team + ([Reply(template, to_sender, acknowledges=True, automatic=True)] if template and sender else [])
     if isinstance(disposition, Decline):
-        return [Reply(disposition.template, to_sender)] if sender else []
+        return [Reply(disposition.template, to_sender, automatic=True)] if sender else []
     if isinstance(disposition, Redirect):
         return [Reply("forwarded", (disposition.to,), threaded=False, attach_original=True)] + \
-            ([Reply(disposition.template, to_sender)] if sender else [])
+            ([Reply(disposition.template, to_sender, automatic=True)] if sender else [])
     return []
 
 

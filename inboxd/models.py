@@ -137,12 +137,17 @@ class Outbox(BaseModel):
     message_id = pw.CharField(unique=True)
     raw = pw.BlobField()
     acknowledges = pw.BooleanField(default=False)  # sending it sets the item's acknowledged_at
+    recipient = pw.CharField(default="")  # the first recipient, for counting what one address got
+    automatic = pw.BooleanField(default=False)  # an automatic answer to a sender's mail (ack, decline…)
     status = pw.CharField(default="pending", index=True)  # pending | sent | dead
     attempts = pw.IntegerField(default=0)
     next_attempt_at = UtcDateTimeField(index=True)
     last_error = pw.TextField(default="")
     created_at = UtcDateTimeField()
     sent_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("recipient", "created_at"), False),)
 
 
 class MailboxState(BaseModel):
@@ -205,22 +210,29 @@ def _v1_initial(database: pw.Database) -> None:
     database.create_tables(ALL_MODELS)
 
 
-def _v2_conversations(database: pw.Database) -> None:
-    """Columns for threads and keywords; a database created at v1 lacks them, a new one has them."""
-    migrator = SchemaMigrator.from_database(database)
-    steps = []
-    for model, names in ((Item, ("secret", "waiting_on", "on_track", "follows")), (Message, ("body",))):
-        have = {c.name for c in database.get_columns(model._meta.table_name)}
-        for name in names:
-            field = model._meta.fields[name]
-            if field.column_name not in have:
-                steps.append(migrator.add_column(model._meta.table_name, field.column_name, field))
-    index = "message_message_id"
-    if index not in {i.name for i in database.get_indexes("message")}:
-        steps.append(migrator.add_index("message", ("message_id",), False))
+def _add_missing(database: pw.Database, model: type[BaseModel], names: tuple[str, ...],
+                 index: tuple[str, ...] = ()) -> None:
+    """Add the columns (and the index) a database created by an older version lacks; a new one has them."""
+    migrator, table = SchemaMigrator.from_database(database), model._meta.table_name
+    have = {c.name for c in database.get_columns(table)}
+    fields = [model._meta.fields[name] for name in names]
+    steps = [migrator.add_column(table, f.column_name, f) for f in fields if f.column_name not in have]
+    if index and f"{table}_{'_'.join(index)}" not in {i.name for i in database.get_indexes(table)}:
+        steps.append(migrator.add_index(table, index, False))
     migrate_schema(*steps)
+
+
+def _v2_conversations(database: pw.Database) -> None:
+    """Columns for threads and keywords."""
+    _add_missing(database, Item, ("secret", "waiting_on", "on_track", "follows"))
+    _add_missing(database, Message, ("body",), index=("message_id",))
     for item in Item.select(Item.id).where(Item.secret == ""):
         Item.update(secret=new_secret()).where(Item.id == item.id).execute()
+
+
+def _v3_flood_cap(database: pw.Database) -> None:
+    """Who each outgoing mail went to, and whether it was an automatic answer: the per-sender cap counts them."""
+    _add_missing(database, Outbox, ("recipient", "automatic"), index=("recipient", "created_at"))
 
 
 def new_secret() -> str:
@@ -229,7 +241,8 @@ def new_secret() -> str:
 
 
 # Append only: each entry runs once, in order, inside a transaction.
-MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [(1, _v1_initial), (2, _v2_conversations)]
+MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
+    (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap)]
 
 
 def open_database(url: str) -> pw.Database:

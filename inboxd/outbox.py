@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def enqueue(mail: OutgoingMail, item: Item | None, now: datetime, acknowledges: bool = False,
-            text: str = "") -> Outbox:
+            text: str = "", automatic: bool = False) -> Outbox:
     """Store an outgoing mail; call inside the transaction that decided to send it."""
     create(Message, message_id=mail.message_id, direction="out", item=item, sender=mail.sender,
            subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, body=text, created_at=now)
     return create(Outbox, item=item, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
                   subject=mail.subject, message_id=mail.message_id, raw=mail.raw, acknowledges=acknowledges,
+                  recipient=mail.to[0].lower() if mail.to else "", automatic=automatic,
                   next_attempt_at=now, created_at=now)
 
 

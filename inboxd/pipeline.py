@@ -104,8 +104,9 @@ class Pipeline:
         record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
-        context = self.tracker.context(None, msg, disposition=disposition)
-        self.tracker.send(replies_for(disposition, msg.sender), context, None, now, msg, raw)
+        if not self.tracker.flooding(msg.sender, None, record, now):
+            context = self.tracker.context(None, msg, disposition=disposition)
+            self.tracker.send(replies_for(disposition, msg.sender), context, None, now, msg, raw)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
 

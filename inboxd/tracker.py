@@ -13,7 +13,7 @@ from .config import Config
 from .conversation import Plan
 from .mailout import Reply, attachment_parts, compose, mail_context, ref_of, replies_for
 from .message import InboundMessage
-from .models import OPEN_STATUSES, Event, Item, Message, create, new_secret
+from .models import OPEN_STATUSES, Event, Item, Message, Outbox, create, new_secret
 from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Disposition, Queue
@@ -107,7 +107,9 @@ class Tracker:
         if disposition.ack_template() and not msg.sender:
             self.event(item, record, now, "inboxd", "not-acknowledged", "the mail has no sender address")
         members = () if owner or not self.config.service.announce_new else self.config.queues.get(item.queue, ())
-        self.send(replies_for(disposition, msg.sender, owner, members), self.context(item, msg), item, now, msg, raw)
+        if not self.flooding(msg.sender, item, record, now):
+            self.send(replies_for(disposition, msg.sender, owner, members), self.context(item, msg), item, now, msg,
+                      raw)
         log.info("%s: created from %s (%s), queue %s, owner %s, due %s", ref,
                  msg.sender or "unknown sender", how, item.queue, owner or "none",
                  item.due_at.astimezone(self.config.calendar.tz).isoformat(timespec="minutes"))
@@ -128,6 +130,25 @@ class Tracker:
         log.info("%s: %s from %s: %s", ref_of(item, self.config.team), plan.kind, msg.sender or "unknown sender",
                  plan.summary)
         return record
+
+    def flooding(self, sender: str, item: Item | None, record: Message, now: datetime) -> bool:
+        """Whether this sender already had its share of automatic mail; their mail then makes no mail at all.
+
+        Two auto-responders facing each other stop here, and a flood still becomes items, silently.
+        """
+        limits = self.config.limits
+        if not sender:
+            return False
+        since = now - (self.config.calendar.add(now, limits.automatic_window) - now)
+        count = Outbox.select().where((Outbox.recipient == sender) & Outbox.automatic
+                                      & (Outbox.created_at > since)).count()
+        if count < limits.automatic_per_sender:
+            return False
+        why = (f"no automatic mail: {sender} already got {count} in the last {limits.automatic_window} "
+               f"([limits] automatic_per_sender = {limits.automatic_per_sender})")
+        self.event(item, record, now, "inboxd", "flood-cap", why)
+        log.warning("%s: %s", ref_of(item, self.config.team) if item else record.message_id, why)
+        return True
 
     def context(self, item: Item | None, msg: InboundMessage, request: dict[str, Any] | None = None,
                 disposition: Disposition | None = None) -> dict[str, Any]:
@@ -151,7 +172,7 @@ class Tracker:
                            attach_original=raw if reply.attach_original else None,
                            reply_address=secret_address(team, item) if secret and item else None,
                            attachments=files if reply.carry_attachments else ())
-            enqueue(mail, item, now, reply.acknowledges, rendered.text)
+            enqueue(mail, item, now, reply.acknowledges, rendered.text, reply.automatic)
 
     @staticmethod
     def _thread(reply: Reply, item: Item | None, msg: InboundMessage) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ..config import parse_size
 from ..message import InboundMessage
 
 ADDRESS_FIELDS = ("from", "to", "cc")
@@ -19,14 +20,6 @@ class Condition(Protocol):
     def evaluate(self, msg: InboundMessage) -> tuple[bool, str]:
         """Whether the mail satisfies it, and a short human explanation."""
         ...
-
-
-def _size(text: str | int) -> int:
-    """`25MB`, `500kB`, `1000` -> bytes."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)i?b?\s*", str(text), re.I)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (try \"10MB\" or \"500kB\")")
-    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")
 
 
 def _domain(value: str, arg: str) -> bool:
@@ -42,8 +35,8 @@ OPERATORS: dict[str, tuple[Callable[[str, object], bool], Callable[[object], obj
     "matches": (lambda v, a: fnmatch.fnmatchcase(v, a), lambda a: str(a).casefold()),
     "regex": (lambda v, a: bool(a.search(v)), lambda a: re.compile(str(a), re.I)),
     "domain": (_domain, lambda a: str(a).casefold()),
-    "over": (lambda v, a: int(v) > a, _size),
-    "under": (lambda v, a: int(v) < a, _size),
+    "over": (lambda v, a: int(v) > a, parse_size),
+    "under": (lambda v, a: int(v) < a, parse_size),
 }
 SIZE_OPERATORS = ("over", "under")
 
