@@ -16,7 +16,7 @@ from .message import InboundMessage, decode, raw_key
 from .models import Item, Message, seen_inbound, write_transaction
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
-from .threads import find_thread
+from .threads import find_thread, item_answered_automatically
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,7 @@ class Pipeline:
             return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, f"already processed ({seen[1]})")
         skip = guards.check(msg, self.config.team.address)
         if skip is not None:
-            self.tracker.record_inbound(msg, uid, now, "skipped", str(skip))
-            log.info("uid %s %s from %s: skipped, %s", uid, msg.message_id, msg.sender, skip)
-            return Outcome("skipped", msg.message_id, msg.sender, msg.subject, str(skip))
+            return self._skip(msg, raw, uid, skip)
         follows = None
         thread = find_thread(msg, self.config.team)
         if thread is not None:
@@ -91,6 +89,20 @@ class Pipeline:
             follows = thread.item  # a reply long after the item closed: a new item that links the old
         decision = self.rules.decide(msg)
         return self._dispose(msg, raw, uid, decision, follows)
+
+    def _skip(self, msg: InboundMessage, raw: bytes, uid: int | None, skip: guards.Skip) -> Outcome:
+        """Store a mail that must not be answered; a bounce or auto-reply to our mail goes on its item."""
+        now, team = self.clock.now(), self.config.team
+        item = item_answered_automatically(msg, raw, team) if skip.guard != "own-mail" else None
+        record = self.tracker.record_inbound(msg, uid, now, "skipped", str(skip), item, body=msg.text)
+        ref = ref_of(item, team) if item else None
+        if item is not None:
+            kind, what = ("delivery-failed", "our mail bounced") if guards.is_bounce(msg) else ("auto-reply", "auto-reply")
+            self.tracker.event(item, record, now, msg.sender or "unknown sender", kind,
+                               f"{what}: {msg.subject[:120]!r} ({skip})")
+        log.info("uid %s %s from %s: skipped, %s%s", uid, msg.message_id, msg.sender, skip,
+                 f"; noted on {ref}" if ref else "")
+        return Outcome("skipped", msg.message_id, msg.sender, msg.subject, str(skip), ref)
 
     def _dispose(self, msg: InboundMessage, raw: bytes, uid: int | None, decision: Decision,
                  follows: Item | None = None) -> Outcome:

@@ -72,3 +72,18 @@ def find_thread(msg: InboundMessage, team: TeamConfig) -> Thread | None:
         if known is not None:
             return thread(Item.get_by_id(known.item_id), "headers")
     return None
+
+
+def item_answered_automatically(msg: InboundMessage, raw: bytes, team: TeamConfig) -> Item | None:
+    """The item of one of our mails that a bounce or an auto-reply answers, if any.
+
+    Auto-replies name our mail in In-Reply-To; bounces quote its headers in the report.
+    """
+    domain = re.escape(team.address.partition("@")[2])
+    quoted = re.findall(rb"<[\w.+-]+\.inboxd@" + domain.encode() + rb">", raw[:200_000], re.IGNORECASE)
+    ids = [i for i in (msg.in_reply_to, *msg.references[-20:]) if i] + [q.decode() for q in quoted[:20]]
+    if not ids:
+        return None
+    known = (Message.select(Message.item).where(Message.message_id.in_(ids) & (Message.direction == "out")
+                                                & Message.item.is_null(False)).order_by(Message.id.desc()).first())
+    return Item.get_by_id(known.item_id) if known else None

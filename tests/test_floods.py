@@ -57,3 +57,38 @@ def test_the_cap_is_configurable(tmp_path, clock):
                     clock=clock, source=FakeSource(), transport=FakeTransport())
     sent = deliver(daemon, *(make_mail("x@example.org", f"Request {i}") for i in range(4)))
     assert sum(m["To"] == "x@example.org" for m in sent) == 2
+
+
+def _bounce_of(mail: email.message.Message) -> bytes:
+    """A delivery status notification for one of our mails, quoting its headers, as MTAs send them."""
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\nTo: help@example.org\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-1@mx.example.org>\r\n"
+        "Return-Path: <>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered: 550 5.1.1 no such user\r\n"
+        "--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        "Final-Recipient: rfc822; rosa@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "--b1\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: help@example.org\r\nTo: rosa@example.org\r\nMessage-ID: {mail['Message-ID']}\r\n"
+        f"Subject: {mail['Subject']}\r\n--b1--\r\n").encode()
+
+
+def test_a_bounce_of_our_mail_lands_on_its_item_as_a_delivery_failure_and_is_not_answered(fake_daemon):
+    from conversation_helpers import Conversation
+    talk = Conversation(fake_daemon)
+    assert talk.send(_bounce_of(talk.ack)) == []
+    (failure,) = talk.events("delivery-failed")
+    assert failure.actor == "mailer-daemon@mx.example.org" and "Undelivered Mail" in failure.detail
+    assert Item.select().count() == 1
+
+
+def test_an_owners_out_of_office_lands_on_the_item(fake_daemon):
+    from conversation_helpers import Conversation, reply
+    talk = Conversation(fake_daemon)
+    announcement = talk.last("ana@example.org")
+    ooo = reply(announcement, "ana@example.org", "I am away until Monday.", subject="Automatic reply: away",
+                headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"})
+    assert talk.send(ooo) == []
+    (away,) = talk.events("auto-reply")
+    assert away.actor == "ana@example.org" and "Auto-Submitted: auto-replied" in away.detail

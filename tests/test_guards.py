@@ -14,6 +14,8 @@ ALIAS = "help@example.org"
     ("help+it42.k7@example.org", {}, "own-mail"),
     ("a@example.org", {"Auto-Submitted": "auto-replied"}, "auto-submitted"),
     ("a@example.org", {"X-Autoreply": "yes"}, "auto-submitted"),
+    ("a@example.org", {"X-Auto-Response-Suppress": "All"}, "auto-submitted"),
+    ("a@example.org", {"X-Auto-Response-Suppress": "DR, OOF, AutoReply"}, "auto-submitted"),
     ("a@example.org", {"Precedence": "bulk"}, "precedence"),
     ("a@example.org", {"Precedence": "list"}, "precedence"),
     ("a@example.org", {"List-Id": "<dev.lists.example.org>"}, "list"),
