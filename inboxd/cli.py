@@ -161,12 +161,31 @@ def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, 
     rows = list(query)
     if not rows:
         click.echo("no items" + (" open" if which == "open" else ""))
-        return
-    click.echo(f"{'REF':<9} {'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
+    else:
+        click.echo(f"{'REF':<9} {'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
     for i in rows:
         due = i.due_at.astimezone(tz).strftime("%a %d %b %H:%M") if i.due_at else "-"
         click.echo(f"{prefix + '-' + str(i.id):<9} {i.status:<10} {i.priority:<7} {i.queue:<12} "
                    f"{(i.owner or '-'):<22} {due:<16} {i.subject[:60]}")
+    _needs_attention(config, everything=which == "all")
+
+
+def _needs_attention(config: Config, everything: bool) -> None:
+    """Mail inboxd could not handle: kept on the server, listed here until a person deals with it."""
+    from .models import Message
+    parked = list(Message.select().where((Message.direction == "in") & (Message.outcome == "parked"))
+                  .order_by(Message.id))
+    if not parked:
+        return
+    where = config.mailbox.attention_folder or config.mailbox.folder
+    if not everything:
+        click.echo(f"\n{len(parked)} mail(s) need attention (kept in {where!r}): inboxd items --all lists them")
+        return
+    click.echo(f"\nneeds attention: {len(parked)} mail(s) inboxd could not handle, kept in {where!r}")
+    for m in parked:
+        when = m.created_at.astimezone(config.calendar.tz).strftime("%a %d %b %H:%M")
+        click.echo(f"  {when}  {m.sender or '(no sender)':<28} {m.subject[:50] or '(no subject)'}\n"
+                   f"      {m.message_id}: {m.reason}")
 
 
 @cli.command()

@@ -74,6 +74,7 @@ class MailboxConfig:
     ca_file: Path | None = None  # trust this CA instead of the system's (a private server)
     folder: str = "INBOX"
     done_folder: str | None = None
+    attention_folder: str | None = None  # mail nobody could handle goes here; unset: it stays where it is
     idle: bool = True
     poll_seconds: int = 60
     batch_size: int = 100
@@ -298,6 +299,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         password=_secret(mailbox_r, base, required=True, resolve=secrets),
         folder=mailbox_r.get("folder", str, "INBOX"),
         done_folder=mailbox_r.get("done_folder", str, None),
+        attention_folder=mailbox_r.get("attention_folder", str, None),
         idle=mailbox_r.get("idle", bool, True),
         poll_seconds=mailbox_r.get("poll_seconds", int, 60, _positive),
         batch_size=mailbox_r.get("batch_size", int, 100, _positive))

@@ -83,15 +83,15 @@ class Daemon:
             if stop is not None and stop.is_set():
                 break
             chunk = uids[start:start + size]
-            done = []
+            done, aside = [], []
             for fetched in self.source.fetch(chunk):
                 outcome = self.pipeline.process(fetched.raw, fetched.uid)
                 self.sender.notify()
-                if outcome.mark_done:
-                    done.append(fetched.uid)
+                (done if outcome.mark_done else aside).append(fetched.uid)
                 for listener in self.listeners:
                     listener(outcome)
             self.source.mark_done(done)
+            self.source.set_aside(aside)
             with write_transaction():
                 MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
             if len(uids) > size:

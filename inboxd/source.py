@@ -48,6 +48,10 @@ class MailSource(Protocol):
         """Move (or flag) mails whose items are committed."""
         ...
 
+    def set_aside(self, uids: list[int]) -> None:
+        """Move mails nobody could handle to the attention folder, if there is one; else leave them."""
+        ...
+
     def wait(self, seconds: float, interrupt: threading.Event) -> None:
         """Return when new mail may have arrived, `seconds` passed, or `interrupt` is set."""
         ...
@@ -97,9 +101,10 @@ class ImapSource:
             capabilities = client.capabilities()
             self.can_idle = cfg.idle and b"IDLE" in capabilities
             self.can_move = b"MOVE" in capabilities
-            if cfg.done_folder and not client.folder_exists(cfg.done_folder):
-                log.info("IMAP: creating the done folder %r", cfg.done_folder)
-                client.create_folder(cfg.done_folder)
+            for folder in (cfg.done_folder, cfg.attention_folder):
+                if folder and not client.folder_exists(folder):
+                    log.info("IMAP: creating the folder %r", folder)
+                    client.create_folder(folder)
             selected = client.select_folder(cfg.folder)
         except CONNECTION_ERRORS as exc:
             self.close()
@@ -130,19 +135,33 @@ class ImapSource:
     def mark_done(self, uids: list[int]) -> None:
         if not uids:
             return
-        client, folder = self._client(), self.config.done_folder
+        folder = self.config.done_folder
         try:
-            if folder and self.can_move:
-                client.move(uids, folder)
-            elif folder:
-                client.copy(uids, folder)
-                client.delete_messages(uids)
-                client.uid_expunge(uids) if b"UIDPLUS" in client.capabilities() else client.expunge()
+            if folder:
+                self._move(uids, folder)
             else:
                 flags = [b"\\Seen", DONE_KEYWORD.encode()] if self.use_keyword else [b"\\Seen"]
-                client.add_flags(uids, flags)
+                self._client().add_flags(uids, flags)
         except CONNECTION_ERRORS as exc:
             raise _fail(f"marking {len(uids)} mail(s) done", exc) from None
+
+    def set_aside(self, uids: list[int]) -> None:
+        folder = self.config.attention_folder
+        if not uids or not folder:
+            return
+        try:
+            self._move(uids, folder)
+        except CONNECTION_ERRORS as exc:
+            raise _fail(f"moving {len(uids)} mail(s) to {folder!r}", exc) from None
+
+    def _move(self, uids: list[int], folder: str) -> None:
+        client = self._client()
+        if self.can_move:
+            client.move(uids, folder)
+        else:
+            client.copy(uids, folder)
+            client.delete_messages(uids)
+            client.uid_expunge(uids) if b"UIDPLUS" in client.capabilities() else client.expunge()
 
     def wait(self, seconds: float, interrupt: threading.Event) -> None:
         if not self.can_idle:
@@ -182,6 +201,7 @@ class FakeSource:
     uidvalidity: int = 1
     mails: dict[int, bytes] = field(default_factory=dict)
     done: list[int] = field(default_factory=list)
+    aside: list[int] = field(default_factory=list)
 
     def add(self, raws: Iterable[bytes]) -> None:
         """Deliver mails into the folder."""
@@ -201,6 +221,9 @@ class FakeSource:
         for uid in uids:
             self.mails.pop(uid, None)
             self.done.append(uid)
+
+    def set_aside(self, uids: list[int]) -> None:
+        self.aside.extend(uids)
 
     def wait(self, seconds: float, interrupt: threading.Event) -> None:
         interrupt.wait(min(seconds, 0.01))

@@ -270,3 +270,34 @@ def test_a_second_instance_refuses_and_a_standby_takes_over(tmp_path, mailbox, s
             if process is not None and process.poll() is None:
                 process.kill()
     assert query(config, "select count(*) from item") == [(1,)]
+
+
+def test_mail_that_cannot_be_handled_is_set_aside_listed_and_retried_when_moved_back(tmp_path, mailbox, smtp_capture):
+    import shutil
+
+    from helpers import REPO
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    good_ack = (templates / "ack.txt").read_text()
+    # Renders for the sample in `check` (it has a file) but fails at run time for a mail without one.
+    (templates / "ack.txt").write_text(good_ack + "First file: {{ request.attachments[0].name }}\n")
+    config = setup(tmp_path, mailbox, smtp_capture, templates=templates)
+    config.write_text(config.read_text().replace('done_folder = "Processed"\n',
+                                                 'done_folder = "Processed"\nattention_folder = "Needs attention"\n'))
+    append_messages(mailbox, [make_mail("rosa@example.org", "No attachment here", message_id="<park-1@example.org>")])
+    inboxd(config, "once")
+    with mailbox.connect() as client:
+        assert client.folder_status("Needs attention", [b"MESSAGES"])[b"MESSAGES"] == 1
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 0}
+    listing = inboxd(config, "items", "--all").stdout
+    assert "needs attention: 1 mail(s) inboxd could not handle, kept in 'Needs attention'" in listing
+    assert "<park-1@example.org>" in listing and "ack.txt" in listing
+    assert "1 mail(s) need attention" in inboxd(config, "items").stdout
+    (templates / "ack.txt").write_text(good_ack)  # the admin fixes the template and moves the mail back
+    with mailbox.connect() as client:
+        client.select_folder("Needs attention")
+        client.move(client.search("ALL"), "INBOX")
+    inboxd(config, "once")
+    assert query(config, "select subject from item") == [("No attachment here",)]
+    assert "need attention" not in inboxd(config, "items", "--all").stdout
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 1}
