@@ -29,7 +29,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
         open_database(config.database_url)
-        self.source = source or ImapSource(config.mailbox)
+        self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
         transports = [transport] if transport else [SmtpTransport(config.smtp)
                                                      for _ in range(config.smtp.connections)]
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team.ref_prefix)
@@ -85,7 +85,7 @@ class Daemon:
             chunk = uids[start:start + size]
             done, aside = [], []
             for fetched in self.source.fetch(chunk):
-                outcome = self.pipeline.process(fetched.raw, fetched.uid)
+                outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from)
                 self.sender.notify()
                 (done if outcome.mark_done else aside).append(fetched.uid)
                 for listener in self.listeners:

@@ -51,6 +51,7 @@ class InboundMessage:
     content_type: str
     raw_size: int
     html: str = ""  # the HTML body, kept only when there is no plain text (to find quotes in a reply)
+    cut_from: int = 0  # a huge mail of which only the start was read: its full size
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -81,8 +82,8 @@ def raw_key(raw: bytes) -> str:
     return f"<{hashlib.sha256(canonical).hexdigest()[:40]}@inboxd.invalid>"
 
 
-def decode(raw: bytes) -> InboundMessage:
-    """Decode a raw mail; MessageError when the parser cannot read it at all."""
+def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
+    """Decode a raw mail (or its start, of `cut_from` bytes); MessageError when the parser cannot read it."""
     try:
         parsed = mailparser.parse_from_bytes(raw)
     except Exception as exc:  # mail-parser raises many kinds on broken input
@@ -108,7 +109,7 @@ def decode(raw: bytes) -> InboundMessage:
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=tuple(_MSGID.findall(" ".join(headers.get("references", ())))),
         content_type=email.get_content_type(),
-        raw_size=len(raw))
+        raw_size=cut_from or len(raw), cut_from=cut_from)
 
 
 def _clean(value: str) -> str:

@@ -48,10 +48,10 @@ class Pipeline:
         self.config, self.rules, self.clock = config, rules, clock
         self.tracker = Tracker(config, renderer)
 
-    def process(self, raw: bytes, uid: int | None = None) -> Outcome:
-        """Handle one raw mail; never raises for a bad mail, it is parked instead."""
+    def process(self, raw: bytes, uid: int | None = None, cut_from: int = 0) -> Outcome:
+        """Handle one raw mail (or the start of a huge one); never raises for a bad mail, it is parked instead."""
         try:
-            msg = decode(raw)
+            msg = decode(raw, cut_from)
         except MessageError as exc:
             return self._park(raw, uid, str(exc))
         try:

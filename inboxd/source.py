@@ -23,10 +23,11 @@ IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 30 minutes (RFC 2
 
 @dataclass(frozen=True)
 class Fetched:
-    """One mail as it sits on the server."""
+    """One mail as it sits on the server (or, for a huge one, its headers and the start of its body)."""
 
     uid: int
     raw: bytes
+    cut_from: int = 0  # the mail's full size when only its start was read, else 0
 
 
 class MailSource(Protocol):
@@ -71,8 +72,8 @@ CONNECTION_ERRORS = (IMAPClientError, OSError, socket.error, ssl.SSLError)
 class ImapSource:
     """An IMAP folder read by UID with imapclient."""
 
-    def __init__(self, config: MailboxConfig) -> None:
-        self.config = config
+    def __init__(self, config: MailboxConfig, max_bytes: int = 25 * 1024 * 1024) -> None:
+        self.config, self.max_bytes = config, max_bytes
         self.client: IMAPClient | None = None
         self.can_idle = False
         self.can_move = False
@@ -125,12 +126,25 @@ class ImapSource:
         return sorted(uid for uid in uids if uid > after)  # n:* always includes the last UID
 
     def fetch(self, uids: list[int]) -> list[Fetched]:
+        client = self._client()
         try:
-            data = self._client().fetch(uids, [b"BODY.PEEK[]"])
+            sizes = {uid: d.get(b"RFC822.SIZE", 0) for uid, d in client.fetch(uids, [b"RFC822.SIZE"]).items()}
+            huge = [uid for uid in uids if sizes.get(uid, 0) > self.max_bytes]
+            whole = client.fetch([u for u in uids if u in sizes and u not in huge], [b"BODY.PEEK[]"]) \
+                if len(huge) < len(sizes) else {}
+            # Headers and the first 64 kB of the body: the text is almost always first; files stay on the server.
+            starts = client.fetch(huge, [b"BODY.PEEK[HEADER]", b"BODY.PEEK[TEXT]<0.65536>"]) if huge else {}
         except CONNECTION_ERRORS as exc:
             raise _fail(f"fetching {len(uids)} mail(s)", exc) from None
         # A mail deleted by a person between SEARCH and FETCH simply isn't returned.
-        return [Fetched(uid, data[uid][b"BODY[]"]) for uid in uids if uid in data and b"BODY[]" in data[uid]]
+        fetched = []
+        for uid in uids:
+            if b"BODY[]" in whole.get(uid, {}):
+                fetched.append(Fetched(uid, whole[uid][b"BODY[]"]))
+            elif b"BODY[HEADER]" in starts.get(uid, {}):
+                start = starts[uid]
+                fetched.append(Fetched(uid, start[b"BODY[HEADER]"] + (start.get(b"BODY[TEXT]<0>") or b""), sizes[uid]))
+        return fetched
 
     def mark_done(self, uids: list[int]) -> None:
         if not uids:

@@ -99,6 +99,10 @@ class Tracker:
         how = f"rule {decision.rule}" if decision.rule else "no rule matched: default queue"
         self.event(item, record, now, msg.sender or "unknown sender", "created",
                    f"from {msg.sender or 'unknown sender'} by {how}: {disposition}", decision.trace_json())
+        if msg.cut_from:
+            self.event(item, record, now, "inboxd", "oversized",
+                       f"a mail of {msg.cut_from / 1024 / 1024:.1f} MB: only its headers and the start of its text "
+                       f"were read; the files stay on the server ([limits] max_message_size)")
         if follows is not None:
             self.event(item, record, now, "inboxd", "follows",
                        f"follows {ref_of(follows, self.config.team)}, closed too long ago to reopen")

@@ -301,3 +301,23 @@ def test_mail_that_cannot_be_handled_is_set_aside_listed_and_retried_when_moved_
     assert query(config, "select subject from item") == [("No attachment here",)]
     assert "need attention" not in inboxd(config, "items", "--all").stdout
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 1}
+
+
+def test_a_huge_mail_is_tracked_and_acknowledged_from_its_start_its_files_left_on_the_server(
+        tmp_path, mailbox, smtp_capture):
+    from email.message import EmailMessage
+    config = setup(tmp_path, mailbox, smtp_capture, extra='[limits]\nmax_message_size = "1MB"\n')
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "rosa@example.org", "help@example.org", "Scans of the contracts"
+    mail["Message-ID"] = "<huge-1@example.org>"
+    mail.set_content("Please file the attached scans.")
+    mail.add_attachment(bytes(range(256)) * 12_000, maintype="application", subtype="pdf", filename="scans.pdf")
+    append_messages(mailbox, [mail.as_bytes()])
+    inboxd(config, "once")
+    item = json.loads(inboxd(config, "item", "IT-1", "--json").stdout)
+    assert item["acknowledged_at"] is not None and acks_by_requester(smtp_capture) == {"rosa@example.org": 1}
+    (oversized,) = [e for e in item["events"] if e["kind"] == "oversized"]
+    assert "a mail of 4.0 MB: only its headers and the start of its text were read" in oversized["detail"]
+    assert item["mail"][0]["text"] == "Please file the attached scans."
+    assert query(config, "select raw_size from message where direction = 'in'")[0][0] > 4_000_000
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 1}
