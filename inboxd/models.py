@@ -203,6 +203,15 @@ def seen_inbound(message_id: str, fingerprint: str) -> tuple[int, str] | None:
     return db.execute_sql(sql, ["in", message_id, fingerprint]).fetchone()
 
 
+def automatic_mails_since(recipient: str, since: datetime) -> int:
+    """How many automatic answers went to this address after `since`: the flood cap's count, per mail."""
+    sql = _composed("automatic_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
+        (Outbox.recipient == "") & (Outbox.automatic == True) & (Outbox.created_at > datetime.now())))  # noqa: E712
+    fields = Outbox._meta.fields
+    return db.execute_sql(sql, [recipient, fields["automatic"].db_value(True),
+                                fields["created_at"].db_value(since)]).fetchone()[0]
+
+
 ALL_MODELS = [Item, Message, Event, Outbox, MailboxState]
 
 

@@ -13,7 +13,7 @@ from .config import Config
 from .conversation import Plan
 from .mailout import Reply, attachment_parts, compose, mail_context, ref_of, replies_for
 from .message import InboundMessage
-from .models import OPEN_STATUSES, Event, Item, Message, Outbox, create, new_secret
+from .models import OPEN_STATUSES, Event, Item, Message, automatic_mails_since, create, new_secret
 from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Disposition, Queue
@@ -144,8 +144,7 @@ class Tracker:
         if not sender:
             return False
         since = now - (self.config.calendar.add(now, limits.automatic_window) - now)
-        count = Outbox.select().where((Outbox.recipient == sender) & Outbox.automatic
-                                      & (Outbox.created_at > since)).count()
+        count = automatic_mails_since(sender, since)
         if count < limits.automatic_per_sender:
             return False
         why = (f"no automatic mail: {sender} already got {count} in the last {limits.automatic_window} "
