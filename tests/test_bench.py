@@ -66,3 +66,16 @@ def test_ingest_bench_with_announcements_sends_one_team_mail_per_request() -> No
     figures = json.loads(done.stdout)
     assert figures["correct"] is True and figures["captured_acks"] == 5
     assert figures["captured"] == 10  # each item's owner got `assigned`, or its queue got `new_request`
+
+
+def test_crash_trials_small() -> None:
+    """A few kills over a few mails: the harness runs, and nothing is lost or doubled."""
+    if os.environ.get("CI", "").lower() == "true" and not DovecotServer.available():
+        pytest.fail("CI=true but Dovecot is not available")
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "crash_trials.py"), "--kills", "3", "--mails", "30",
+                           "--json"], capture_output=True, text=True, timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures = json.loads(done.stdout)
+    assert (figures["kills"], figures["mails"], figures["items"], figures["acknowledged"]) == (3, 30, 30, 30)
+    assert figures["lost"] == figures["duplicate_items"] == figures["second_acks"] == 0
+    assert figures["duplicate_acks"] <= 3 and figures["problems"] == []
