@@ -34,8 +34,11 @@ def enqueue(mail: OutgoingMail, item: Item | None, now: datetime, acknowledges: 
 class Transport(Protocol):
     """Hands one mail to a mail server."""
 
-    def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        """Deliver or raise DeliveryError / PermanentDeliveryError."""
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> dict[str, str]:
+        """Deliver, and return the recipients the server refused while it took the mail for the others.
+
+        Raises DeliveryError (try again later) or PermanentDeliveryError (give up).
+        """
         ...
 
     def close(self) -> None:
@@ -65,7 +68,7 @@ class SmtpTransport:
             raise
         return smtp
 
-    def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> dict[str, str]:
         reused = self._smtp is not None
         try:
             if self._smtp is None:
@@ -80,8 +83,7 @@ class SmtpTransport:
             if not isinstance(exc, smtplib.SMTPResponseException):
                 self.close()  # a refusal leaves the session usable; anything else may not
             raise _classify(exc) from None
-        if refused:
-            raise PermanentDeliveryError(f"recipients refused: {refused}")
+        return {address: f"{code} {_decoded(text)}" for address, (code, text) in refused.items()}
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -106,8 +108,12 @@ def _classify(exc: Exception) -> DeliveryError:
 
 
 def _text(exc: Exception) -> str:
-    error = getattr(exc, "smtp_error", b"")
-    return error.decode("utf-8", "replace") if isinstance(error, bytes) else str(exc)
+    error = getattr(exc, "smtp_error", None)
+    return _decoded(error) if error is not None else str(exc)
+
+
+def _decoded(text: bytes | str) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
 
 
 @dataclass
@@ -117,10 +123,11 @@ class FakeTransport:
     sent: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     failures: list[DeliveryError] = field(default_factory=list)
 
-    def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> dict[str, str]:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append((sender, recipients, raw))
+        return {}
 
     def close(self) -> None:
         pass
@@ -175,17 +182,24 @@ class OutboxSender:
     def send_one(self, row: Outbox, transport: Transport | None = None) -> bool:
         """Try one mail and record the result at once, so a crash repeats at most this one."""
         try:
-            (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
+            refused = (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
         except DeliveryError as exc:
             self._failed(row, exc)
             return False
         now = self.clock.now()
+        # Taken for the others, so never sent again: the refused ones are noted on the item.
+        not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
         with write_transaction():
-            Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error="") \
-                .where(Outbox.id == row.id).execute()
+            Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1,
+                          last_error=f"refused for {not_for}" if refused else "").where(Outbox.id == row.id).execute()
             if row.acknowledges and row.item_id:
                 Item.update(acknowledged_at=now).where(
                     (Item.id == row.item_id) & Item.acknowledged_at.is_null()).execute()
+            if refused and row.item_id:
+                Event.create(item=row.item_id, at=now, actor="inboxd", kind="delivery-failed",
+                             detail=f"{row.kind} not delivered to {not_for}")
+        if refused:
+            log.error("%s: %s was refused for %s", self._label(row), row.kind, not_for)
         log.info("%s: sent %s to %s: %s", self._label(row), row.kind, ", ".join(row.recipients), row.subject)
         return True
 
