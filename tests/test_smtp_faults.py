@@ -1,0 +1,140 @@
+"""SMTP faults against a real aiosmtpd: a server down for ten minutes, 4xx, 5xx, refused recipients.
+
+Time runs on the injected clock; the server is really absent, then really there.
+"""
+
+from __future__ import annotations
+
+import email
+from datetime import timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from helpers import make_mail, write_config
+
+from inboxd.config import load_config
+from inboxd.daemon import Daemon
+from inboxd.models import Event, Item, Outbox
+from inboxd.servers import free_port
+from inboxd.source import FakeSource
+
+
+class Moody:
+    """An aiosmtpd handler that refuses some recipients and answers the first DATA commands as told."""
+
+    def __init__(self, refuse: tuple[str, ...] = (), answers: tuple[str, ...] = ()) -> None:
+        self.refuse, self.answers = set(refuse), list(answers)
+        self.received: list[tuple[tuple[str, ...], bytes]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802 (aiosmtpd's hook)
+        if address in self.refuse:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.answers:
+            return self.answers.pop(0)
+        self.received.append((tuple(envelope.rcpt_tos), envelope.original_content))
+        return "250 OK"
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+def daemon_on(tmp_path, clock, port: int, retry_seconds: int = 30) -> Daemon:
+    config = write_config(tmp_path, smtp_port=port)
+    config.write_text(config.read_text().replace("retry_seconds = 1", f"retry_seconds = {retry_seconds}"))
+    return Daemon(load_config(config), clock=clock, source=FakeSource())
+
+
+def request(daemon: Daemon, *mails: bytes) -> None:
+    daemon.source.add(mails)
+    daemon.ingest(daemon.source.open())
+
+
+def serve(handler: Moody, port: int) -> Controller:
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller
+
+
+def test_a_server_down_for_ten_minutes_gets_every_mail_once_when_it_is_back(tmp_path, clock, port):
+    daemon = daemon_on(tmp_path, clock, port)
+    request(daemon, make_mail("rosa@example.org", "Screen flickers"), make_mail("omar@example.org", "VPN"))
+    attempts_at = []
+    for _ in range(10):  # ten minutes with nobody listening
+        daemon.sender.drain()
+        attempts_at.append(sorted({o.attempts for o in Outbox.select()}))
+        clock.advance(timedelta(minutes=1))
+    assert Outbox.select().where(Outbox.status == "pending").count() == 4  # two acks, two announcements
+    assert "Connection refused" in Outbox.get().last_error or "ConnectionRefused" in Outbox.get().last_error
+    assert attempts_at[-1] == [5]  # at 0, 1, 2, 4 and 8 minutes: backing off, not hammering
+    handler = Moody()
+    controller = serve(handler, port)
+    try:
+        for _ in range(10):
+            daemon.sender.drain()
+            clock.advance(timedelta(minutes=1))
+    finally:
+        controller.stop()
+        daemon.sender.transport.close()
+    recipients = sorted(to for to, _ in handler.received)
+    assert recipients == [("ana@example.org",), ("ana@example.org", "bo@example.org"),  # ops and default queues
+                          ("omar@example.org",), ("rosa@example.org",)]
+    assert {o.status for o in Outbox.select()} == {"sent"}
+    assert all(i.acknowledged_at > i.created_at + timedelta(minutes=9) for i in Item.select())
+
+
+def test_temporary_refusals_are_retried_then_delivered_once(tmp_path, clock, port):
+    handler = Moody(answers=("451 4.3.0 try again later", "421 4.7.0 too busy"))
+    controller = serve(handler, port)
+    try:
+        daemon = daemon_on(tmp_path, clock, port)
+        request(daemon, make_mail("rosa@example.org", "Screen flickers"))
+        for _ in range(6):
+            daemon.sender.drain()
+            clock.advance(timedelta(minutes=1))
+    finally:
+        controller.stop()
+    assert len(handler.received) == 2 and {o.status for o in Outbox.select()} == {"sent"}
+    assert sum(o.attempts for o in Outbox.select()) == 4  # the first mail took three tries
+
+
+def test_a_permanent_refusal_goes_dead_with_the_reason_on_the_item(tmp_path, clock, port):
+    handler = Moody(answers=("554 5.7.1 message rejected as spam",))
+    controller = serve(handler, port)
+    try:
+        daemon = daemon_on(tmp_path, clock, port)
+        request(daemon, make_mail("rosa@example.org", "Screen flickers"))
+        daemon.sender.drain()
+    finally:
+        controller.stop()
+    dead = Outbox.get(Outbox.status == "dead")
+    assert dead.attempts == 1 and "554" in dead.last_error
+    event = Event.get(Event.kind == "delivery-failed")
+    assert "554" in event.detail and "message rejected as spam" in event.detail
+
+
+def test_refused_recipients(tmp_path, clock, port):
+    handler = Moody(refuse=("rosa@example.org", "bo@example.org"))
+    controller = serve(handler, port)
+    try:
+        daemon = daemon_on(tmp_path, clock, port)
+        request(daemon, make_mail("rosa@example.org", "Screen flickers"))
+        daemon.sender.drain()
+        clock.advance(timedelta(hours=2))
+        daemon.sender.drain()  # nothing is sent again
+    finally:
+        controller.stop()
+    ack = Outbox.get(Outbox.kind == "ack")
+    assert ack.status == "dead" and "550" in ack.last_error  # its only recipient: given up
+    announcement = Outbox.get(Outbox.kind == "new_request")
+    assert announcement.status == "sent" and "refused for bo@example.org: 550" in announcement.last_error
+    (to, raw), = handler.received
+    assert to == ("ana@example.org",) and email.message_from_bytes(raw)["To"] == "ana@example.org, bo@example.org"
+    details = [e.detail for e in Event.select().where(Event.kind == "delivery-failed")]
+    assert any("ack to rosa@example.org given up" in d for d in details)
+    assert any("new_request not delivered to bo@example.org: 550" in d for d in details)
