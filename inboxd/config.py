@@ -78,6 +78,7 @@ class MailboxConfig:
     idle: bool = True
     poll_seconds: int = 60
     batch_size: int = 100
+    timeout_seconds: int = 60  # a server that answers nothing for this long is taken to be gone
 
     @property
     def label(self) -> str:
@@ -302,7 +303,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         attention_folder=mailbox_r.get("attention_folder", str, None),
         idle=mailbox_r.get("idle", bool, True),
         poll_seconds=mailbox_r.get("poll_seconds", int, 60, _positive),
-        batch_size=mailbox_r.get("batch_size", int, 100, _positive))
+        batch_size=mailbox_r.get("batch_size", int, 100, _positive),
+        timeout_seconds=mailbox_r.get("timeout_seconds", int, 60, _positive))
     mailbox_r.finish()
 
     smtp_r = _Reader(doc, "smtp", problems)

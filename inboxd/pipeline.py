@@ -97,7 +97,8 @@ class Pipeline:
         record = self.tracker.record_inbound(msg, uid, now, "skipped", str(skip), item, body=msg.text)
         ref = ref_of(item, team) if item else None
         if item is not None:
-            kind, what = ("delivery-failed", "our mail bounced") if guards.is_bounce(msg) else ("auto-reply", "auto-reply")
+            bounced = guards.is_bounce(msg)
+            kind, what = ("delivery-failed", "our mail bounced") if bounced else ("auto-reply", "auto-reply")
             self.tracker.event(item, record, now, msg.sender or "unknown sender", kind,
                                f"{what}: {msg.subject[:120]!r} ({skip})")
         log.info("uid %s %s from %s: skipped, %s%s", uid, msg.message_id, msg.sender, skip,

@@ -63,6 +63,7 @@ class _ChildServer(_Managed):
         """Prepare (not start) the server."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
+        self._argv: list[str] = []
 
     def _command(self, tmp: Path) -> list[str]:
         """Write whatever the server needs under ``tmp`` and return its command line."""
@@ -73,15 +74,20 @@ class _ChildServer(_Managed):
         if self._proc is not None:
             return
         self.port = free_port()
-        tmp = self._tmp = Path(tempfile.mkdtemp(prefix=f"inboxd-{type(self).__name__.lower()}-"))
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"inboxd-{type(self).__name__.lower()}-"))
+        self._argv = self._command(self._tmp)
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self._tmp is not None
+        tmp = self._tmp
         # so that ``-m inboxd.servers`` works from a checkout too
         path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
         # stdout/stderr to a file: a child holding pytest's pipes would keep pytest waiting
-        with open(tmp / "output.log", "wb") as out:
-            self._proc = proc = subprocess.Popen(
-                self._command(tmp), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
-            )
+        with open(tmp / "output.log", "ab") as out:
+            self._proc = proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                                 env=env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
             try:
@@ -93,6 +99,15 @@ class _ChildServer(_Managed):
         self.stop()
         raise RuntimeError(f"{proc.args!r} did not listen on port {self.port}:\n{logs[-3000:]}")
 
+    def pause(self) -> None:
+        """Stop the server process, as an admin restarting it would; resume() brings it back, same port and mail."""
+        self._terminate()
+
+    def resume(self) -> None:
+        """Start the paused server again."""
+        if self._proc is None:
+            self._launch()
+
     def _pid(self) -> int:
         """The pid to send SIGTERM to."""
         assert self._proc is not None
@@ -100,6 +115,12 @@ class _ChildServer(_Managed):
 
     def stop(self) -> None:
         """SIGTERM the server, wait for it to exit (SIGKILL after 10 s) and remove its files."""
+        self._terminate()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp = None
+
+    def _terminate(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             try:
                 os.kill(self._pid(), signal.SIGTERM)
@@ -107,9 +128,7 @@ class _ChildServer(_Managed):
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 self._proc.kill()
                 self._proc.wait()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        self._proc = self._tmp = None
+        self._proc = None
 
 
 @dataclass(frozen=True)
@@ -325,6 +344,25 @@ class DovecotServer(ImapServer):
                                              tls_port=self.tls_port, ssl=ssl))
         # -F keeps the master our child, so stop() can wait() on it and leaves no zombie
         return [self.binary, "-F", "-c", str(conf)]
+
+    def pause(self) -> None:
+        """Stop Dovecot with every session it serves (left alone, they would outlive the master)."""
+        self.cut_connections()
+        super().pause()
+
+    def cut_connections(self) -> int:
+        """Kill the processes serving logged-in sessions, as a crash or a network cut would; how many."""
+        master, cut = self._pid(), 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == master and name == "imap":
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+                cut += 1
+        return cut
 
     def _pid(self) -> int:
         """The master's pid from base_dir/master.pid."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -84,7 +85,7 @@ class ImapSource:
         try:
             context = ssl.create_default_context(cafile=cfg.ca_file)
             client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "ssl",
-                                ssl_context=context if cfg.tls == "ssl" else None, timeout=60)
+                                ssl_context=context if cfg.tls == "ssl" else None, timeout=cfg.timeout_seconds)
             # imapclient writes a command's final CRLF separately: without NODELAY, Nagle and a
             # delayed ACK can hold every command back by ~40 ms.
             client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -170,6 +171,21 @@ class ImapSource:
 
     def _move(self, uids: list[int], folder: str) -> None:
         client = self._client()
+        try:
+            self._move_now(client, uids, folder)
+        except IMAPClient.Error as exc:
+            if isinstance(exc, IMAPClient.AbortError):
+                raise
+            # Someone moved or deleted some of them meanwhile (Dovecot: NO [EXPUNGEISSUED]): move the rest.
+            still_here = client.search(["UID", ",".join(str(u) for u in uids)])
+            if len(still_here) == len(uids):
+                raise
+            log.info("IMAP: %d of %d mail(s) were moved or deleted by someone else meanwhile; moving the rest",
+                     len(uids) - len(still_here), len(uids))
+            if still_here:
+                self._move_now(client, still_here, folder)
+
+    def _move_now(self, client: IMAPClient, uids: list[int], folder: str) -> None:
         if self.can_move:
             client.move(uids, folder)
         else:
@@ -187,11 +203,20 @@ class ImapSource:
             client.idle()
             try:
                 while not interrupt.is_set() and time.monotonic() < deadline:
-                    responses = client.idle_check(timeout=1)
+                    if not select.select([client.socket()], [], [], 1.0)[0]:
+                        continue
+                    responses = client.idle_check(timeout=0)
+                    if not responses:
+                        # Readable but nothing to read: the server hung up (imapclient hides the EOF), or
+                        # wrote half a line. Without this, a dead connection would be "idle" for good.
+                        raise SourceHiccup("IMAP: the connection closed (or a response broke off) while "
+                                           "idling; reconnecting")
                     if any(b"EXISTS" in r for r in responses if isinstance(r, tuple)):
                         break
             finally:
                 client.idle_done()
+        except SourceHiccup:
+            raise
         except IMAPClient.AbortError as exc:
             # imapclient reads IDLE responses without blocking; a line the server wrote in two
             # pieces (pymap does) is lost half-read, and the stream can't be trusted after that.

@@ -83,7 +83,7 @@ class Tracker:
             Message, message_id=msg.message_id, fingerprint=msg.fingerprint, direction="in",
             item=item, mailbox=self.config.mailbox.label, uid=uid, sender=msg.sender,
             subject=msg.subject, raw_size=msg.raw_size, summary=msg.summary, outcome=outcome,
-            body=body if len(body) <= BODY_KEPT else body[:BODY_KEPT] + "\n[… cut here; the whole mail is on the server]",
+            body=body if len(body) <= BODY_KEPT else body[:BODY_KEPT] + "\n[… cut; the whole mail is on the server]",
             reason=reason, created_at=now)
 
     def open_item(self, msg: InboundMessage, uid: int | None, decision: Decision,
