@@ -11,7 +11,7 @@ from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import compat32
+from email.policy import SMTPUTF8, compat32
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any
 
@@ -25,6 +25,7 @@ from .routing import Decline, Disposition, Queue, Redirect
 _UTF8 = Charset("utf-8")
 _UTF8.body_encoding = QP
 _WIRE = compat32.clone(linesep="\r\n")
+_WIRE_UTF8 = SMTPUTF8.clone(linesep="\r\n")  # jöhn@exämple.org must stay as it is (RFC 6532), not be encoded
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...]
         headers["X-Inboxd-Ref"] = ref
     for name, value in headers.items():
         body[name] = value
-    return OutgoingMail(kind, team.address, to, subject, message_id, body.as_bytes(policy=_WIRE))
+    wire = _WIRE if all(a.isascii() for a in to) else _WIRE_UTF8
+    return OutgoingMail(kind, team.address, to, subject, message_id, body.as_bytes(policy=wire))
 
 
 def attachment_parts(raw: bytes) -> tuple[Message, ...]:

@@ -21,6 +21,7 @@ from .errors import MessageError
 log = logging.getLogger(__name__)
 logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unusual MIME part
 _MSGID = re.compile(r"<[^<>\s]+>")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unnamed parts at random
 
 
@@ -67,7 +68,10 @@ class InboundMessage:
         """
         # Whitespace folded: servers may rewrite line endings (bare CR, LF) on APPEND.
         # Not the attachments: mail-parser names unnamed parts at random.
-        parts = [self.sender, self.subject, self.header("date") or "", " ".join(self.text.split())]
+        # Only printable ASCII of the text: servers rewrite binary junk (Dovecot: NUL -> 0x80), and
+        # decoding the rewritten bytes gives other characters, while what the person wrote stays put.
+        text = _CONTROL.sub(b"", self.text.encode("ascii", "ignore")).decode("ascii")
+        parts = [self.sender, self.subject, self.header("date") or "", " ".join(text.split())]
         return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
 
     @property
@@ -77,8 +81,11 @@ class InboundMessage:
 
 
 def raw_key(raw: bytes) -> str:
-    """A stable Message-ID for a mail that has none: a hash of its bytes, line endings folded."""
-    canonical = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    """A stable Message-ID for a mail that has none: a hash of its bytes as any server keeps them.
+
+    Servers rewrite on APPEND: bare CR and LF become CRLF, and Dovecot turns NUL into 0x80.
+    """
+    canonical = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\0", b"\x80")
     return f"<{hashlib.sha256(canonical).hexdigest()[:40]}@inboxd.invalid>"
 
 
@@ -90,9 +97,9 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
         raise MessageError(f"cannot parse mail: {type(exc).__name__}: {exc}") from None
     email = parsed.message
     headers: dict[str, tuple[str, ...]] = {}
-    for name, value in email.items():
+    for name, value in email.raw_items():
         headers.setdefault(name.lower(), ())
-        headers[name.lower()] += (_clean(str(value)),)
+        headers[name.lower()] += (_clean(_utf8(value)),)
     # No usable sender still makes an item (nothing is lost); it just can't be answered.
     sender_name, sender = _first_address(_raw(email, "from") or _raw(email, "sender"))
     ids = _MSGID.findall(headers.get("message-id", ("",))[0])
@@ -124,18 +131,33 @@ def _clean(value: str) -> str:
 
 def _raw(email: Message, name: str) -> tuple[str, ...]:
     """Undecoded values of an address header: decoding first would turn encoded commas into separators."""
-    return tuple(str(v) for v in email.get_all(name, []))
+    return tuple(_utf8(value) for header, value in email.raw_items() if header.lower() == name)
+
+
+def _utf8(value: object) -> str:
+    """A header as text; raw UTF-8 in it (RFC 6532, "jöhn@exämple.org") read as UTF-8, not lost."""
+    text = str(value)
+    try:
+        return text.encode("ascii", "surrogateescape").decode("utf-8", "replace") if not text.isascii() else text
+    except UnicodeEncodeError:  # already proper text
+        return text
 
 
 def _first_address(values: tuple[str, ...]) -> tuple[str, str]:
     for name, address in getaddresses(list(values)):
-        if "@" in address:
+        if _usable(address):
             return _clean(name), address.strip().lower()
     for value in values:  # some broken mail has only a bare address
         name, address = parseaddr(value)
-        if "@" in address:
+        if _usable(address):
             return _clean(name), address.strip().lower()
     return "", ""
+
+
+def _usable(address: str) -> bool:
+    """Something we could send an answer to: a local part, an @ and a domain ("@example.com" is not)."""
+    local, at, domain = address.strip().rpartition("@")
+    return bool(local and at and "." in domain and " " not in address.strip())
 
 
 def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -73,7 +73,7 @@ class SmtpTransport:
         try:
             if self._smtp is None:
                 self._smtp = self._connect()
-            refused = self._smtp.sendmail(sender, recipients, raw)
+            refused = self._smtp.sendmail(sender, recipients, raw, mail_options=self._options(sender, recipients))
         except smtplib.SMTPServerDisconnected as exc:
             self._smtp = None
             if reused:  # the server dropped an idle connection: one fresh try
@@ -84,6 +84,16 @@ class SmtpTransport:
                 self.close()  # a refusal leaves the session usable; anything else may not
             raise _classify(exc) from None
         return {address: f"{code} {_decoded(text)}" for address, (code, text) in refused.items()}
+
+    def _options(self, sender: str, recipients: list[str]) -> list[str]:
+        """SMTPUTF8 for an address like jöhn@exämple.org, if the server takes it; else it can never go."""
+        if all(address.isascii() for address in (sender, *recipients)):
+            return []
+        assert self._smtp is not None
+        self._smtp.ehlo_or_helo_if_needed()
+        if not self._smtp.has_extn("smtputf8"):
+            raise PermanentDeliveryError("the SMTP server does not take internationalized addresses (no SMTPUTF8)")
+        return ["SMTPUTF8"]
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -185,6 +195,10 @@ class OutboxSender:
             refused = (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
         except DeliveryError as exc:
             self._failed(row, exc)
+            return False
+        except Exception as exc:  # a transport bug must cost this mail an attempt, not stall the outbox
+            log.exception("%s: unexpected error sending %s", self._label(row), row.kind)
+            self._failed(row, DeliveryError(f"{type(exc).__name__}: {exc}"))
             return False
         now = self.clock.now()
         # Taken for the others, so never sent again: the refused ones are noted on the item.

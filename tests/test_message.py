@@ -1,6 +1,6 @@
 """Decoding raw mail into InboundMessage."""
 
-from helpers import make_mail
+from helpers import CORPUS, make_mail
 
 from inboxd.message import decode, html_to_text, raw_key
 
@@ -67,3 +67,9 @@ def test_unnamed_attachment_gets_a_stable_label():
            b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nlog line\r\n--b--\r\n")
     assert [a.name for a in decode(raw).attachments] == ["unnamed text/plain"]
     assert decode(raw).attachments == decode(raw).attachments
+
+
+def test_raw_utf8_headers_are_read_as_utf8():
+    msg = decode((CORPUS / "encoding" / "mikel__rfc6532_utf8_headers.eml").read_bytes())
+    assert (msg.sender, msg.sender_name, msg.to, msg.subject) == \
+        ("jdöe@mächine.example", "Jöhn Doe", ("märy@exämple.net",), "Säying Hello")

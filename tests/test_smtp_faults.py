@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
-from helpers import make_mail, write_config
+from helpers import CORPUS, make_mail, write_config
 
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
@@ -138,3 +138,27 @@ def test_refused_recipients(tmp_path, clock, port):
     details = [e.detail for e in Event.select().where(Event.kind == "delivery-failed")]
     assert any("ack to rosa@example.org given up" in d for d in details)
     assert any("new_request not delivered to bo@example.org: 550" in d for d in details)
+
+
+def test_an_internationalized_address_goes_out_with_smtputf8_or_dies_with_the_reason(tmp_path, clock, port):
+    raw = (CORPUS / "encoding" / "mikel__rfc6532_utf8_headers.eml").read_bytes()  # From: jdöe@mächine.example
+    handler = Moody()
+    controller = serve(handler, port)
+    try:
+        daemon = daemon_on(tmp_path / "utf8", clock, port)
+        request(daemon, raw)
+        daemon.sender.drain()
+    finally:
+        controller.stop()
+    (to, data), = [r for r in handler.received if r[0] == ("jdöe@mächine.example",)]
+    assert b"To: jd\xc3\xb6e@m\xc3\xa4chine.example\r\n" in data  # as it is, not an encoded word
+    controller = Controller(Moody(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        daemon = daemon_on(tmp_path / "ascii", clock, port)
+        request(daemon, raw)
+        daemon.sender.drain()
+    finally:
+        controller.stop()
+    dead = Outbox.get(Outbox.kind == "ack")
+    assert dead.status == "dead" and "no SMTPUTF8" in dead.last_error
