@@ -246,8 +246,11 @@ def _transport(reader: _Reader, default_port: int, base: Path) -> dict[str, Any]
     tls = reader.get("tls", str, "ssl" if default_port == 993 else "starttls")
     if tls not in TLS_MODES:
         reader.fail("tls", f"must be one of {', '.join(TLS_MODES)}, got {tls!r}")
-    elif tls == "none" and host and host not in LOCAL_HOSTS:
-        reader.fail("tls", f"plain connections are only allowed to localhost, not {host!r}")
+    elif tls == "none" and host and host not in LOCAL_HOSTS and not reader.get("allow_plain", bool, False):
+        reader.fail("tls", f"plain connections are only allowed to localhost, not {host!r} (passwords and mail "
+                           f"would cross the network readable; set allow_plain = true if you really mean it)")
+    else:
+        reader.get("allow_plain", bool, False)
     port = reader.get("port", int, default_port if tls != "none" else None)
     return {"host": host, "port": port, "tls": tls, "ca_file": base / ca_file if ca_file else None}
 

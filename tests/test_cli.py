@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 from helpers import REPO, make_mail, write_config
 
@@ -55,6 +56,16 @@ queue = "ops"
     assert f"{broken}:12: typo: priorty: unknown key (did you mean 'priority'?)" in result.stderr
     assert f"{broken}:17: no-template: acknowledge: unknown template 'ack_fancy'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("reach", ["{{ item.__class__.__mro__ }}", "{{ request.text.__class__.__base__ }}",
+                                   "{{ cycler.__init__.__globals__ }}"])
+def test_check_fails_a_template_that_reaches_for_python_internals(tmp_path, reach):
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    (templates / "relay.txt").write_text(f"Subject: hi\n\nhello\n{reach}\n")
+    code, out = invoke(write_config(tmp_path, templates=templates), "check")
+    assert code == 1 and f"{templates / 'relay.txt'}:4: not allowed in a template" in out
 
 
 def test_rules_test_explains_without_database_or_network(tmp_path):

@@ -93,3 +93,11 @@ def test_ca_file_must_exist_and_is_resolved_next_to_the_config(tmp_path):
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     assert load_config(tmp_path / "config.toml").smtp.ca_file == tmp_path / "certs" / "ca.pem"
+
+
+def test_plain_connection_elsewhere_only_when_explicitly_allowed(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('host = "127.0.0.1"\nport = 1143', 'host = "imap.lan"\nport = 1143\n'
+                                             'allow_plain = true', 1))
+    config = load_config(path)
+    assert (config.mailbox.host, config.mailbox.tls) == ("imap.lan", "none")

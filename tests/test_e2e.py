@@ -349,3 +349,23 @@ def test_a_huge_mail_is_tracked_and_acknowledged_from_its_start_its_files_left_o
     assert item["mail"][0]["text"] == "Please file the attached scans."
     assert query(config, "select raw_size from message where direction = 'in'")[0][0] > 4_000_000
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 1}
+
+
+def test_secrets_never_reach_logs_errors_or_check(tmp_path, mailbox, smtp_capture, monkeypatch):
+    imap_secret, smtp_secret = "imap-S3cret-7731", "smtp-S3cret-0954"
+    config = setup(tmp_path, mailbox, smtp_capture)
+    config.write_text(config.read_text().replace('retry_seconds = 1', 'retry_seconds = 1\nuser = "help"\n'
+                                                 'password_env = "INBOXD_TEST_SMTP_PASSWORD"'))
+    monkeypatch.setenv("INBOXD_TEST_SMTP_PASSWORD", smtp_secret)
+    (tmp_path / "imap-password").write_text(imap_secret)  # not the server's password: login is refused
+    refused = subprocess.run([*INBOXD, "--config", str(config), "once"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "login as 'inboxd'" in refused.stderr and "was refused" in refused.stderr
+    (tmp_path / "imap-password").write_text(mailbox.password)
+    append_messages(mailbox, requests(1))
+    sent = subprocess.run([*INBOXD, "--config", str(config), "once"], capture_output=True, text=True, timeout=60)
+    assert "could not send" in sent.stderr  # the capture offers no AUTH: the login fails, and says so
+    checked = subprocess.run([*INBOXD, "--config", str(config), "check"], capture_output=True, text=True, timeout=60)
+    shown = inboxd(config, "item", "IT-1", "--json").stdout
+    everything = refused.stderr + sent.stderr + checked.stdout + checked.stderr + shown
+    everything += "".join(str(row) for row in query(config, "select last_error from outbox"))
+    assert imap_secret not in everything and smtp_secret not in everything
