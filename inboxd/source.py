@@ -131,8 +131,8 @@ class ImapSource:
         try:
             sizes = {uid: d.get(b"RFC822.SIZE", 0) for uid, d in client.fetch(uids, [b"RFC822.SIZE"]).items()}
             huge = [uid for uid in uids if sizes.get(uid, 0) > self.max_bytes]
-            whole = client.fetch([u for u in uids if u in sizes and u not in huge], [b"BODY.PEEK[]"]) \
-                if len(huge) < len(sizes) else {}
+            small = [uid for uid in uids if uid in sizes and uid not in huge]
+            whole = client.fetch(small, [b"BODY.PEEK[]"]) if small else {}
             # Headers and the first 64 kB of the body: the text is almost always first; files stay on the server.
             starts = client.fetch(huge, [b"BODY.PEEK[HEADER]", b"BODY.PEEK[TEXT]<0.65536>"]) if huge else {}
         except CONNECTION_ERRORS as exc:
@@ -143,8 +143,8 @@ class ImapSource:
             if b"BODY[]" in whole.get(uid, {}):
                 fetched.append(Fetched(uid, whole[uid][b"BODY[]"]))
             elif b"BODY[HEADER]" in starts.get(uid, {}):
-                start = starts[uid]
-                fetched.append(Fetched(uid, start[b"BODY[HEADER]"] + (start.get(b"BODY[TEXT]<0>") or b""), sizes[uid]))
+                head, text = starts[uid][b"BODY[HEADER]"], starts[uid].get(b"BODY[TEXT]<0>") or b""
+                fetched.append(Fetched(uid, head + text, sizes[uid]))
         return fetched
 
     def mark_done(self, uids: list[int]) -> None:
