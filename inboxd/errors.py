@@ -8,6 +8,7 @@
     ├── SourceError             the IMAP mailbox cannot be reached or used
     │   └── SourceHiccup        one response was unreadable: reconnect at once
     └── DeliveryError           an outgoing mail could not be handed to SMTP
+        ├── SmtpUnreachable     the server could not be reached (no mail goes until it is back)
         └── PermanentDeliveryError   the server refused it for good (5xx)
 """
 
@@ -50,6 +51,14 @@ class SourceHiccup(SourceError):
 
 class DeliveryError(InboxdError):
     """An outgoing mail could not be delivered this time."""
+
+    unreachable = False  # the server itself could not be reached: no other mail will go either
+
+
+class SmtpUnreachable(DeliveryError):
+    """The SMTP server could not be reached or dropped the connection."""
+
+    unreachable = True
 
 
 class PermanentDeliveryError(DeliveryError):

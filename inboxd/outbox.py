@@ -13,7 +13,7 @@ from typing import Protocol
 
 from .clock import Clock
 from .config import SmtpConfig
-from .errors import DeliveryError, PermanentDeliveryError
+from .errors import DeliveryError, PermanentDeliveryError, SmtpUnreachable
 from .mailout import OutgoingMail
 from .models import Event, Item, Message, Outbox, create, write_transaction
 
@@ -113,8 +113,12 @@ def _classify(exc: Exception) -> DeliveryError:
     if code and 500 <= code < 600:
         return PermanentDeliveryError(f"{code} {_text(exc)}")
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return DeliveryError("timed out talking to the SMTP server")
-    return DeliveryError(f"{code} {_text(exc)}" if code else f"{type(exc).__name__}: {exc}")
+        return SmtpUnreachable("timed out talking to the SMTP server")
+    if code:
+        return DeliveryError(f"{code} {_text(exc)}")
+    unreachable = isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)) or \
+        not isinstance(exc, smtplib.SMTPException)  # a socket error; SMTPException is an OSError too
+    return (SmtpUnreachable if unreachable else DeliveryError)(f"{type(exc).__name__}: {exc}")
 
 
 def _text(exc: Exception) -> str:
@@ -150,6 +154,7 @@ class OutboxSender:
                  ref_prefix: str = "IT") -> None:
         self.transports, self.clock, self.config = transports, clock, config
         self.ref_prefix = ref_prefix
+        self.unreachable = False  # since the last failure to reach the server; logged once per outage
         self.wakes = [threading.Event() for _ in transports]
 
     @property
@@ -186,6 +191,8 @@ class OutboxSender:
                 if self.send_one(row, transport):
                     sent += 1
                     progressed = True
+                elif self.unreachable:
+                    return sent  # the others would only fail the same way; they wait their turn
             if not progressed:
                 return sent
 
@@ -200,6 +207,9 @@ class OutboxSender:
             log.exception("%s: unexpected error sending %s", self._label(row), row.kind)
             self._failed(row, DeliveryError(f"{type(exc).__name__}: {exc}"))
             return False
+        if self.unreachable:
+            self.unreachable = False
+            log.info("SMTP: %s:%s is reachable again; sending what waited", self.config.host, self.config.port)
         now = self.clock.now()
         # Taken for the others, so never sent again: the refused ones are noted on the item.
         not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
@@ -231,9 +241,15 @@ class OutboxSender:
         if dead:
             log.error("%s: gave up sending %s to %s after %d attempt(s): %s", self._label(row), row.kind,
                       ", ".join(row.recipients), attempts, exc)
+        elif exc.unreachable:
+            # One line per outage, not one per mail and retry.
+            (log.debug if self.unreachable else log.error)(
+                "SMTP: cannot reach %s:%s (%s); mail waits in the outbox and is retried with backoff",
+                self.config.host, self.config.port, exc)
         else:
             log.warning("%s: could not send %s to %s (attempt %d, retry in %s): %s", self._label(row),
                         row.kind, ", ".join(row.recipients), attempts, self.backoff(attempts), exc)
+        self.unreachable = exc.unreachable
 
     def _label(self, row: Outbox) -> str:
         """The item's ref for log lines; mail about no item (declines, redirects) says so."""

@@ -1,5 +1,6 @@
 """The outbox sender: backoff, dead letters, and what a sent acknowledgement records."""
 
+import smtplib
 from datetime import timedelta
 
 import pytest
@@ -80,3 +81,16 @@ def test_parallel_connections_share_the_outbox_without_overlap(fake_daemon):
     assert first.sent and second.sent  # both connections did work
     assert sorted(recipients) == sorted(f"u{i}@example.org" for i in range(7))  # each mail once
     assert Outbox.select().where(Outbox.status == "sent").count() == 7
+
+
+@pytest.mark.parametrize("exc, kind, unreachable", [
+    (ConnectionRefusedError(111, "Connection refused"), "SmtpUnreachable", True),
+    (smtplib.SMTPServerDisconnected("gone"), "SmtpUnreachable", True),
+    (smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported"), "DeliveryError", False),
+    (smtplib.SMTPResponseException(451, b"try later"), "DeliveryError", False),
+    (smtplib.SMTPResponseException(550, b"no such user"), "PermanentDeliveryError", False),
+])
+def test_what_a_failure_means(exc, kind, unreachable):
+    from inboxd.outbox import _classify
+    error = _classify(exc)
+    assert (type(error).__name__, error.unreachable) == (kind, unreachable)
