@@ -206,7 +206,8 @@ def test_the_whole_corpus_through_the_real_pipeline(tmp_path, mailbox, smtp_capt
             if expect != "reject_or_park":
                 assert (msg.message_id, msg.sender) in answered or not msg.sender or record.item_id in capped, path
     with mailbox.connect() as client:
-        kept = sum(client.folder_status(f, [b"MESSAGES"])[b"MESSAGES"] for f in ("INBOX", "Processed", "Needs attention"))
+        kept = sum(client.folder_status(folder, [b"MESSAGES"])[b"MESSAGES"]
+                   for folder in ("INBOX", "Processed", "Needs attention"))
     assert kept == len(raws)  # every file still on the server
 
 
