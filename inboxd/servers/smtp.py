@@ -1,0 +1,110 @@
+"""The SMTP capture: aiosmtpd keeping (and filing) every mail it gets, in this process or its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from .base import HOST, _ChildServer, _Managed, free_port
+
+
+@dataclass(frozen=True)
+class CapturedMail:
+    """One mail as received by the SMTP capture."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+
+def count_files(directory: Path) -> int:
+    """Count the complete mails a capture has written to ``directory``."""
+    with os.scandir(directory) as entries:
+        return sum(1 for e in entries if e.name.endswith(".eml") and not e.name.startswith("."))
+
+
+class SmtpCapture(_Managed):
+    """An aiosmtpd server on 127.0.0.1 that keeps (and optionally files) every mail it gets."""
+
+    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
+        """Prepare a capture; with ``directory``, each mail's data also goes to a ``.eml`` file there."""
+        self.host = HOST
+        self.port = port or free_port()
+        self.directory = Path(directory) if directory is not None else None
+        self._messages: list[CapturedMail] = []
+        self._cond = threading.Condition()
+        self._controller = Controller(
+            self, hostname=HOST, port=self.port, decode_data=False, enable_SMTPUTF8=True
+        )
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        """Store the mail (aiosmtpd handler hook)."""
+        data = envelope.original_content or b""
+        mail = CapturedMail(envelope.mail_from or "", tuple(envelope.rcpt_tos), data)
+        with self._cond:
+            if self.directory is not None:
+                name = f"{time.time_ns()}.{os.getpid()}.{len(self._messages):08d}.eml"
+                (self.directory / f".{name}").write_bytes(data)
+                # rename so another process counting files never sees half a mail
+                os.replace(self.directory / f".{name}", self.directory / name)
+            self._messages.append(mail)
+            self._cond.notify_all()
+        return "250 OK"
+
+    @property
+    def messages(self) -> list[CapturedMail]:
+        """A snapshot of the mails received so far."""
+        with self._cond:
+            return list(self._messages)
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Block until at least ``count`` mails arrived; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._messages) >= count, timeout)
+
+    def start(self) -> None:
+        """Start listening."""
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self._controller.start()
+
+    def stop(self) -> None:
+        """Stop listening."""
+        self._controller.stop()
+
+    @staticmethod
+    def spawn(directory: Path) -> SmtpProcess:
+        """Start a capture writing to ``directory`` in a separate process; stop() it when done."""
+        process = SmtpProcess(directory)
+        process.start()
+        return process
+
+
+class SmtpProcess(_ChildServer):
+    """A capture in a child process (``python -m inboxd.servers smtp``), counted by its files."""
+
+    def __init__(self, directory: Path) -> None:
+        """Prepare (not start) a capture writing to ``directory``."""
+        super().__init__()
+        self.directory = Path(directory)
+
+    def _command(self, tmp: Path) -> list[str]:
+        """``python -m inboxd.servers smtp``."""
+        port, directory = str(self.port), str(self.directory)
+        return [sys.executable, "-m", "inboxd.servers", "smtp", "--port", port, "--dir", directory]
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Poll the directory until it holds ``count`` mails; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while count_files(self.directory) < count:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
