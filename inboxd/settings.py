@@ -1,0 +1,140 @@
+"""The validated configuration: frozen dataclasses, built only by `config.load_config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .clock import BusinessCalendar, Duration
+
+
+@dataclass(frozen=True)
+class Member:
+    """A team member who can own items."""
+
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    """Who the team is and how it is addressed."""
+
+    name: str
+    address: str
+    ref_prefix: str
+    lead: str
+    members: tuple[Member, ...]
+
+    def member(self, email: str) -> Member | None:
+        """The member with this address, if any."""
+        return next((m for m in self.members if m.email == email.lower()), None)
+
+    def find(self, who: str) -> Member | None:
+        """The member named by address, name, or the part of the address before the @."""
+        who = who.strip().strip("<>").lower()
+        return next((m for m in self.members
+                     if who in (m.email, m.name.lower(), m.email.partition("@")[0])), None)
+
+    def speaks_for_team(self, email: str) -> bool:
+        """Members and the lead may send keywords."""
+        return bool(email) and (email == self.lead or self.member(email) is not None)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password read from the environment or a file; never printed."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "********"
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """The IMAP mailbox inboxd watches."""
+
+    host: str
+    port: int
+    tls: str
+    user: str
+    password: Secret | None
+    ca_file: Path | None = None  # trust this CA instead of the system's (a private server)
+    folder: str = "INBOX"
+    done_folder: str | None = None
+    attention_folder: str | None = None  # mail nobody could handle goes here; unset: it stays where it is
+    idle: bool = True
+    poll_seconds: int = 60
+    batch_size: int = 100
+    timeout_seconds: int = 60  # a server that answers nothing for this long is taken to be gone
+
+    @property
+    def label(self) -> str:
+        """A name for this mailbox in the database and in logs."""
+        return f"{self.user}@{self.host}:{self.port}/{self.folder}"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The SMTP server inboxd sends through."""
+
+    host: str
+    port: int
+    tls: str
+    user: str | None = None
+    password: Secret | None = None
+    ca_file: Path | None = None
+    connections: int = 1
+    max_attempts: int = 10
+    retry_seconds: int = 30
+    max_retry_seconds: int = 3600
+    timeout_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The team's service promises."""
+
+    default_due: Duration
+    remind_owner_before: Duration
+    notify_requester_before: Duration
+    update_every: Duration
+    reopen_window: Duration
+    survey: bool
+    announce_new: bool = True  # an item nobody owns is mailed to its queue's members, who can #take it
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What keeps floods, loops and huge mail in check."""
+
+    automatic_per_sender: int = 5  # automatic mails (acks, declines…) one address gets per window, at most
+    automatic_window: Duration = Duration(1, "hours")
+    max_message_bytes: int = 25 * 1024 * 1024  # larger mail is tracked from its headers; the rest stays on the server
+
+
+@dataclass(frozen=True)
+class CommandsConfig:
+    """How inboxd makes sure a keyword mail really comes from a team member."""
+
+    require_secret: bool = False  # keywords count only when sent to the item's secret reply address
+    authserv_id: str | None = None  # trust this server's Authentication-Results: DMARC or DKIM must pass
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    team: TeamConfig
+    queues: dict[str, tuple[str, ...]]
+    mailbox: MailboxConfig
+    smtp: SmtpConfig
+    database_url: str
+    rules_dir: Path
+    templates_dir: Path
+    calendar: BusinessCalendar
+    service: ServiceConfig
+    commands: CommandsConfig = CommandsConfig()
+    limits: LimitsConfig = LimitsConfig()
