@@ -94,7 +94,8 @@ class Pipeline:
         """Store a mail that must not be answered; a bounce or auto-reply to our mail goes on its item."""
         now, team = self.clock.now(), self.config.team
         item = item_answered_automatically(msg, raw, team) if skip.guard != "own-mail" else None
-        record = self.tracker.record_inbound(msg, uid, now, "skipped", str(skip), item, body=msg.text)
+        record = self.tracker.record_inbound(msg, uid, now, "skipped", str(skip), item,
+                                             body=msg.text if item else "")  # kept only with its item
         ref = ref_of(item, team) if item else None
         if item is not None:
             bounced = guards.is_bounce(msg)
