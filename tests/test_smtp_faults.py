@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import email
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -56,10 +58,15 @@ def request(daemon: Daemon, *mails: bytes) -> None:
     daemon.ingest(daemon.source.open())
 
 
-def serve(handler: Moody, port: int) -> Controller:
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+@contextmanager
+def served(handler: Moody, port: int, **options) -> Iterator[Moody]:
+    """aiosmtpd listening on the port with this handler, for the `with` block."""
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
-    return controller
+    try:
+        yield handler
+    finally:
+        controller.stop()
 
 
 def test_a_server_down_for_ten_minutes_gets_every_mail_once_when_it_is_back(tmp_path, clock, port, caplog):
@@ -76,13 +83,10 @@ def test_a_server_down_for_ten_minutes_gets_every_mail_once_when_it_is_back(tmp_
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and f"SMTP: cannot reach 127.0.0.1:{port}" in errors[0]  # once per outage
         handler = Moody()
-        controller = serve(handler, port)
-        try:
+        with served(handler, port):
             for _ in range(10):
                 daemon.sender.drain()
                 clock.advance(timedelta(minutes=1))
-        finally:
-            controller.stop()
             daemon.sender.transport.close()
     assert "is reachable again" in caplog.text
     recipients = sorted(to for to, _ in handler.received)
@@ -94,28 +98,22 @@ def test_a_server_down_for_ten_minutes_gets_every_mail_once_when_it_is_back(tmp_
 
 def test_temporary_refusals_are_retried_then_delivered_once(tmp_path, clock, port):
     handler = Moody(answers=("451 4.3.0 try again later", "421 4.7.0 too busy"))
-    controller = serve(handler, port)
-    try:
+    with served(handler, port):
         daemon = daemon_on(tmp_path, clock, port)
         request(daemon, make_mail("rosa@example.org", "Screen flickers"))
         for _ in range(6):
             daemon.sender.drain()
             clock.advance(timedelta(minutes=1))
-    finally:
-        controller.stop()
     assert len(handler.received) == 2 and {o.status for o in Outbox.select()} == {"sent"}
     assert sum(o.attempts for o in Outbox.select()) == 4  # the first mail took three tries
 
 
 def test_a_permanent_refusal_goes_dead_with_the_reason_on_the_item(tmp_path, clock, port):
     handler = Moody(answers=("554 5.7.1 message rejected as spam",))
-    controller = serve(handler, port)
-    try:
+    with served(handler, port):
         daemon = daemon_on(tmp_path, clock, port)
         request(daemon, make_mail("rosa@example.org", "Screen flickers"))
         daemon.sender.drain()
-    finally:
-        controller.stop()
     dead = Outbox.get(Outbox.status == "dead")
     assert dead.attempts == 1 and "554" in dead.last_error
     event = Event.get(Event.kind == "delivery-failed")
@@ -124,15 +122,12 @@ def test_a_permanent_refusal_goes_dead_with_the_reason_on_the_item(tmp_path, clo
 
 def test_refused_recipients(tmp_path, clock, port):
     handler = Moody(refuse=("rosa@example.org", "bo@example.org"))
-    controller = serve(handler, port)
-    try:
+    with served(handler, port):
         daemon = daemon_on(tmp_path, clock, port)
         request(daemon, make_mail("rosa@example.org", "Screen flickers"))
         daemon.sender.drain()
         clock.advance(timedelta(hours=2))
         daemon.sender.drain()  # nothing is sent again
-    finally:
-        controller.stop()
     ack = Outbox.get(Outbox.kind == "ack")
     assert ack.status == "dead" and "550" in ack.last_error  # its only recipient: given up
     announcement = Outbox.get(Outbox.kind == "new_request")
@@ -147,22 +142,15 @@ def test_refused_recipients(tmp_path, clock, port):
 def test_an_internationalized_address_goes_out_with_smtputf8_or_dies_with_the_reason(tmp_path, clock, port):
     raw = (CORPUS / "encoding" / "mikel__rfc6532_utf8_headers.eml").read_bytes()  # From: jdöe@mächine.example
     handler = Moody()
-    controller = serve(handler, port)
-    try:
+    with served(handler, port):
         daemon = daemon_on(tmp_path / "utf8", clock, port)
         request(daemon, raw)
         daemon.sender.drain()
-    finally:
-        controller.stop()
     (to, data), = [r for r in handler.received if r[0] == ("jdöe@mächine.example",)]
     assert b"To: jd\xc3\xb6e@m\xc3\xa4chine.example\r\n" in data  # as it is, not an encoded word
-    controller = Controller(Moody(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
-    controller.start()
-    try:
+    with served(Moody(), port, enable_SMTPUTF8=False):
         daemon = daemon_on(tmp_path / "ascii", clock, port)
         request(daemon, raw)
         daemon.sender.drain()
-    finally:
-        controller.stop()
     dead = Outbox.get(Outbox.kind == "ack")
     assert dead.status == "dead" and "no SMTPUTF8" in dead.last_error
