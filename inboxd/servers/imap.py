@@ -152,8 +152,11 @@ class DovecotServer(ImapServer):
             except (OSError, IndexError):
                 continue
             if int(fields[1]) == master and name == "imap":
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-                cut += 1
+                try:
+                    os.kill(int(stat.parent.name), signal.SIGKILL)
+                    cut += 1
+                except ProcessLookupError:
+                    pass  # the session ended on its own meanwhile
         return cut
 
     def _pid(self) -> int:
