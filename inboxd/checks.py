@@ -9,7 +9,7 @@ from typing import Any
 from .commands import help_table
 from .config import Config
 from .errors import ProblemList, RulesError, TemplateError
-from .mailout import mail_context, request_context
+from .mailout import item_context, mail_context, request_context
 from .message import Attachment, InboundMessage
 from .models import Item
 from .render import Renderer
@@ -70,7 +70,8 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
         "changes": [f"assigned to {owner}", "promised date: Fri 27 Nov 2026 17:30"],
         "problems": ["line 1: unknown keyword #dne (did you mean #done?)"], "keywords": help_table(),
         "old_due_at": now + timedelta(days=1), "rating": 2, "reason": "the vendor ships the part a day late",
-        "reopened": False,
+        "reopened": False, "now": now, "requester_told": True,
+        "absence": [f"{owner} answered with an out-of-office reply on Mon 23 Nov 10:02: 'Out of office until 30 Nov'"],
         "history": [{"at": now, "actor": msg.sender, "kind": "created", "detail": "from sam.sample@example.org"}]}
     from_owner = mail_context(config.team, item, replace(msg, sender=owner), request=request_context(msg))
     everything = mail_context(config.team, item, msg) | conversation
@@ -81,4 +82,24 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
         by_rule = mail_context(config.team, None, msg, disposition)
         by_owner = from_owner | conversation | {"reason": by_rule["reason"], "redirect_to": by_rule["redirect_to"]}
         contexts[name] = [by_rule, by_owner]
+    asked = dict(item_context(item, config.team), requested_due_at=item.due_at)
+    too_soon = dict(asked, requested_due_at=now + timedelta(days=1))
+    contexts["ack"] = [everything, from_owner | conversation, everything | {"item": asked},
+                       everything | {"item": too_soon}]
+    late = dict(item_context(item, config.team), due_at=now - timedelta(days=1))
+    overdue = everything | {"item": late}
+    for name in ("owner_reminder", "deadline_notice", "escalation", "status_update"):
+        contexts[name] = [everything, overdue, everything | {"absence": [], "requester_told": False}]
+    nobody = mail_context(config.team, None, None, request=everything["request"]) | {"now": now}
+    contexts["digest"] = [nobody | {"digest": sample_digest(now, item, owner)},
+                          nobody | {"digest": sample_digest(now, item, None) | {"late": [], "at_risk": []}}]
     return contexts
+
+
+def sample_digest(now: datetime, item: Item, owner: str | None) -> dict[str, Any]:
+    """Made-up figures in the shape `digest.digest` returns, for the team (owner None) or one owner."""
+    line = {"ref": "IT-42", "subject": item.subject, "due_at": now, "owner_name": "Ana", "status": "open"}
+    return {"owner": owner or "", "owner_name": "Ana" if owner else "", "week_from": now - timedelta(days=7),
+            "week_to": now, "new": 12, "done": 9, "on_time": 8, "on_time_rate": 89, "ratings": 4,
+            "satisfaction": 4.5, "open": 7, "late_count": 30, "late": [line], "at_risk_count": 1,
+            "at_risk": [line], "dead_mail": 0 if owner else 2, "needs_attention": 0 if owner else 1}

@@ -242,6 +242,45 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
             click.echo(f"  | {line}")
 
 
+@cli.command()
+@click.option("--at", "at", metavar="ISO-8601",
+              help="run the jobs as of this moment, e.g. 2026-12-03T15:00+01:00 (default: now; "
+                   "without an offset, the team's timezone)")
+@click.option("--dry-run", is_flag=True, help="list what would be sent, to whom and why; send nothing")
+@click.pass_context
+def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
+    """Run the jobs: owner reminders, requester notices, escalations, status updates and digests."""
+    from .clock import FixedClock
+    config = _config(ctx, secrets=not dry_run)
+    moment = _moment(at, config) if at else SystemClock().now()
+    if dry_run:
+        from .checks import check_everything
+        from .models import open_database
+        from .sweep import Sweeper
+        _, renderer = check_everything(config)
+        open_database(config.database_url)
+        found = Sweeper(config, renderer).due(moment)
+    else:
+        from .daemon import Daemon
+        found = Daemon(config, clock=FixedClock(moment)).sweep_once()
+    when = moment.astimezone(config.calendar.tz).strftime("%a %d %b %Y %H:%M %Z")
+    verb = "would send" if dry_run else "sent"
+    click.echo(f"sweep as of {when}: {verb} {len(found)} mail(s)")
+    for due in found:
+        about = f"{config.team.ref_prefix}-{due.item.id}" if due.item is not None else "team" \
+            if due.audience == "team" else "member"
+        click.echo(f"  {due.kind:<16} {about:<9} to {', '.join(due.to)}: {due.why}")
+
+
+def _moment(text: str, config: Config) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 moment (like 2026-12-03T15:00+01:00)",
+                                 param_hint="--at") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=config.calendar.tz)
+
+
 def _version() -> str:
     from . import __version__
     return __version__

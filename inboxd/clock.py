@@ -165,6 +165,64 @@ class BusinessCalendar:
             remaining -= available
             current = self._next_open(closing)
 
+    def before(self, moment: datetime, duration: Duration) -> datetime:
+        """The latest start from which `duration` has run out by `moment`: `add(before(m, d), d) <= m`.
+
+        Jobs ask the database for rows older than this, so "every 3 business days" is one indexed range.
+        """
+        if not duration.business:
+            if duration.unit in ("days", "weeks"):
+                local = moment.astimezone(self.tz).replace(tzinfo=None)
+                days = duration.amount * (7 if duration.unit == "weeks" else 1)
+                return (local - timedelta(days=days)).replace(tzinfo=self.tz)
+            return moment - timedelta(**{duration.unit: duration.amount})
+        current = self._last_working(moment)
+        if duration.unit == "days":
+            if current.time() >= self.closes:  # a start at closing time counts from the next opening
+                current -= timedelta(microseconds=1)
+            day = current.date()
+            for _ in range(duration.amount):
+                day -= timedelta(days=1)
+                while not self.is_workday(day):
+                    day -= timedelta(days=1)
+            return self._at(day, current.time())
+        remaining = timedelta(minutes=duration.amount * 60)
+        while True:
+            opening = self._at(current.date(), self.opens)
+            available = current.replace(tzinfo=None) - opening.replace(tzinfo=None)
+            if remaining <= available:
+                return (current.replace(tzinfo=None) - remaining).replace(tzinfo=self.tz)
+            remaining -= available
+            current = self._last_working(opening - timedelta(microseconds=1))
+
+    def _last_working(self, moment: datetime) -> datetime:
+        """The latest working moment at or before `moment` (a closing time when it falls outside hours)."""
+        local = moment.astimezone(self.tz)
+        day = local.date()
+        if self.is_workday(day) and local.time() >= self.opens:
+            return min(local, self._at(day, self.closes))
+        for _ in range(3660):
+            day -= timedelta(days=1)
+            if self.is_workday(day):
+                return self._at(day, self.closes)
+        raise ValueError("the calendar has no working day in ten years")
+
+    def working_minutes(self, start: datetime, end: datetime) -> int:
+        """Whole business minutes between two moments: how long a paused item's clock stood still."""
+        total, day = timedelta(), start.astimezone(self.tz).date()
+        last = end.astimezone(self.tz).date()
+        while day <= last:
+            if self.is_workday(day):
+                opens, closes = self._at(day, self.opens), self._at(day, self.closes)
+                overlap = min(closes, end) - max(opens, start)
+                total += max(overlap, timedelta())
+            day += timedelta(days=1)
+        return int(total.total_seconds() // 60)
+
+    def extend(self, moment: datetime, minutes: int) -> datetime:
+        """`moment` pushed back by this many business minutes (a paused clock's date, when it runs again)."""
+        return self._add_working_minutes(moment, minutes) if minutes > 0 else moment
+
     def _add_working_days(self, start: datetime, days: int) -> datetime:
         current = self._next_open(start)
         day = current.date()
@@ -173,6 +231,33 @@ class BusinessCalendar:
             while not self.is_workday(day):
                 day += timedelta(days=1)
         return self._at(day, current.time())
+
+
+@dataclass(frozen=True)
+class Weekly:
+    """A moment each week (`mon 08:00`) in the team's timezone: when the digest goes out."""
+
+    weekday: int
+    at: time
+
+    def last(self, moment: datetime, tz: ZoneInfo) -> datetime:
+        """The latest such moment at or before `moment`."""
+        local = moment.astimezone(tz)
+        day = local.date() - timedelta(days=(local.weekday() - self.weekday) % 7)
+        slot = datetime.combine(day, self.at, tz)
+        return slot if slot <= moment else datetime.combine(day - timedelta(days=7), self.at, tz)
+
+    def __str__(self) -> str:
+        return f"{_WEEKDAYS[self.weekday]} {self.at:%H:%M}"
+
+
+def parse_weekly(text: str) -> Weekly:
+    """Parse `mon 08:00` (a weekday and a time)."""
+    match = re.fullmatch(r"\s*([a-z]+)\s+(\d{1,2}):(\d{2})\s*", str(text).lower())
+    day = _DAY_NAMES.get(match.group(1)) if match else None
+    if not match or day is None or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+        raise ValueError(f"not a weekday and time: {text!r} (try \"mon 08:00\", or false for none)")
+    return Weekly(day, time(int(match.group(2)), int(match.group(3))))
 
 
 _DAY_NAMES = {name: i for i, names in enumerate(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .clock import BusinessCalendar, Duration, parse_duration, parse_hours, parse_workdays
+from .clock import BusinessCalendar, Duration, Weekly, parse_duration, parse_hours, parse_weekly, parse_workdays
 from .errors import ConfigError
 from .settings import (CommandsConfig, Config, LimitsConfig, MailboxConfig, Member, Secret, ServiceConfig,
                        SmtpConfig, TeamConfig)
@@ -155,7 +155,11 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     team = TeamConfig(
         name=team_r.get("name", str), address=team_r.get("address", str, convert=_email),
         ref_prefix=team_r.get("ref_prefix", str, convert=_prefix),
-        lead=team_r.get("lead", str, convert=_email), members=tuple(members))
+        lead=team_r.get("lead", str, convert=_email), members=tuple(members),
+        absent=tuple(str(a).lower() for a in team_r.get("absent", list, []) or []))
+    for address in team.absent:
+        if not team.member(address):
+            team_r.fail("absent", f"{address!r} is not in [team] members")
     team_r.finish()
 
     queues_r = _Reader(doc, "queues", problems)
@@ -226,7 +230,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         update_every=svc_r.get("update_every", str, "3 business days", _duration),
         reopen_window=svc_r.get("reopen_window", str, "5 days", _duration),
         survey=svc_r.get("survey", bool, True),
-        announce_new=svc_r.get("announce_new", bool, True))
+        announce_new=svc_r.get("announce_new", bool, True),
+        digest=svc_r.get("digest", (str, bool), "mon 08:00", _weekly))
     svc_r.finish()
 
     cmd_r = _Reader(doc, "commands", problems)
@@ -259,6 +264,12 @@ def parse_size(text: str | int) -> int:
     if not match:
         raise ValueError(f"not a size: {text!r} (try \"10MB\" or \"500kB\")")
     return int(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")
+
+
+def _weekly(value: str | bool) -> Weekly | None:
+    if value is True:
+        raise ValueError("write a weekday and time like \"mon 08:00\", or false for no digest")
+    return parse_weekly(value) if value is not False else None
 
 
 def _positive(value: int) -> int:

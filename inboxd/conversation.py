@@ -9,7 +9,7 @@ from typing import Any
 
 import authres
 
-from .commands import CommandContext, ItemState, help_table, plan_commands, split_keywords
+from .commands import MEMBER_KEYWORDS, CommandContext, ItemState, help_table, plan_commands, split_keywords
 from .config import Config
 from .mailout import Reply
 from .message import InboundMessage
@@ -36,6 +36,7 @@ class Plan:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (actor, kind, detail)
     mails: list[Reply] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)  # for every mail this plan sends
+    away: list[tuple[str, datetime | None]] = field(default_factory=list)  # members away until (None: back)
 
     @property
     def summary(self) -> str:
@@ -149,11 +150,34 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     changes = changes_between(before, commands.state)
     if item.first_response_at is None and (copied and message or any(m.to_requester for m in mails)):
         changes["first_response_at"] = now
+    if copied and message:  # the requester heard from the owner: the status-update clock starts again
+        changes["last_told_at"] = now
     kind = "command" if effects else ("relayed" if any(m.template == "relay" for m in mails) else "recorded")
     if kind == "recorded":
         events.append((msg.sender, "reply", "a mail with no new text"))
     return Plan(kind, changes, events, mails, {"message": message, "changes": [e.change for e in effects],
-                                                "keywords": help_table()})
+                                                "keywords": help_table()}, [e.away for e in effects if e.away])
+
+
+def member_mail(config: Config, msg: InboundMessage, text: str, now: datetime) -> Plan | None:
+    """A new mail from a member that only says `#away until …` or `#back`: about them, not a request."""
+    keywords, rest = split_keywords(text)
+    if not keywords or rest or not config.team.speaks_for_team(msg.sender) \
+            or any(k.name not in MEMBER_KEYWORDS for k in keywords):
+        return None
+    to_sender = dict(to=(msg.sender,), internal=True, threaded=True)
+    problem = authentication_problem(msg, config, secret_ok=not config.commands.require_secret)
+    blank = ItemState(None, "open", "normal", (), None, False, None, None)
+    commands = plan_commands(text, blank, CommandContext(config, msg.sender, now, ""))
+    problems = [problem] if problem else commands.problems
+    if problems:
+        return Plan("refused", events=[(msg.sender, "refused", "; ".join(problems))],
+                    mails=[Reply("command_error", **to_sender)],
+                    context={"problems": problems, "keywords": help_table()})
+    return Plan("command", events=[(msg.sender, "command", e.change) for e in commands.effects],
+                mails=[Reply("command_ok", **to_sender)],
+                context={"changes": [e.change for e in commands.effects], "keywords": help_table()},
+                away=[e.away for e in commands.effects if e.away])
 
 
 def _from_outside(config: Config, item: Item, msg: InboundMessage, text: str, now: datetime) -> Plan:

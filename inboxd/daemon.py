@@ -6,6 +6,8 @@ import logging
 import threading
 from typing import Callable
 
+import schedule
+
 from .checks import check_everything
 from .clock import Clock, SystemClock
 from .config import Config
@@ -15,9 +17,11 @@ from .models import MailboxState, open_database, write_transaction
 from .outbox import OutboxSender, SmtpTransport, Transport
 from .pipeline import Outcome, Pipeline
 from .source import IDLE_RENEW_SECONDS, ImapSource, MailSource
+from .sweep import Due, Sweeper
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60
+SWEEP_SECONDS = 60  # how often the jobs ask what is due: reminders and notices go out within a minute
 
 
 class Daemon:
@@ -34,6 +38,7 @@ class Daemon:
                                                      for _ in range(config.smtp.connections)]
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team.ref_prefix)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
+        self.sweeper = Sweeper(config, renderer)
         self.listeners: list[Callable[[Outcome], None]] = []
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
@@ -58,6 +63,7 @@ class Daemon:
             log.error("reload refused, the previous rules and templates stay in force:\n%s", exc)
             return
         self.pipeline = Pipeline(self.config, rules, renderer, self.clock)
+        self.sweeper = Sweeper(self.config, renderer)
         log.info("reloaded %d rule(s) from %s", len(rules.rules), self.config.rules_dir)
 
     def _state(self, uidvalidity: int) -> MailboxState:
@@ -98,6 +104,28 @@ class Daemon:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         return len(uids)
 
+    def sweep(self) -> list[Due]:
+        """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
+        try:
+            sent = self.sweeper.run(self.clock.now())
+        except Exception:
+            log.exception("sweep: a job failed; nothing of it was sent, the next sweep tries again")
+            return []
+        if sent:
+            self.sender.notify()
+        return sent
+
+    def sweep_once(self) -> list[Due]:
+        """Run the jobs once and send what they queued (`inboxd sweep`); refuses while another inboxd runs."""
+        lock = InstanceLock(self.config)
+        lock.acquire()
+        thread, stop = self._start_sender()
+        try:
+            return self.sweep()
+        finally:
+            self._stop_sender(thread, stop)
+            lock.release()
+
     def _start_sender(self) -> tuple[threading.Thread, threading.Event]:
         stop = threading.Event()
         thread = threading.Thread(target=self.sender.run, args=(stop,), name="outbox", daemon=True)
@@ -112,7 +140,7 @@ class Daemon:
         self.sender.transport.close()
 
     def once(self) -> int:
-        """Process the new mail, send what is due, and return the number of mails read."""
+        """Process the new mail, run the due jobs, send what is queued, and return the number of mails read."""
         lock = InstanceLock(self.config)
         lock.acquire()
         thread, stop = self._start_sender()
@@ -122,6 +150,7 @@ class Daemon:
                 count = self.ingest(uidvalidity)
             finally:
                 self.source.close()
+            self.sweep()
         finally:
             self._stop_sender(thread, stop)
             lock.release()
@@ -145,6 +174,9 @@ class Daemon:
         thread, sender_stop = self._start_sender()
         backoff, failures = 1.0, 0
         cfg = self.config.mailbox
+        jobs = schedule.Scheduler()  # alongside IDLE: each wait ends in time for the next sweep
+        jobs.every(SWEEP_SECONDS).seconds.do(self.sweep)
+        self.sweep()  # catch up at once on what fell due while no inboxd ran
         try:
             while not self.stopping.is_set():
                 try:
@@ -159,7 +191,11 @@ class Daemon:
                         if self.reload_requested.is_set():
                             self.reload()
                         self.ingest(uidvalidity, self.stopping)
-                        self.source.wait(IDLE_RENEW_SECONDS if idle else cfg.poll_seconds, self._wakeup)
+                        jobs.run_pending()
+                        wait = IDLE_RENEW_SECONDS if idle else cfg.poll_seconds
+                        until_sweep = jobs.idle_seconds
+                        self.source.wait(max(0.0, min(wait, wait if until_sweep is None else until_sweep)),
+                                         self._wakeup)
                 except SourceHiccup as exc:
                     log.info("%s", exc)
                     self.source.close()

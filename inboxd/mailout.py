@@ -45,15 +45,28 @@ def ref_of(item: Item, team: TeamConfig) -> str:
     return f"{team.ref_prefix}-{item.id if item.id is not None else 'NEW'}"
 
 
+def status_text(item: Item, owner_name: str) -> str:
+    """Where an item stands, in words a requester understands."""
+    who = owner_name or "the team"
+    return {"new": "in the queue, waiting for someone on the team to take it",
+            "open": f"with {who}", "working": f"being worked on by {who}",
+            "waiting": f"waiting on {'you' if item.waiting_on in (None, 'requester') else item.waiting_on}",
+            "done": "done", "declined": "declined", "redirected": "handed over to another team"}.get(item.status,
+                                                                                                 item.status)
+
+
 def item_context(item: Item, team: TeamConfig) -> dict[str, Any]:
     """What templates may say about an item."""
     owner = team.member(item.owner) if item.owner else None
+    owner_name = owner.name if owner else (item.owner or "")
     return {
         "ref": ref_of(item, team), "subject": item.subject, "requester": item.requester,
         "requester_name": item.requester_name or item.requester.split("@")[0],
-        "owner": item.owner, "owner_name": owner.name if owner else (item.owner or ""),
+        "owner": item.owner, "owner_name": owner_name,
         "queue": item.queue, "status": item.status, "priority": item.priority,
         "tags": list(item.tags or []), "created_at": item.created_at, "due_at": item.due_at,
+        "requested_due_at": item.requested_due_at, "waiting_on": item.waiting_on or "",
+        "on_track": bool(item.on_track), "status_text": status_text(item, owner_name),
     }
 
 
@@ -80,19 +93,26 @@ def person_context(msg: InboundMessage, team: TeamConfig, item: Item | None = No
             "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
 
 
-def mail_context(team: TeamConfig, item: Item | None, msg: InboundMessage,
+NOBODY = {"email": "", "name": "", "attachments": []}  # the `sender` of mail no incoming mail asked for
+
+
+def mail_context(team: TeamConfig, item: Item | None, msg: InboundMessage | None,
                  disposition: Disposition | None = None, request: dict[str, Any] | None = None,
                  survey: bool = True) -> dict[str, Any]:
     """Everything a template may use: the team, the item (if any), the request, and why.
 
     Every template sees every name (empty where it does not apply), so StrictUndefined only
-    catches real typos. `request` is the mail that opened the item, `sender` the one being answered.
+    catches real typos. `request` is the mail that opened the item, `sender` the one being answered
+    (nobody, for the mail the sweep sends).
     """
+    assert msg is not None or request is not None
     return {"team": team_context(team), "item": item_context(item, team) if item else None,
-            "request": request or request_context(msg), "sender": person_context(msg, team, item),
+            "request": request or request_context(msg),  # type: ignore[arg-type]
+            "sender": person_context(msg, team, item) if msg else NOBODY,
             "reason": getattr(disposition, "reason", ""), "redirect_to": getattr(disposition, "to", ""),
             "message": "", "summary": "", "changes": [], "problems": [], "keywords": [],
-            "old_due_at": None, "rating": None, "history": [], "reopened": False, "survey": survey}
+            "old_due_at": None, "rating": None, "history": [], "reopened": False, "survey": survey,
+            "now": None, "absence": [], "requester_told": False, "digest": None}
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,13 @@ class Item(BaseModel):
     waiting_on = pw.CharField(null=True)  # whom a `waiting` item waits for: "requester" or a name
     on_track = pw.BooleanField(default=False)  # the owner confirmed due_at (#ontrack)
     follows = pw.ForeignKeyField("self", null=True, backref="followers", on_delete="SET NULL")
+    last_told_at = UtcDateTimeField(null=True)  # the requester's last mail from us: status updates count from it
+    paused_at = UtcDateTimeField(null=True)  # waiting on the requester since: the date's clock stands still
+    requested_due_at = UtcDateTimeField(null=True)  # the date the requester asked for, if they named one
+
+    class Meta:
+        # The sweep's questions: open items by date, and by how long their requester heard nothing.
+        indexes = ((("status", "due_at"), False), (("status", "last_told_at"), False))
 
 
 class Message(BaseModel):
@@ -148,6 +155,35 @@ class Outbox(BaseModel):
 
     class Meta:
         indexes = ((("recipient", "created_at"), False),)
+
+
+class Notice(BaseModel):
+    """One proactive mail sent (or decided against) for an item's date or a week: never twice.
+
+    Item notices are unique per (item, kind, for_date), so a new promised date starts a new cycle;
+    digests have no item and are unique per (kind, audience, for_date).
+    """
+
+    item = pw.ForeignKeyField(Item, null=True, backref="notices", on_delete="CASCADE")
+    kind = pw.CharField()  # owner_reminder | deadline_notice | escalation | status_update | digest
+    for_date = UtcDateTimeField()  # the promised date, the last mail the requester got, or the digest's week
+    audience = pw.CharField(default="")  # a digest's recipient: "team" or a member's address
+    created_at = UtcDateTimeField()
+
+    class Meta:
+        indexes = ((("item", "kind", "for_date"), True),)
+
+
+Notice.add_index(Notice.index(Notice.kind, Notice.audience, Notice.for_date, unique=True,
+                              where=Notice.item.is_null(), name="notice_digest_once"))
+
+
+class Absence(BaseModel):
+    """A member away until a date (`#away until DATE`): assignment skips them, escalations say so."""
+
+    member = pw.CharField(unique=True)
+    until = UtcDateTimeField()
+    since = UtcDateTimeField()
 
 
 class MailboxState(BaseModel):
@@ -212,7 +248,7 @@ def automatic_mails_since(recipient: str, since: datetime) -> int:
                                 fields["created_at"].db_value(since)]).fetchone()[0]
 
 
-ALL_MODELS = [Item, Message, Event, Outbox, MailboxState]
+ALL_MODELS = [Item, Message, Event, Outbox, MailboxState, Notice, Absence]
 
 
 def _v1_initial(database: pw.Database) -> None:
@@ -244,6 +280,14 @@ def _v3_flood_cap(database: pw.Database) -> None:
     _add_missing(database, Outbox, ("recipient", "automatic"), index=("recipient", "created_at"))
 
 
+def _v4_promises(database: pw.Database) -> None:
+    """Columns and tables for dates, reminders, updates and digests."""
+    _add_missing(database, Item, ("last_told_at", "paused_at", "requested_due_at"), index=("status", "due_at"))
+    _add_missing(database, Item, (), index=("status", "last_told_at"))
+    database.create_tables([Notice, Absence])
+    Item.update(last_told_at=Item.created_at).where(Item.last_told_at.is_null()).execute()
+
+
 def new_secret() -> str:
     """A per-item secret for the Reply-To address of team mail."""
     return secrets.token_hex(4)
@@ -251,7 +295,7 @@ def new_secret() -> str:
 
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
-    (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap)]
+    (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises)]
 
 
 def open_database(url: str) -> pw.Database:

@@ -87,6 +87,12 @@ class Pipeline:
                 return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary,
                                ref_of(thread.item, self.config.team))
             follows = thread.item  # a reply long after the item closed: a new item that links the old
+        elif self.config.team.speaks_for_team(msg.sender):
+            text = conversation.reply_text(msg)
+            plan = conversation.member_mail(self.config, msg, text, now)
+            if plan is not None:
+                self.tracker.member_mail(plan, msg, text, uid, now)
+                return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary)
         decision = self.rules.decide(msg)
         return self._dispose(msg, raw, uid, decision, follows)
 

@@ -15,7 +15,8 @@ from .errors import TemplateError
 
 REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "new_request", "declined", "redirected", "forwarded",
                       "relay", "resolved", "deadline_changed", "command_ok", "command_error", "help",
-                      "requester_reply", "low_rating")
+                      "requester_reply", "low_rating", "owner_reminder", "deadline_notice", "escalation",
+                      "status_update", "digest")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .clock import BusinessCalendar, Duration
+from .clock import BusinessCalendar, Duration, Weekly
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class TeamConfig:
     ref_prefix: str
     lead: str
     members: tuple[Member, ...]
+    absent: tuple[str, ...] = ()  # members away for now: assignment skips them
 
     def member(self, email: str) -> Member | None:
         """The member with this address, if any."""
@@ -103,6 +104,7 @@ class ServiceConfig:
     reopen_window: Duration
     survey: bool
     announce_new: bool = True  # an item nobody owns is mailed to its queue's members, who can #take it
+    digest: Weekly | None = None  # when the weekly digest goes to the lead and each member; None: never
 
 
 @dataclass(frozen=True)

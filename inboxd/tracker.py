@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import peewee as pw
 
+from .absence import away, set_away
 from .config import Config
 from .conversation import Plan
 from .mailout import Reply, attachment_parts, compose, mail_context, ref_of, replies_for
 from .message import InboundMessage
 from .models import OPEN_STATUSES, Event, Item, Message, automatic_mails_since, create, new_secret
 from .outbox import enqueue
+from .promises import clock_changes, promised_date
 from .render import Renderer
+from .requested import requested_date
 from .routing import Decision, Disposition, Queue
 from .threads import secret_address, without_tags
 
@@ -51,21 +54,25 @@ def draft_item(config: Config, msg: InboundMessage, decision: Decision, owner: s
     """The fields of a new item for this mail, decided purely (the dry run shows them unsaved)."""
     disposition = decision.disposition
     assert isinstance(disposition, Queue)
+    requested = requested_date(f"{msg.subject}\n{msg.text}", now, config.calendar) \
+        if disposition.honour_requested_date else None
     return {"subject": without_tags(msg.subject, config.team.ref_prefix) or "(no subject)", "requester": msg.sender,
             "requester_name": msg.sender_name, "owner": owner, "queue": disposition.queue,
             "status": "open" if owner else "new", "priority": disposition.priority,
-            "tags": list(disposition.tags), "rule": decision.rule, "created_at": now,
-            "due_at": config.calendar.add(now, disposition.due_in or config.service.default_due)}
+            "tags": list(disposition.tags), "rule": decision.rule, "created_at": now, "last_told_at": now,
+            "due_at": promised_date(config.calendar, config.service, now, disposition.due_in, requested),
+            "requested_due_at": requested}
 
 
-def choose_owner(disposition: Queue, config: Config) -> str | None:
-    """Who gets a new item in this queue, by the rule's `assign`."""
+def choose_owner(disposition: Queue, config: Config, away: Collection[str] = ()) -> str | None:
+    """Who gets a new item in this queue, by the rule's `assign`; members who are away are skipped."""
     if not disposition.assign:
         return None
     strategy = STRATEGIES.get(disposition.assign)
     if strategy is None:
-        return disposition.assign
+        return disposition.assign if disposition.assign not in away else None
     members = config.queues.get(disposition.queue) or tuple(m.email for m in config.team.members)
+    members = tuple(m for m in members if m not in away)
     return strategy(disposition.queue, members) if members else None
 
 
@@ -91,7 +98,8 @@ class Tracker:
         """Create the item, assign it, and enqueue the acknowledgement and the owner's mail."""
         disposition = decision.disposition
         assert isinstance(disposition, Queue)
-        owner = choose_owner(disposition, self.config)
+        gone = away(self.config.team, now) if disposition.assign else {}
+        owner = choose_owner(disposition, self.config, gone)
         item = create(Item, **draft_item(self.config, msg, decision, owner, now), secret=new_secret(),
                       follows=follows)
         record = self.record_inbound(msg, uid, now, "item", str(disposition), item, body=msg.text)
@@ -108,6 +116,13 @@ class Tracker:
                        f"follows {ref_of(follows, self.config.team)}, closed too long ago to reopen")
         if owner:
             self.event(item, record, now, "inboxd", "assigned", f"assigned to {owner} ({disposition.assign})")
+        elif gone:
+            self.event(item, record, now, "inboxd", "not-assigned",
+                       f"{disposition.assign}: skipped {', '.join(sorted(gone))} (away); left for the queue")
+        if item.requested_due_at is not None:
+            promised = "promised" if item.due_at == item.requested_due_at else "cannot be promised"
+            self.event(item, record, now, "inboxd", "requested-date",
+                       f"the requester asked for {self._local(item.requested_due_at)}: {promised}")
         if disposition.ack_template() and not msg.sender:
             self.event(item, record, now, "inboxd", "not-acknowledged", "the mail has no sender address")
         members = () if owner or not self.config.service.announce_new else self.config.queues.get(item.queue, ())
@@ -123,6 +138,16 @@ class Tracker:
                  now: datetime, raw: bytes) -> Message:
         """Apply what a mail on an existing item means: field changes, audit lines, mails."""
         record = self.record_inbound(msg, uid, now, plan.kind, plan.summary, item, body=text)
+        before = {"status": item.status, "waiting_on": item.waiting_on, "due_at": item.due_at,
+                  "paused_at": item.paused_at}
+        timing, line = clock_changes(before, plan.changes, now, self.config.calendar)
+        plan.changes.update(timing)
+        if line:
+            plan.events.append(("inboxd", "clock", line))
+        if any(item.requester and item.requester in mail.to for mail in plan.mails):
+            plan.changes["last_told_at"] = now
+        for member, back in plan.away:
+            set_away(member, back, now)
         if plan.changes:
             Item.update(**plan.changes).where(Item.id == item.id).execute()
             for name, value in plan.changes.items():
@@ -133,6 +158,17 @@ class Tracker:
             self.send(plan.mails, self.context(item, msg, stored_request(item)) | plan.context, item, now, msg, raw)
         log.info("%s: %s from %s: %s", ref_of(item, self.config.team), plan.kind, msg.sender or "unknown sender",
                  plan.summary)
+        return record
+
+    def member_mail(self, plan: Plan, msg: InboundMessage, text: str, uid: int | None, now: datetime) -> Message:
+        """Apply a member's `#away`/`#back` mail, which is about them and belongs to no item."""
+        record = self.record_inbound(msg, uid, now, plan.kind, plan.summary, body=text)
+        for member, back in plan.away:
+            set_away(member, back, now)
+        for actor, kind, detail in plan.events:
+            self.event(None, record, now, actor, kind, detail)
+        self.send(plan.mails, self.context(None, msg) | plan.context, None, now, msg)
+        log.info("%s from %s: %s", plan.kind, msg.sender, plan.summary)
         return record
 
     def flooding(self, sender: str, item: Item | None, record: Message, now: datetime) -> bool:
@@ -159,8 +195,8 @@ class Tracker:
         return mail_context(self.config.team, item, msg, disposition, request, self.config.service.survey)
 
     def send(self, replies: list[Reply], context: dict[str, Any], item: Item | None, now: datetime,
-             msg: InboundMessage, raw: bytes) -> None:
-        """Render each reply's template and put the mails in the outbox."""
+             msg: InboundMessage | None = None, raw: bytes = b"") -> None:
+        """Render each reply's template and put the mails in the outbox (answering `msg`, if any)."""
         team = self.config.team
         ref = ref_of(item, team) if item else None
         files = attachment_parts(raw) if any(r.carry_attachments for r in replies) else ()
@@ -178,13 +214,16 @@ class Tracker:
             enqueue(mail, item, now, reply.acknowledges, rendered.text, reply.automatic)
 
     @staticmethod
-    def _thread(reply: Reply, item: Item | None, msg: InboundMessage) -> tuple[str, ...]:
+    def _thread(reply: Reply, item: Item | None, msg: InboundMessage | None) -> tuple[str, ...]:
         """The Message-IDs a mail answers: the requester's thread, or the mail being answered."""
-        if reply.to_requester and item is not None and msg.sender != item.requester:
+        if reply.to_requester and item is not None and (msg is None or msg.sender != item.requester):
             first = (Message.select(Message.message_id).where((Message.item == item) & (Message.direction == "in"))
                      .order_by(Message.id).first())
             return (first.message_id,) if first else ()
-        return (*msg.references[-10:], msg.message_id) if reply.threaded else ()
+        return (*msg.references[-10:], msg.message_id) if reply.threaded and msg is not None else ()
+
+    def _local(self, moment: datetime) -> str:
+        return moment.astimezone(self.config.calendar.tz).strftime("%a %d %b %Y %H:%M")
 
     @staticmethod
     def event(item: Item | None, record: Message | None, now: datetime, actor: str, kind: str,

@@ -113,7 +113,7 @@ def test_run_acknowledges_mail_arriving_while_idle_and_stops_on_sigterm(tmp_path
         assert ack["To"] == "late@example.org" and "Arrived while idling" in ack["Subject"]
         assert latency < 10  # a poll would take 60 s: only IDLE explains a quick ack
         daemon.send_signal(signal.SIGHUP)  # reload while idling: at once, not after the next mail
-        _wait_for_line(log, "reloaded 7 rule(s)", timeout=10)
+        _wait_for_line(log, "reloaded 8 rule(s)", timeout=10)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
     finally:

@@ -50,6 +50,7 @@ class Effect:
     note: str | None = None  # internal text: the mail is not relayed to the requester
     help: bool = False
     used_body: bool = False  # the text below the keywords became the summary or reason: not relayed too
+    away: tuple[str, datetime | None] | None = None  # (member, back on) from #away, (member, None) from #back
 
 
 class Refused(Exception):

@@ -140,6 +140,41 @@ class OnTrack(Command):
 
 
 @register
+class Away(Command):
+    name, usage, summary = ("away", "#away until 2026-12-04  (the day you are back)",
+                            "you are away: new items skip you, reminders go to your queue, the lead is told")
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if ctx.config.team.member(ctx.sender) is None:
+            raise Refused(f"#away: {ctx.sender} is not a member of {ctx.config.team.name}")
+        text = re.sub(r"^until\s+", "", argument, flags=re.IGNORECASE).strip()
+        if not text:
+            raise Refused("#away needs the day you are back: #away until 2026-12-04")
+        try:
+            back, _ = parse_moment(text, ctx.now, ctx.config.calendar)
+        except ValueError as exc:
+            raise Refused(f"#away: {exc}") from None
+        if not re.search(r"\d:\d\d", text) and not text.startswith("+"):  # a day: back when it opens
+            back = back.replace(hour=ctx.config.calendar.opens.hour, minute=ctx.config.calendar.opens.minute)
+        if back <= ctx.now:
+            raise Refused(f"#away: {text.split()[0]} ({_local(back, ctx)}) is in the past")
+        return Effect(state, f"{ctx.sender} is away until {_local(back, ctx)}", away=(ctx.sender, back))
+
+
+@register
+class Back(Command):
+    name, usage, summary = "back", "#back", "you are back: new items and reminders reach you again"
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if ctx.config.team.member(ctx.sender) is None:
+            raise Refused(f"#back: {ctx.sender} is not a member of {ctx.config.team.name}")
+        return Effect(state, f"{ctx.sender} is back", away=(ctx.sender, None))
+
+
+MEMBER_KEYWORDS = ("away", "back")  # about the sender, not an item: they also work in a new mail to the alias
+
+
+@register
 class Decline(Command):
     name, usage, summary = "decline", "#decline reason", "politely decline; the requester learns why"
 

@@ -15,9 +15,9 @@ from ..tomlfile import TomlFile, load_toml
 from .conditions import FIELDS, OPERATORS, SIZE_OPERATORS, AllOf, AnyOf, Condition, FieldTest, Not
 from .rules import Decline, Disposition, Ignore, Queue, Redirect, Rule, RuleSet
 
-RULE_KEYS = ("name", "description", "match", "queue", "assign", "priority", "due_in", "tags",
-             "acknowledge", "ignore", "redirect", "decline")
-QUEUE_KEYS = ("queue", "assign", "priority", "due_in", "tags", "acknowledge")
+RULE_KEYS = ("name", "description", "match", "queue", "assign", "priority", "due_in", "honour_requested_date",
+             "tags", "acknowledge", "ignore", "redirect", "decline")
+QUEUE_KEYS = ("queue", "assign", "priority", "due_in", "honour_requested_date", "tags", "acknowledge")
 DISPOSITIONS = ("queue", "ignore", "redirect", "decline")
 ASSIGN_STRATEGIES = ("round-robin", "least-loaded")
 
@@ -137,6 +137,9 @@ class _RuleReader:
                 due_in = parse_duration(table["due_in"])
             except ValueError as exc:
                 self.fail("due_in", str(exc))
+        honour = table.get("honour_requested_date", False)
+        if not isinstance(honour, bool):
+            self.fail("honour_requested_date", f"must be true or false, got {honour!r}")
         tags = table.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             self.fail("tags", f"must be a list of strings, got {tags!r}")
@@ -149,7 +152,7 @@ class _RuleReader:
         elif ack != "auto":
             self.template("acknowledge", ack)
         return Queue(str(queue), str(assign).lower() if assign else None, str(priority),
-                     due_in, tuple(tags), ack)
+                     due_in, tuple(tags), ack, honour is True)
 
     def ignore(self, table: dict) -> Ignore | None:
         if table["ignore"] is not True:

@@ -21,6 +21,7 @@ class Queue:
     due_in: Duration | None = None  # None: the service's default_due
     tags: tuple[str, ...] = ()
     acknowledge: str | None = "auto"  # a template name, "auto" (by priority), or None: no ack
+    honour_requested_date: bool = False  # a date the requester names ("needed by Friday") may be promised
 
     def ack_template(self) -> str | None:
         """The acknowledgement template to use, if any."""
@@ -34,6 +35,8 @@ class Queue:
             parts.append(f"assign {self.assign}")
         if self.due_in:
             parts.append(f"due in {self.due_in}")
+        if self.honour_requested_date:
+            parts.append("honouring a requested date")
         if self.tags:
             parts.append("tags " + ", ".join(self.tags))
         parts.append(f"acknowledge with {self.ack_template()}" if self.ack_template() else "no acknowledgement")

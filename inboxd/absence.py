@@ -1,0 +1,41 @@
+"""Members who are away: `[team] absent` in the config, or `#away until DATE` by mail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .models import Absence, Event, Item
+from .settings import TeamConfig
+
+
+def away(team: TeamConfig, now: datetime) -> dict[str, datetime | None]:
+    """Who is away as of `now`, with the date they are back (None: until the config says otherwise)."""
+    found: dict[str, datetime | None] = {address: None for address in team.absent}
+    for row in Absence.select().where(Absence.until > now):
+        found.setdefault(row.member, row.until)
+    return found
+
+
+def set_away(member: str, until: datetime | None, now: datetime) -> None:
+    """Record `#away until DATE`, or end an absence (`#back`) with None; call inside a transaction."""
+    Absence.delete().where(Absence.member == member).execute()
+    if until is not None:
+        Absence.create(member=member, until=until, since=now)
+
+
+def absence_notes(item: Item, team: TeamConfig, now: datetime, tz) -> list[str]:
+    """What the lead should know about the owner's absence: a configured or announced one, and out-of-office replies."""
+    if not item.owner:
+        return []
+    notes = []
+    gone = away(team, now)
+    if item.owner in gone:
+        until = gone[item.owner]
+        notes.append(f"{item.owner} is away" + (f" until {until.astimezone(tz):%a %d %b %Y}" if until else
+                                                " ([team] absent)"))
+    replies = (Event.select().where((Event.item == item) & (Event.kind == "auto-reply") & (Event.actor == item.owner))
+               .order_by(Event.at.desc()).limit(1))
+    for event in replies:
+        notes.append(f"{item.owner} answered with an out-of-office reply on {event.at.astimezone(tz):%a %d %b %H:%M}: "
+                     f"{event.detail}")
+    return notes

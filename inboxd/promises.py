@@ -1,0 +1,70 @@
+"""The team's promises, decided purely: the promised date, the paused clock, and when each job is due."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .clock import BusinessCalendar, Duration
+from .settings import ServiceConfig
+
+JOB_KINDS = ("owner_reminder", "deadline_notice", "escalation", "status_update")
+AT_RISK_WITHIN = Duration(1, "days", business=True)  # the digest's "at risk": due by the end of the next workday
+
+
+def promised_date(calendar: BusinessCalendar, service: ServiceConfig, created: datetime,
+                  due_in: Duration | None, requested: datetime | None) -> datetime:
+    """The date an item is promised for: the rule's (or the default) turnaround, or the requester's later date.
+
+    A requested date sooner than the team's turnaround cannot be promised; the ack says which date can.
+    """
+    standard = calendar.add(created, due_in or service.default_due)
+    return requested if requested is not None and requested > standard else standard
+
+
+def paused(status: str, waiting_on: str | None) -> bool:
+    """An item waiting on its requester: the date's clock stands still, and no job runs for it."""
+    return status == "waiting" and waiting_on in (None, "requester")
+
+
+def clock_changes(before: dict[str, Any], changes: dict[str, Any], now: datetime,
+                  calendar: BusinessCalendar) -> tuple[dict[str, Any], str | None]:
+    """The pause or restart a status change means for the date, and a line for the history.
+
+    `before` holds the item's status, waiting_on, due_at and paused_at. When the wait on the
+    requester ends, the date moves by the business time the clock stood still, unless the same
+    mail set a new date itself (#eta).
+    """
+    after = before | changes
+    was, now_paused = before["paused_at"] is not None, paused(after["status"], after["waiting_on"])
+    if now_paused and not was:
+        return {"paused_at": now}, "the date's clock is paused while we wait on the requester"
+    if was and not now_paused:
+        if "due_at" in changes or before["due_at"] is None:
+            return {"paused_at": None}, None
+        stood = calendar.working_minutes(before["paused_at"], now)
+        due = calendar.extend(before["due_at"], stood)
+        hours, minutes = divmod(stood, 60)
+        return ({"paused_at": None, "due_at": due},
+                f"the date's clock runs again: paused {hours}h{minutes:02d} of business time, so the date "
+                f"moves to {due.astimezone(calendar.tz):%a %d %b %Y %H:%M}")
+    return {}, None
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """As of one moment, the bounds each job's query compares stored dates with."""
+
+    now: datetime
+    remind: datetime  # owner reminder: items due at or before this
+    notify: datetime  # requester notice: items due at or before this
+    update: datetime  # status update: items whose requester last heard from us at or before this
+    at_risk: datetime  # digest: open items due at or before this
+
+    @classmethod
+    def at(cls, now: datetime, calendar: BusinessCalendar, service: ServiceConfig) -> Cutoffs:
+        """The cutoffs as of `now`: one calendar sum each, so every job is one indexed range query."""
+        return cls(now, calendar.add(now, service.remind_owner_before),
+                   calendar.add(now, service.notify_requester_before),
+                   calendar.before(now, service.update_every), calendar.add(now, AT_RISK_WITHIN))

@@ -1,0 +1,152 @@
+"""The jobs of DESIGN §6: what is due as of a moment, asked of the database, and sent at most once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+
+from .absence import absence_notes, away
+from .digest import digest, not_paused
+from .mailout import Reply, mail_context, ref_of
+from .models import OPEN_STATUSES, Item, Notice, create, db, write_transaction
+from .promises import Cutoffs
+from .render import Renderer
+from .settings import Config
+from .tracker import Tracker, stored_request
+
+log = logging.getLogger(__name__)
+BATCH = 500  # mails of one kind per sweep: a backlog drains over a few sweeps while new mail keeps flowing
+TO_REQUESTER = ("deadline_notice", "status_update")
+
+
+@dataclass(frozen=True)
+class Due:
+    """One mail a job calls for: what, about which item (none for a digest), to whom, and why."""
+
+    kind: str
+    item: Item | None
+    for_date: datetime
+    to: tuple[str, ...]
+    why: str
+    audience: str = ""  # a digest's recipient: "team" or a member's address
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+class Sweeper:
+    """Runs the jobs as of a moment: the daemon every minute, `inboxd sweep --at` for any moment."""
+
+    def __init__(self, config: Config, renderer: Renderer) -> None:
+        self.config = config
+        self.tracker = Tracker(config, renderer)
+
+    def due(self, now: datetime) -> list[Due]:
+        """Every mail the jobs call for as of `now` that has not gone out yet."""
+        cal, team = self.config.calendar, self.config.team
+        cut = Cutoffs.at(now, cal, self.config.service)
+        gone = away(team, now)
+        found: list[Due] = []
+        for item in self._items("owner_reminder", Item.due_at, cut.remind, Item.on_track == False):  # noqa: E712
+            to = self._owners(item, gone)
+            found.append(Due("owner_reminder", item, item.due_at, to, f"due {self._when(item.due_at)}"
+                             + (", already passed" if item.due_at <= now else "") + "; not confirmed with #ontrack",
+                             context={"absence": absence_notes(item, team, now, cal.tz)}))
+        for item in self._items("deadline_notice", Item.due_at, cut.notify, Item.on_track == False,  # noqa: E712
+                                Item.requester != ""):
+            found.append(Due("deadline_notice", item, item.due_at, (item.requester,),
+                             f"due {self._when(item.due_at)}, not done and not confirmed with #ontrack"))
+        for item in self._items("escalation", Item.due_at, now):
+            told = Notice.select().where((Notice.item == item) & (Notice.kind == "deadline_notice")
+                                         & (Notice.for_date == item.due_at)).exists()
+            found.append(Due("escalation", item, item.due_at, (team.lead,),
+                             f"promised for {self._when(item.due_at)}, not done",
+                             context={"absence": absence_notes(item, team, now, cal.tz), "requester_told": told}))
+        told = {due.item.id for due in found if due.kind == "deadline_notice"}
+        for item in self._items("status_update", Item.last_told_at, cut.update, Item.requester != ""):
+            if item.id in told:
+                continue  # the notice tells them where it stands; a second mail would only be noise
+            found.append(Due("status_update", item, item.last_told_at, (item.requester,),
+                             f"the requester last heard from us {self._when(item.last_told_at)} "
+                             f"(update every {self.config.service.update_every})"))
+        return found + self._digests(now, cut, gone)
+
+    def run(self, now: datetime) -> list[Due]:
+        """Send what is due, each in its own transaction with its Notice row: a second sweep finds it done."""
+        sent = []
+        for due in self.due(now):
+            with write_transaction():
+                try:
+                    with db.atomic():
+                        create(Notice, item=due.item, kind=due.kind, for_date=due.for_date,
+                               audience=due.audience, created_at=now)
+                except pw.IntegrityError:
+                    continue  # another sweep (another process) sent it first
+                self._send(due, now)
+            sent.append(due)
+        if sent:
+            log.info("sweep: %d mail(s) sent as of %s", len(sent), self._when(now))
+        return sent
+
+    def _items(self, kind: str, date_field: pw.Field, cutoff: datetime, *more: pw.Expression) -> list[Item]:
+        """Open, running items whose date is at or before the cutoff and that have no notice of this kind for it."""
+        sent = Notice.select(Notice.id).where((Notice.item == Item.id) & (Notice.kind == kind)
+                                              & (Notice.for_date == date_field))
+        condition = Item.status.in_(OPEN_STATUSES) & (date_field <= cutoff) & not_paused() & ~pw.fn.EXISTS(sent)
+        for extra in more:
+            condition &= extra
+        return list(Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH))
+
+    def _owners(self, item: Item, gone: dict[str, datetime | None]) -> tuple[str, ...]:
+        """Who should act on an item: its owner, or, when nobody owns it or the owner is away, its queue."""
+        if item.owner and item.owner not in gone:
+            return (item.owner,)
+        members = tuple(m for m in self.config.queues.get(item.queue, ()) if m not in gone)
+        return members or (self.config.team.lead,)
+
+    def _digests(self, now: datetime, cut: Cutoffs, gone: dict[str, datetime | None]) -> list[Due]:
+        """This week's digest for the lead and for each member with items, unless sent already."""
+        weekly = self.config.service.digest
+        if weekly is None:
+            return []
+        slot = weekly.last(now, self.config.calendar.tz)
+        if not Item.select().where(Item.created_at < slot).exists():
+            return []  # inboxd was not in use yet that week: nothing to report
+        sent = {audience for (audience,) in Notice.select(Notice.audience).where(
+            Notice.item.is_null() & (Notice.kind == "digest") & (Notice.for_date == slot)).tuples()}
+        found = []
+        if "team" not in sent:
+            found.append(Due("digest", None, slot, (self.config.team.lead,), f"weekly digest ({weekly})", "team",
+                             {"digest": digest(self.config, now, slot, cut.at_risk)}))
+        for member in self.config.team.members:
+            if member.email in sent or member.email in gone:
+                continue
+            figures = digest(self.config, now, slot, cut.at_risk, member.email)
+            if figures["open"] or figures["new"] or figures["done"]:
+                found.append(Due("digest", None, slot, (member.email,), f"weekly digest for {member.name}",
+                                 member.email, {"digest": figures}))
+        return found
+
+    def _send(self, due: Due, now: datetime) -> None:
+        item, team = due.item, self.config.team
+        to_requester = due.kind in TO_REQUESTER
+        request = stored_request(item) if item is not None else {
+            "subject": "", "sender": "", "sender_name": "", "summary": "", "text": "", "attachments": []}
+        context = mail_context(team, item, None, request=request, survey=self.config.service.survey)
+        context.update(due.context, now=now)
+        reply = Reply(due.kind, due.to, threaded=False, internal=item is not None and not to_requester,
+                      to_requester=to_requester)
+        self.tracker.send([reply], context, item, now)
+        if item is None:
+            log.info("digest sent to %s", ", ".join(due.to))
+            return
+        if to_requester:
+            Item.update(last_told_at=now).where(Item.id == item.id).execute()
+        self.tracker.event(item, None, now, "inboxd", due.kind,
+                           f"{due.kind.replace('_', ' ')} to {', '.join(due.to)}: {due.why}")
+        log.info("%s: %s to %s: %s", ref_of(item, team), due.kind.replace("_", " "), ", ".join(due.to), due.why)
+
+    def _when(self, moment: datetime) -> str:
+        return moment.astimezone(self.config.calendar.tz).strftime("%a %d %b %Y %H:%M")
