@@ -82,6 +82,9 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
         by_rule = mail_context(config.team, None, msg, disposition)
         by_owner = from_owner | conversation | {"reason": by_rule["reason"], "redirect_to": by_rule["redirect_to"]}
         contexts[name] = [by_rule, by_owner]
+    member_mail = mail_context(config.team, None, replace(msg, sender=owner, subject="away")) | conversation
+    for name in ("command_ok", "command_error"):  # also answers #away and #back, which are about no item
+        contexts[name] = [everything, from_owner | conversation, member_mail | {"message": ""}]
     asked = dict(item_context(item, config.team), requested_due_at=item.due_at)
     too_soon = dict(asked, requested_due_at=now + timedelta(days=1))
     contexts["ack"] = [everything, from_owner | conversation, everything | {"item": asked},
