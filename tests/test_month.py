@@ -75,7 +75,7 @@ def test_no_open_request_is_silent_longer_than_update_every_over_a_month(tmp_pat
     for item in Item.select():
         moments = sorted([item.created_at] + [t for to, t in told[item.id] if to == item.requester])
         end = item.resolved_at if item.status == "done" else END
-        for heard, next_heard in zip(moments, [*moments[1:], end]):
+        for heard, next_heard in zip(moments, [*moments[1:], end], strict=True):
             if heard >= end:
                 break
             # Silent at most update_every (business time), plus the hour between two sweeps.

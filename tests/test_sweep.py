@@ -14,7 +14,7 @@ from helpers import write_config
 from inboxd.clock import FixedClock
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
-from inboxd.models import Item, Notice, Outbox
+from inboxd.models import Notice, Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
 

@@ -9,5 +9,6 @@ from .base import did_you_mean, help_table, plan_commands, register, split_keywo
 from . import builtin  # noqa: F401  (importing it registers the keywords of DESIGN §5)
 from .builtin import MEMBER_KEYWORDS
 
-__all__ = ["COMMANDS", "MEMBER_KEYWORDS", "Command", "CommandContext", "CommandPlan", "Effect", "ItemState", "Keyword", "Refused",
+__all__ = ["COMMANDS", "MEMBER_KEYWORDS", "Command", "CommandContext", "CommandPlan", "Effect", "ItemState",
+           "Keyword", "Refused",
            "did_you_mean", "help_table", "plan_commands", "register", "split_keywords"]
