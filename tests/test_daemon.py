@@ -1,6 +1,7 @@
 """The daemon loop: reload keeps a good rule set, outages are logged once and survived."""
 
 import logging
+from datetime import datetime, timedelta, timezone
 
 from helpers import REPO, make_mail, write_config
 
@@ -91,3 +92,42 @@ def test_an_unreadable_idle_response_reconnects_at_once_without_an_error(tmp_pat
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == [] and waits == []  # no backoff
     assert "could not be read" in caplog.text and source.opened >= 2
     assert Item.get().subject == "Arrived during the garbled IDLE"
+
+
+class DayPerWaitSource(FakeSource):
+    """Each wait lasts a moment of real time and a day of the daemon's clock; stops after a few."""
+
+    def __init__(self, clock, rounds: int) -> None:
+        super().__init__()
+        self.clock, self.rounds, self.waits, self.daemon = clock, rounds, [], None
+
+    def wait(self, seconds, interrupt) -> None:
+        self.waits.append(seconds)
+        interrupt.wait(seconds)
+        self.clock.advance(timedelta(days=1))
+        if len(self.waits) >= self.rounds:
+            self.daemon.stop()
+
+
+def test_run_catches_up_on_start_then_sweeps_between_waits(tmp_path, monkeypatch):
+    import inboxd.daemon as daemon_module
+    from conversation_helpers import Conversation
+
+    from inboxd.clock import FixedClock
+    from inboxd.models import Outbox
+    monkeypatch.setattr(daemon_module, "SWEEP_SECONDS", 0.05)
+    clock = FixedClock(datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc))  # Monday 10:00 Berlin
+    source = DayPerWaitSource(clock, rounds=8)
+    config = load_config(write_config(tmp_path, extra="\n[service]\ndigest = false\n"))
+    daemon = Daemon(config, clock=clock, source=source, transport=FakeTransport())
+    source.daemon = daemon
+    Conversation(daemon).owner_says("#take")  # due Thursday 10:00
+    clock.moment = datetime(2026, 11, 26, 9, 30, tzinfo=timezone.utc)  # the daemon was down until Thursday 10:30
+    daemon.run()
+    jobs = {kind: [r.created_at for r in Outbox.select().where(Outbox.kind == kind)]
+            for kind in ("owner_reminder", "deadline_notice", "escalation", "status_update")}
+    start = datetime(2026, 11, 26, 9, 30, tzinfo=timezone.utc)
+    assert jobs["owner_reminder"] == jobs["deadline_notice"] == jobs["escalation"] == [start]  # on start, once
+    assert len(jobs["status_update"]) >= 1 and min(jobs["status_update"]) > start  # later, between waits
+    assert all(0 <= seconds <= 0.05 for seconds in source.waits)  # no wait outlasts the next sweep
+    assert daemon.sender.transport.sent  # and the outbox thread sent what the sweeps queued

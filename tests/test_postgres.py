@@ -90,3 +90,27 @@ def test_the_instance_lock_is_an_advisory_lock_on_postgres(tmp_path, postgres):
     first.release()
     assert second.acquire()
     second.release()
+
+
+def test_the_jobs_on_postgres_each_once(tmp_path, postgres):
+    from datetime import datetime, timedelta, timezone
+
+    from conversation_helpers import Conversation
+    from peewee import IntegrityError
+
+    from inboxd.clock import FixedClock
+    from inboxd.models import Notice
+    url = postgres.create_database("inboxd_jobs")
+    config_path = write_config(tmp_path, extra="")
+    config_path.write_text(config_path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    clock = FixedClock(datetime(2026, 11, 16, 9, 0, tzinfo=timezone.utc))  # Monday 10:00 in Berlin
+    daemon = Daemon(load_config(config_path), clock=clock, source=FakeSource(), transport=FakeTransport())
+    talk = Conversation(daemon)
+    talk.owner_says("#take")
+    clock.advance(timedelta(days=7, minutes=5))  # a week later: Monday's digest is due, and the date has passed
+    first = daemon.sweep()
+    assert sorted(d.kind for d in first) == ["deadline_notice", "digest", "digest", "escalation", "owner_reminder"]
+    assert daemon.sweep() == []  # the unique Notice rows (and the digests' partial index) hold on PostgreSQL
+    assert Notice.select().count() == 5 and Notice.select().where(Notice.item.is_null()).count() == 2
+    with pytest.raises(IntegrityError):  # a second digest for the same week and audience cannot be recorded
+        Notice.create(kind="digest", audience="team", for_date=first[-1].for_date, created_at=clock.now())
