@@ -11,18 +11,19 @@ import time
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
+from datetime import timedelta
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Callable
 
 import click
 
-from .clock import SystemClock
-from .config import load_config
+from .clock import FixedClock, SystemClock
+from .config import Config, load_config
 from .daemon import Daemon
 from .errors import InboxdError
 from .localconfig import SHIPPED, write_local_config
-from .models import Item, Outbox
+from .models import OPEN_STATUSES, Item, Outbox
 from .pipeline import Outcome
 from .servers import PymapServer, SmtpCapture, append_messages
 
@@ -83,7 +84,8 @@ def run_demo(keep: bool = False) -> None:
             config = load_config(write_local_config(workdir, imap.port, smtp.port, imap.user, imap.password))
             click.echo(f"  IMAP 127.0.0.1:{imap.port}   SMTP 127.0.0.1:{smtp.port}   files in {workdir}")
             click.echo(f"  rules from {config.rules_dir}, templates from {config.templates_dir}\n")
-            _play(Daemon(config), smtp, imap)
+            tally = _play(Daemon(config), smtp, imap)
+            _time_passes(config, smtp, tally)
             _show_server(imap)
     finally:
         if keep:
@@ -93,7 +95,7 @@ def run_demo(keep: bool = False) -> None:
     click.secho(f"\ndemo finished in {time.monotonic() - started:.1f} s", bold=True)
 
 
-def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> None:
+def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> dict:
     """Run the daemon in a thread, deliver each sample into IDLE and narrate the outcome."""
     outcomes: queue.Queue[Outcome] = queue.Queue()
     daemon.listeners.append(outcomes.put)
@@ -116,6 +118,25 @@ def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> None:
         daemon.stop()
         thread.join(timeout=30)
     _summary(daemon, tally)
+    return tally
+
+
+def _time_passes(config: Config, smtp: SmtpCapture, tally: dict) -> None:
+    """Time runs on to the first promised date: the owner is reminded, the requester told, the lead alerted."""
+    first = Item.select().where(Item.status.in_(OPEN_STATUSES)).order_by(Item.due_at).first()
+    if first is None:
+        return
+    tz, ref = config.calendar.tz, f"{config.team.ref_prefix}-{first.id}"
+    for moment, what in ((first.due_at - timedelta(minutes=30), f"half an hour before {ref} is due"),
+                         (first.due_at + timedelta(minutes=5), f"{ref}'s promised date has passed")):
+        local = moment.astimezone(tz)
+        click.secho(f"\nTime passes to {local:%a %d %b %H:%M}, {what}: the jobs run as the daemon runs them every "
+                    f"minute (`inboxd sweep --at {local.isoformat(timespec='minutes')} --dry-run` shows the same)",
+                    bold=True)
+        for due in Daemon(config, clock=FixedClock(moment)).sweep_once():
+            about = f"{config.team.ref_prefix}-{due.item.id}" if due.item is not None else "weekly"
+            click.echo(f"    {due.kind.replace('_', ' '):<16} {about:<6} to {', '.join(due.to)}: {due.why}")
+        _show_sent(smtp, tally)
 
 
 def _conversation(smtp: SmtpCapture, deliver: Callable[[bytes], None]) -> None:
@@ -170,7 +191,7 @@ def _show_sent(smtp: SmtpCapture, tally: dict) -> None:
     expected = Outbox.select().where(Outbox.status == "sent").count()
     smtp.wait_for(expected, timeout=10)
     for mail in smtp.messages[tally["seen"]:]:
-        subject = str(make_header(decode_header(message_from_bytes(mail.data)["Subject"] or "")))
+        subject = " ".join(str(make_header(decode_header(message_from_bytes(mail.data)["Subject"] or ""))).split())
         click.echo(f"    <- mail to {', '.join(mail.rcpt_tos)}: {subject}")
         tally["sent"] += 1
     tally["seen"] = len(smtp.messages)

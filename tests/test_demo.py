@@ -18,3 +18,8 @@ def test_demo_runs_the_whole_flow_and_a_conversation():
     assert "mail to ines.dahl@example.org: [IT-4] Done: New monitor for the reception desk" in out
     assert "IT-4, rating" in out and "satisfaction 5 of 5" in out
     assert "0 left in INBOX" in out
+    # Then time passes: the owner is reminded and the requester told before the date, the lead alerted after it.
+    assert "owner reminder   IT-3   to ana@example.org" in out
+    assert "mail to ana@example.org: [IT-3] Due " in out
+    assert "mail to mira@board.example.org: [IT-3] About the date for Outage" in out
+    assert "mail to lead@example.org: [IT-3] Missed date: Outage: email is down in the board room" in out
