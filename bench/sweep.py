@@ -12,8 +12,9 @@ Then it measures, each as the median of several runs:
   run:      `Sweeper.run(now)` for the K due items: Notice rows, rendered mails, outbox rows;
   idle:     `Sweeper.run(now)` again: what the daemon pays every minute when nothing is due;
 
-and memory: the Python heap's peak during one sweep at N and at N/10 (flat means the sweep
-never holds all items), and the process RSS before and after 50 idle sweeps.
+and memory: the Python heap's peak during `due` at N and at N/10 with the same K due (flat
+means the sweep never holds all items), and the process's peak RSS once the database is
+filled, after the sweeps, after 50 more, and after the baseline (which holds every item).
 
     python bench/sweep.py [--items N] [--due K] [--json]
 """
@@ -100,22 +101,26 @@ def measure(directory: Path, count: int, due_now: int) -> dict[str, Any]:
     open_database(config.database_url)
     fill(count, due_now, random.Random(count))
     sweeper = Sweeper(config, renderer)
-    def open_items():  # a fresh query each time: peewee caches a query's rows
-        return Item.select().where(Item.status.in_(OPEN_STATUSES))
-    scan, loaded = timed(lambda: len(list(open_items())))
-    counted, _ = timed(lambda: open_items().count())
+    rss_start = rss_mb()
     due_time, found = timed(lambda: sweeper.due(NOW))
+    heap = peak_heap(lambda: sweeper.due(NOW))
     start = time.perf_counter()
     sent = sweeper.run(NOW)
     run_time = time.perf_counter() - start
     idle, again = timed(lambda: sweeper.run(NOW))
-    heap = peak_heap(lambda: sweeper.run(NOW))
     before = rss_mb()
     for _ in range(50):
         sweeper.run(NOW)
+    after = rss_mb()
+
+    def open_items():  # a fresh query each time: peewee caches a query's rows
+        return Item.select().where(Item.status.in_(OPEN_STATUSES))
+    scan, loaded = timed(lambda: len(list(open_items())), repeat=3)  # last: it grows the heap for good
+    counted, _ = timed(lambda: open_items().count())
     return {"items": count, "open_items": loaded, "due": len(found), "sent": len(sent), "sent_again": len(again),
             "baseline_load_all_s": scan, "baseline_count_s": counted, "due_s": due_time, "run_s": run_time,
-            "idle_s": idle, "heap_peak_mb": heap, "rss_before_mb": before, "rss_after_50_mb": rss_mb()}
+            "idle_s": idle, "heap_peak_mb": heap, "rss_start_mb": rss_start, "rss_before_mb": before,
+            "rss_after_50_mb": after, "rss_after_load_all_mb": rss_mb()}
 
 
 def main() -> int:
@@ -144,9 +149,10 @@ def main() -> int:
     verdict = "PASS" if big["idle_s"] < GOAL_SECONDS else "MISS"
     print(f"idle sweep (nothing due):        {big['idle_s']:.3f} s   goal < {GOAL_SECONDS:.0f} s   {verdict}")
     print(f"sweep / load-all:                {100 * big['idle_s'] / big['baseline_load_all_s']:.1f} %")
-    print(f"heap peak of one sweep:          {big['heap_peak_mb']:.2f} MB at {big['items']} items, "
-          f"{small['heap_peak_mb']:.2f} MB at {small['items']}")
-    print(f"RSS over 50 idle sweeps:         {big['rss_before_mb']:.1f} -> {big['rss_after_50_mb']:.1f} MB")
+    print(f"heap peak of due():              {big['heap_peak_mb']:.2f} MB at {big['items']} items, "
+          f"{small['heap_peak_mb']:.2f} MB at {small['items']} (both with {big['due']} due)")
+    print(f"RSS (max so far):                {big['rss_start_mb']:.1f} MB filled, {big['rss_before_mb']:.1f} after the "
+          f"sweeps, {big['rss_after_50_mb']:.1f} after 50 more; {big['rss_after_load_all_mb']:.1f} after load-all")
     for line in wrong:
         print(f"WRONG: {line}")
     return 1 if wrong else 0

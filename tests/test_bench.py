@@ -79,3 +79,19 @@ def test_crash_trials_small() -> None:
     assert (figures["kills"], figures["mails"], figures["items"], figures["acknowledged"]) == (3, 30, 30, 30)
     assert figures["lost"] == figures["duplicate_items"] == figures["second_acks"] == 0
     assert figures["duplicate_acks"] <= 3 and figures["problems"] == []
+
+
+def test_sweep_bench_small() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "sweep.py"), "--items", "2000", "--due", "10"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    out = done.stdout
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{out}\nstderr:\n{done.stderr[-3000:]}"
+    assert re.search(r"^inboxd sweep benchmark: 2000 open items \(SQLite\), 10 falling due$", out, re.M), out
+    baseline = re.search(r"^baseline, load every open item:\s+([0-9.]+) s", out, re.M)
+    run = re.search(r"^run \(send 30 mail\(s\)\):\s+([0-9.]+) s\s+goal < 1 s\s+(PASS|MISS)$", out, re.M)
+    idle = re.search(r"^idle sweep \(nothing due\):\s+([0-9.]+) s\s+goal < 1 s\s+(PASS|MISS)$", out, re.M)
+    assert baseline and run and idle, out
+    assert float(baseline[1]) > 0 and float(run[1]) > 0 and float(idle[1]) > 0, out
+    assert re.search(r"^heap peak of due\(\):\s+[0-9.]+ MB at 2000 items, [0-9.]+ MB at 200 \(both with 30 due\)$",
+                     out, re.M), out
+    assert "WRONG" not in out
