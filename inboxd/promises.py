@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from .clock import BusinessCalendar, Duration
+from .models import OPEN_STATUSES
 from .settings import ServiceConfig
 
-JOB_KINDS = ("owner_reminder", "deadline_notice", "escalation", "status_update")
 AT_RISK_WITHIN = Duration(1, "days", business=True)  # the digest's "at risk": due by the end of the next workday
 
 
@@ -41,8 +41,8 @@ def clock_changes(before: dict[str, Any], changes: dict[str, Any], now: datetime
     if now_paused and not was:
         return {"paused_at": now}, "the date's clock is paused while we wait on the requester"
     if was and not now_paused:
-        if "due_at" in changes or before["due_at"] is None:
-            return {"paused_at": None}, None
+        if "due_at" in changes or before["due_at"] is None or after["status"] not in OPEN_STATUSES:
+            return {"paused_at": None}, None  # a new date was set, or the item closed: nothing to move
         stood = calendar.working_minutes(before["paused_at"], now)
         due = calendar.extend(before["due_at"], stood)
         hours, minutes = divmod(stood, 60)

@@ -97,7 +97,10 @@ class Sweeper:
         condition = Item.status.in_(OPEN_STATUSES) & (date_field <= cutoff) & not_paused() & ~pw.fn.EXISTS(sent)
         for extra in more:
             condition &= extra
-        return list(Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH))
+        found = list(Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH))
+        if len(found) == BATCH:
+            log.info("sweep: more than %d %s mails are due; the rest follow in the next sweeps", BATCH, kind)
+        return found
 
     def _owners(self, item: Item, gone: dict[str, datetime | None]) -> tuple[str, ...]:
         """Who should act on an item: its owner, or, when nobody owns it or the owner is away, its queue."""

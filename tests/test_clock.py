@@ -100,3 +100,23 @@ class TestParseMoment:
     def test_unreadable_dates_are_refused_with_examples(self, text):
         with pytest.raises(ValueError, match="is not a date; write 2026-12-04, friday"):
             parse_moment(text, self.monday_10, self.cal)
+
+
+@pytest.mark.parametrize("duration", ["4 business hours", "1 business hour", "3 business days", "1 business day",
+                                      "2d", "30m", "1w"])
+def test_before_is_the_latest_start_from_which_a_duration_has_run_out(duration):
+    import random
+    from datetime import timedelta
+    d, rng = parse_duration(duration), random.Random(duration)
+    for _ in range(400):  # weekends, nights, the DST change of 25 Oct, Christmas
+        now = at(2026, 10, 20, 0, 0) + timedelta(minutes=rng.randrange(60 * 24 * 75))
+        start = CAL.before(now, d)
+        assert CAL.add(start, d) <= now
+        assert CAL.add(start + timedelta(minutes=1), d) > now  # and no later start would do
+
+
+def test_working_minutes_and_extend_count_only_business_time():
+    friday, monday = at(2026, 11, 27, 16, 45), at(2026, 11, 30, 12, 15)
+    assert CAL.working_minutes(friday, monday) == 4 * 60
+    assert CAL.extend(friday, 4 * 60) == monday
+    assert CAL.working_minutes(at(2026, 12, 23, 17, 0), at(2026, 12, 28, 9, 30)) == 30 + 30  # 24th-27th closed

@@ -178,3 +178,17 @@ def test_sweep_command_dry_run_then_real_through_smtp(tmp_path, smtp_capture):
 def test_sweep_command_refuses_a_moment_it_cannot_read(tmp_path):
     result = CliRunner().invoke(cli, ["--config", str(write_config(tmp_path)), "sweep", "--at", "next week"])
     assert result.exit_code == 2 and "is not an ISO 8601 moment" in result.output
+
+
+def test_clock_changes_pause_and_restart_purely():
+    from inboxd.promises import clock_changes
+    waiting = {"status": "open", "waiting_on": None, "due_at": at(26, 10), "paused_at": None}
+    changes, line = clock_changes(waiting, {"status": "waiting", "waiting_on": "requester"}, at(24, 10), CAL)
+    assert changes == {"paused_at": at(24, 10)} and "paused" in line
+    assert clock_changes(waiting, {"status": "waiting", "waiting_on": "the vendor"}, at(24, 10), CAL) == ({}, None)
+    paused = {"status": "waiting", "waiting_on": "requester", "due_at": at(26, 10), "paused_at": at(24, 10)}
+    changes, line = clock_changes(paused, {"status": "open", "waiting_on": None}, at(24, 12), CAL)
+    assert changes == {"paused_at": None, "due_at": at(26, 12)} and "paused 2h00" in line
+    assert clock_changes(paused, {"status": "done", "waiting_on": None}, at(24, 12), CAL) == ({"paused_at": None}, None)
+    assert clock_changes(paused, {"status": "open", "due_at": at(30, 10)}, at(24, 12), CAL) == (
+        {"paused_at": None}, None)  # the same mail set a new date: it stands
