@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from .models import Absence, Event, Item
 from .settings import TeamConfig
@@ -23,12 +23,11 @@ def set_away(member: str, until: datetime | None, now: datetime) -> None:
         Absence.create(member=member, until=until, since=now)
 
 
-def absence_notes(item: Item, team: TeamConfig, now: datetime, tz) -> list[str]:
-    """What the lead should know about the owner's absence: a configured or announced one, and out-of-office replies."""
+def absence_notes(item: Item, gone: dict[str, datetime | None], tz: tzinfo) -> list[str]:
+    """What the lead should know of the owner's absence: `gone` (from `away`), and their out-of-office replies."""
     if not item.owner:
         return []
     notes = []
-    gone = away(team, now)
     if item.owner in gone:
         until = gone[item.owner]
         notes.append(f"{item.owner} is away" + (f" until {until.astimezone(tz):%a %d %b %Y}" if until else

@@ -94,8 +94,10 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
     for name in ("owner_reminder", "deadline_notice", "escalation", "status_update"):
         contexts[name] = [everything, overdue, everything | {"absence": [], "requester_told": False}]
     nobody = mail_context(config.team, None, None, request=everything["request"]) | {"now": now}
-    contexts["digest"] = [nobody | {"digest": sample_digest(now, item, owner)},
-                          nobody | {"digest": sample_digest(now, item, None) | {"late": [], "at_risk": []}}]
+    quiet_week = {"late_count": 0, "late": [], "at_risk_count": 0, "at_risk": []}
+    contexts["digest"] = [nobody | {"digest": sample_digest(now, item, None)},
+                          nobody | {"digest": sample_digest(now, item, owner)},
+                          nobody | {"digest": sample_digest(now, item, owner) | quiet_week}]
     return contexts
 
 

@@ -1,72 +1,84 @@
-"""The date a requester asks for in a request ("needed by Friday", "Due: 2026-12-04"), read conservatively."""
+"""The date a requester asks for in a mail ("needed by Friday", "Due: 2026-12-04"), read conservatively."""
 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time
-
-from dateutil import parser as dateparser
+from datetime import date, datetime, timedelta
+from itertools import islice
 
 from .clock import BusinessCalendar, parse_moment
 
-# A phrase that introduces a deadline; a date must follow it directly.
-_PHRASE = re.compile(
-    r"\b(?:needed\s+by|need(?:ed)?\s+(?:it|this|them|that)\s+by|due(?:\s+date)?\s*:?|deadline\s*:?|"
-    r"no\s+later\s+than|by|before|until|bis(?:\s+spätestens)?|frist\s*:?|benötigt\s+bis)\s+",
-    re.IGNORECASE)
-_GERMAN_DAYS = {"montag": "monday", "dienstag": "tuesday", "mittwoch": "wednesday", "donnerstag": "thursday",
-                "freitag": "friday", "heute": "today", "morgen": "tomorrow"}
-_GERMAN_MONTHS = {"januar": "january", "jänner": "january", "februar": "february", "märz": "march",
-                  "mai": "may", "juni": "june", "juli": "july", "oktober": "october", "dezember": "december"}
-_MONTH = (r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*|januar|jänner|februar|märz|mai|juni|"
-          r"juli|oktober|dezember")
-_WORDS = r"monday|tuesday|wednesday|thursday|friday|today|tomorrow|" + "|".join(_GERMAN_DAYS)
-_DATE = re.compile(
-    rf"(?P<iso>\d{{4}}-\d{{2}}-\d{{2}}(?:[ T]\d{{1,2}}:\d{{2}})?)"
-    rf"|(?P<eow>end\s+of\s+(?:the\s+)?week|eow)\b"
-    rf"|(?P<word>{_WORDS})\b"
-    rf"|(?P<dm>\d{{1,2}})(?:st|nd|rd|th|\.)?\s+(?P<dm_month>{_MONTH})\b\.?(?:\s+(?P<dm_year>\d{{4}}))?"
-    rf"|(?P<md_month>{_MONTH})\b\.?\s+(?P<md>\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(?P<md_year>\d{{4}}))?"
-    rf"|(?P<num_d>\d{{1,2}})\.(?P<num_m>\d{{1,2}})\.(?P<num_y>\d{{4}})?",
-    re.IGNORECASE)
-_LOOK_AT = 4000  # characters: a deadline is stated early, not in a forwarded thread below
+# A deadline is stated near the top; further down are signatures and forwarded threads full of dates.
+_MAX_LINES, _MAX_CHARS = 40, 4000
+
+# Only these phrases introduce a date. "needed by", "need it by" and "benötigt bis" end in "by" / "bis".
+_PHRASE = re.compile(r"\b(?:due\s+date|due|deadline|frist|no\s+later\s+than|before|until|by"
+                     r"|bis\s+spätestens|spätestens|bis)\b\s*[:\-–]?\s*", re.IGNORECASE)
+
+# Words parse_moment understands, by what people write. "sat", "sun" and "wed" are left out: they are words too.
+_WORDS = {"today": "today", "heute": "today", "tomorrow": "tomorrow", "morgen": "tomorrow"} | {
+    name: day for day, names in {
+        "monday": "mon montag", "tuesday": "tue tues dienstag", "wednesday": "mittwoch",
+        "thursday": "thu thur thurs donnerstag", "friday": "fri freitag", "saturday": "samstag sonnabend",
+        "sunday": "sonntag"}.items() for name in [day, *names.split()]}
+_MONTHS = {name: number for number, names in enumerate([
+    "jan january januar jän jänner", "feb february februar", "mar march märz maerz mrz", "apr april", "may mai",
+    "jun june juni", "jul july juli", "aug august", "sep sept september", "oct october okt oktober",
+    "nov november", "dec december dez dezember"], start=1) for name in names.split()}
+
+
+def _any(names: dict[str, object]) -> str:
+    """A regex alternation of these names, longest first."""
+    return "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+
+
+_WORD, _MONTH = _any(_WORDS), _any(_MONTHS)
+_YEAR = r"20\d\d"  # never "1500 people"
+_DATE = re.compile(rf"""
+    (?:(?:the|on|am|zum|den)\s+)?
+    (?:(?:{_WORD})\.?,?\s+(?:(?:the|den)\s+)?(?=\d|{_MONTH}))?  # "Friday, 4 December": the date wins
+    (?:(?P<iso>\d{{4}}-\d{{2}}-\d{{2}}(?:t\d{{1,2}}:\d{{2}})?)
+      |(?P<nd>\d{{1,2}})\.(?P<nm>\d{{1,2}})\.(?P<ny>{_YEAR}|\d\d)?  # German order: 4.12. is 4 December
+      |(?P<d>\d{{1,2}})(?:st|nd|rd|th|\.)?\s*(?:of\s+)?(?P<m>{_MONTH})\.?(?:,?\s+(?P<y>{_YEAR}))?
+      |(?P<m2>{_MONTH})\.?\s+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(?P<y2>{_YEAR}))?
+      |(?P<eow>eow|end\s+of\s+(?:the\s+)?week|ende\s+der\s+woche)
+      |(?P<word>{_WORD})\.?
+    )(?!\w)""", re.IGNORECASE | re.VERBOSE)
+_BEFORE_TIME = re.compile(r"^[\s,]*(?:(?:at|um|@)\s*)?", re.IGNORECASE)  # "Friday at 15:00"
 
 
 def requested_date(text: str, now: datetime, calendar: BusinessCalendar) -> datetime | None:
-    """The date a mail asks for, at the end of that working day (or at the time given), or None."""
-    lines = [line for line in text[:_LOOK_AT].splitlines() if not line.lstrip().startswith(">")]
-    for phrase in _PHRASE.finditer("\n".join(lines)):
-        found = _DATE.match(phrase.string, phrase.end())
-        if found is not None:
-            day = _read(found, now, calendar)
-            if day is not None:
-                return day
+    """The date a requester asks for in a mail ("needed by Friday", "Due: 2026-12-04"), or None."""
+    today = now.astimezone(calendar.tz).date()
+    unquoted = (line for line in text.splitlines() if not line.lstrip().startswith(">"))
+    head = "\n".join(islice(unquoted, _MAX_LINES))[:_MAX_CHARS]
+    for line in head.splitlines():  # a phrase and its date on one line: "by\nFriday's team" is no deadline
+        for phrase in _PHRASE.finditer(line):
+            found = _DATE.match(line, phrase.end())
+            if found is None:
+                continue
+            try:  # the time, if any, follows the date: parse_moment reads it from the rest of the line
+                rest = _BEFORE_TIME.sub("", line[found.end():])
+                return parse_moment(f"{_token(found, today)} {rest}", now, calendar)[0]
+            except ValueError:  # 2026-13-45, 31 February: numbers that are no date
+                continue
     return None
 
 
-def _read(found: re.Match, now: datetime, calendar: BusinessCalendar) -> datetime | None:
-    """The moment one matched date means, in the team's timezone."""
-    today = now.astimezone(calendar.tz).date()
-    closing = calendar.closes
-    if found["iso"] or found["word"]:
-        word = (found["iso"] or found["word"]).lower().replace(" ", "T", 1)
-        return parse_moment(_GERMAN_DAYS.get(word, word), now, calendar)[0]
-    if found["eow"]:
-        friday = today.toordinal() + (4 - today.weekday()) % 7
-        return datetime.combine(date.fromordinal(friday), closing, calendar.tz)
-    if found["num_d"]:
-        day, month, year = int(found["num_d"]), int(found["num_m"]), found["num_y"]
+def _token(found: re.Match[str], today: date) -> str:
+    """The matched date as parse_moment reads it: an ISO day (maybe with a time) or a word like `friday`."""
+    if found["iso"]:
+        return found["iso"]
+    if found["word"]:
+        return _WORDS[found["word"].lower()]
+    if found["eow"]:  # the coming Friday, or today on a Friday
+        return (today + timedelta(days=(4 - today.weekday()) % 7)).isoformat()
+    if found["nd"]:
+        day, month, year = int(found["nd"]), int(found["nm"]), found["ny"]
     else:
-        month_name = (found["dm_month"] or found["md_month"]).lower()
-        try:
-            month = dateparser.parse(_GERMAN_MONTHS.get(month_name, month_name)).month
-        except (ValueError, OverflowError):
-            return None
-        day, year = int(found["dm"] or found["md"]), found["dm_year"] or found["md_year"]
-    try:
-        wanted = date(int(year), month, day) if year else date(today.year, month, day)
-        if not year and wanted < today:
-            wanted = date(today.year + 1, month, day)
-    except ValueError:
-        return None
-    return datetime.combine(wanted, time(closing.hour, closing.minute), calendar.tz)
+        day, year = int(found["d"] or found["d2"]), found["y"] or found["y2"]
+        month = _MONTHS[(found["m"] or found["m2"]).lower()]
+    if year:
+        return date(int(year) + (2000 if len(year) == 2 else 0), month, day).isoformat()
+    wanted = date(today.year, month, day)  # no year: the next such day, today included
+    return (wanted if wanted >= today else wanted.replace(year=today.year + 1)).isoformat()

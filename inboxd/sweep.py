@@ -53,20 +53,20 @@ class Sweeper:
             to = self._owners(item, gone)
             found.append(Due("owner_reminder", item, item.due_at, to, f"due {self._when(item.due_at)}"
                              + (", already passed" if item.due_at <= now else "") + "; not confirmed with #ontrack",
-                             context={"absence": absence_notes(item, team, now, cal.tz)}))
+                             context={"absence": absence_notes(item, gone, cal.tz)}))
         for item in self._items("deadline_notice", Item.due_at, cut.notify, Item.on_track == False,  # noqa: E712
                                 Item.requester != ""):
             found.append(Due("deadline_notice", item, item.due_at, (item.requester,),
                              f"due {self._when(item.due_at)}, not done and not confirmed with #ontrack"))
+        noticed = {due.item.id for due in found if due.kind == "deadline_notice"}  # in this very sweep
         for item in self._items("escalation", Item.due_at, now):
-            told = Notice.select().where((Notice.item == item) & (Notice.kind == "deadline_notice")
-                                         & (Notice.for_date == item.due_at)).exists()
+            told = item.id in noticed or Notice.select().where(
+                (Notice.item == item) & (Notice.kind == "deadline_notice") & (Notice.for_date == item.due_at)).exists()
             found.append(Due("escalation", item, item.due_at, (team.lead,),
                              f"promised for {self._when(item.due_at)}, not done",
-                             context={"absence": absence_notes(item, team, now, cal.tz), "requester_told": told}))
-        told = {due.item.id for due in found if due.kind == "deadline_notice"}
+                             context={"absence": absence_notes(item, gone, cal.tz), "requester_told": told}))
         for item in self._items("status_update", Item.last_told_at, cut.update, Item.requester != ""):
-            if item.id in told:
+            if item.id in noticed:
                 continue  # the notice tells them where it stands; a second mail would only be noise
             found.append(Due("status_update", item, item.last_told_at, (item.requester,),
                              f"the requester last heard from us {self._when(item.last_told_at)} "
