@@ -88,7 +88,7 @@ def test_a_three_day_outage_catches_up_once(daemon):
     assert sorted(kind for kind, _, _ in sent) == ["deadline_notice", "escalation", "owner_reminder"]
     assert {when for _, when, _ in sent} == {at(29, 10, 30)}
     overdue = Outbox.get(Outbox.kind == "deadline_notice").raw.decode()
-    assert "that date has passed" in overdue
+    assert "That date has passed and it is not done yet" in overdue
     escalation = Outbox.get(Outbox.kind == "escalation").raw.decode()
     assert "The requester knows" in escalation  # by the notice of this same sweep
 
