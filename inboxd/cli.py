@@ -215,6 +215,8 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         data = item_json(found, prefix)
         data["follows"] = f"{prefix}-{found.follows_id}" if found.follows_id else None
+        data |= {"requested_due_at": _iso(found.requested_due_at), "on_track": bool(found.on_track),
+                 "paused_at": _iso(found.paused_at), "last_told_at": _iso(found.last_told_at)}
         data["events"] = [{"at": _iso(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail}
                           for e in events]
         data["mail"] = [{**m, "at": _iso(m["at"])} for m in mail]
@@ -231,6 +233,13 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
         click.echo(f"{key + ':':<19} {value if value not in (None, '') else '-'}")
     if found.follows_id:
         click.echo(f"{'follows:':<19} {prefix}-{found.follows_id}")
+    if found.requested_due_at:
+        click.echo(f"{'requested_due_at:':<19} {when(found.requested_due_at)}")
+    if found.on_track:
+        click.echo(f"{'on_track:':<19} yes (#ontrack: no automatic notice to the requester)")
+    if found.paused_at:
+        click.echo(f"{'paused_at:':<19} {when(found.paused_at)} (waiting on the requester: the date's clock stands still)")
+    click.echo(f"{'last_told_at:':<19} {when(found.last_told_at)} (the requester's last mail from us)")
     click.echo("\nhistory:")
     for e in events:
         click.echo(f"  {when(e.at)}  {e.actor:<24} {e.kind:<16} {e.detail}")

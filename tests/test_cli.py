@@ -156,3 +156,16 @@ def test_item_shows_the_whole_conversation_and_who_did_what(fake_daemon):
     mail = json.loads(out)["mail"]
     assert [m["kind"] for m in mail][:3] == ["item", "new_request", "ack"]
     assert mail[0]["text"] == "My screen flickers since Monday."
+
+
+def test_item_shows_the_promise_it_is_under(fake_daemon):
+    from conversation_helpers import Conversation
+    talk = Conversation(fake_daemon)
+    talk.owner_says("#take\n#ontrack")
+    talk.owner_says("#waiting")
+    code, out = invoke(fake_daemon.config.path, "item", "IT-1")
+    assert code == 0
+    assert "on_track:           yes (#ontrack" in out and "paused_at:          Mon 23 Nov 2026 10:00 CET" in out
+    data = json.loads(invoke(fake_daemon.config.path, "item", "IT-1", "--json")[1])
+    assert data["on_track"] is True and data["paused_at"] == "2026-11-23T09:00:00+00:00"
+    assert data["requested_due_at"] is None and data["last_told_at"] is not None
