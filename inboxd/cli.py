@@ -238,7 +238,7 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
     if found.on_track:
         click.echo(f"{'on_track:':<19} yes (#ontrack: no automatic notice to the requester)")
     if found.paused_at:
-        click.echo(f"{'paused_at:':<19} {when(found.paused_at)} (waiting on the requester: the date's clock stands still)")
+        click.echo(f"{'paused_at:':<19} {when(found.paused_at)} (waiting on the requester: the date is on hold)")
     click.echo(f"{'last_told_at:':<19} {when(found.last_told_at)} (the requester's last mail from us)")
     click.echo("\nhistory:")
     for e in events:
