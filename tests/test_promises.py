@@ -18,7 +18,6 @@ from inboxd.daemon import Daemon
 from inboxd.errors import ConfigError
 from inboxd.models import Absence, Item, Notice, Outbox
 from inboxd.outbox import FakeTransport
-from inboxd.requested import requested_date
 from inboxd.source import FakeSource
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -33,31 +32,6 @@ def at(day: int, hour: int, minute: int = 0, month: int = 11, year: int = 2026) 
 def daemon_for(tmp_path, extra: str = "", moment: datetime = MONDAY, smtp_port: int = 1025) -> Daemon:
     config = load_config(write_config(tmp_path, extra=extra, smtp_port=smtp_port))
     return Daemon(config, clock=FixedClock(moment), source=FakeSource(), transport=FakeTransport())
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("New starter on Monday\nWe need it by Friday, please.", at(27, 17, 30)),
-    ("Laptop\nDue: 2026-12-04 15:00", at(4, 15, month=12)),
-    ("Laptop\nneeded by 4 December", at(4, 17, 30, month=12)),
-    ("Laptop\nDeadline: Dec 4th", at(4, 17, 30, month=12)),
-    ("Laptop\nno later than 2026-12-07", at(7, 17, 30, month=12)),
-    ("Laptop\nwe need it by end of week", at(27, 17, 30)),
-    ("Neuer Kollege\nBitte bis Freitag", at(27, 17, 30)),
-    ("Neuer Kollege\nFrist: 04.12.2026", at(4, 17, 30, month=12)),
-    ("Neuer Kollege\nbenötigt bis 4. Dezember", at(4, 17, 30, month=12)),
-    ("Laptop\nneeded by 5 January", at(5, 17, 30, month=1, year=2027)),
-    ("Laptop\nby tomorrow, and due: 2026-12-04", at(24, 17, 30)),  # the first date wins
-])
-def test_requested_dates_people_write(text, expected):
-    assert requested_date(text, MONDAY, CAL) == expected
-
-
-@pytest.mark.parametrize("text", [
-    "Laptop\nsent by John", "Laptop\nby the way, see you Friday", "Laptop\nbefore lunch would be nice",
-    "Laptop\nfor 5 people by 5", "Laptop\n> needed by Friday\nThat was last week's.", "Laptop\nBye, see you Friday",
-])
-def test_no_date_is_read_into_ordinary_words(text):
-    assert requested_date(text, MONDAY, CAL) is None
 
 
 def test_a_requested_date_is_promised_or_the_ack_says_which_date_can_be(tmp_path):
