@@ -166,3 +166,16 @@ def test_clock_changes_pause_and_restart_purely():
     assert clock_changes(paused, {"status": "done", "waiting_on": None}, at(24, 12), CAL) == ({"paused_at": None}, None)
     assert clock_changes(paused, {"status": "open", "due_at": at(30, 10)}, at(24, 12), CAL) == (
         {"paused_at": None}, None)  # the same mail set a new date: it stands
+
+
+@pytest.mark.parametrize("sender, body, problem", [
+    ("lead@example.org", "#away until 2026-12-04", "#away: lead@example.org is not a member of IT Help"),
+    ("bo@example.org", "#away until 2026-11-20", "#away: 2026-11-20 (Fri 20 Nov 2026 09:00) is in the past"),
+    ("bo@example.org", "#away until someday", "#away: 'someday' is not a date"),
+    ("bo@example.org", "#away", "#away needs the day you are back"),
+])
+def test_away_is_refused_with_the_reason(tmp_path, sender, body, problem):
+    talk = Conversation(daemon_for(tmp_path))
+    (answer,) = talk.send(make_mail(sender, "away", body))
+    assert answer["To"] == sender and "Not applied" in answer["Subject"] and problem in text_of(answer)
+    assert Absence.select().count() == 0 and Item.select().count() == 1

@@ -32,6 +32,11 @@ def _to_requester(template: str, ctx: CommandContext, **extra: Any) -> tuple[Rep
     return (Reply(template, (ctx.requester,), extra=extra, to_requester=True),) if ctx.requester else ()
 
 
+def _require_member(ctx: CommandContext, keyword: str, why: str = "") -> None:
+    if ctx.config.team.member(ctx.sender) is None:
+        raise Refused(f"#{keyword}: {ctx.sender} is not a member of {ctx.config.team.name}{why}")
+
+
 def _owner_if_member(ctx: CommandContext) -> str | None:
     return ctx.sender if ctx.config.team.member(ctx.sender) else None
 
@@ -45,8 +50,7 @@ class Take(Command):
     name, usage, summary = "take", "#take", "assign the item to yourself"
 
     def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
-        if ctx.config.team.member(ctx.sender) is None:
-            raise Refused(f"#take: {ctx.sender} is not a member of {ctx.config.team.name}, so cannot own items")
+        _require_member(ctx, "take", ", so cannot own items")
         if state.owner == ctx.sender:
             return Effect(state, f"already assigned to {ctx.sender}")
         return Effect(_assigned(state, ctx.sender), f"assigned to {ctx.sender}")
@@ -145,8 +149,7 @@ class Away(Command):
                             "you are away: new items skip you, reminders go to your queue, the lead is told")
 
     def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
-        if ctx.config.team.member(ctx.sender) is None:
-            raise Refused(f"#away: {ctx.sender} is not a member of {ctx.config.team.name}")
+        _require_member(ctx, "away")
         text = re.sub(r"^until\s+", "", argument, flags=re.IGNORECASE).strip()
         if not text:
             raise Refused("#away needs the day you are back: #away until 2026-12-04")
@@ -166,8 +169,7 @@ class Back(Command):
     name, usage, summary = "back", "#back", "you are back: new items and reminders reach you again"
 
     def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
-        if ctx.config.team.member(ctx.sender) is None:
-            raise Refused(f"#back: {ctx.sender} is not a member of {ctx.config.team.name}")
+        _require_member(ctx, "back")
         return Effect(state, f"{ctx.sender} is back", away=(ctx.sender, None))
 
 
