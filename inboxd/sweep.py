@@ -51,8 +51,11 @@ class Sweeper:
         found: list[Due] = []
         for item in self._items("owner_reminder", Item.due_at, cut.remind, Item.on_track == False):  # noqa: E712
             to = self._owners(item, gone)
+            whose = "" if to == (item.owner,) else "; to the queue: nobody owns it" if not item.owner else \
+                f"; to the queue: {item.owner} is away"
             found.append(Due("owner_reminder", item, item.due_at, to, f"due {self._when(item.due_at)}"
-                             + (", already passed" if item.due_at <= now else "") + "; not confirmed with #ontrack",
+                             + (", already passed" if item.due_at <= now else "") + "; not confirmed with #ontrack"
+                             + whose,
                              context={"absence": absence_notes(item, gone, cal.tz)}))
         for item in self._items("deadline_notice", Item.due_at, cut.notify, Item.on_track == False,  # noqa: E712
                                 Item.requester != ""):
