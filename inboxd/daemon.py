@@ -39,6 +39,7 @@ class Daemon:
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team.ref_prefix)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.sweeper = Sweeper(config, renderer)
+        self._sweep_failing = False
         self.listeners: list[Callable[[Outcome], None]] = []
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
@@ -108,9 +109,16 @@ class Daemon:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
         try:
             sent = self.sweeper.run(self.clock.now())
-        except Exception:
-            log.exception("sweep: a job failed; nothing of it was sent, the next sweep tries again")
+        except Exception as exc:  # the database went away, say: one ERROR per outage, not one a minute
+            if not self._sweep_failing:
+                log.exception("sweep: the jobs failed; what they had not sent yet is tried again each minute")
+            else:
+                log.debug("sweep: still failing: %s", exc)
+            self._sweep_failing = True
             return []
+        if self._sweep_failing:
+            log.info("sweep: the jobs run again")
+            self._sweep_failing = False
         if sent:
             self.sender.notify()
         return sent

@@ -11,6 +11,7 @@ import peewee as pw
 
 from .absence import absence_notes, away
 from .digest import digest, not_paused
+from .errors import InboxdError
 from .mailout import Reply, mail_context, ref_of
 from .models import OPEN_STATUSES, Item, Notice, create, db, write_transaction
 from .promises import Cutoffs
@@ -42,6 +43,7 @@ class Sweeper:
     def __init__(self, config: Config, renderer: Renderer) -> None:
         self.config = config
         self.tracker = Tracker(config, renderer)
+        self._failing: set[tuple] = set()  # mails whose failure was logged: once at ERROR, not every minute
 
     def due(self, now: datetime) -> list[Due]:
         """Every mail the jobs call for as of `now` that has not gone out yet."""
@@ -77,21 +79,37 @@ class Sweeper:
         return found + self._digests(now, cut, gone)
 
     def run(self, now: datetime) -> list[Due]:
-        """Send what is due, each in its own transaction with its Notice row: a second sweep finds it done."""
+        """Send what is due, each in its own transaction with its Notice row: a second sweep finds it done.
+
+        A mail that cannot be rendered (a template failing on one item's data) is logged, left unsent
+        and tried again by each sweep; the others go out.
+        """
         sent = []
         for due in self.due(now):
-            with write_transaction():
-                try:
-                    with db.atomic():
-                        create(Notice, item=due.item, kind=due.kind, for_date=due.for_date,
-                               audience=due.audience, created_at=now)
-                except pw.IntegrityError:
-                    continue  # another sweep (another process) sent it first
-                self._send(due, now)
+            key = (due.kind, due.item.id if due.item is not None else due.audience, due.for_date)
+            try:
+                with write_transaction():
+                    try:
+                        with db.atomic():
+                            create(Notice, item=due.item, kind=due.kind, for_date=due.for_date,
+                                   audience=due.audience, created_at=now)
+                    except pw.IntegrityError:
+                        continue  # another sweep (another process) sent it first
+                    self._send(due, now)
+            except InboxdError as exc:
+                first = key not in self._failing
+                self._failing.add(key)
+                (log.error if first else log.debug)("%s: %s to %s not sent, tried again each sweep: %s",
+                                                    self._about(due), due.kind, ", ".join(due.to), exc)
+                continue
+            self._failing.discard(key)
             sent.append(due)
         if sent:
             log.info("sweep: %d mail(s) sent as of %s", len(sent), self._when(now))
         return sent
+
+    def _about(self, due: Due) -> str:
+        return ref_of(due.item, self.config.team) if due.item is not None else f"digest for {due.audience}"
 
     def _items(self, kind: str, date_field: pw.Field, cutoff: datetime, *more: pw.Expression) -> list[Item]:
         """Open, running items whose date is at or before the cutoff and that have no notice of this kind for it."""

@@ -131,3 +131,21 @@ def test_run_catches_up_on_start_then_sweeps_between_waits(tmp_path, monkeypatch
     assert len(jobs["status_update"]) >= 1 and min(jobs["status_update"]) > start  # later, between waits
     assert all(0 <= seconds <= 0.05 for seconds in source.waits)  # no wait outlasts the next sweep
     assert daemon.sender.transport.sent  # and the outbox thread sent what the sweeps queued
+
+
+def test_a_failing_sweep_is_logged_once_until_it_runs_again(tmp_path, caplog, monkeypatch):
+    daemon = Daemon(load_config(write_config(tmp_path)), source=FakeSource(), transport=FakeTransport())
+    broken = [True]
+
+    def run(now):
+        if broken[0]:
+            raise RuntimeError("database is locked")
+        return []
+    monkeypatch.setattr(daemon.sweeper, "run", run)
+    with caplog.at_level(logging.INFO, logger="inboxd"):
+        for _ in range(5):
+            assert daemon.sweep() == []
+        broken[0] = False
+        daemon.sweep()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "database is locked" in caplog.text and "the jobs run again" in caplog.text

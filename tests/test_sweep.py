@@ -151,3 +151,30 @@ def test_dry_run_lists_without_sending(daemon):
                                              ("deadline_notice", ("rosa@example.org",)),
                                              ("escalation", ("lead@example.org",))]
     assert Notice.select().count() == 0 and Outbox.select().where(Outbox.kind.in_(JOBS)).count() == 0
+
+
+def test_a_mail_that_cannot_be_rendered_waits_and_the_others_go(tmp_path, caplog):
+    import logging
+    import shutil
+
+    from helpers import REPO
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    escalation = templates / "escalation.txt"
+    good = escalation.read_text()
+    escalation.write_text(good.replace("Hello,", '{% if item.ref == "IT-1" %}{{ item.no_such_name }}{% endif %}Hello,'))
+    config = load_config(write_config(tmp_path, templates=templates, extra="\n[service]\ndigest = false\n"))
+    daemon = Daemon(config, clock=FixedClock(at(23, 10)), source=FakeSource(), transport=FakeTransport())
+    Conversation(daemon)
+    Conversation(daemon, subject="Keyboard sticks", sender="omar@example.org")
+    with caplog.at_level(logging.ERROR, logger="inboxd"):
+        sweep_every(daemon, timedelta(minutes=15), at(26, 9, 45))
+        sweep_every(daemon, timedelta(minutes=1), at(26, 10, 5))  # IT-1's escalation fails in 5 sweeps
+    assert [(kind, when) for kind, when, _ in jobs_sent() if kind == "escalation"] == [("escalation", at(26, 10))]
+    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(failures) == 1 and failures[0].startswith("IT-1: escalation to lead@example.org not sent")
+    assert "escalation.txt" in failures[0]
+    escalation.write_text(good)  # the admin fixes the template; the daemon reloads it
+    daemon.reload()
+    daemon.clock.advance(timedelta(minutes=1))
+    assert [(d.kind, d.item.id) for d in daemon.sweep()] == [("escalation", 1)]
