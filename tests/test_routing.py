@@ -158,6 +158,9 @@ queue = "facilities"
     ('match.subject = { contains = "x" }\nqueue = "ops"\nassign = "zed@example.org"', "neither round-robin"),
     ('match.subject = { contains = "x" }\nqueue = "ops"\ndue_in = "soonish"', "not a duration"),
     ('match.subject = { contains = "x" }\nignore = true\ntags = ["a"]', "only applies to rules with queue"),
+    ('match.subject = { contains = "x" }\nqueue = "ops"\nhonour_requested_date = "yes"', "must be true or false"),
+    ('match.subject = { contains = "x" }\nqueue = "ops"\nhonor_requested_date = true',
+     "(did you mean 'honour_requested_date'?)"),
     ('queue = "ops"', "match: missing"),
 ])
 def test_single_mistakes(tmp_path, body, fragment):
