@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 
-from .models import Absence, Event, Item
+from .models import Absence, Event, Item, members_away
 from .settings import TeamConfig
 
 
 def away(team: TeamConfig, now: datetime) -> dict[str, datetime | None]:
     """Who is away as of `now`, with the date they are back (None: until the config says otherwise)."""
     found: dict[str, datetime | None] = {address: None for address in team.absent}
-    for row in Absence.select().where(Absence.until > now):
-        found.setdefault(row.member, row.until)
+    for member, until in members_away(now):
+        found.setdefault(member, until)
     return found
 
 

@@ -248,6 +248,14 @@ def automatic_mails_since(recipient: str, since: datetime) -> int:
                                 fields["created_at"].db_value(since)]).fetchone()[0]
 
 
+def members_away(now: datetime) -> list[tuple[str, datetime]]:
+    """(member, back on) of every `#away` still running: asked for each new item an `assign` rule places."""
+    sql = _composed("members_away", lambda: Absence.select(Absence.member, Absence.until).where(
+        Absence.until > datetime.now()))
+    until = Absence._meta.fields["until"]
+    return [(member, until.python_value(back)) for member, back in db.execute_sql(sql, [until.db_value(now)])]
+
+
 ALL_MODELS = [Item, Message, Event, Outbox, MailboxState, Notice, Absence]
 
 
