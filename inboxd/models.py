@@ -293,7 +293,21 @@ def _v4_promises(database: pw.Database) -> None:
     _add_missing(database, Item, ("last_told_at", "paused_at", "requested_due_at"), index=("status", "due_at"))
     _add_missing(database, Item, (), index=("status", "last_told_at"))
     database.create_tables([Notice, Absence])
-    Item.update(last_told_at=Item.created_at).where(Item.last_told_at.is_null()).execute()
+    # The requester last heard from us with the latest mail addressed to them (or when the item began).
+    latest = (Outbox.select(pw.fn.MAX(Outbox.created_at))
+              .where((Outbox.item == Item.id) & (Outbox.recipient == Item.requester)))
+    Item.update(last_told_at=pw.fn.COALESCE(latest, Item.created_at)).where(Item.last_told_at.is_null()).execute()
+    # Items already past their date when the jobs arrive are not escalated one by one (a lead would
+    # get one mail per old item at once): their requesters get status updates, and the digest lists them.
+    now = datetime.now(timezone.utc)
+    late = Item.select(Item.id, Item.due_at).where(Item.status.in_(OPEN_STATUSES) & (Item.due_at < now))
+    rows = [{"item": item.id, "kind": kind, "for_date": item.due_at, "created_at": now}
+            for item in late for kind in ("owner_reminder", "deadline_notice", "escalation")]
+    for start in range(0, len(rows), 300):
+        Notice.insert_many(rows[start:start + 300]).execute()
+    if rows:
+        log.info("database: %d open item(s) were already past their date; they are not escalated one by one "
+                 "(the weekly digest lists them)", len(rows) // 3)
 
 
 def new_secret() -> str:

@@ -24,3 +24,37 @@ def test_v1_database_gains_the_later_columns_and_keeps_its_rows(tmp_path: Path) 
         open_database(f"sqlite:///{path}")  # a second start applies nothing twice
     finally:
         database.close()
+
+
+def test_v4_starts_the_jobs_without_a_burst_for_old_items(tmp_path: Path) -> None:
+    v4_upgrade_scenario(f"sqlite:///{tmp_path / 'v3.db'}")
+
+
+def v4_upgrade_scenario(url: str) -> None:
+    """Items and mail of a schema-3 database: migration 4 reads what requesters heard, and skips old escalations."""
+    from datetime import datetime, timedelta, timezone
+
+    from inboxd.models import Notice, Outbox, SchemaVersion
+    database = open_database(url)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        def item(subject: str, due: datetime, status: str = "open") -> Item:
+            return Item.create(subject=subject, requester="rosa@example.org", queue="default", status=status,
+                               created_at=now - timedelta(days=30), due_at=due, secret="s")
+        late, later, done = item("Late", now - timedelta(days=2)), item("Later", now + timedelta(days=2)), \
+            item("Done", now - timedelta(days=9), "done")
+        Outbox.create(item=late, kind="relay", recipients=["rosa@example.org"], recipient="rosa@example.org",
+                      sender="help@example.org", subject="s", message_id="<m1@x>", raw=b"",
+                      created_at=now - timedelta(days=1), next_attempt_at=now)
+        # Back to schema 3: no jobs yet, nothing known of what the requesters heard.
+        Item.update(last_told_at=None).execute()
+        database.drop_tables([Notice])
+        SchemaVersion.delete().where(SchemaVersion.version == 4).execute()
+        open_database(url)
+        assert Item.get_by_id(late.id).last_told_at == now - timedelta(days=1)  # the relay
+        assert Item.get_by_id(later.id).last_told_at == now - timedelta(days=30)  # nothing sent: its start
+        assert sorted(n.kind for n in Notice.select().where(Notice.item == late)) == [
+            "deadline_notice", "escalation", "owner_reminder"]
+        assert Notice.select().where(Notice.item.in_([later, done])).count() == 0
+    finally:
+        database.close()

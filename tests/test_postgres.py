@@ -114,3 +114,8 @@ def test_the_jobs_on_postgres_each_once(tmp_path, postgres):
     assert Notice.select().count() == 5 and Notice.select().where(Notice.item.is_null()).count() == 2
     with pytest.raises(IntegrityError):  # a second digest for the same week and audience cannot be recorded
         Notice.create(kind="digest", audience="team", for_date=first[-1].for_date, created_at=clock.now())
+
+
+def test_the_v4_upgrade_on_postgres(postgres):
+    from test_models import v4_upgrade_scenario
+    v4_upgrade_scenario(postgres.create_database("inboxd_v4"))
