@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import schedule
 
@@ -125,11 +126,17 @@ class Daemon:
 
     def sweep_once(self) -> list[Due]:
         """Run the jobs once and send what they queued (`inboxd sweep`); refuses while another inboxd runs."""
+        with self._one_shot():
+            return self.sweep()
+
+    @contextmanager
+    def _one_shot(self) -> Iterator[None]:
+        """This inboxd alone on the mailbox, with the outbox sending, until what was queued is sent."""
         lock = InstanceLock(self.config)
         lock.acquire()
         thread, stop = self._start_sender()
         try:
-            return self.sweep()
+            yield
         finally:
             self._stop_sender(thread, stop)
             lock.release()
@@ -149,19 +156,13 @@ class Daemon:
 
     def once(self) -> int:
         """Process the new mail, run the due jobs, send what is queued, and return the number of mails read."""
-        lock = InstanceLock(self.config)
-        lock.acquire()
-        thread, stop = self._start_sender()
-        try:
+        with self._one_shot():
             uidvalidity = self.source.open()
             try:
                 count = self.ingest(uidvalidity)
             finally:
                 self.source.close()
             self.sweep()
-        finally:
-            self._stop_sender(thread, stop)
-            lock.release()
         return count
 
     def run(self, standby: bool = False) -> None:

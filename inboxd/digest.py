@@ -9,14 +9,10 @@ import peewee as pw
 
 from .mailout import ref_of
 from .models import OPEN_STATUSES, Item, Message, Outbox
+from .promises import not_paused
 from .settings import Config
 
 LISTED = 25  # items named per list; the counts are always whole
-
-
-def not_paused() -> pw.Expression:
-    """SQL for `promises.paused` negated: items whose date's clock is running."""
-    return ~((Item.status == "waiting") & (Item.waiting_on.is_null() | (Item.waiting_on == "requester")))
 
 
 def week_before(slot: datetime, config: Config) -> datetime:

@@ -1,4 +1,4 @@
-"""The team's promises, decided purely: the promised date, the paused clock, and when each job is due."""
+"""The team's promises: the promised date, the paused clock (and its SQL twin), and when each job is due."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import peewee as pw
+
 from .clock import BusinessCalendar, Duration
-from .models import OPEN_STATUSES
+from .models import OPEN_STATUSES, Item
 from .settings import ServiceConfig
 
 AT_RISK_WITHIN = Duration(1, "days", business=True)  # the digest's "at risk": due by the end of the next workday
@@ -26,6 +28,11 @@ def promised_date(calendar: BusinessCalendar, service: ServiceConfig, created: d
 def paused(status: str, waiting_on: str | None) -> bool:
     """An item waiting on its requester: the date's clock stands still, and no job runs for it."""
     return status == "waiting" and waiting_on in (None, "requester")
+
+
+def not_paused() -> pw.Expression:
+    """`paused` negated, as SQL: items whose date's clock is running (the jobs' and the digest's queries)."""
+    return ~((Item.status == "waiting") & (Item.waiting_on.is_null() | (Item.waiting_on == "requester")))
 
 
 def clock_changes(before: dict[str, Any], changes: dict[str, Any], now: datetime,

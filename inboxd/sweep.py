@@ -10,11 +10,11 @@ from typing import Any
 import peewee as pw
 
 from .absence import absence_notes, away
-from .digest import digest, not_paused
+from .digest import digest
 from .errors import InboxdError
 from .mailout import Reply, mail_context, ref_of
 from .models import OPEN_STATUSES, Item, Notice, create, db, write_transaction
-from .promises import Cutoffs
+from .promises import Cutoffs, not_paused
 from .render import Renderer
 from .settings import Config
 from .tracker import Tracker, stored_request
