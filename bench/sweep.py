@@ -36,8 +36,9 @@ from typing import Any, Callable
 
 from inboxd.checks import check_everything
 from inboxd.config import load_config
+from inboxd.domain import OPEN_STATUSES
 from inboxd.localconfig import write_local_config
-from inboxd.models import OPEN_STATUSES, Item, Notice, db, new_secret, open_database
+from inboxd.models import Item, Notice, db, new_secret, open_database
 from inboxd.sweep import Sweeper
 
 GOAL_SECONDS = 1.0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 
-from .models import Absence, Event, Item, members_away
+from .domain import ItemView
+from .models import Event, members_away
 from .settings import TeamConfig
 
 
@@ -16,14 +17,7 @@ def away(team: TeamConfig, now: datetime) -> dict[str, datetime | None]:
     return found
 
 
-def set_away(member: str, until: datetime | None, now: datetime) -> None:
-    """Record `#away until DATE`, or end an absence (`#back`) with None; call inside a transaction."""
-    Absence.delete().where(Absence.member == member).execute()
-    if until is not None:
-        Absence.create(member=member, until=until, since=now)
-
-
-def absence_notes(item: Item, gone: dict[str, datetime | None], tz: tzinfo) -> list[str]:
+def absence_notes(item: ItemView, gone: dict[str, datetime | None], tz: tzinfo) -> list[str]:
     """What the lead should know of the owner's absence: `gone` (from `away`), and their out-of-office replies."""
     if not item.owner:
         return []
@@ -32,7 +26,7 @@ def absence_notes(item: Item, gone: dict[str, datetime | None], tz: tzinfo) -> l
         until = gone[item.owner]
         notes.append(f"{item.owner} is away" + (f" until {until.astimezone(tz):%a %d %b %Y}" if until else
                                                 " ([team] absent)"))
-    replies = (Event.select().where((Event.item == item) & (Event.kind == "auto-reply") & (Event.actor == item.owner))
+    replies = (Event.select().where((Event.item == item.id) & (Event.kind == "auto-reply") & (Event.actor == item.owner))
                .order_by(Event.at.desc()).limit(1))
     for event in replies:
         notes.append(f"{item.owner} answered with an out-of-office reply on {event.at.astimezone(tz):%a %d %b %H:%M}: "

@@ -9,9 +9,9 @@ from typing import Any
 from .commands import help_table
 from .config import Config
 from .errors import ProblemList, RulesError, TemplateError
+from .domain import ItemView, Status
 from .mailout import item_context, mail_context, request_context
 from .message import Attachment, InboundMessage
-from .models import Item
 from .render import Renderer
 from .routing import Decline, Redirect, RuleSet, load_rules
 from .routing.loader import Known
@@ -52,12 +52,12 @@ def sample_message() -> InboundMessage:
         in_reply_to=None, references=(), content_type="text/plain", raw_size=1024)
 
 
-def sample_item(config: Config, now: datetime) -> Item:
+def sample_item(config: Config, now: datetime) -> ItemView:
     """A made-up item (not saved), for rendering templates."""
     owner = config.team.members[0].email if config.team.members else None
-    return Item(id=42, subject="The printer on floor 3 is jammed", requester="sam.sample@example.org",
-                requester_name="Sam Sample", owner=owner, queue="default", status="open",
-                priority="normal", tags=["printer"], created_at=now, due_at=now + timedelta(days=3))
+    return ItemView(id=42, subject="The printer on floor 3 is jammed", requester="sam.sample@example.org",
+                    requester_name="Sam Sample", owner=owner, queue="default", status=Status.OPEN,
+                    tags=("printer",), created_at=now, due_at=now + timedelta(days=3))
 
 
 def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
@@ -101,7 +101,7 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
     return contexts
 
 
-def sample_digest(now: datetime, item: Item, owner: str | None) -> dict[str, Any]:
+def sample_digest(now: datetime, item: ItemView, owner: str | None) -> dict[str, Any]:
     """Made-up figures in the shape `digest.digest` returns, for the team (owner None) or one owner."""
     line = {"ref": "IT-42", "subject": item.subject, "due_at": now, "owner_name": "Ana", "status": "open"}
     return {"owner": owner or "", "owner_name": "Ana" if owner else "", "week_from": now - timedelta(days=7),

@@ -145,7 +145,8 @@ def item_json(item: Any, prefix: str) -> dict[str, Any]:
 @click.pass_context
 def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, as_json: bool) -> None:
     """List items (open ones unless --all)."""
-    from .models import OPEN_STATUSES, Item
+    from .domain import OPEN_STATUSES
+    from .models import Item
     config = _open_db(ctx)
     query = Item.select().order_by(Item.id)
     if which == "open":

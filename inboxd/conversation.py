@@ -1,4 +1,7 @@
-"""Conversations: what a mail on an existing item means (commands, relay, reply, rating, thanks), decided purely."""
+"""Conversations: what a mail on an existing item means (commands, relay, reply, rating, thanks), decided purely.
+
+`decide` returns a complete, immutable `Plan`: the tracker writes it as it is.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ import authres
 
 from .commands import MEMBER_KEYWORDS, CommandContext, ItemState, help_table, plan_commands, split_keywords
 from .config import Config
-from .mailout import Reply
+from .domain import OPEN_STATUSES, EventLine, ItemView, Plan, PlanKind, Reply, Status, frozen
 from .message import InboundMessage
-from .models import OPEN_STATUSES, Item
+from .promises import clock_changes
 from .replytext import html_quotes_marked, new_text
 
 # A score alone, or followed by punctuation and a comment ("2/5 - too slow"); "3 printers are…" is news.
@@ -27,32 +30,21 @@ _BUT = re.compile(r"\b(but|still|not|no|however|though|although|\w+n't|cannot|an
 _SHORT = 12  # words: a thank-you with more than this is new substance
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to do with one mail on an item: field changes, audit lines and mails."""
+@dataclass
+class _Draft:
+    """A plan while it is being decided; `_finish` turns it into the immutable Plan."""
 
-    kind: str  # command | refused | relayed | reply | rating | thanks | reopened | recorded | new-item
+    kind: PlanKind
     changes: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (actor, kind, detail)
+    events: list[EventLine] = field(default_factory=list)
     mails: list[Reply] = field(default_factory=list)
-    context: dict[str, Any] = field(default_factory=dict)  # for every mail this plan sends
-    away: list[tuple[str, datetime | None]] = field(default_factory=list)  # members away until (None: back)
-
-    @property
-    def summary(self) -> str:
-        """The audit lines on one line, for the log."""
-        return "; ".join(detail for _, _, detail in self.events) or self.kind
+    context: dict[str, Any] = field(default_factory=dict)
+    away: list[tuple[str, datetime | None]] = field(default_factory=list)
 
 
 def reply_text(msg: InboundMessage) -> str:
     """What the sender newly wrote: quotes, attributions, signatures and footers cut."""
     return new_text(html_quotes_marked(msg.html) if msg.html else msg.text)
-
-
-def state_of(item: Item) -> ItemState:
-    """The command-relevant fields of a stored item."""
-    return ItemState(item.owner, item.status, item.priority, tuple(item.tags or ()), item.due_at,
-                     bool(item.on_track), item.waiting_on, item.resolved_at)
 
 
 def changes_between(before: ItemState, after: ItemState) -> dict[str, Any]:
@@ -97,39 +89,58 @@ def _authenticated(msg: InboundMessage, authserv_id: str, domain: str) -> bool:
     return False
 
 
-def decide(config: Config, item: Item, msg: InboundMessage, text: str, secret_ok: bool,
+def decide(config: Config, item: ItemView, msg: InboundMessage, text: str, secret_ok: bool,
            now: datetime) -> Plan:
-    """What this mail means for the item it belongs to."""
+    """What this mail means for the item it belongs to, complete: the tracker only writes it."""
     team = config.team
     keywords, _ = split_keywords(text)
     if team.speaks_for_team(msg.sender) and (keywords or msg.sender != item.requester):
-        return _from_team(config, item, msg, text, secret_ok, now)
-    plan = _from_outside(config, item, msg, text, now)
-    if keywords:  # from anyone else a keyword is plain text: say so in the history
-        refused = ("refused", f"{' '.join('#' + k.name for k in keywords)} from {msg.sender or 'unknown sender'} "
-                              f"ignored: only {team.name} members and the lead may use keywords")
-        plan.events.append((msg.sender or "unknown sender", *refused))
-    return plan
+        draft = _from_team(config, item, msg, text, secret_ok, now)
+    else:
+        draft = _from_outside(config, item, msg, text, now)
+        if keywords:  # from anyone else a keyword is plain text: say so in the history
+            draft.events.append((msg.sender or "unknown sender", "refused",
+                                 f"{' '.join('#' + k.name for k in keywords)} from {msg.sender or 'unknown sender'} "
+                                 f"ignored: only {team.name} members and the lead may use keywords"))
+    return _finish(config, item, draft, now)
 
 
-def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secret_ok: bool,
-               now: datetime) -> Plan:
+def _finish(config: Config, item: ItemView, draft: _Draft, now: datetime) -> Plan:
+    """The draft with what follows from it: the date's clock paused or running again, the requester told."""
+    changes = dict(draft.changes)
+    if draft.kind != PlanKind.NEW_ITEM:
+        before = {"status": item.status, "waiting_on": item.waiting_on, "due_at": item.due_at,
+                  "paused_at": item.paused_at}
+        timing, line = clock_changes(before, changes, now, config.calendar)
+        changes.update(timing)
+        if line:
+            draft.events.append(("inboxd", "clock", line))
+        if any(item.requester and item.requester in mail.to for mail in draft.mails):
+            changes["last_told_at"] = now
+    return Plan(draft.kind, frozen(changes), tuple(draft.events), tuple(draft.mails), frozen(draft.context),
+                tuple(draft.away))
+
+
+def _refusal(sender: str, detail: str, problems: list[str], threaded: bool = True) -> _Draft:
+    """Nothing applied; the member is told every problem and given the keyword list."""
+    return _Draft(PlanKind.REFUSED, events=[(sender, "refused", detail)],
+                  mails=[Reply("command_error", (sender,), internal=True, threaded=threaded)],
+                  context={"problems": problems, "keywords": help_table()})
+
+
+def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, secret_ok: bool,
+               now: datetime) -> _Draft:
     """A member's mail: keywords first, the rest relayed to the requester (unless #note)."""
-    to_sender = dict(to=(msg.sender,), internal=True)
     problem = authentication_problem(msg, config, secret_ok)
     if problem:
-        return Plan("refused", events=[(msg.sender, "refused", f"mail not applied and not relayed: {problem}")],
-                    mails=[Reply("command_error", **to_sender)],
-                    context={"problems": [f"Nothing in your mail was applied or passed on: {problem}. "
-                                          "If you did not write it, someone else used your address."],
-                             "keywords": help_table()})
-    before = state_of(item)
+        return _refusal(msg.sender, f"mail not applied and not relayed: {problem}",
+                        [f"Nothing in your mail was applied or passed on: {problem}. "
+                         "If you did not write it, someone else used your address."])
+    before = item.state
     ctx = CommandContext(config, msg.sender, now, item.requester, item.requester_name or "")
     commands = plan_commands(text, before, ctx)
     if commands.problems:
-        return Plan("refused", events=[(msg.sender, "refused", "; ".join(commands.problems))],
-                    mails=[Reply("command_error", **to_sender)],
-                    context={"problems": commands.problems, "keywords": help_table()})
+        return _refusal(msg.sender, "; ".join(commands.problems), commands.problems)
     effects = commands.effects
     mails = [m for e in effects for m in e.mails]
     events = [(msg.sender, "command", f"#{k.name}{' ' + k.argument if k.argument else ''}: {e.change}")
@@ -143,20 +154,22 @@ def _from_team(config: Config, item: Item, msg: InboundMessage, text: str, secre
     elif (message or msg.attachments and not notes) and item.requester and not any(m.to_requester for m in mails):
         mails.append(Reply("relay", (item.requester,), to_requester=True, carry_attachments=True))
         events.append((msg.sender, "relayed", f"reply relayed to {item.requester}"))
+    to_sender = (msg.sender,)
     if effects:
-        mails.append(Reply("command_ok", **to_sender))
+        mails.append(Reply("command_ok", to_sender, internal=True))
     if any(e.help for e in effects):
-        mails.append(Reply("help", **to_sender))
+        mails.append(Reply("help", to_sender, internal=True))
     changes = changes_between(before, commands.state)
     if item.first_response_at is None and (copied and message or any(m.to_requester for m in mails)):
         changes["first_response_at"] = now
     if copied and message:  # the requester heard from the owner: the status-update clock starts again
         changes["last_told_at"] = now
-    kind = "command" if effects else ("relayed" if any(m.template == "relay" for m in mails) else "recorded")
-    if kind == "recorded":
+    kind = PlanKind.COMMAND if effects else \
+        PlanKind.RELAYED if any(m.template == "relay" for m in mails) else PlanKind.RECORDED
+    if kind == PlanKind.RECORDED:
         events.append((msg.sender, "reply", "a mail with no new text"))
-    return Plan(kind, changes, events, mails, {"message": message, "changes": [e.change for e in effects],
-                                                "keywords": help_table()}, [e.away for e in effects if e.away])
+    return _Draft(kind, changes, events, mails, {"message": message, "changes": [e.change for e in effects],
+                                                 "keywords": help_table()}, [e.away for e in effects if e.away])
 
 
 def member_mail(config: Config, msg: InboundMessage, text: str, now: datetime) -> Plan | None:
@@ -165,62 +178,67 @@ def member_mail(config: Config, msg: InboundMessage, text: str, now: datetime) -
     if not keywords or rest or not config.team.speaks_for_team(msg.sender) \
             or any(k.name not in MEMBER_KEYWORDS for k in keywords):
         return None
-    to_sender = dict(to=(msg.sender,), internal=True, threaded=True)
     problem = authentication_problem(msg, config, secret_ok=not config.commands.require_secret)
-    blank = ItemState(None, "open", "normal", (), None, False, None, None)
+    blank = ItemState(None, Status.OPEN, "normal", (), None, False, None, None)
     commands = plan_commands(text, blank, CommandContext(config, msg.sender, now, ""))
     problems = [problem] if problem else commands.problems
     if problems:
-        return Plan("refused", events=[(msg.sender, "refused", "; ".join(problems))],
-                    mails=[Reply("command_error", **to_sender)],
-                    context={"problems": problems, "keywords": help_table()})
-    return Plan("command", events=[(msg.sender, "command", e.change) for e in commands.effects],
-                mails=[Reply("command_ok", **to_sender)],
-                context={"changes": [e.change for e in commands.effects], "keywords": help_table()},
-                away=[e.away for e in commands.effects if e.away])
+        draft = _refusal(msg.sender, "; ".join(problems), problems, threaded=True)
+    else:
+        draft = _Draft(PlanKind.COMMAND, events=[(msg.sender, "command", e.change) for e in commands.effects],
+                       mails=[Reply("command_ok", (msg.sender,), internal=True, threaded=True)],
+                       context={"changes": [e.change for e in commands.effects], "keywords": help_table()},
+                       away=[e.away for e in commands.effects if e.away])
+    return Plan(draft.kind, frozen(), tuple(draft.events), tuple(draft.mails), frozen(draft.context),
+                tuple(draft.away))
 
 
-def _from_outside(config: Config, item: Item, msg: InboundMessage, text: str, now: datetime) -> Plan:
+def _from_outside(config: Config, item: ItemView, msg: InboundMessage, text: str, now: datetime) -> _Draft:
     """The requester's (or someone else's) reply: a rating, thanks, a reopen, or news for the owner."""
     who = msg.sender or "unknown sender"
     is_requester = bool(msg.sender) and msg.sender == item.requester
     if not text.strip() and not msg.attachments:
-        return Plan("recorded", events=[(who, "reply", f"a reply from {who} with no new text")])
+        return _Draft(PlanKind.RECORDED, events=[(who, "reply", f"a reply from {who} with no new text")])
     if item.status not in OPEN_STATUSES:
         rating = _RATING.fullmatch(text)
         if is_requester and rating and _is_comment(rating.group(2) or ""):
-            return _rated(config, item, int(rating.group(1)), who)
+            return _rated(config, int(rating.group(1)), who)
         if _is_thanks(text):
-            return Plan("thanks", events=[(who, "thanks", f"{who} said thanks; the item stays {item.status}")])
-        reopen_until = config.calendar.add(item.resolved_at or item.created_at, config.service.reopen_window)
+            return _Draft(PlanKind.THANKS, events=[(who, "thanks", f"{who} said thanks; the item stays {item.status}")])
+        reopen_until = config.calendar.add(item.resolved_at or item.created_at or now, config.service.reopen_window)
         if now > reopen_until:
-            return Plan("new-item")
-        plan = _forward(config, item, msg, who, text, reopened=True)
-        plan.changes.update(status="open" if item.owner else "new", resolved_at=None, on_track=False)
-        plan.events.insert(0, (who, "reopened", f"reopened by a reply from {who} after it was {item.status}"))
-        return Plan("reopened", plan.changes, plan.events, plan.mails, plan.context)
-    plan = _forward(config, item, msg, who, text)
-    if is_requester and item.status == "waiting" and item.waiting_on in (None, "requester"):
-        plan.changes.update(status="open" if item.owner else "new", waiting_on=None)
-        plan.events.append((who, "answered", "the requester answered: no longer waiting"))
-    return plan
+            return _Draft(PlanKind.NEW_ITEM)
+        draft = _forward(config, item, who, text, reopened=True)
+        draft.kind = PlanKind.REOPENED
+        draft.changes.update(status=_reopened_status(item), resolved_at=None, on_track=False)
+        draft.events.insert(0, (who, "reopened", f"reopened by a reply from {who} after it was {item.status}"))
+        return draft
+    draft = _forward(config, item, who, text)
+    if is_requester and item.status == Status.WAITING and item.waiting_on in (None, "requester"):
+        draft.changes.update(status=_reopened_status(item), waiting_on=None)
+        draft.events.append((who, "answered", "the requester answered: no longer waiting"))
+    return draft
 
 
-def _forward(config: Config, item: Item, msg: InboundMessage, who: str, text: str, reopened: bool = False) -> Plan:
+def _reopened_status(item: ItemView) -> Status:
+    return Status.OPEN if item.owner else Status.NEW
+
+
+def _forward(config: Config, item: ItemView, who: str, text: str, reopened: bool = False) -> _Draft:
     """Add the reply to the item and pass it on to whoever works on it."""
     to = (item.owner,) if item.owner else (config.queues.get(item.queue) or (config.team.lead,))
     mail = Reply("requester_reply", tuple(to), internal=True, carry_attachments=True, threaded=False)
-    return Plan("reply", {}, [(who, "reply", f"reply from {who} forwarded to {', '.join(to)}")], [mail],
-                {"reopened": reopened, "message": text})
+    return _Draft(PlanKind.REPLY, {}, [(who, "reply", f"reply from {who} forwarded to {', '.join(to)}")], [mail],
+                  {"reopened": reopened, "message": text})
 
 
-def _rated(config: Config, item: Item, rating: int, who: str) -> Plan:
-    events = [(who, "rated", f"satisfaction {rating} of 5")]
+def _rated(config: Config, rating: int, who: str) -> _Draft:
+    events: list[EventLine] = [(who, "rated", f"satisfaction {rating} of 5")]
     mails = []
     if rating <= 2:
         mails.append(Reply("low_rating", (config.team.lead,), internal=True, threaded=False, with_history=True))
         events.append(("inboxd", "escalated", f"a rating of {rating} sent to the lead {config.team.lead}"))
-    return Plan("rating", {"satisfaction": rating}, events, mails, {"rating": rating})
+    return _Draft(PlanKind.RATING, {"satisfaction": rating}, events, mails, {"rating": rating})
 
 
 def _is_comment(text: str) -> bool:

@@ -37,7 +37,7 @@ class Daemon:
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
         transports = [transport] if transport else [SmtpTransport(config.smtp)
                                                      for _ in range(config.smtp.connections)]
-        self.sender = OutboxSender(transports, self.clock, config.smtp, config.team.ref_prefix)
+        self.sender = OutboxSender(transports, self.clock, config.smtp, config.team)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False

@@ -23,7 +23,8 @@ from .config import Config, load_config
 from .daemon import Daemon
 from .errors import InboxdError
 from .localconfig import SHIPPED, write_local_config
-from .models import OPEN_STATUSES, Item, Outbox
+from .domain import OPEN_STATUSES
+from .models import Item, Outbox
 from .pipeline import Outcome
 from .servers import PymapServer, SmtpCapture, append_messages
 

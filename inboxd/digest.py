@@ -7,9 +7,9 @@ from typing import Any
 
 import peewee as pw
 
-from .mailout import ref_of
-from .models import OPEN_STATUSES, Item, Message, Outbox
-from .promises import not_paused
+from .domain import OPEN_STATUSES
+from .models import Item, Message, Outbox
+from .queries import not_paused
 from .settings import Config
 
 LISTED = 25  # items named per list; the counts are always whole
@@ -61,5 +61,5 @@ def _name(address: str | None, config: Config) -> str:
 
 def _line(item: Item, config: Config) -> dict[str, Any]:
     owner = config.team.member(item.owner) if item.owner else None
-    return {"ref": ref_of(item, config.team), "subject": item.subject, "due_at": item.due_at,
+    return {"ref": config.team.ref(item.id), "subject": item.subject, "due_at": item.due_at,
             "owner_name": owner.name if owner else (item.owner or "nobody"), "status": item.status}

@@ -1,19 +1,18 @@
-"""`inboxd rules test`: what would happen to a mail, decided for real, sent nowhere."""
+"""`inboxd rules test`: what would happen to a mail, decided by the same code as a real run, sent nowhere."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from . import guards
+from . import guards, intake
 from .checks import load_rules_and_templates
 from .config import Config
 from .conversation import reply_text
-from .mailout import compose, mail_context, replies_for
+from .domain import ItemView, Reply
+from .mailout import Composer
 from .message import decode
-from .models import Item
 from .routing import Queue
 from .threads import tagged_ids
-from .tracker import STRATEGIES, draft_item
 
 
 def explain(config: Config, raw: bytes, now: datetime) -> str:
@@ -31,7 +30,7 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
     out.append("guards:      passed (not automatic, not a list, not a bounce, not our own)")
     tags = tagged_ids(msg.subject, config.team.ref_prefix)
     if tags or msg.in_reply_to or msg.references:
-        why = f"its subject names {config.team.ref_prefix}-{tags[0]}" if tags else "it answers another mail"
+        why = f"its subject names {config.team.ref(tags[0])}" if tags else "it answers another mail"
         out += [f"thread:      {why}: if that is an item of ours, this is a reply to it, read as a "
                 "conversation (keywords, relay), and the rules below do not apply",
                 f"new text:    {reply_text(msg)[:300] or '(none)'}"]
@@ -44,25 +43,25 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
         out.append("  no rule matched: the default queue takes it")
     disposition = decision.disposition
     out += ["", f"disposition: {disposition}"]
-    item = owner = None
+    item: ItemView | None = None
+    replies: list[Reply] | tuple[Reply, ...]
     if isinstance(disposition, Queue):
-        if disposition.assign in STRATEGIES:
+        owner = None
+        if disposition.assign in intake.STRATEGIES:
             members = config.queues.get(disposition.queue, ())
             out.append(f"owner:       chosen {disposition.assign} among {', '.join(members)} when it runs")
         else:
             owner = disposition.assign
-        item = Item(id=None, **draft_item(config, msg, decision, owner, now))
+        new = intake.plan_new_item(config, msg, decision, owner, (), now)
+        item, replies = new.item, new.replies
         out.append(f"due:         {renderer.when(item.due_at)} (if it arrived now)")
-    members = () if owner or not isinstance(disposition, Queue) or not config.service.announce_new \
-        else config.queues.get(disposition.queue, ())
-    replies = replies_for(disposition, msg.sender, owner, members)
+    else:
+        replies = intake.replies_for(disposition, msg.sender)
     if not replies:
         out += ["", "mail sent:   none"]
-    context = mail_context(config.team, item, msg, disposition)
-    for reply in replies:
-        rendered = renderer.render(reply.template, context)
-        mail = compose(reply.template, rendered, config.team, reply.to, now,
-                       ref=context["item"]["ref"] if item else None)
+    composer = Composer(config, renderer)
+    context = composer.context(item, msg, disposition=disposition)
+    for reply, mail in zip(replies, composer.compose(replies, context, item, now, msg), strict=True):
         out += ["", f"--- mail that would be sent (template {reply.template}) ---",
-                f"To: {', '.join(reply.to)}", f"Subject: {mail.subject}", "", rendered.text.rstrip()]
+                f"To: {', '.join(reply.to)}", f"Subject: {mail.subject}", "", mail.text.rstrip()]
     return "\n".join(out)

@@ -1,10 +1,14 @@
-"""Outgoing mail: template contexts and RFC 5322 messages built from rendered templates."""
+"""Outgoing mail: template contexts, and the composer that turns replies into RFC 5322 messages.
+
+Composing (render, headers, threading, attachments) writes nothing: the caller puts the result
+in the outbox inside its own transaction.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from email import message_from_bytes
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -15,11 +19,12 @@ from email.policy import SMTPUTF8, compat32
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any
 
-from .config import TeamConfig
+from .domain import ItemView, Reply
 from .message import InboundMessage
-from .models import Item
-from .render import Rendered
-from .routing import Decline, Disposition, Queue, Redirect
+from .render import Rendered, Renderer
+from .routing import Disposition
+from .settings import Config, TeamConfig
+from .threads import secret_address
 
 # The classic MIME classes build mail five times faster than EmailMessage; readable QP bodies.
 _UTF8 = Charset("utf-8")
@@ -30,7 +35,7 @@ _WIRE_UTF8 = SMTPUTF8.clone(linesep="\r\n")  # jöhn@exämple.org must stay as i
 
 @dataclass(frozen=True)
 class OutgoingMail:
-    """A mail ready for the outbox."""
+    """A mail ready for the outbox, with what its sending means."""
 
     kind: str
     sender: str
@@ -38,14 +43,12 @@ class OutgoingMail:
     subject: str
     message_id: str
     raw: bytes
+    text: str = ""  # the rendered text, kept for `inboxd item`
+    acknowledges: bool = False  # sending it sets the item's acknowledged_at
+    automatic: bool = False  # an automatic answer to a sender: the flood cap counts it
 
 
-def ref_of(item: Item, team: TeamConfig) -> str:
-    """The item's reference, e.g. IT-42."""
-    return f"{team.ref_prefix}-{item.id if item.id is not None else 'NEW'}"
-
-
-def status_text(item: Item, owner_name: str) -> str:
+def status_text(item: ItemView, owner_name: str) -> str:
     """Where an item stands, in words a requester understands."""
     who = owner_name or "the team"
     return {"new": "in the queue, waiting for someone on the team to take it",
@@ -55,15 +58,15 @@ def status_text(item: Item, owner_name: str) -> str:
                                                                                                  item.status)
 
 
-def item_context(item: Item, team: TeamConfig) -> dict[str, Any]:
+def item_context(item: ItemView, team: TeamConfig) -> dict[str, Any]:
     """What templates may say about an item."""
     owner = team.member(item.owner) if item.owner else None
     owner_name = owner.name if owner else (item.owner or "")
     return {
-        "ref": ref_of(item, team), "subject": item.subject, "requester": item.requester,
+        "ref": team.ref(item.id), "subject": item.subject, "requester": item.requester,
         "requester_name": item.requester_name or item.requester.split("@")[0],
         "owner": item.owner, "owner_name": owner_name,
-        "queue": item.queue, "status": item.status, "priority": item.priority,
+        "queue": item.queue, "status": str(item.status), "priority": str(item.priority),
         "tags": list(item.tags or []), "created_at": item.created_at, "due_at": item.due_at,
         "requested_due_at": item.requested_due_at, "waiting_on": item.waiting_on or "",
         "on_track": bool(item.on_track), "status_text": status_text(item, owner_name),
@@ -84,7 +87,7 @@ def request_context(msg: InboundMessage) -> dict[str, Any]:
             "attachments": [{"name": a.name, "size": a.size} for a in msg.attachments]}
 
 
-def person_context(msg: InboundMessage, team: TeamConfig, item: Item | None = None) -> dict[str, Any]:
+def person_context(msg: InboundMessage, team: TeamConfig, item: ItemView | None = None) -> dict[str, Any]:
     """Who wrote the mail being answered."""
     member = team.member(msg.sender) if msg.sender else None
     known = item.requester_name if item is not None and msg.sender == item.requester else ""
@@ -96,7 +99,7 @@ def person_context(msg: InboundMessage, team: TeamConfig, item: Item | None = No
 NOBODY = {"email": "", "name": "", "attachments": []}  # the `sender` of mail no incoming mail asked for
 
 
-def mail_context(team: TeamConfig, item: Item | None, msg: InboundMessage | None,
+def mail_context(team: TeamConfig, item: ItemView | None, msg: InboundMessage | None,
                  disposition: Disposition | None = None, request: dict[str, Any] | None = None,
                  survey: bool = True) -> dict[str, Any]:
     """Everything a template may use: the team, the item (if any), the request, and why.
@@ -115,46 +118,9 @@ def mail_context(team: TeamConfig, item: Item | None, msg: InboundMessage | None
             "now": None, "absence": [], "requester_told": False, "digest": None}
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One mail a disposition, a command or a conversation calls for."""
-
-    template: str
-    to: tuple[str, ...]
-    threaded: bool = True  # an answer to the request (In-Reply-To); owners and other teams get new mail
-    acknowledges: bool = False
-    attach_original: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # template context on top of the usual
-    internal: bool = False  # to the team: Reply-To is the item's secret address when that is on
-    to_requester: bool = False
-    carry_attachments: bool = False  # the files of the mail being answered go along
-    with_history: bool = False  # the item's audit trail goes into the context (a low rating to the lead)
-    automatic: bool = False  # an automatic answer to the sender: counts against [limits] automatic_per_sender
-
-
-def replies_for(disposition: Disposition, sender: str, owner: str | None = None,
-                queue_members: tuple[str, ...] = ()) -> list[Reply]:
-    """The mails a disposition sends, decided purely: the pipeline enqueues them, the dry run shows them.
-
-    A new item goes to its owner, or, unassigned, to the queue's members so that one can #take it.
-    """
-    to_sender = (sender,) if sender else ()
-    if isinstance(disposition, Queue):
-        template = disposition.ack_template()
-        team = [Reply("assigned", (owner,), threaded=False, internal=True)] if owner else \
-            [Reply("new_request", queue_members, threaded=False, internal=True)] if queue_members else []
-        return team + ([Reply(template, to_sender, acknowledges=True, automatic=True)] if template and sender else [])
-    if isinstance(disposition, Decline):
-        return [Reply(disposition.template, to_sender, automatic=True)] if sender else []
-    if isinstance(disposition, Redirect):
-        return [Reply("forwarded", (disposition.to,), threaded=False, attach_original=True)] + \
-            ([Reply(disposition.template, to_sender, automatic=True)] if sender else [])
-    return []
-
-
 def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...], now: datetime,
-            ref: str | None = None, thread: tuple[str, ...] = (), attach_original: bytes | None = None,
-            reply_address: str | None = None, attachments: tuple[Message, ...] = ()) -> OutgoingMail:
+            ref: str | None = None, thread: Sequence[str] = (), attach_original: bytes | None = None,
+            reply_address: str | None = None, attachments: Sequence[Message] = ()) -> OutgoingMail:
     """Build the outgoing mail; CR/LF in any value can never start a new header.
 
     `thread` holds the Message-IDs this mail answers, oldest first: the last is In-Reply-To.
@@ -191,15 +157,49 @@ def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...]
     for name, value in headers.items():
         body[name] = value
     wire = _WIRE if all(a.isascii() for a in to) else _WIRE_UTF8
-    return OutgoingMail(kind, team.address, to, subject, message_id, body.as_bytes(policy=wire))
+    return OutgoingMail(kind, team.address, to, subject, message_id, body.as_bytes(policy=wire), rendered.text)
 
 
-def attachment_parts(raw: bytes) -> tuple[Message, ...]:
-    """The attached files of a mail, as MIME parts that can go into another mail unchanged."""
-    parsed = message_from_bytes(raw, policy=compat32)
-    return tuple(part for part in parsed.walk()
-                 if not part.is_multipart() and part is not parsed
-                 and (part.get_filename() or part.get_content_disposition() == "attachment"))
+@dataclass(frozen=True)
+class Composer:
+    """Turns the replies a decision calls for into finished mails: rendered, threaded, with their files."""
+
+    config: Config
+    renderer: Renderer
+
+    def context(self, item: ItemView | None, msg: InboundMessage | None, request: dict[str, Any] | None = None,
+                disposition: Disposition | None = None) -> dict[str, Any]:
+        """The template context for mail about this item, answering this mail (if any)."""
+        return mail_context(self.config.team, item, msg, disposition, request, self.config.service.survey)
+
+    def compose(self, replies: Sequence[Reply], context: Mapping[str, Any], item: ItemView | None, now: datetime,
+                msg: InboundMessage | None = None, opening_id: str | None = None,
+                history: list[dict[str, Any]] | None = None) -> list[OutgoingMail]:
+        """Each reply rendered and built; `opening_id` is the item's first mail, that requester mail threads on."""
+        team = self.config.team
+        ref = team.ref(item.id) if item is not None else None
+        mails = []
+        for reply in replies:
+            values = dict(context) | dict(reply.extra)
+            if reply.with_history and item is not None:
+                values["history"] = history or []
+            rendered = self.renderer.render(reply.template, values)
+            secret = reply.internal and item is not None and self.config.commands.require_secret
+            mail = compose(reply.template, rendered, team, reply.to, now, ref=ref,
+                           thread=self._thread(reply, item, msg, opening_id),
+                           attach_original=msg.original if reply.attach_original and msg else None,
+                           reply_address=secret_address(team, item) if secret and item else None,
+                           attachments=msg.files if reply.carry_attachments and msg else ())
+            mails.append(replace(mail, acknowledges=reply.acknowledges, automatic=reply.automatic))
+        return mails
+
+    @staticmethod
+    def _thread(reply: Reply, item: ItemView | None, msg: InboundMessage | None,
+                opening_id: str | None) -> tuple[str, ...]:
+        """The Message-IDs a mail answers: the requester's thread, or the mail being answered."""
+        if reply.to_requester and item is not None and (msg is None or msg.sender != item.requester):
+            return (opening_id,) if opening_id else ()
+        return (*msg.references[-10:], msg.message_id) if reply.threaded and msg is not None else ()
 
 
 def _one_line(value: str) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
@@ -23,6 +23,9 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unu
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unnamed parts at random
+# Message-IDs of our own mail quoted in a body: a bounce names the mail that failed this way.
+_OUR_QUOTED_ID = re.compile(rb"<[\w.+-]+\.inboxd@[\w.-]+>", re.IGNORECASE)
+QUOTED_SCAN_BYTES = 200_000  # a bounce quotes the failed mail's headers near its start
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class InboundMessage:
     raw_size: int
     html: str = ""  # the HTML body, kept only when there is no plain text (to find quotes in a reply)
     cut_from: int = 0  # a huge mail of which only the start was read: its full size
+    quoted_ids: tuple[str, ...] = ()  # Message-IDs of inboxd's own mail quoted in the body (bounces)
+    # Decoded once, for the steps that pass the mail on: its files as MIME parts that can go into
+    # another mail unchanged, and the original bytes for a redirect to attach.
+    files: tuple[Message, ...] = field(default=(), repr=False, compare=False)
+    original: bytes = field(default=b"", repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -116,7 +124,16 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=tuple(_MSGID.findall(" ".join(headers.get("references", ())))),
         content_type=email.get_content_type(),
-        raw_size=cut_from or len(raw), cut_from=cut_from)
+        raw_size=cut_from or len(raw), cut_from=cut_from,
+        quoted_ids=tuple(dict.fromkeys(q.decode() for q in _OUR_QUOTED_ID.findall(raw[:QUOTED_SCAN_BYTES])))[:20],
+        files=_files(email), original=raw)
+
+
+def _files(email: Message) -> tuple[Message, ...]:
+    """The attached files of a mail, as MIME parts that can go into another mail unchanged."""
+    return tuple(part for part in email.walk()
+                 if not part.is_multipart() and part is not email
+                 and (part.get_filename() or part.get_content_disposition() == "attachment"))
 
 
 def _clean(value: str) -> str:

@@ -15,6 +15,8 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 
+from .domain import OPEN_STATUSES
+
 log = logging.getLogger(__name__)
 db = pw.DatabaseProxy()
 _write_turn = threading.Lock()
@@ -30,9 +32,6 @@ def write_transaction() -> Iterator[None]:
     with _write_turn, db.atomic():
         yield
 
-STATUSES = ("new", "open", "working", "waiting", "done", "declined", "redirected")
-OPEN_STATUSES = ("new", "open", "working", "waiting")
-PRIORITIES = ("low", "normal", "high", "urgent")
 
 
 class UtcDateTimeField(pw.Field):

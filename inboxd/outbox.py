@@ -1,4 +1,8 @@
-"""The outbox: mail is enqueued inside the caller's transaction and sent later, with retries."""
+"""The outbox: mail is enqueued inside the caller's transaction and sent later, with retries.
+
+It keeps its own table; what a delivery means for an item (acknowledged, refused, given up)
+it reports through the tracker, the one writer of items and their history.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +16,22 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from .clock import Clock
-from .config import SmtpConfig
+from .config import SmtpConfig, TeamConfig
 from .errors import DeliveryError, PermanentDeliveryError, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Event, Item, Message, Outbox, create, write_transaction
+from .models import Message, Outbox, create, write_transaction
+from .tracker import Tracker
 
 log = logging.getLogger(__name__)
 
 
-def enqueue(mail: OutgoingMail, item: Item | None, now: datetime, acknowledges: bool = False,
-            text: str = "", automatic: bool = False) -> Outbox:
+def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
     """Store an outgoing mail; call inside the transaction that decided to send it."""
-    create(Message, message_id=mail.message_id, direction="out", item=item, sender=mail.sender,
-           subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, body=text, created_at=now)
-    return create(Outbox, item=item, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
-                  subject=mail.subject, message_id=mail.message_id, raw=mail.raw, acknowledges=acknowledges,
-                  recipient=mail.to[0].lower() if mail.to else "", automatic=automatic,
+    create(Message, message_id=mail.message_id, direction="out", item=item_id, sender=mail.sender,
+           subject=mail.subject, raw_size=len(mail.raw), outcome=mail.kind, body=mail.text, created_at=now)
+    return create(Outbox, item=item_id, kind=mail.kind, recipients=list(mail.to), sender=mail.sender,
+                  subject=mail.subject, message_id=mail.message_id, raw=mail.raw, acknowledges=mail.acknowledges,
+                  recipient=mail.to[0].lower() if mail.to else "", automatic=mail.automatic,
                   next_attempt_at=now, created_at=now)
 
 
@@ -151,9 +155,9 @@ class OutboxSender:
     """Sends due outbox mail over one or more connections; backs off and gives up into `dead`."""
 
     def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig,
-                 ref_prefix: str = "IT") -> None:
+                 team: TeamConfig | None = None) -> None:
         self.transports, self.clock, self.config = transports, clock, config
-        self.ref_prefix = ref_prefix
+        self.team = team
         self.unreachable = False  # since the last failure to reach the server; logged once per outage
         self.wakes = [threading.Event() for _ in transports]
 
@@ -216,12 +220,7 @@ class OutboxSender:
         with write_transaction():
             Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1,
                           last_error=f"refused for {not_for}" if refused else "").where(Outbox.id == row.id).execute()
-            if row.acknowledges and row.item_id:
-                Item.update(acknowledged_at=now).where(
-                    (Item.id == row.item_id) & Item.acknowledged_at.is_null()).execute()
-            if refused and row.item_id:
-                Event.create(item=row.item_id, at=now, actor="inboxd", kind="delivery-failed",
-                             detail=f"{row.kind} not delivered to {not_for}")
+            Tracker.delivered(row.item_id, row.acknowledges, not_for, row.kind, now)
         if refused:
             log.error("%s: %s was refused for %s", self._label(row), row.kind, not_for)
         log.info("%s: sent %s to %s: %s", self._label(row), row.kind, ", ".join(row.recipients), row.subject)
@@ -234,10 +233,9 @@ class OutboxSender:
         with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()
-            if dead and row.item_id:
-                Event.create(item=row.item_id, at=now, actor="inboxd", kind="delivery-failed",
-                             detail=f"{row.kind} to {', '.join(row.recipients)} given up after "
-                                    f"{attempts} attempt(s): {exc}")
+            if dead:
+                Tracker.given_up(row.item_id, f"{row.kind} to {', '.join(row.recipients)} given up after "
+                                              f"{attempts} attempt(s): {exc}", now)
         if dead:
             log.error("%s: gave up sending %s to %s after %d attempt(s): %s", self._label(row), row.kind,
                       ", ".join(row.recipients), attempts, exc)
@@ -253,7 +251,9 @@ class OutboxSender:
 
     def _label(self, row: Outbox) -> str:
         """The item's ref for log lines; mail about no item (declines, redirects) says so."""
-        return f"{self.ref_prefix}-{row.item_id}" if row.item_id else "no item"
+        if not row.item_id:
+            return "no item"
+        return self.team.ref(row.item_id) if self.team else f"item {row.item_id}"
 
     def run(self, stop: threading.Event) -> None:
         """One worker per connection until `stop`; then the caller drains what is left."""

@@ -1,19 +1,27 @@
-"""The pipeline: the one place that sequences the steps for one incoming mail."""
+"""The pipeline: the one place that sequences the steps for one incoming mail.
+
+Each step returns a value: decode, guards, thread, decide (intake, conversation or rules),
+write (tracker), compose (mailout), enqueue (outbox); all of it in one transaction.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import peewee as pw
 
-from . import conversation, guards
+from . import conversation, guards, intake, queries
+from .absence import away
 from .clock import Clock
 from .config import Config
+from .domain import ItemView, PlanKind, Reply
 from .errors import InboxdError, MessageError
-from .mailout import ref_of, replies_for
+from .mailout import Composer
 from .message import InboundMessage, decode, raw_key
-from .models import Item, Message, seen_inbound, write_transaction
+from .models import Message, automatic_mails_since, seen_inbound, write_transaction
+from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
 from .threads import find_thread, item_answered_automatically
@@ -26,8 +34,8 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What happened to one mail, for logs, the demo and the source."""
 
-    # item | skipped | declined | redirected | ignored | duplicate | parked, or on an existing item:
-    # command | refused | relayed | reply | rating | thanks | reopened | recorded
+    # item | skipped | declined | redirected | ignored | duplicate | parked, or on an existing item
+    # a PlanKind: command | refused | relayed | reply | rating | thanks | reopened | recorded
     kind: str
     message_id: str
     sender: str
@@ -46,7 +54,9 @@ class Pipeline:
 
     def __init__(self, config: Config, rules: RuleSet, renderer: Renderer, clock: Clock) -> None:
         self.config, self.rules, self.clock = config, rules, clock
-        self.tracker = Tracker(config, renderer)
+        self.tracker = Tracker(config.mailbox.label)
+        self.composer = Composer(config, renderer)
+        self.threads = queries.StoredThreads()
 
     def process(self, raw: bytes, uid: int | None = None, cut_from: int = 0) -> Outcome:
         """Handle one raw mail (or the start of a huge one); never raises for a bad mail, it is parked instead."""
@@ -56,7 +66,7 @@ class Pipeline:
             return self._park(raw, uid, str(exc))
         try:
             with write_transaction():
-                return self._process(msg, raw, uid)
+                return self._process(msg, uid)
         except pw.IntegrityError as exc:
             if seen_inbound(msg.message_id, msg.fingerprint):  # another worker recorded it first
                 return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, "recorded concurrently")
@@ -67,68 +77,112 @@ class Pipeline:
             log.exception("uid %s %s: unexpected error; the mail stays on the server", uid, msg.message_id)
             return self._park(raw, uid, f"unexpected {type(exc).__name__}: {exc}", msg)
 
-    def _process(self, msg: InboundMessage, raw: bytes, uid: int | None) -> Outcome:
-        now = self.clock.now()
+    def _process(self, msg: InboundMessage, uid: int | None) -> Outcome:
+        now, team = self.clock.now(), self.config.team
         seen = seen_inbound(msg.message_id, msg.fingerprint)
         if seen is not None and seen[1] == "parked":
-            Message.delete_by_id(seen[0])  # parked before (e.g. a broken template since fixed): try again
+            self.tracker.forget_parked(seen[0])  # parked before (e.g. a broken template since fixed): try again
         elif seen is not None:
             return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, f"already processed ({seen[1]})")
-        skip = guards.check(msg, self.config.team.address)
+        skip = guards.check(msg, team.address)
         if skip is not None:
-            return self._skip(msg, raw, uid, skip)
+            return self._skip(msg, uid, skip, now)
         follows = None
-        thread = find_thread(msg, self.config.team)
+        thread = find_thread(msg, team, self.threads)
         if thread is not None:
             text = conversation.reply_text(msg)
             plan = conversation.decide(self.config, thread.item, msg, text, thread.secret_ok, now)
-            if plan.kind != "new-item":
-                self.tracker.converse(thread.item, plan, msg, text, uid, now, raw)
-                return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary,
-                               ref_of(thread.item, self.config.team))
+            if plan.kind != PlanKind.NEW_ITEM:
+                record = self.tracker.record_inbound(msg, uid, now, plan.kind, plan.summary, thread.item.id, text)
+                item = self.tracker.apply(thread.item, plan, record, now)
+                opening = queries.opening_mail(item.id) if item.id is not None else None
+                context = self.composer.context(item, msg, queries.stored_request(item, opening)) | dict(plan.context)
+                self._send(plan.mails, context, item, now, msg, opening.message_id if opening else None)
+                log.info("%s: %s from %s: %s", team.ref(item.id), plan.kind, msg.sender or "unknown sender",
+                         plan.summary)
+                return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary, team.ref(item.id))
             follows = thread.item  # a reply long after the item closed: a new item that links the old
-        elif self.config.team.speaks_for_team(msg.sender):
+        elif team.speaks_for_team(msg.sender):
             text = conversation.reply_text(msg)
-            plan = conversation.member_mail(self.config, msg, text, now)
-            if plan is not None:
-                self.tracker.member_mail(plan, msg, text, uid, now)
-                return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary)
-        decision = self.rules.decide(msg)
-        return self._dispose(msg, raw, uid, decision, follows)
+            member_plan = conversation.member_mail(self.config, msg, text, now)
+            if member_plan is not None:
+                record = self.tracker.record_inbound(msg, uid, now, member_plan.kind, member_plan.summary, body=text)
+                self.tracker.set_away_all(member_plan.away, now)
+                for actor, kind, detail in member_plan.events:
+                    self.tracker.event(None, record, now, actor, kind, detail)
+                self._send(member_plan.mails, self.composer.context(None, msg) | dict(member_plan.context), None,
+                           now, msg)
+                log.info("%s from %s: %s", member_plan.kind, msg.sender, member_plan.summary)
+                return Outcome(member_plan.kind, msg.message_id, msg.sender, msg.subject, member_plan.summary)
+        return self._dispose(msg, uid, self.rules.decide(msg), now, follows)
 
-    def _skip(self, msg: InboundMessage, raw: bytes, uid: int | None, skip: guards.Skip) -> Outcome:
+    def _skip(self, msg: InboundMessage, uid: int | None, skip: guards.Skip, now: datetime) -> Outcome:
         """Store a mail that must not be answered; a bounce or auto-reply to our mail goes on its item."""
-        now, team = self.clock.now(), self.config.team
-        item = item_answered_automatically(msg, raw, team) if skip.guard != "own-mail" else None
-        record = self.tracker.record_inbound(msg, uid, now, "skipped", str(skip), item,
+        team = self.config.team
+        item = item_answered_automatically(msg, team, self.threads) if skip.guard != "own-mail" else None
+        item_id = item.id if item is not None else None
+        record = self.tracker.record_inbound(msg, uid, now, "skipped", str(skip), item_id,
                                              body=msg.text if item else "")  # kept only with its item
-        ref = ref_of(item, team) if item else None
+        ref = team.ref(item_id) if item is not None else None
         if item is not None:
             bounced = guards.is_bounce(msg)
             kind, what = ("delivery-failed", "our mail bounced") if bounced else ("auto-reply", "auto-reply")
-            self.tracker.event(item, record, now, msg.sender or "unknown sender", kind,
+            self.tracker.event(item_id, record, now, msg.sender or "unknown sender", kind,
                                f"{what}: {msg.subject[:120]!r} ({skip})")
         log.info("uid %s %s from %s: skipped, %s%s", uid, msg.message_id, msg.sender, skip,
                  f"; noted on {ref}" if ref else "")
         return Outcome("skipped", msg.message_id, msg.sender, msg.subject, str(skip), ref)
 
-    def _dispose(self, msg: InboundMessage, raw: bytes, uid: int | None, decision: Decision,
-                 follows: Item | None = None) -> Outcome:
-        now, disposition = self.clock.now(), decision.disposition
+    def _dispose(self, msg: InboundMessage, uid: int | None, decision: Decision, now: datetime,
+                 follows: ItemView | None = None) -> Outcome:
+        disposition, team = decision.disposition, self.config.team
         base = (msg.message_id, msg.sender, msg.subject)
         if isinstance(disposition, Queue):
-            item = self.tracker.open_item(msg, uid, decision, now, raw, follows)
-            return Outcome("item", *base, str(disposition), ref_of(item, self.config.team))
+            gone = away(team, now) if disposition.assign else {}
+            owner = intake.choose_owner(disposition, self.config, queries.StoredAssignments(), gone)
+            new = intake.plan_new_item(self.config, msg, decision, owner, gone, now, follows)
+            item, record = self.tracker.open_item(new, msg, uid, now, follows.id if follows else None)
+            if not self._flooding(msg.sender, item.id, record, now):
+                self._send(new.replies, self.composer.context(item, msg), item, now, msg)
+            log.info("%s: created from %s (%s), queue %s, owner %s, due %s", team.ref(item.id),
+                     msg.sender or "unknown sender", new.how,
+                     item.queue, owner or "none",
+                     item.due_at.astimezone(self.config.calendar.tz).isoformat(timespec="minutes")
+                     if item.due_at else "-")
+            return Outcome("item", *base, str(disposition), team.ref(item.id))
         why = f"rule {decision.rule}: {disposition}"
         kind = {Decline: "declined", Redirect: "redirected", Ignore: "ignored"}[type(disposition)]
         record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
-        if not self.tracker.flooding(msg.sender, None, record, now):
-            context = self.tracker.context(None, msg, disposition=disposition)
-            self.tracker.send(replies_for(disposition, msg.sender), context, None, now, msg, raw)
+        if not self._flooding(msg.sender, None, record, now):
+            replies = intake.replies_for(disposition, msg.sender)
+            self._send(replies, self.composer.context(None, msg, disposition=disposition), None, now, msg)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
+
+    def _flooding(self, sender: str, item_id: int | None, record: Message, now: datetime) -> bool:
+        """Whether this sender already had its share of automatic mail; their mail then makes no mail at all.
+
+        Two auto-responders facing each other stop here, and a flood still becomes items, silently.
+        """
+        if not sender:
+            return False
+        why = intake.flood_cap(self.config, sender,
+                               automatic_mails_since(sender, intake.flood_window_start(self.config, now)))
+        if why is None:
+            return False
+        self.tracker.event(item_id, record, now, "inboxd", "flood-cap", why)
+        log.warning("%s: %s", self.config.team.ref(item_id) if item_id else record.message_id, why)
+        return True
+
+    def _send(self, replies: tuple[Reply, ...] | list[Reply], context: dict, item: ItemView | None, now: datetime,
+              msg: InboundMessage, opening_id: str | None = None) -> None:
+        """Compose the mails and put them in the outbox, in this transaction."""
+        history = queries.history(item.id) if item is not None and item.id is not None \
+            and any(r.with_history for r in replies) else None
+        for mail in self.composer.compose(replies, context, item, now, msg, opening_id, history):
+            enqueue(mail, item.id if item is not None else None, now)
 
     def _park(self, raw: bytes, uid: int | None, reason: str, msg: InboundMessage | None = None) -> Outcome:
         """Record a mail that cannot be handled; it stays on the server for a person."""
@@ -136,10 +190,7 @@ class Pipeline:
         sender, subject = (msg.sender, msg.subject) if msg else ("", "")
         fingerprint = msg.fingerprint if msg else raw_key(raw)
         with write_transaction():
-            Message.insert(message_id=message_id, fingerprint=fingerprint, direction="in",
-                           mailbox=self.config.mailbox.label,
-                           uid=uid, sender=sender, subject=subject, raw_size=len(raw),
-                           outcome="parked", reason=reason, created_at=self.clock.now()
-                           ).on_conflict_ignore().execute()
+            self.tracker.record_parked(message_id, fingerprint, uid, sender, subject, len(raw), reason,
+                                       self.clock.now())
         log.error("uid %s %s: parked, kept on the server: %s", uid, message_id, reason)
         return Outcome("parked", message_id, sender, subject, reason)

@@ -1,16 +1,15 @@
-"""The team's promises: the promised date, the paused clock (and its SQL twin), and when each job is due."""
+"""The team's promises: the promised date, the paused clock, and when each job is due (decided purely)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import peewee as pw
+from typing import Any, Mapping
 
 from .clock import BusinessCalendar, Duration
-from .models import OPEN_STATUSES, Item
+from .domain import OPEN_STATUSES, Status
 from .settings import ServiceConfig
+from .wording import local_time
 
 AT_RISK_WITHIN = Duration(1, "days", business=True)  # the digest's "at risk": due by the end of the next workday
 
@@ -26,16 +25,14 @@ def promised_date(calendar: BusinessCalendar, service: ServiceConfig, created: d
 
 
 def paused(status: str, waiting_on: str | None) -> bool:
-    """An item waiting on its requester: the date's clock stands still, and no job runs for it."""
-    return status == "waiting" and waiting_on in (None, "requester")
+    """An item waiting on its requester: the date's clock stands still, and no job runs for it.
+
+    `queries.not_paused` is the same rule in SQL, for the jobs' and the digest's queries.
+    """
+    return status == Status.WAITING and waiting_on in (None, "requester")
 
 
-def not_paused() -> pw.Expression:
-    """`paused` negated, as SQL: items whose date's clock is running (the jobs' and the digest's queries)."""
-    return ~((Item.status == "waiting") & (Item.waiting_on.is_null() | (Item.waiting_on == "requester")))
-
-
-def clock_changes(before: dict[str, Any], changes: dict[str, Any], now: datetime,
+def clock_changes(before: Mapping[str, Any], changes: Mapping[str, Any], now: datetime,
                   calendar: BusinessCalendar) -> tuple[dict[str, Any], str | None]:
     """The pause or restart a status change means for the date, and a line for the history.
 
@@ -43,7 +40,7 @@ def clock_changes(before: dict[str, Any], changes: dict[str, Any], now: datetime
     requester ends, the date moves by the business time the clock stood still, unless the same
     mail set a new date itself (#eta).
     """
-    after = before | changes
+    after = {**before, **changes}
     was, now_paused = before["paused_at"] is not None, paused(after["status"], after["waiting_on"])
     if now_paused and not was:
         return {"paused_at": now}, "the date's clock is paused while we wait on the requester"
@@ -55,7 +52,7 @@ def clock_changes(before: dict[str, Any], changes: dict[str, Any], now: datetime
         hours, minutes = divmod(stood, 60)
         return ({"paused_at": None, "due_at": due},
                 f"the date's clock runs again: paused {hours}h{minutes:02d} of business time, so the date "
-                f"moves to {due.astimezone(calendar.tz):%a %d %b %Y %H:%M}")
+                f"moves to {local_time(due, calendar.tz)}")
     return {}, None
 
 

@@ -41,6 +41,10 @@ class TeamConfig:
         """Members and the lead may send keywords."""
         return bool(email) and (email == self.lead or self.member(email) is not None)
 
+    def ref(self, number: int | None) -> str:
+        """An item's reference, e.g. IT-42 (IT-NEW for one not saved yet): the only place it is spelled."""
+        return f"{self.ref_prefix}-{number if number is not None else 'NEW'}"
+
 
 @dataclass(frozen=True)
 class Secret:

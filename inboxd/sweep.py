@@ -1,4 +1,4 @@
-"""The jobs of DESIGN §6: what is due as of a moment, asked of the database, and sent at most once."""
+"""The jobs (docs/promises.md): what is due as of a moment, asked of the database, and sent at most once."""
 
 from __future__ import annotations
 
@@ -9,15 +9,20 @@ from typing import Any
 
 import peewee as pw
 
+from . import queries
 from .absence import absence_notes, away
 from .digest import digest
+from .domain import OPEN_STATUSES, ItemView, Reply
 from .errors import InboxdError
-from .mailout import Reply, mail_context, ref_of
-from .models import OPEN_STATUSES, Item, Notice, create, db, write_transaction
-from .promises import Cutoffs, not_paused
+from .mailout import Composer
+from .models import Item, Notice, write_transaction
+from .outbox import enqueue
+from .promises import Cutoffs
+from .queries import not_paused
 from .render import Renderer
 from .settings import Config
-from .tracker import Tracker, stored_request
+from .tracker import Tracker
+from .wording import local_time
 
 log = logging.getLogger(__name__)
 BATCH = 500  # mails of one kind per sweep: a backlog drains over a few sweeps while new mail keeps flowing
@@ -29,7 +34,7 @@ class Due:
     """One mail a job calls for: what, about which item (none for a digest), to whom, and why."""
 
     kind: str
-    item: Item | None
+    item: ItemView | None
     for_date: datetime
     to: tuple[str, ...]
     why: str
@@ -42,7 +47,8 @@ class Sweeper:
 
     def __init__(self, config: Config, renderer: Renderer) -> None:
         self.config = config
-        self.tracker = Tracker(config, renderer)
+        self.tracker = Tracker(config.mailbox.label)
+        self.composer = Composer(config, renderer)
         self._failing: set[tuple] = set()  # mails whose failure was logged: once at ERROR, not every minute
 
     def due(self, now: datetime) -> list[Due]:
@@ -66,7 +72,7 @@ class Sweeper:
         noticed = {due.item.id for due in found if due.kind == "deadline_notice"}  # in this very sweep
         for item in self._items("escalation", Item.due_at, now):
             told = item.id in noticed or Notice.select().where(
-                (Notice.item == item) & (Notice.kind == "deadline_notice") & (Notice.for_date == item.due_at)).exists()
+                (Notice.item == item.id) & (Notice.kind == "deadline_notice") & (Notice.for_date == item.due_at)).exists()
             found.append(Due("escalation", item, item.due_at, (team.lead,),
                              f"promised for {self._when(item.due_at)}, not done",
                              context={"absence": absence_notes(item, gone, cal.tz), "requester_told": told}))
@@ -88,14 +94,8 @@ class Sweeper:
         for due in self.due(now):
             key = (due.kind, due.item.id if due.item is not None else due.audience, due.for_date)
             try:
-                with write_transaction():
-                    try:
-                        with db.atomic():
-                            create(Notice, item=due.item, kind=due.kind, for_date=due.for_date,
-                                   audience=due.audience, created_at=now)
-                    except pw.IntegrityError:
-                        continue  # another sweep (another process) sent it first
-                    self._send(due, now)
+                if not self._send(due, now):
+                    continue  # another sweep (another process) sent it first
             except InboxdError as exc:
                 first = key not in self._failing
                 self._failing.add(key)
@@ -109,21 +109,21 @@ class Sweeper:
         return sent
 
     def _about(self, due: Due) -> str:
-        return ref_of(due.item, self.config.team) if due.item is not None else f"digest for {due.audience}"
+        return self.config.team.ref(due.item.id) if due.item is not None else f"digest for {due.audience}"
 
-    def _items(self, kind: str, date_field: pw.Field, cutoff: datetime, *more: pw.Expression) -> list[Item]:
+    def _items(self, kind: str, date_field: pw.Field, cutoff: datetime, *more: pw.Expression) -> list[ItemView]:
         """Open, running items whose date is at or before the cutoff and that have no notice of this kind for it."""
         sent = Notice.select(Notice.id).where((Notice.item == Item.id) & (Notice.kind == kind)
                                               & (Notice.for_date == date_field))
         condition = Item.status.in_(OPEN_STATUSES) & (date_field <= cutoff) & not_paused() & ~pw.fn.EXISTS(sent)
         for extra in more:
             condition &= extra
-        found = list(Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH))
+        found = [queries.view(row) for row in Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH)]
         if len(found) == BATCH:
             log.info("sweep: more than %d %s mails are due; the rest follow in the next sweeps", BATCH, kind)
         return found
 
-    def _owners(self, item: Item, gone: dict[str, datetime | None]) -> tuple[str, ...]:
+    def _owners(self, item: ItemView, gone: dict[str, datetime | None]) -> tuple[str, ...]:
         """Who should act on an item: its owner, or, when nobody owns it or the owner is away, its queue."""
         if item.owner and item.owner not in gone:
             return (item.owner,)
@@ -153,24 +153,30 @@ class Sweeper:
                                  member.email, {"digest": figures}))
         return found
 
-    def _send(self, due: Due, now: datetime) -> None:
+    def _send(self, due: Due, now: datetime) -> bool:
+        """Compose the mail, then claim its notice and queue it in one transaction; False if claimed already."""
         item, team = due.item, self.config.team
         to_requester = due.kind in TO_REQUESTER
-        request = stored_request(item) if item is not None else {
+        opening = queries.opening_mail(item.id) if item is not None and item.id is not None else None
+        request = queries.stored_request(item, opening) if item is not None else {
             "subject": "", "sender": "", "sender_name": "", "summary": "", "text": "", "attachments": []}
-        context = mail_context(team, item, None, request=request, survey=self.config.service.survey)
-        context.update(due.context, now=now)
+        context = self.composer.context(item, None, request=request) | due.context | {"now": now}
         reply = Reply(due.kind, due.to, threaded=False, internal=item is not None and not to_requester,
                       to_requester=to_requester)
-        self.tracker.send([reply], context, item, now)
+        mails = self.composer.compose([reply], context, item, now, opening_id=opening.message_id if opening else None)
+        item_id = item.id if item is not None else None
+        with write_transaction():
+            if not self.tracker.claim_notice(due.kind, item_id, due.for_date, due.audience, now):
+                return False
+            for mail in mails:
+                enqueue(mail, item_id, now)
+            if item_id is not None:
+                self.tracker.job_sent(item_id, due.kind, due.to, due.why, to_requester, now)
         if item is None:
             log.info("digest sent to %s", ", ".join(due.to))
-            return
-        if to_requester:
-            Item.update(last_told_at=now).where(Item.id == item.id).execute()
-        self.tracker.event(item, None, now, "inboxd", due.kind,
-                           f"{due.kind.replace('_', ' ')} to {', '.join(due.to)}: {due.why}")
-        log.info("%s: %s to %s: %s", ref_of(item, team), due.kind.replace("_", " "), ", ".join(due.to), due.why)
+        else:
+            log.info("%s: %s to %s: %s", team.ref(item.id), due.kind.replace("_", " "), ", ".join(due.to), due.why)
+        return True
 
     def _when(self, moment: datetime) -> str:
-        return moment.astimezone(self.config.calendar.tz).strftime("%a %d %b %Y %H:%M")
+        return local_time(moment, self.config.calendar.tz)

@@ -1,23 +1,41 @@
-"""Threads: which item a mail belongs to, by subject tag, secret reply address or Message-ID."""
+"""Threads: which item a mail belongs to, by subject tag, secret reply address or Message-ID.
+
+Deciding is pure; the questions to the database go through `ThreadLookup`, answered by
+`queries.StoredThreads` in the daemon and by a dict in the tests.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from .config import TeamConfig
+from .domain import ItemView
 from .message import InboundMessage
-from .models import Item, Message
+from .settings import TeamConfig
 
 _TAG = re.compile(r"\[\s*([A-Za-z0-9]+)\s*-\s*(\d{1,12})\s*\]")
 _RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
+
+
+class ThreadLookup(Protocol):
+    """The stored items a thread may lead to."""
+
+    def item(self, number: int) -> ItemView | None:
+        """The item with this number, if it exists."""
+        ...
+
+    def item_of_mail(self, message_ids: Sequence[str], outgoing_only: bool = False) -> ItemView | None:
+        """The item of the latest stored mail (ours only, if asked) with one of these Message-IDs."""
+        ...
 
 
 @dataclass(frozen=True)
 class Thread:
     """The item a mail belongs to, how it was found, and whether it came to the item's secret address."""
 
-    item: Item
+    item: ItemView
     via: str  # tag | address | headers
     secret_ok: bool
 
@@ -33,7 +51,7 @@ def without_tags(subject: str, prefix: str) -> str:
     return " ".join(kept.split()) or subject
 
 
-def secret_address(team: TeamConfig, item: Item) -> str:
+def secret_address(team: TeamConfig, item: ItemView) -> str:
     """The item's own reply address, e.g. help+it42.1f9a03bc@example.org."""
     local, _, domain = team.address.partition("@")
     return f"{local}+{team.ref_prefix.lower()}{item.id}.{item.secret}@{domain}"
@@ -50,40 +68,35 @@ def addressed(msg: InboundMessage, team: TeamConfig) -> list[tuple[int, str]]:
     return [(int(m.group(1)), m.group(2)) for m in found if m]
 
 
-def find_thread(msg: InboundMessage, team: TeamConfig) -> Thread | None:
+def find_thread(msg: InboundMessage, team: TeamConfig, lookup: ThreadLookup) -> Thread | None:
     """The item this mail answers, or None: then it is a new request."""
     secrets = addressed(msg, team)
 
-    def thread(item: Item, via: str) -> Thread:
+    def thread(item: ItemView, via: str) -> Thread:
         return Thread(item, via, (item.id, item.secret) in secrets)
 
     for number in tagged_ids(msg.subject, team.ref_prefix):
-        item = Item.get_or_none(Item.id == number)
+        item = lookup.item(number)
         if item is not None:  # a tag of an item that doesn't exist is not trusted
             return thread(item, "tag")
     for number, _ in secrets:
-        item = Item.get_or_none(Item.id == number)
+        item = lookup.item(number)
         if item is not None:
             return thread(item, "address")
     ids = [i for i in (msg.in_reply_to, *reversed(msg.references[-20:])) if i]
     if ids:
-        known = (Message.select(Message.item).where(Message.message_id.in_(ids) & Message.item.is_null(False))
-                 .order_by(Message.id.desc()).first())
+        known = lookup.item_of_mail(ids)
         if known is not None:
-            return thread(Item.get_by_id(known.item_id), "headers")
+            return thread(known, "headers")
     return None
 
 
-def item_answered_automatically(msg: InboundMessage, raw: bytes, team: TeamConfig) -> Item | None:
+def item_answered_automatically(msg: InboundMessage, team: TeamConfig, lookup: ThreadLookup) -> ItemView | None:
     """The item of one of our mails that a bounce or an auto-reply answers, if any.
 
     Auto-replies name our mail in In-Reply-To; bounces quote its headers in the report.
     """
-    domain = re.escape(team.address.partition("@")[2])
-    quoted = re.findall(rb"<[\w.+-]+\.inboxd@" + domain.encode() + rb">", raw[:200_000], re.IGNORECASE)
-    ids = [i for i in (msg.in_reply_to, *msg.references[-20:]) if i] + [q.decode() for q in quoted[:20]]
-    if not ids:
-        return None
-    known = (Message.select(Message.item).where(Message.message_id.in_(ids) & (Message.direction == "out")
-                                                & Message.item.is_null(False)).order_by(Message.id.desc()).first())
-    return Item.get_by_id(known.item_id) if known else None
+    domain = "@" + team.address.partition("@")[2].lower()
+    quoted = [q for q in msg.quoted_ids if q.lower().endswith(domain + ">")]
+    ids = [i for i in (msg.in_reply_to, *msg.references[-20:]) if i] + quoted[:20]
+    return lookup.item_of_mail(ids, outgoing_only=True) if ids else None

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import ClassVar
 
 from ..config import Config
-from ..mailout import Reply
+from ..domain import ItemState, Reply
+from ..wording import closest
 
 _KEYWORD = re.compile(r"#([A-Za-z][A-Za-z-]*)\b[ \t]*(.*)")
-
-
-@dataclass(frozen=True)
-class ItemState:
-    """The fields of an item that commands may change."""
-
-    owner: str | None
-    status: str
-    priority: str
-    tags: tuple[str, ...]
-    due_at: datetime | None
-    on_track: bool
-    waiting_on: str | None
-    resolved_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -105,8 +91,8 @@ def split_keywords(text: str) -> tuple[list[Keyword], str]:
 
 def did_you_mean(name: str) -> str:
     """`unknown keyword #dne (did you mean #done?)`."""
-    close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
-    return f"unknown keyword #{name}" + (f" (did you mean #{close[0]}?)" if close else "; #help lists them")
+    close = closest(name, COMMANDS)
+    return f"unknown keyword #{name}" + (f" (did you mean #{close}?)" if close else "; #help lists them")
 
 
 def help_table() -> list[dict[str, str]]:

@@ -1,16 +1,15 @@
-"""The keywords of DESIGN §5, one small class each: state in, Effect out, or Refused with the reason."""
+"""The keywords (docs/conversations.md), one small class each: state in, Effect out, or Refused with the reason."""
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ..clock import parse_moment
-from ..mailout import Reply
-from ..models import OPEN_STATUSES, PRIORITIES
+from ..domain import OPEN_STATUSES, PRIORITIES, Reply, Status
+from ..wording import did_you_mean, local_time
 from .base import Command, CommandContext, Effect, ItemState, Refused, register
 
 _TAG_NAME = re.compile(r"[\w][\w.-]{0,39}")
@@ -20,8 +19,7 @@ def _member(ctx: CommandContext, who: str) -> str:
     member = ctx.config.team.find(who)
     if member is None:
         names = [m.name.lower() for m in ctx.config.team.members] + [m.email for m in ctx.config.team.members]
-        close = difflib.get_close_matches(who.lower(), names, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else \
+        hint = did_you_mean(who.lower(), names, quote=False) or \
             f"; members are {', '.join(m.name for m in ctx.config.team.members)}"
         raise Refused(f"{who!r} is not a member of {ctx.config.team.name}{hint}")
     return member.email
@@ -42,7 +40,7 @@ def _owner_if_member(ctx: CommandContext) -> str | None:
 
 
 def _assigned(state: ItemState, owner: str) -> ItemState:
-    return replace(state, owner=owner, status="open" if state.status == "new" else state.status)
+    return replace(state, owner=owner, status=Status.OPEN if state.status == Status.NEW else state.status)
 
 
 @register
@@ -73,7 +71,7 @@ class Working(Command):
     name, usage, summary = "working", "#working", "status: being worked on"
 
     def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
-        return Effect(replace(state, status="working", waiting_on=None, resolved_at=None,
+        return Effect(replace(state, status=Status.WORKING, waiting_on=None, resolved_at=None,
                               owner=state.owner or _owner_if_member(ctx)), "status: working")
 
 
@@ -88,7 +86,7 @@ class Waiting(Command):
         names = {"requester", "them", "him", "her", ctx.requester, *ctx.requester_name.lower().split()}
         if whom.lower() in names:
             whom = "requester"
-        return Effect(replace(state, status="waiting", waiting_on=whom), f"status: waiting on {whom}")
+        return Effect(replace(state, status=Status.WAITING, waiting_on=whom), f"status: waiting on {whom}")
 
 
 @register
@@ -98,7 +96,7 @@ class Done(Command):
     def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
         if state.status not in OPEN_STATUSES:
             raise Refused(f"#done: the item is already {state.status}")
-        done = replace(state, status="done", resolved_at=ctx.now, waiting_on=None,
+        done = replace(state, status=Status.DONE, resolved_at=ctx.now, waiting_on=None,
                        owner=state.owner or _owner_if_member(ctx))
         return Effect(done, "status: done; the requester is thanked" +
                       (" and asked for a rating" if ctx.config.service.survey else ""),
@@ -130,7 +128,7 @@ class Eta(Command):
 
 
 def _local(moment: datetime, ctx: CommandContext) -> str:
-    return moment.astimezone(ctx.config.calendar.tz).strftime("%a %d %b %Y %H:%M")
+    return local_time(moment, ctx.config.calendar.tz)
 
 
 @register
@@ -186,7 +184,7 @@ class Decline(Command):
             raise Refused("#decline needs a reason the requester will read: #decline We only support company laptops")
         if state.status not in OPEN_STATUSES:
             raise Refused(f"#decline: the item is already {state.status}")
-        return Effect(replace(state, status="declined", resolved_at=ctx.now, waiting_on=None),
+        return Effect(replace(state, status=Status.DECLINED, resolved_at=ctx.now, waiting_on=None),
                       "declined; the requester is told why", _to_requester("declined", ctx, reason=reason),
                       used_body=not argument)
 
@@ -206,7 +204,7 @@ class Redirect(Command):
             raise Refused(f"#redirect: the item is already {state.status}")
         mails = (Reply("forwarded", (to,), threaded=False, extra={"redirect_to": to, "reason": reason.strip()}),
                  *_to_requester("redirected", ctx, redirect_to=to, reason=reason.strip()))
-        return Effect(replace(state, status="redirected", resolved_at=ctx.now, waiting_on=None),
+        return Effect(replace(state, status=Status.REDIRECTED, resolved_at=ctx.now, waiting_on=None),
                       f"handed over to {to}; the requester is told where to go", mails)
 
 
@@ -217,8 +215,7 @@ class Priority(Command):
     def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
         value = argument.lower().strip()
         if value not in PRIORITIES:
-            close = difflib.get_close_matches(value, PRIORITIES, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = did_you_mean(value, PRIORITIES, quote=False)
             raise Refused(f"#priority: {argument!r} is not one of {', '.join(PRIORITIES)}{hint}")
         return Effect(replace(state, priority=value), f"priority: {value}")
 

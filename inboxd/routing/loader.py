@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..clock import parse_duration
+from ..domain import PRIORITIES
 from ..errors import RulesError
-from ..models import PRIORITIES
 from ..tomlfile import TomlFile, load_toml
+from ..wording import did_you_mean
 from .conditions import FIELDS, OPERATORS, SIZE_OPERATORS, AllOf, AnyOf, Condition, FieldTest, Not
 from .rules import Decline, Disposition, Ignore, Queue, Redirect, Rule, RuleSet
 
@@ -32,8 +32,7 @@ class Known:
 
 
 def _hint(word: str, choices: tuple[str, ...] | frozenset[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(word, sorted(choices))
 
 
 class _RuleReader:

@@ -1,0 +1,91 @@
+"""The read side: questions the pipeline and the jobs ask of the database, answered as domain values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+from .domain import OPEN_STATUSES, ItemView
+from .models import Event, Item, Message
+
+
+def view(row: Item) -> ItemView:
+    """A stored item as a value the deciders can read."""
+    return ItemView(
+        id=row.id, subject=row.subject, requester=row.requester, requester_name=row.requester_name or "",
+        owner=row.owner, queue=row.queue, status=row.status, priority=row.priority, tags=tuple(row.tags or ()),
+        rule=row.rule, created_at=row.created_at, due_at=row.due_at, acknowledged_at=row.acknowledged_at,
+        first_response_at=row.first_response_at, resolved_at=row.resolved_at, satisfaction=row.satisfaction,
+        secret=row.secret or "", waiting_on=row.waiting_on, on_track=bool(row.on_track), follows_id=row.follows_id,
+        last_told_at=row.last_told_at, paused_at=row.paused_at, requested_due_at=row.requested_due_at)
+
+
+def item(number: int) -> ItemView | None:
+    """The item with this number, if any."""
+    row = Item.get_or_none(Item.id == number)
+    return view(row) if row is not None else None
+
+
+class StoredThreads:
+    """`threads.ThreadLookup` answered from the database."""
+
+    def item(self, number: int) -> ItemView | None:
+        return item(number)
+
+    def item_of_mail(self, message_ids: Sequence[str], outgoing_only: bool = False) -> ItemView | None:
+        condition = Message.message_id.in_(list(message_ids)) & Message.item.is_null(False)
+        if outgoing_only:
+            condition &= Message.direction == "out"
+        known = Message.select(Message.item).where(condition).order_by(Message.id.desc()).first()
+        return item(known.item_id) if known is not None else None
+
+
+@dataclass(frozen=True)
+class OpeningMail:
+    """The mail that opened an item, as stored: requester mail threads on it, templates quote it."""
+
+    message_id: str
+    body: str
+
+
+def opening_mail(item_id: int) -> OpeningMail | None:
+    """The first incoming mail of an item."""
+    first = (Message.select(Message.message_id, Message.body)
+             .where((Message.item == item_id) & (Message.direction == "in")).order_by(Message.id).first())
+    return OpeningMail(first.message_id, first.body) if first is not None else None
+
+
+def stored_request(item: ItemView, opening: OpeningMail | None) -> dict[str, Any]:
+    """The template view of the mail that opened the item, from what was stored of it."""
+    text = opening.body if opening else ""
+    return {"subject": item.subject, "sender": item.requester,
+            "sender_name": item.requester_name or item.requester.split("@")[0],
+            "summary": " ".join(text.split())[:200], "text": text, "attachments": []}
+
+
+def history(item_id: int) -> list[dict[str, Any]]:
+    """The item's audit trail, for mail that needs it (a low rating to the lead)."""
+    events = Event.select().where(Event.item == item_id).order_by(Event.at, Event.id)
+    return [{"at": e.at, "actor": e.actor, "kind": e.kind, "detail": e.detail} for e in events]
+
+
+class StoredAssignments:
+    """`intake.AssignmentHistory` answered from the database."""
+
+    def last_owner(self, queue: str, members: tuple[str, ...]) -> str | None:
+        last = (Item.select(Item.owner).where((Item.queue == queue) & Item.owner.in_(members))
+                .order_by(Item.id.desc()).first())
+        return last.owner if last is not None else None
+
+    def open_counts(self, members: tuple[str, ...]) -> dict[str, int]:
+        return dict(Item.select(Item.owner, pw.fn.COUNT(Item.id))
+                    .where(Item.owner.in_(members) & Item.status.in_(OPEN_STATUSES))
+                    .group_by(Item.owner).tuples())
+
+
+def not_paused() -> pw.Expression:
+    """`promises.paused` negated, as SQL: items whose date's clock is running (the jobs' and the digest's)."""
+    return ~((Item.status == "waiting") & (Item.waiting_on.is_null() | (Item.waiting_on == "requester")))
