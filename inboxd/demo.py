@@ -8,13 +8,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
-from datetime import timedelta
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Callable
 
 import click
 
