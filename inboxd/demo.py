@@ -27,7 +27,8 @@ from .models import OPEN_STATUSES, Item, Outbox
 from .pipeline import Outcome
 from .servers import PymapServer, SmtpCapture, append_messages
 
-SAMPLES = [
+# (sender, subject, text[, extra headers])
+SAMPLES: list[tuple[str, str, str] | tuple[str, str, str, dict[str, str]]] = [
     ("Rosa Lind <rosa.lind@example.org>", "Printer on floor 3 keeps jamming",
      "Hi, the printer next to the kitchen on floor 3 jams on every second page. Could someone look?"),
     ("Omar Haddad <omar.haddad@example.org>", "VPN access for our new starter",
@@ -167,7 +168,9 @@ def _reply(to: Message, sender: str, text: str) -> bytes:
 
 def _text(mail: Message) -> str:
     part = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
-    return part.get_payload(decode=True).decode("utf-8", "replace")
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes), "a single text/plain part decodes to bytes"
+    return payload.decode("utf-8", "replace")
 
 
 def _narrate(outcome: Outcome, latency: float, tally: dict) -> None:
