@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .commands import help_table
@@ -62,7 +62,7 @@ def sample_item(config: Config, now: datetime) -> ItemView:
 
 def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
     """Template contexts for `check`: the shapes each template is rendered in, by name or `*`."""
-    now = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
     msg, item = sample_message(), sample_item(config, now)
     owner = config.team.members[0].email if config.team.members else config.team.lead
     conversation = {

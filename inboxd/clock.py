@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -24,7 +24,7 @@ class SystemClock:
 
     def now(self) -> datetime:
         """The current moment in UTC."""
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 @dataclass

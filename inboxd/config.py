@@ -5,15 +5,25 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .clock import BusinessCalendar, Duration, Weekly, parse_duration, parse_hours, parse_weekly, parse_workdays
 from .errors import ConfigError
-from .settings import (CommandsConfig, Config, LimitsConfig, MailboxConfig, Member, Secret, ServiceConfig,
-                       SmtpConfig, TeamConfig)
+from .settings import (
+    CommandsConfig,
+    Config,
+    LimitsConfig,
+    MailboxConfig,
+    Member,
+    Secret,
+    ServiceConfig,
+    SmtpConfig,
+    TeamConfig,
+)
 from .tomlfile import TomlFile, load_toml
 
 __all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member", "Secret", "ServiceConfig",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import schedule
 
@@ -35,8 +35,8 @@ class Daemon:
         rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
-        transports = [transport] if transport else [SmtpTransport(config.smtp)
-                                                     for _ in range(config.smtp.connections)]
+        transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp)
+                                                                      for _ in range(config.smtp.connections)]
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.sweeper = Sweeper(config, renderer)
@@ -91,7 +91,8 @@ class Daemon:
             if stop is not None and stop.is_set():
                 break
             chunk = uids[start:start + size]
-            done, aside = [], []
+            done: list[int] = []
+            aside: list[int] = []
             for fetched in self.source.fetch(chunk):
                 outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from)
                 self.sender.notify()

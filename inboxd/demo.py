@@ -8,13 +8,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
-from datetime import timedelta
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Callable
 
 import click
 
@@ -28,7 +28,8 @@ from .models import Item, Outbox
 from .pipeline import Outcome
 from .servers import PymapServer, SmtpCapture, append_messages
 
-SAMPLES = [
+# (sender, subject, text[, extra headers])
+SAMPLES: list[tuple[str, str, str] | tuple[str, str, str, dict[str, str]]] = [
     ("Rosa Lind <rosa.lind@example.org>", "Printer on floor 3 keeps jamming",
      "Hi, the printer next to the kitchen on floor 3 jams on every second page. Could someone look?"),
     ("Omar Haddad <omar.haddad@example.org>", "VPN access for our new starter",
@@ -168,7 +169,9 @@ def _reply(to: Message, sender: str, text: str) -> bytes:
 
 def _text(mail: Message) -> str:
     part = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
-    return part.get_payload(decode=True).decode("utf-8", "replace")
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes), "a single text/plain part decodes to bytes"
+    return payload.decode("utf-8", "replace")
 
 
 def _narrate(outcome: Outcome, latency: float, tally: dict) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError
@@ -59,7 +60,7 @@ class Renderer:
             raise TemplateError([f"{exc.filename or path}:{exc.lineno}: {exc.message}"]) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError([f"{path}:{_line_of(exc)}: {exc.message}"]) from None
-        except jinja2.sandbox.SecurityError as exc:
+        except SecurityError as exc:
             raise TemplateError([f"{path}:{_line_of(exc)}: not allowed in a template: {exc}"]) from None
         except Exception as exc:  # a filter or test failing on its input
             raise TemplateError([f"{path}:{_line_of(exc)}: {type(exc).__name__}: {exc}"]) from None

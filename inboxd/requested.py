@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from itertools import islice
 
@@ -27,7 +28,7 @@ _MONTHS = {name: number for number, names in enumerate([
     "nov november", "dec december dez dezember"], start=1) for name in names.split()}
 
 
-def _any(names: dict[str, object]) -> str:
+def _any(names: Iterable[str]) -> str:
     """A regex alternation of these names, longest first."""
     return "|".join(sorted(map(re.escape, names), key=len, reverse=True))
 

@@ -8,8 +8,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
