@@ -26,8 +26,8 @@ def absence_notes(item: ItemView, gone: dict[str, datetime | None], tz: tzinfo) 
         until = gone[item.owner]
         notes.append(f"{item.owner} is away" + (f" until {until.astimezone(tz):%a %d %b %Y}" if until else
                                                 " ([team] absent)"))
-    replies = (Event.select().where((Event.item == item.id) & (Event.kind == "auto-reply") & (Event.actor == item.owner))
-               .order_by(Event.at.desc()).limit(1))
+    mine = (Event.item == item.id) & (Event.kind == "auto-reply") & (Event.actor == item.owner)
+    replies = Event.select().where(mine).order_by(Event.at.desc()).limit(1)
     for event in replies:
         notes.append(f"{item.owner} answered with an out-of-office reply on {event.at.astimezone(tz):%a %d %b %H:%M}: "
                      f"{event.detail}")

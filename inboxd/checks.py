@@ -8,8 +8,8 @@ from typing import Any
 
 from .commands import help_table
 from .config import Config
-from .errors import ProblemList, RulesError, TemplateError
 from .domain import ItemView, Status
+from .errors import ProblemList, RulesError, TemplateError
 from .mailout import item_context, mail_context, request_context
 from .message import Attachment, InboundMessage
 from .render import Renderer

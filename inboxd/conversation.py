@@ -12,9 +12,9 @@ from typing import Any
 
 import authres
 
-from .commands import MEMBER_KEYWORDS, CommandContext, ItemState, help_table, plan_commands, split_keywords
+from .commands import MEMBER_KEYWORDS, CommandContext, help_table, plan_commands, split_keywords
 from .config import Config
-from .domain import OPEN_STATUSES, EventLine, ItemView, Plan, PlanKind, Reply, Status, frozen
+from .domain import OPEN_STATUSES, EventLine, ItemState, ItemView, Plan, PlanKind, Reply, Status, frozen
 from .message import InboundMessage
 from .promises import clock_changes
 from .replytext import html_quotes_marked, new_text

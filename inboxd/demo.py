@@ -21,9 +21,9 @@ import click
 from .clock import FixedClock, SystemClock
 from .config import Config, load_config
 from .daemon import Daemon
+from .domain import OPEN_STATUSES
 from .errors import InboxdError
 from .localconfig import SHIPPED, write_local_config
-from .domain import OPEN_STATUSES
 from .models import Item, Outbox
 from .pipeline import Outcome
 from .servers import PymapServer, SmtpCapture, append_messages

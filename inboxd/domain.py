@@ -6,11 +6,12 @@ text, commands and conversation speak only these types, and the tracker turns th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 
 class Status(StrEnum):

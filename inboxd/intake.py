@@ -5,10 +5,10 @@ The pipeline writes what this returns; `inboxd rules test` shows the very same d
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .domain import EventLine, ItemView, Reply, Status
 from .message import InboundMessage

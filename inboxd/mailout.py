@@ -128,9 +128,11 @@ def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...]
     subject = _one_line(rendered.subject)
     if ref and f"[{ref}]" not in subject:
         subject = f"[{ref}] {subject}"
-    body: Message = MIMEText(rendered.text, "plain", _UTF8)
+    # The stubs say MIMEText takes a charset name; it takes a Charset too, which is how QP bodies are had.
+    body: Message = MIMEText(rendered.text, "plain", _UTF8)  # type: ignore[arg-type]
     if rendered.html:
-        body = MIMEMultipart("alternative", _subparts=[body, MIMEText(rendered.html, "html", _UTF8)])
+        html = MIMEText(rendered.html, "html", _UTF8)  # type: ignore[arg-type]
+        body = MIMEMultipart("alternative", _subparts=[body, html])
     files = list(attachments)
     if attach_original is not None:
         # As a file: message/rfc822 may not be base64-encoded, and broken originals must survive.

@@ -7,11 +7,11 @@ import hashlib
 import logging
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
-from typing import Iterable
 
 import mailparser
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning

@@ -6,9 +6,10 @@ import json
 import logging
 import secrets
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import peewee as pw
 from playhouse.db_url import connect
@@ -42,14 +43,14 @@ class UtcDateTimeField(pw.Field):
     def db_value(self, value: datetime | None) -> Any:
         if value is None:
             return None
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
     def python_value(self, value: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
 
 
 class JsonField(pw.TextField):
@@ -298,7 +299,7 @@ def _v4_promises(database: pw.Database) -> None:
     Item.update(last_told_at=pw.fn.COALESCE(latest, Item.created_at)).where(Item.last_told_at.is_null()).execute()
     # Items already past their date when the jobs arrive are not escalated one by one (a lead would
     # get one mail per old item at once): their requesters get status updates, and the digest lists them.
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     late = Item.select(Item.id, Item.due_at).where(Item.status.in_(OPEN_STATUSES) & (Item.due_at < now))
     rows = [{"item": item.id, "kind": kind, "for_date": item.due_at, "created_at": now}
             for item in late for kind in ("owner_reminder", "deadline_notice", "escalation")]
@@ -346,4 +347,4 @@ def migrate(database: pw.Database) -> None:
             if version not in done:
                 log.info("database: applying schema migration %d", version)
                 step(database)
-                SchemaVersion.create(version=version, applied_at=datetime.now(timezone.utc))
+                SchemaVersion.create(version=version, applied_at=datetime.now(UTC))

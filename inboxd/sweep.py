@@ -57,30 +57,30 @@ class Sweeper:
         cut = Cutoffs.at(now, cal, self.config.service)
         gone = away(team, now)
         found: list[Due] = []
-        for item in self._items("owner_reminder", Item.due_at, cut.remind, Item.on_track == False):  # noqa: E712
+        for item, due_at in self._items("owner_reminder", Item.due_at, cut.remind,
+                                        Item.on_track == False):  # noqa: E712
             to = self._owners(item, gone)
             whose = "" if to == (item.owner,) else "; to the queue: nobody owns it" if not item.owner else \
                 f"; to the queue: {item.owner} is away"
-            found.append(Due("owner_reminder", item, item.due_at, to, f"due {self._when(item.due_at)}"
-                             + (", already passed" if item.due_at <= now else "") + "; not confirmed with #ontrack"
+            found.append(Due("owner_reminder", item, due_at, to, f"due {self._when(due_at)}"
+                             + (", already passed" if due_at <= now else "") + "; not confirmed with #ontrack"
                              + whose,
                              context={"absence": absence_notes(item, gone, cal.tz)}))
-        for item in self._items("deadline_notice", Item.due_at, cut.notify, Item.on_track == False,  # noqa: E712
-                                Item.requester != ""):
-            found.append(Due("deadline_notice", item, item.due_at, (item.requester,),
-                             f"due {self._when(item.due_at)}, not done and not confirmed with #ontrack"))
-        noticed = {due.item.id for due in found if due.kind == "deadline_notice"}  # in this very sweep
-        for item in self._items("escalation", Item.due_at, now):
-            told = item.id in noticed or Notice.select().where(
-                (Notice.item == item.id) & (Notice.kind == "deadline_notice") & (Notice.for_date == item.due_at)).exists()
-            found.append(Due("escalation", item, item.due_at, (team.lead,),
-                             f"promised for {self._when(item.due_at)}, not done",
+        for item, due_at in self._items("deadline_notice", Item.due_at, cut.notify,
+                                        Item.on_track == False, Item.requester != ""):  # noqa: E712
+            found.append(Due("deadline_notice", item, due_at, (item.requester,),
+                             f"due {self._when(due_at)}, not done and not confirmed with #ontrack"))
+        noticed = {due.item.id for due in found if due.kind == "deadline_notice" and due.item is not None}
+        for item, due_at in self._items("escalation", Item.due_at, now):
+            told = item.id in noticed or Notice.select().where(  # a notice in this very sweep counts too
+                (Notice.item == item.id) & (Notice.kind == "deadline_notice") & (Notice.for_date == due_at)).exists()
+            found.append(Due("escalation", item, due_at, (team.lead,), f"promised for {self._when(due_at)}, not done",
                              context={"absence": absence_notes(item, gone, cal.tz), "requester_told": told}))
-        for item in self._items("status_update", Item.last_told_at, cut.update, Item.requester != ""):
+        for item, told_at in self._items("status_update", Item.last_told_at, cut.update, Item.requester != ""):
             if item.id in noticed:
                 continue  # the notice tells them where it stands; a second mail would only be noise
-            found.append(Due("status_update", item, item.last_told_at, (item.requester,),
-                             f"the requester last heard from us {self._when(item.last_told_at)} "
+            found.append(Due("status_update", item, told_at, (item.requester,),
+                             f"the requester last heard from us {self._when(told_at)} "
                              f"(update every {self.config.service.update_every})"))
         return found + self._digests(now, cut, gone)
 
@@ -111,14 +111,16 @@ class Sweeper:
     def _about(self, due: Due) -> str:
         return self.config.team.ref(due.item.id) if due.item is not None else f"digest for {due.audience}"
 
-    def _items(self, kind: str, date_field: pw.Field, cutoff: datetime, *more: pw.Expression) -> list[ItemView]:
-        """Open, running items whose date is at or before the cutoff and that have no notice of this kind for it."""
+    def _items(self, kind: str, date_field: pw.Field, cutoff: datetime,
+               *more: pw.Expression) -> list[tuple[ItemView, datetime]]:
+        """Open, running items due by the cutoff with no notice of this kind for that date; each with the date."""
         sent = Notice.select(Notice.id).where((Notice.item == Item.id) & (Notice.kind == kind)
                                               & (Notice.for_date == date_field))
         condition = Item.status.in_(OPEN_STATUSES) & (date_field <= cutoff) & not_paused() & ~pw.fn.EXISTS(sent)
         for extra in more:
             condition &= extra
-        found = [queries.view(row) for row in Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH)]
+        rows = Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH)
+        found = [(queries.view(row), getattr(row, date_field.name)) for row in rows]
         if len(found) == BATCH:
             log.info("sweep: more than %d %s mails are due; the rest follow in the next sweeps", BATCH, kind)
         return found

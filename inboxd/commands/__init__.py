@@ -4,11 +4,10 @@ Commands decide purely: each takes the item's state and returns the new state, w
 the mails it calls for. The conversation applies them in order, all or nothing.
 """
 
-from .base import COMMANDS, Command, CommandContext, CommandPlan, Effect, ItemState, Keyword, Refused  # noqa: I001
+from .base import COMMANDS, Command, CommandContext, CommandPlan, Effect, Keyword, Refused  # noqa: I001
 from .base import did_you_mean, help_table, plan_commands, register, split_keywords
 from . import builtin  # noqa: F401  (importing it registers the keywords of docs/conversations.md)
 from .builtin import MEMBER_KEYWORDS
 
-__all__ = ["COMMANDS", "MEMBER_KEYWORDS", "Command", "CommandContext", "CommandPlan", "Effect", "ItemState",
-           "Keyword", "Refused",
+__all__ = ["COMMANDS", "MEMBER_KEYWORDS", "Command", "CommandContext", "CommandPlan", "Effect", "Keyword", "Refused",
            "did_you_mean", "help_table", "plan_commands", "register", "split_keywords"]

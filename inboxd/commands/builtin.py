@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import parse_moment
-from ..domain import OPEN_STATUSES, PRIORITIES, Reply, Status
+from ..domain import OPEN_STATUSES, PRIORITIES, ItemState, Reply, Status
 from ..wording import did_you_mean, local_time
-from .base import Command, CommandContext, Effect, ItemState, Refused, register
+from .base import Command, CommandContext, Effect, Refused, register
 
 _TAG_NAME = re.compile(r"[\w][\w.-]{0,39}")
 

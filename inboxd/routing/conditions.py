@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 from ..config import parse_size
 from ..message import InboundMessage
@@ -28,8 +29,9 @@ def _domain(value: str, arg: str) -> bool:
     return domain == arg or domain.endswith("." + arg)
 
 
-# op name -> (test of one field value against one argument, how to prepare the argument)
-OPERATORS: dict[str, tuple[Callable[[str, object], bool], Callable[[object], object]]] = {
+# op name -> (test of one field value against one argument, how to prepare the argument); the prepared
+# argument is a string, a compiled pattern or a size, so each pair agrees on its own type.
+OPERATORS: dict[str, tuple[Callable[[str, Any], bool], Callable[[Any], Any]]] = {
     "is": (lambda v, a: v == a, lambda a: str(a).casefold()),
     "contains": (lambda v, a: a in v, lambda a: str(a).casefold()),
     "matches": (lambda v, a: fnmatch.fnmatchcase(v, a), lambda a: str(a).casefold()),

@@ -146,7 +146,7 @@ class _RuleReader:
         ack = table.get("acknowledge", "auto")
         if ack is False:
             ack = None
-        elif not isinstance(ack, str) or ack is True:
+        elif not isinstance(ack, str):
             self.fail("acknowledge", "must be a template name or false")
         elif ack != "auto":
             self.template("acknowledge", ack)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from ..clock import Duration
 from ..message import InboundMessage
@@ -73,7 +72,7 @@ class Decline:
         return f"decline with template {self.template}: {self.reason}"
 
 
-Disposition = Union[Queue, Ignore, Redirect, Decline]
+Disposition = Queue | Ignore | Redirect | Decline
 
 
 @dataclass(frozen=True)
