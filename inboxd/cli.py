@@ -6,15 +6,19 @@ import json
 import logging
 import signal
 import sys
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .clock import SystemClock
-from .config import Config, default_config_path, load_config
+from .config import Config, TeamConfig, default_config_path, load_config
 from .errors import InboxdError
+from .wording import local_time, short_time
+
+if TYPE_CHECKING:
+    from .queries import ItemRecord
 
 log = logging.getLogger("inboxd")
 
@@ -125,9 +129,9 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def item_json(item: Any, prefix: str) -> dict[str, Any]:
+def item_json(item: Any, team: TeamConfig) -> dict[str, Any]:
     """The fields of `items --json` (DESIGN §9)."""
-    return {"ref": f"{prefix}-{item.id}", "subject": item.subject, "requester": item.requester,
+    return {"ref": team.ref(item.id), "subject": item.subject, "requester": item.requester,
             "owner": item.owner, "queue": item.queue, "status": item.status,
             "priority": item.priority, "tags": list(item.tags or []),
             "created_at": _iso(item.created_at), "due_at": _iso(item.due_at),
@@ -155,9 +159,9 @@ def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, 
         query = query.where(Item.queue == queue)
     if owner:
         query = query.where(Item.owner == owner.lower())
-    prefix, tz = config.team.ref_prefix, config.calendar.tz
+    tz = config.calendar.tz
     if as_json:
-        click.echo(json.dumps([item_json(i, prefix) for i in query], indent=2, ensure_ascii=False))
+        click.echo(json.dumps([item_json(i, config.team) for i in query], indent=2, ensure_ascii=False))
         return
     rows = list(query)
     if not rows:
@@ -165,8 +169,8 @@ def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, 
     else:
         click.echo(f"{'REF':<9} {'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
     for i in rows:
-        due = i.due_at.astimezone(tz).strftime("%a %d %b %H:%M") if i.due_at else "-"
-        click.echo(f"{prefix + '-' + str(i.id):<9} {i.status:<10} {i.priority:<7} {i.queue:<12} "
+        due = short_time(i.due_at, tz) if i.due_at else "-"
+        click.echo(f"{config.team.ref(i.id):<9} {i.status:<10} {i.priority:<7} {i.queue:<12} "
                    f"{(i.owner or '-'):<22} {due:<16} {i.subject[:60]}")
     _needs_attention(config, everything=which == "all")
 
@@ -184,7 +188,7 @@ def _needs_attention(config: Config, everything: bool) -> None:
         return
     click.echo(f"\nneeds attention: {len(parked)} mail(s) inboxd could not handle, kept in {where!r}")
     for m in parked:
-        when = m.created_at.astimezone(config.calendar.tz).strftime("%a %d %b %H:%M")
+        when = short_time(m.created_at, config.calendar.tz)
         click.echo(f"  {when}  {m.sender or '(no sender)':<28} {m.subject[:50] or '(no subject)'}\n"
                    f"      {m.message_id}: {m.reason}")
 
@@ -195,45 +199,45 @@ def _needs_attention(config: Config, everything: bool) -> None:
 @click.pass_context
 def item(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show one item (like IT-42): fields, history, every mail in and out."""
-    from .models import Event, Item, Message, Outbox
+    from .queries import item_record
     config = _open_db(ctx)
-    prefix = config.team.ref_prefix
-    number = ref.upper().strip("[]").removeprefix(prefix + "-")
-    found = Item.get_or_none(Item.id == int(number)) if number.isdigit() else None
+    team, tz = config.team, config.calendar.tz
+    number = ref.upper().strip("[] ").removeprefix(team.ref_prefix + "-")
+    found = item_record(int(number), team.address) if number.isascii() and number.isdigit() \
+        and len(number) <= 12 else None
     if found is None:
-        raise InboxdError(f"no item {ref!r} (references look like {prefix}-42)")
-    events = Event.select().where(Event.item == found).order_by(Event.at, Event.id)
-    delivery = {o.message_id: o for o in Outbox.select().where(Outbox.item == found)}
-    mail = []
-    for m in Message.select().where(Message.item == found).order_by(Message.created_at, Message.id):
-        sent = delivery.get(m.message_id)
-        status = (sent.status + (f" ({sent.last_error})" if sent.last_error else "")) if sent else \
-            "received" if m.direction == "in" else "-"
-        mail.append({"at": (sent.sent_at or sent.created_at) if sent else m.created_at, "direction": m.direction,
-                     "from": m.sender, "to": list(sent.recipients) if sent else [config.team.address],
-                     "subject": m.subject, "message_id": m.message_id, "status": status,
-                     "kind": m.outcome, "text": m.body})
+        raise InboxdError(f"no item {ref[:40]!r} (references look like {team.ref(42)})")
     if as_json:
-        data = item_json(found, prefix)
-        data["follows"] = f"{prefix}-{found.follows_id}" if found.follows_id else None
-        data |= {"requested_due_at": _iso(found.requested_due_at), "on_track": bool(found.on_track),
-                 "paused_at": _iso(found.paused_at), "last_told_at": _iso(found.last_told_at)}
-        data["events"] = [{"at": _iso(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail}
-                          for e in events]
-        data["mail"] = [{**m, "at": _iso(m["at"])} for m in mail]
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-        return
-    tz = config.calendar.tz
+        click.echo(json.dumps(_item_details_json(found, team), indent=2, ensure_ascii=False))
+    else:
+        _print_item(found, team, tz)
+
+
+def _item_details_json(record: ItemRecord, team: TeamConfig) -> dict[str, Any]:
+    """`item --json`: the fields of `items --json`, the promise, every event and every mail."""
+    found = record.item
+    data = item_json(found, team)
+    data["follows"] = team.ref(found.follows_id) if found.follows_id else None
+    data |= {"requested_due_at": _iso(found.requested_due_at), "on_track": bool(found.on_track),
+             "paused_at": _iso(found.paused_at), "last_told_at": _iso(found.last_told_at)}
+    data["events"] = [{**e, "at": _iso(e["at"])} for e in record.events]
+    data["mail"] = [{**m, "at": _iso(m["at"])} for m in record.mail]
+    return data
+
+
+def _print_item(record: ItemRecord, team: TeamConfig, tz: tzinfo) -> None:
+    """`item`: the fields, the history and the conversation, for people."""
+    found = record.item
 
     def when(moment: datetime | None) -> str:
-        return moment.astimezone(tz).strftime("%a %d %b %Y %H:%M %Z") if moment else "-"
+        return local_time(moment, tz, zone=True) if moment else "-"
 
-    for key, value in item_json(found, prefix).items():
+    for key, value in item_json(found, team).items():
         value = when(getattr(found, key)) if key.endswith("_at") else value
         value = ", ".join(value) if isinstance(value, list) else value
         click.echo(f"{key + ':':<19} {value if value not in (None, '') else '-'}")
     if found.follows_id:
-        click.echo(f"{'follows:':<19} {prefix}-{found.follows_id}")
+        click.echo(f"{'follows:':<19} {team.ref(found.follows_id)}")
     if found.requested_due_at:
         click.echo(f"{'requested_due_at:':<19} {when(found.requested_due_at)}")
     if found.on_track:
@@ -242,10 +246,10 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
         click.echo(f"{'paused_at:':<19} {when(found.paused_at)} (waiting on the requester: the date is on hold)")
     click.echo(f"{'last_told_at:':<19} {when(found.last_told_at)} (the requester's last mail from us)")
     click.echo("\nhistory:")
-    for e in events:
-        click.echo(f"  {when(e.at)}  {e.actor:<24} {e.kind:<16} {e.detail}")
+    for e in record.events:
+        click.echo(f"  {when(e['at'])}  {e['actor']:<24} {e['kind']:<16} {e['detail']}")
     click.echo("\nconversation:")
-    for m in mail:
+    for m in record.mail:
         who = f"<- from {m['from']}" if m["direction"] == "in" else f"-> to {', '.join(m['to'])}"
         click.echo(f"\n  {when(m['at'])}  {who}  [{m['kind']}, {m['status']}]\n  Subject: {m['subject']}")
         for line in (m["text"] or "(no text kept)").strip().splitlines():
@@ -273,11 +277,11 @@ def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
     else:
         from .daemon import Daemon
         found = Daemon(config, clock=FixedClock(moment)).sweep_once()
-    when = moment.astimezone(config.calendar.tz).strftime("%a %d %b %Y %H:%M %Z")
+    when = local_time(moment, config.calendar.tz, zone=True)
     verb = "would send" if dry_run else "sent"
     click.echo(f"sweep as of {when}: {verb} {len(found)} mail(s)")
     for due in found:
-        about = f"{config.team.ref_prefix}-{due.item.id}" if due.item is not None else "team" \
+        about = config.team.ref(due.item.id) if due.item is not None else "team" \
             if due.audience == "team" else "member"
         click.echo(f"  {due.kind:<16} {about:<9} to {', '.join(due.to)}: {due.why}")
 

@@ -9,7 +9,7 @@ from typing import Any
 import peewee as pw
 
 from .domain import OPEN_STATUSES, ItemView
-from .models import Event, Item, Message
+from .models import Event, Item, Message, Outbox
 
 
 def view(row: Item) -> ItemView:
@@ -89,3 +89,32 @@ class StoredAssignments:
 def not_paused() -> pw.Expression:
     """`promises.paused` negated, as SQL: items whose date's clock is running (the jobs' and the digest's)."""
     return ~((Item.status == "waiting") & (Item.waiting_on.is_null() | (Item.waiting_on == "requester")))
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """One item with its whole history and every mail in and out, for `inboxd item`."""
+
+    item: ItemView
+    events: list[dict[str, Any]]
+    mail: list[dict[str, Any]]  # at, direction, from, to, subject, message_id, status, kind, text
+
+
+def item_record(number: int, team_address: str) -> ItemRecord | None:
+    """Everything stored about one item, or None when there is no such item."""
+    found = item(number)
+    if found is None:
+        return None
+    events = [{"at": e.at, "actor": e.actor, "kind": e.kind, "detail": e.detail}
+              for e in Event.select().where(Event.item == number).order_by(Event.at, Event.id)]
+    delivery = {o.message_id: o for o in Outbox.select().where(Outbox.item == number)}
+    mail = []
+    for m in Message.select().where(Message.item == number).order_by(Message.created_at, Message.id):
+        sent = delivery.get(m.message_id)
+        status = (sent.status + (f" ({sent.last_error})" if sent.last_error else "")) if sent else \
+            "received" if m.direction == "in" else "-"
+        mail.append({"at": (sent.sent_at or sent.created_at) if sent else m.created_at, "direction": m.direction,
+                     "from": m.sender, "to": list(sent.recipients) if sent else [team_address],
+                     "subject": m.subject, "message_id": m.message_id, "status": status,
+                     "kind": m.outcome, "text": m.body})
+    return ItemRecord(found, events, mail)
