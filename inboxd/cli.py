@@ -1,4 +1,4 @@
-"""The command line (DESIGN §9): one function per command."""
+"""The command line (docs/cli.md): one function per command."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def item_json(item: Any, team: TeamConfig) -> dict[str, Any]:
-    """The fields of `items --json` (DESIGN §9)."""
+    """The fields of `items --json` (docs/cli.md)."""
     return {"ref": team.ref(item.id), "subject": item.subject, "requester": item.requester,
             "owner": item.owner, "queue": item.queue, "status": item.status,
             "priority": item.priority, "tags": list(item.tags or []),

@@ -9,7 +9,7 @@ from pathlib import Path
 from inboxd.localconfig import write_local_config
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = REPO / "tests" / "data" / "corpus"  # real-world mails; origin and licence in its README.md
 _ids = itertools.count(1)
 
 def write_config(directory: Path, imap_port: int = 1143, smtp_port: int = 1025, imap_user: str = "inboxd",
@@ -37,6 +37,6 @@ def make_mail(sender: str = "rosa@example.org", subject: str = "Screen flickers"
 
 
 def manifest() -> dict[str, str]:
-    """corpus path -> expected outcome, from the shared MANIFEST.tsv."""
+    """corpus path -> expected outcome, from the corpus's MANIFEST.tsv."""
     rows = (CORPUS / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:]
     return {row.split("\t")[0]: row.split("\t")[5] for row in rows if row.strip()}

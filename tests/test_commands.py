@@ -1,4 +1,4 @@
-"""Every keyword of DESIGN §5 through the pipeline: its effect, and its refusal (which changes nothing)."""
+"""Every keyword of docs/conversations.md through the pipeline: its effect, and its refusal (which changes nothing)."""
 
 from __future__ import annotations
 
