@@ -7,6 +7,7 @@ from datetime import datetime, tzinfo
 from .domain import ItemView
 from .models import Event, members_away
 from .settings import TeamConfig
+from .wording import local_day, short_time
 
 
 def away(team: TeamConfig, now: datetime) -> dict[str, datetime | None]:
@@ -24,11 +25,11 @@ def absence_notes(item: ItemView, gone: dict[str, datetime | None], tz: tzinfo) 
     notes = []
     if item.owner in gone:
         until = gone[item.owner]
-        notes.append(f"{item.owner} is away" + (f" until {until.astimezone(tz):%a %d %b %Y}" if until else
+        notes.append(f"{item.owner} is away" + (f" until {local_day(until, tz)}" if until else
                                                 " ([team] absent)"))
     mine = (Event.item == item.id) & (Event.kind == "auto-reply") & (Event.actor == item.owner)
     replies = Event.select().where(mine).order_by(Event.at.desc()).limit(1)
     for event in replies:
-        notes.append(f"{item.owner} answered with an out-of-office reply on {event.at.astimezone(tz):%a %d %b %H:%M}: "
+        notes.append(f"{item.owner} answered with an out-of-office reply on {short_time(event.at, tz)}: "
                      f"{event.detail}")
     return notes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from .settings import (
     TeamConfig,
 )
 from .tomlfile import TomlFile, load_toml
+from .wording import did_you_mean
 
 __all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member", "Secret", "ServiceConfig",
            "SmtpConfig", "TeamConfig", "default_config_path", "load_config", "parse_size"]
@@ -83,8 +83,7 @@ class _Reader:
         known = allowed if allowed is not None else sorted(self.used)
         for key in self.data:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(key, known)
                 self.fail(key, f"unknown key{hint}")
 
 

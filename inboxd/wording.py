@@ -17,6 +17,11 @@ def short_time(moment: datetime, tz: tzinfo) -> str:
     return moment.astimezone(tz).strftime("%a %d %b %H:%M")
 
 
+def local_day(moment: datetime, tz: tzinfo) -> str:
+    """A day as people read it in the team's timezone, e.g. `Fri 04 Dec 2026`."""
+    return moment.astimezone(tz).strftime("%a %d %b %Y")
+
+
 def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The choice a typo most likely meant, if any is close enough."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
