@@ -10,12 +10,9 @@ import email
 import email.policy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import MONDAY_10
-from helpers import make_mail
-
 from inboxd import intake
 from inboxd.checks import load_rules_and_templates
 from inboxd.conversation import decide
@@ -26,6 +23,9 @@ from inboxd.models import Event, Item, Message, open_database
 from inboxd.routing import Decision, Queue
 from inboxd.threads import find_thread, item_answered_automatically, secret_address
 from inboxd.tracker import Tracker
+
+from conftest import MONDAY_10
+from helpers import make_mail
 
 ITEM = ItemView(id=7, subject="Printer jammed", requester="rosa@example.org", requester_name="Rosa",
                 owner="ana@example.org", queue="default", status=Status.OPEN, secret="0123456789abcdef",
@@ -133,7 +133,8 @@ class TestComposer:
         parsed = email.message_from_bytes(mail.raw)
         assert parsed["In-Reply-To"] == "<q@example.org>" and parsed["References"] == "<p@example.org> <q@example.org>"
         assert parsed["X-Inboxd-Ref"] == "IT-7" and mail.subject.startswith("[IT-7]")
-        assert mail.acknowledges and mail.automatic and mail.text.replace("\n", "\r\n") == parsed.get_payload(decode=True).decode()
+        body = parsed.get_payload(decode=True).decode()
+        assert mail.acknowledges and mail.automatic and mail.text.replace("\n", "\r\n") == body
 
     def test_mail_to_the_requester_about_an_owners_reply_threads_on_the_request(self, composer):
         owner_mail = decode(make_mail(sender="ana@example.org", subject="Re: [IT-7] Printer jammed"))
@@ -192,11 +193,11 @@ class TestTracker:
         changed = tracker.apply(item, plan, record, later)
         row = Item.get_by_id(item.id)
         assert changed.status == row.status == "done" and row.owner == changed.owner == "ana@example.org"
-        assert row.resolved_at == later.astimezone(timezone.utc)
+        assert row.resolved_at == later.astimezone(UTC)
 
     def test_a_job_notice_is_claimed_once(self, config, tracker):
         item = self._open(config, tracker)
-        due = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+        due = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
         assert tracker.claim_notice("escalation", item.id, due, "", MONDAY_10)
         assert not tracker.claim_notice("escalation", item.id, due, "", MONDAY_10)
 
