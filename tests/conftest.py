@@ -4,7 +4,8 @@ Tiers (markers registered in pyproject.toml, given here rather than test by test
   server  the test starts or talks to a real IMAP, SMTP or PostgreSQL server (in this process or a
           child: the demo, the benches, `inboxd run`): every test using a server fixture, and every
           test in a module that makes its servers itself;
-  slow    the test takes seconds on its own (5 s or more on two cores).
+  slow    the test is one of a module of scenarios taking seconds each (the benches, the demo,
+          end to end, IMAP faults, a month simulated).
 `python3 -m pytest -m "not server and not slow"` is the fast tier. A test not marked `server`
 may not open a network socket: it fails saying so, in either tier, so a test that quietly
 starts a server cannot slip into the fast one.
@@ -41,7 +42,7 @@ MODULE_MARKS = {
     "test_demo": ("server", "slow"),  # runs `inboxd demo`
     "test_e2e": ("server", "slow"),  # `inboxd once`/`run` against Dovecot and an SMTP capture
     "test_imap_faults": ("server", "slow"),  # a Dovecot of each test's own, cut and restarted
-    "test_postgres": ("server", "slow"),  # a PostgreSQL of its own
+    "test_postgres": ("server",),  # a PostgreSQL of its own
     "test_month": ("slow",),  # a month of mail and sweeps, in process
     "test_imap_tls": ("server",),
     "test_servers": ("server",),
