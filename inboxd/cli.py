@@ -89,6 +89,10 @@ def once(ctx: click.Context) -> None:
 @click.option("--keep", is_flag=True, help="keep the temporary folder and print where it is")
 def demo(keep: bool) -> None:
     """Run the whole flow on an embedded mailbox; no setup needed."""
+    from .servers import missing_demo_packages
+    if missing := missing_demo_packages():
+        raise InboxdError(f"the demo needs {' and '.join(missing)}, which a plain install leaves out: "
+                          f"pip install 'inboxd[demo]'")
     from .demo import run_demo
     run_demo(keep=keep)
 

@@ -1,7 +1,19 @@
-"""Fixtures: a config in a temp folder, a daemon on fakes, and real servers for end-to-end tests."""
+"""Fixtures: a config in a temp folder, a daemon on fakes, and real servers for end-to-end tests.
+
+Tiers (markers registered in pyproject.toml, given here rather than test by test):
+  server  the test starts or talks to a real IMAP, SMTP or PostgreSQL server (in this process or a
+          child: the demo, the benches, `inboxd run`): every test using a server fixture, and every
+          test in a module that makes its servers itself;
+  slow    the test is one of a module of scenarios taking seconds each (the benches, the demo,
+          end to end, IMAP faults, a month simulated).
+`python3 -m pytest -m "not server and not slow"` is the fast tier. A test not marked `server`
+may not open a network socket: it fails saying so, in either tier, so a test that quietly
+starts a server cannot slip into the fast one.
+"""
 
 from __future__ import annotations
 
+import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +32,58 @@ from inboxd.source import FakeSource  # noqa: E402
 
 # Monday 23 November 2026, 10:00 in Berlin
 MONDAY_10 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+# Fixtures that start (or stand for) a real server: a test using one is marked `server`.
+SERVER_FIXTURES = {"imap_server", "mailbox", "smtp_capture", "certificate", "dovecot", "dovecot_tls", "pymap",
+                   "imap", "tls_server", "postgres"}
+# Modules whose tests make servers or child processes themselves, not through a fixture.
+MODULE_MARKS = {
+    "test_bench": ("server", "slow"),  # runs bench/*.py: real servers, thousands of mails
+    "test_demo": ("server", "slow"),  # runs `inboxd demo`
+    "test_e2e": ("server", "slow"),  # `inboxd once`/`run` against Dovecot and an SMTP capture
+    "test_imap_faults": ("server", "slow"),  # a Dovecot of each test's own, cut and restarted
+    "test_postgres": ("server",),  # a PostgreSQL of its own
+    "test_month": ("slow",),  # a month of mail and sweeps, in process
+    "test_imap_tls": ("server",),
+    "test_servers": ("server",),
+    "test_smtp_faults": ("server",),  # aiosmtpd controllers of its own
+    "test_smtp_tls": ("server",),
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test `server` and `slow` by its module and the fixtures it uses."""
+    for item in items:
+        marks = set(MODULE_MARKS.get(item.path.stem, ()))
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            marks.add("server")
+        for mark in sorted(marks):
+            item.add_marker(mark)
+
+
+@pytest.fixture(autouse=True)
+def _no_network_unless_marked_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test not marked `server` may not connect or bind a TCP/UDP socket (so it belongs to the fast tier)."""
+    if request.node.get_closest_marker("server"):
+        yield
+        return
+    tried: list[str] = []
+
+    def guard(method):
+        def guarded(sock: socket.socket, address, *args):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                tried.append(f"{method.__name__} {address!r}")
+                raise RuntimeError(f"network use in a test not marked `server`: {tried[-1]}")
+            return method(sock, address, *args)
+        return guarded
+
+    for name in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, name, guard(getattr(socket.socket, name)))
+    yield
+    if tried:  # failed here too, in case the code under test swallowed the error
+        pytest.fail(f"{request.node.nodeid} uses the network ({', '.join(tried)}) but is not marked `server`: "
+                    f"give it a server fixture, or add its module to MODULE_MARKS in tests/conftest.py")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -134,28 +135,71 @@ def test_the_connection_cut_in_the_middle_of_a_fetch(tmp_path, dovecot, smtp_cap
     each_mail_once(config, 60)
 
 
+@contextmanager
+def frozen(process: subprocess.Popen):
+    """Hold a process still (SIGSTOP, until every thread of it has stopped), and let it go on after."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        tasks = Path(f"/proc/{process.pid}/task")
+        deadline = time.monotonic() + 10
+        while not all(task_state(task) in "tTZX" for task in tasks.iterdir()):
+            assert time.monotonic() < deadline, "the daemon did not stop on SIGSTOP"
+            time.sleep(0.001)
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+def task_state(task: Path) -> str:
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"  # the thread is gone
+
+
 def test_sessions_killed_again_and_again_while_working(tmp_path, dovecot, smtp_capture):
     # A session killed while Dovecot hands it from login to imap can leave the socket open with
     # nobody behind it: the command timeout ends that wait, so keep it short here.
     config = config_for(tmp_path, dovecot, smtp_capture, batch_size=20)
     config.write_text(config.read_text().replace("batch_size = 20\n", "batch_size = 20\ntimeout_seconds = 5\n"))
     append_messages(dovecot, mails(0, 120, size=100_000))  # 12 MB: fetching is most of the work
-    stop, cuts = threading.Event(), []
+    stop, cuts, failures = threading.Event(), [], []
 
-    def cutter() -> None:  # cut every session again and again until half the mail is done
-        while not stop.is_set() and count(config, "select count(*) from item") < 60:
-            cuts.append(dovecot.cut_connections())
-            time.sleep(0.1)
+    def cutter() -> None:
+        # Kill the daemon's session in the middle of every batch: read, its items partly committed,
+        # not yet moved. On a timer, a busy machine rarely let a batch through between two cuts, and
+        # a session killed inside a command (a MOVE) leaves Dovecot's uidlist lock behind for two
+        # minutes. Cut on progress instead, with the daemon held still: its session is between two
+        # commands, and each batch is cut once, so the daemon always gets through. Nothing else
+        # talks IMAP meanwhile, so every session killed is the daemon's.
+        batches_cut = set()
+        try:
+            while not stop.is_set() and (items := count(config, "select count(*) from item")) < 120:
+                if items % 20 and items // 20 not in batches_cut:
+                    with frozen(daemon.process):
+                        items = count(config, "select count(*) from item")
+                        if items % 20 and items // 20 not in batches_cut:  # still in the middle of it
+                            cuts.append(dovecot.cut_connections())
+                            batches_cut.add(items // 20)
+                time.sleep(0.01)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
 
     daemon = Daemon(config)
     thread = threading.Thread(target=cutter, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: folder(dovecot, "Processed") == 120, 120, "120 in Processed", daemon.log)
+        wait_until(lambda: not thread.is_alive(), 120, "every mail recorded", daemon.log)
+        wait_until(lambda: folder(dovecot, "Processed") == 120, 60, "120 in Processed", daemon.log)
     finally:
         stop.set()
+        thread.join(timeout=30)
         daemon.stop()
+    assert not failures, failures
     assert sum(cuts) >= 2, "the connection was never cut while working"
+    # each cut was the daemon's own session, felt once: one reconnection each, and no other outage
+    assert len(daemon.lines("reconnected to")) == len(daemon.lines("ERROR")) == sum(cuts), cuts
     each_mail_once(config, 120)
     assert folder(dovecot, "INBOX") == 0
 

@@ -8,11 +8,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from typing import TYPE_CHECKING
 
 from .base import HOST, _ChildServer, _Managed, free_port
+
+if TYPE_CHECKING:  # aiosmtpd is the demo extra's: imported when a capture is made, not with the package
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class SmtpCapture(_Managed):
         self.directory = Path(directory) if directory is not None else None
         self._messages: list[CapturedMail] = []
         self._cond = threading.Condition()
+        from aiosmtpd.controller import Controller
         self._controller = Controller(
             self, hostname=HOST, port=self.port, decode_data=False, enable_SMTPUTF8=True
         )
