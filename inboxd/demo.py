@@ -27,6 +27,7 @@ from .localconfig import SHIPPED, write_local_config
 from .models import Item, Outbox
 from .pipeline import Outcome
 from .servers import PymapServer, SmtpCapture, append_messages
+from .wording import short_time
 
 # (sender, subject, text[, extra headers])
 SAMPLES: list[tuple[str, str, str] | tuple[str, str, str, dict[str, str]]] = [
@@ -128,15 +129,15 @@ def _time_passes(config: Config, smtp: SmtpCapture, tally: dict) -> None:
     first = Item.select().where(Item.status.in_(OPEN_STATUSES)).order_by(Item.due_at).first()
     if first is None:
         return
-    tz, ref = config.calendar.tz, f"{config.team.ref_prefix}-{first.id}"
+    tz, ref = config.calendar.tz, config.team.ref(first.id)
     for moment, what in ((first.due_at - timedelta(minutes=30), f"half an hour before {ref} is due"),
                          (first.due_at + timedelta(minutes=5), f"{ref}'s promised date has passed")):
         local = moment.astimezone(tz)
-        click.secho(f"\nTime passes to {local:%a %d %b %H:%M}, {what}: the jobs run as the daemon runs them every "
+        click.secho(f"\nTime passes to {short_time(local, tz)}, {what}: the jobs run as the daemon runs them every "
                     f"minute (`inboxd sweep --at {local.isoformat(timespec='minutes')} --dry-run` shows the same)",
                     bold=True)
         for due in Daemon(config, clock=FixedClock(moment)).sweep_once():
-            about = f"{config.team.ref_prefix}-{due.item.id}" if due.item is not None else "weekly"
+            about = config.team.ref(due.item.id) if due.item is not None else "weekly"
             click.echo(f"    {due.kind.replace('_', ' '):<16} {about:<6} to {', '.join(due.to)}: {due.why}")
         _show_sent(smtp, tally)
 
@@ -203,12 +204,12 @@ def _show_sent(smtp: SmtpCapture, tally: dict) -> None:
 
 def _summary(daemon: Daemon, tally: dict) -> None:
     """The items as the tracker now has them, and what was not answered."""
-    prefix, tz = daemon.config.team.ref_prefix, daemon.config.calendar.tz
+    team, tz = daemon.config.team, daemon.config.calendar.tz
     click.secho(f"\n{tally['items']} item(s) tracked, {tally['sent']} mail(s) sent, "
                 f"{len(tally['skipped'])} mail(s) stored without an answer", bold=True)
     for item in Item.select().order_by(Item.id):
-        due = item.due_at.astimezone(tz).strftime("%a %d %b %H:%M")
-        click.echo(f"  {prefix}-{item.id:<4} {item.queue:<11} {item.priority:<7} owner "
+        due = short_time(item.due_at, tz)
+        click.echo(f"  {team.ref(item.id):<7} {item.queue:<11} {item.priority:<7} owner "
                    f"{item.owner or '-':<16} due {due}  {item.subject}")
     for subject, reason in tally["skipped"]:
         click.echo(f"  not answered: \"{subject}\" ({reason})")
