@@ -16,7 +16,7 @@ from . import conversation, guards, intake, queries
 from .absence import away
 from .clock import Clock
 from .config import Config
-from .domain import ItemView, PlanKind, Reply
+from .domain import ItemView, Plan, PlanKind, Reply
 from .errors import InboxdError, MessageError
 from .mailout import Composer
 from .message import InboundMessage, decode, raw_key
@@ -93,28 +93,28 @@ class Pipeline:
             text = conversation.reply_text(msg)
             plan = conversation.decide(self.config, thread.item, msg, text, thread.secret_ok, now)
             if plan.kind != PlanKind.NEW_ITEM:
-                record = self.tracker.record_inbound(msg, uid, now, plan.kind, plan.summary, thread.item.id, text)
-                item = self.tracker.apply(thread.item, plan, record, now)
-                opening = queries.opening_mail(item.id) if item.id is not None else None
-                context = self.composer.context(item, msg, queries.stored_request(item, opening)) | dict(plan.context)
-                self._send(plan.mails, context, item, now, msg, opening.message_id if opening else None)
-                log.info("%s: %s from %s: %s", team.ref(item.id), plan.kind, msg.sender or "unknown sender",
-                         plan.summary)
-                return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary, team.ref(item.id))
+                return self._converse(msg, uid, text, thread.item, plan, now)
             follows = thread.item  # a reply long after the item closed: a new item that links the old
         elif team.speaks_for_team(msg.sender):
             text = conversation.reply_text(msg)
             member_plan = conversation.member_mail(self.config, msg, text, now)
             if member_plan is not None:
-                record = self.tracker.record_inbound(msg, uid, now, member_plan.kind, member_plan.summary, body=text)
-                self.tracker.set_away_all(member_plan.away, now)
-                for actor, kind, detail in member_plan.events:
-                    self.tracker.event(None, record, now, actor, kind, detail)
-                self._send(member_plan.mails, self.composer.context(None, msg) | dict(member_plan.context), None,
-                           now, msg)
-                log.info("%s from %s: %s", member_plan.kind, msg.sender, member_plan.summary)
-                return Outcome(member_plan.kind, msg.message_id, msg.sender, msg.subject, member_plan.summary)
+                return self._converse(msg, uid, text, None, member_plan, now)
         return self._dispose(msg, uid, self.rules.decide(msg), now, follows)
+
+    def _converse(self, msg: InboundMessage, uid: int | None, text: str, item: ItemView | None, plan: Plan,
+                  now: datetime) -> Outcome:
+        """Write a conversation's plan (about an item, or a member's #away about no item) and send its mail."""
+        record = self.tracker.record_inbound(msg, uid, now, plan.kind, plan.summary, item.id if item else None, text)
+        changed = self.tracker.apply(item, plan, record, now)
+        opening = queries.opening_mail(changed.id) if changed is not None and changed.id is not None else None
+        request = queries.stored_request(changed, opening) if changed is not None else None
+        context = self.composer.context(changed, msg, request) | dict(plan.context)
+        self._send(plan.mails, context, changed, now, msg, opening.message_id if opening else None)
+        ref = self.config.team.ref(changed.id) if changed is not None else None
+        log.info("%s%s from %s: %s", f"{ref}: " if ref else "", plan.kind, msg.sender or "unknown sender",
+                 plan.summary)
+        return Outcome(plan.kind, msg.message_id, msg.sender, msg.subject, plan.summary, ref)
 
     def _skip(self, msg: InboundMessage, uid: int | None, skip: guards.Skip, now: datetime) -> Outcome:
         """Store a mail that must not be answered; a bounce or auto-reply to our mail goes on its item."""

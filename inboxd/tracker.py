@@ -11,7 +11,7 @@ import logging
 from dataclasses import fields
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, overload
 
 import peewee as pw
 
@@ -72,15 +72,24 @@ class Tracker:
             self.event(item.id, record, now, actor, kind, detail)
         return item, record
 
-    def apply(self, item: ItemView, plan: Plan, record: Message, now: datetime) -> ItemView:
-        """Write a conversation's plan as it is: field changes, absences, history lines."""
+    @overload
+    def apply(self, item: ItemView, plan: Plan, record: Message, now: datetime) -> ItemView: ...
+
+    @overload
+    def apply(self, item: None, plan: Plan, record: Message, now: datetime) -> None: ...
+
+    def apply(self, item: ItemView | None, plan: Plan, record: Message, now: datetime) -> ItemView | None:
+        """Write a conversation's plan as it is: field changes, absences, history lines; the item as it now is.
+
+        A member's `#away`/`#back` in a new mail is about no item: only the absence and its lines are written.
+        """
         self.set_away_all(plan.away, now)
-        if plan.changes:
+        if plan.changes and item is not None:
             Item.update(**{name: _stored(value) for name, value in plan.changes.items()}) \
                 .where(Item.id == item.id).execute()
         for actor, kind, detail in plan.events:
-            self.event(item.id, record, now, actor, kind, detail)
-        return item.changed(plan.changes)
+            self.event(item.id if item is not None else None, record, now, actor, kind, detail)
+        return item.changed(plan.changes) if item is not None else None
 
     def set_away_all(self, away: tuple[tuple[str, datetime | None], ...], now: datetime) -> None:
         """Record `#away until DATE` (or `#back`, with None) for each member named."""
