@@ -244,7 +244,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     svc_r.finish()
 
     cmd_r = _Reader(doc, "commands", problems)
-    commands = CommandsConfig(require_secret=cmd_r.get("require_secret", bool, False),
+    commands = CommandsConfig(require_secret=cmd_r.get("require_secret", bool, True),
                               authserv_id=cmd_r.get("authserv_id", str, None) or None)
     cmd_r.finish()
 

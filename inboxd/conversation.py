@@ -178,7 +178,12 @@ def member_mail(config: Config, msg: InboundMessage, text: str, now: datetime) -
     if not keywords or rest or not config.team.speaks_for_team(msg.sender) \
             or any(k.name not in MEMBER_KEYWORDS for k in keywords):
         return None
-    problem = authentication_problem(msg, config, secret_ok=not config.commands.require_secret)
+    rules = config.commands
+    # A new mail carries no item's reply address: the receiving server's DMARC/DKIM is the proof it can have.
+    problem = authentication_problem(msg, config, secret_ok=bool(rules.authserv_id) or not rules.require_secret)
+    if problem and not rules.authserv_id:
+        problem = ("a new mail cannot carry an item's reply address, so it cannot prove who wrote it: "
+                   "send #away or #back in a reply to a mail from inboxd instead")
     blank = ItemState(None, Status.OPEN, "normal", (), None, False, None, None)
     commands = plan_commands(text, blank, CommandContext(config, msg.sender, now, ""))
     problems = [problem] if problem else commands.problems

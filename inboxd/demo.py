@@ -58,10 +58,11 @@ CONVERSATION = [
 ]
 
 
-def _sample(sender: str, subject: str, text: str, headers: dict[str, str] | None = None) -> bytes:
+def _sample(sender: str, subject: str, text: str, headers: dict[str, str] | None = None,
+            to: str = "IT Help <help@example.org>") -> bytes:
     """One sample mail as raw bytes."""
     mail = EmailMessage()
-    mail["From"], mail["To"], mail["Subject"] = sender, "IT Help <help@example.org>", subject
+    mail["From"], mail["To"], mail["Subject"] = sender, to, subject
     mail["Date"] = format_datetime(SystemClock().now())
     mail["Message-ID"] = make_msgid(domain="example.org")
     for name, value in (headers or {}).items():
@@ -115,7 +116,7 @@ def _play(daemon: Daemon, smtp: SmtpCapture, imap: PymapServer) -> dict:
     try:
         for number, (sender, subject, text, *extra) in enumerate(SAMPLES, start=1):
             click.secho(f"[{number}] {sender} writes: \"{subject}\"", fg="cyan")
-            deliver(_sample(sender, subject, text, *extra))
+            deliver(_sample(sender, subject, text, extra[0] if extra else None))
         _conversation(smtp, deliver)
     finally:
         daemon.stop()
@@ -161,11 +162,13 @@ def _last_mail_to(smtp: SmtpCapture, address: str, tag: str) -> Message:
 
 
 def _reply(to: Message, sender: str, text: str) -> bytes:
-    """A reply as a mail client writes it: Re: subject, threading headers, the original quoted."""
+    """A reply as a mail client writes it: to the Reply-To (a member's own address for the item), Re: subject,
+    threading headers, the original quoted."""
     quoted = "\n".join("> " + line for line in _text(to).splitlines())
     subject = str(make_header(decode_header(to["Subject"] or "")))
     return _sample(sender, f"Re: {subject}", f"{text}\n\nOn {to['Date']}, IT Help wrote:\n{quoted}\n",
-                   {"In-Reply-To": to["Message-ID"], "References": to["Message-ID"]})
+                   {"In-Reply-To": to["Message-ID"], "References": to["Message-ID"]},
+                   to=to["Reply-To"] or "IT Help <help@example.org>")
 
 
 def _text(mail: Message) -> str:

@@ -61,7 +61,7 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
         out += ["", "mail sent:   none"]
     composer = Composer(config, renderer)
     context = composer.context(item, msg, disposition=disposition)
-    for reply, mail in zip(replies, composer.compose(replies, context, item, now, msg), strict=True):
-        out += ["", f"--- mail that would be sent (template {reply.template}) ---",
-                f"To: {', '.join(reply.to)}", f"Subject: {mail.subject}", "", mail.text.rstrip()]
+    for mail in composer.compose(replies, context, item, now, msg):
+        out += ["", f"--- mail that would be sent (template {mail.kind}) ---",
+                f"To: {', '.join(mail.to)}", f"Subject: {mail.subject}", "", mail.text.rstrip()]
     return "\n".join(out)

@@ -186,13 +186,16 @@ class Composer:
             if reply.with_history and item is not None:
                 values["history"] = history or []
             rendered = self.renderer.render(reply.template, values)
-            secret = reply.internal and item is not None and self.config.commands.require_secret
-            mail = compose(reply.template, rendered, team, reply.to, now, ref=ref,
-                           thread=self._thread(reply, item, msg, opening_id),
-                           attach_original=msg.original if reply.attach_original and msg else None,
-                           reply_address=secret_address(team, item) if secret and item else None,
-                           attachments=msg.files if reply.carry_attachments and msg else ())
-            mails.append(replace(mail, acknowledges=reply.acknowledges, automatic=reply.automatic))
+            secret = reply.internal and item is not None and item.id is not None and self.config.commands.require_secret
+            # Each member's reply address is their own, so team mail with one goes to each member alone.
+            for to, reply_address in ([((r,), secret_address(team, item, r)) for r in reply.to]
+                                      if secret and item is not None else [(reply.to, None)]):
+                mail = compose(reply.template, rendered, team, to, now, ref=ref,
+                               thread=self._thread(reply, item, msg, opening_id),
+                               attach_original=msg.original if reply.attach_original and msg else None,
+                               reply_address=reply_address,
+                               attachments=msg.files if reply.carry_attachments and msg else ())
+                mails.append(replace(mail, acknowledges=reply.acknowledges, automatic=reply.automatic))
         return mails
 
     @staticmethod

@@ -310,14 +310,23 @@ def _v4_promises(database: pw.Database) -> None:
                  "(the weekly digest lists them)", len(rows) // 3)
 
 
+def _v5_member_secrets(database: pw.Database) -> None:
+    """Longer item secrets: each member's reply address is now derived from one (64 bits each).
+
+    Reply addresses in mail sent before the upgrade stop working; a member replies to a newer mail.
+    """
+    for item in Item.select(Item.id).where(pw.fn.LENGTH(Item.secret) < 32):
+        Item.update(secret=new_secret()).where(Item.id == item.id).execute()
+
+
 def new_secret() -> str:
-    """A per-item secret for the Reply-To address of team mail."""
-    return secrets.token_hex(4)
+    """A per-item key (128 bits) from which each member's reply-address token is derived (threads.member_token)."""
+    return secrets.token_hex(16)
 
 
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
-    (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises)]
+    (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets)]
 
 
 def open_database(url: str) -> pw.Database:

@@ -124,7 +124,7 @@ class LimitsConfig:
 class CommandsConfig:
     """How inboxd makes sure a keyword mail really comes from a team member."""
 
-    require_secret: bool = False  # keywords count only when sent to the item's secret reply address
+    require_secret: bool = True  # keywords and relays count only when sent to the member's secret reply address
     authserv_id: str | None = None  # trust this server's Authentication-Results: DMARC or DKIM must pass
 
 

@@ -6,6 +6,8 @@ Deciding is pure; the questions to the database go through `ThreadLookup`, answe
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,12 @@ from .message import InboundMessage
 from .settings import TeamConfig
 
 _TAG = re.compile(r"\[\s*([A-Za-z0-9]+)\s*-\s*(\d{1,12})\s*\]")
-_RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
+_RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to")  # the envelope, as the MTA wrote it
+# Only these may carry a secret: the envelope, and the first few visible recipients. A mail that
+# lists thousands of guesses in Cc gets no more tries than one that lists one.
+ENVELOPE_VALUES = 3
+VISIBLE_RECIPIENTS = 5
+TOKEN_HEX = 16  # 64 bits per member and item
 
 
 class ThreadLookup(Protocol):
@@ -51,21 +58,32 @@ def without_tags(subject: str, prefix: str) -> str:
     return " ".join(kept.split()) or subject
 
 
-def secret_address(team: TeamConfig, item: ItemView) -> str:
-    """The item's own reply address, e.g. help+it42.1f9a03bc@example.org."""
+def member_token(item: ItemView, member: str) -> str:
+    """The secret one member's replies about one item carry: 64 bits, keyed by the item's own secret.
+
+    Bound to the member it was sent to: a requester who sees one member's address (an owner's
+    direct mail with it in Cc) cannot use it to act as another member.
+    """
+    digest = hmac.new(item.secret.encode(), member.strip().lower().encode(), hashlib.sha256).hexdigest()
+    return digest[:TOKEN_HEX]
+
+
+def secret_address(team: TeamConfig, item: ItemView, member: str) -> str:
+    """One member's reply address for an item, e.g. help+it42.1f9a03bc5e7d2a60@example.org."""
     local, _, domain = team.address.partition("@")
-    return f"{local}+{team.ref_prefix.lower()}{item.id}.{item.secret}@{domain}"
+    return f"{local}+{team.ref_prefix.lower()}{item.id}.{member_token(item, member)}@{domain}"
 
 
 def addressed(msg: InboundMessage, team: TeamConfig) -> list[tuple[int, str]]:
-    """(item number, secret) of every secret reply address the mail was sent to."""
+    """(item number, token) of each secret reply address among the recipients that may carry one."""
     local, _, domain = team.address.partition("@")
-    pattern = re.compile(rf"{re.escape(local)}\+{team.ref_prefix.lower()}(\d{{1,12}})\.([0-9a-z]+)@{re.escape(domain)}")
-    recipients = list(msg.to) + list(msg.cc)
+    pattern = re.compile(rf"{re.escape(local)}\+{team.ref_prefix.lower()}(\d{{1,12}})\.([0-9a-f]{{{TOKEN_HEX}}})"
+                         rf"@{re.escape(domain)}")
+    recipients = [*msg.to[:VISIBLE_RECIPIENTS], *msg.cc[:VISIBLE_RECIPIENTS]]
     for name in _RECIPIENT_HEADERS:
-        recipients += [v.strip("<> ").lower() for v in msg.headers.get(name, ())]
+        recipients += [v.strip("<> ").lower() for v in msg.headers.get(name, ())[:ENVELOPE_VALUES]]
     found = (pattern.fullmatch(r) for r in recipients)
-    return [(int(m.group(1)), m.group(2)) for m in found if m]
+    return list(dict.fromkeys((int(m.group(1)), m.group(2)) for m in found if m))
 
 
 def find_thread(msg: InboundMessage, team: TeamConfig, lookup: ThreadLookup) -> Thread | None:
@@ -73,7 +91,8 @@ def find_thread(msg: InboundMessage, team: TeamConfig, lookup: ThreadLookup) -> 
     secrets = addressed(msg, team)
 
     def thread(item: ItemView, via: str) -> Thread:
-        return Thread(item, via, (item.id, item.secret) in secrets)
+        proven = bool(item.secret) and bool(msg.sender) and (item.id, member_token(item, msg.sender)) in secrets
+        return Thread(item, via, proven)
 
     for number in tagged_ids(msg.subject, team.ref_prefix):
         item = lookup.item(number)

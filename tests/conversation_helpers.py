@@ -8,8 +8,10 @@ from email.message import EmailMessage, Message
 
 from helpers import make_mail
 
+from inboxd import queries
 from inboxd.daemon import Daemon
 from inboxd.models import Event, Item
+from inboxd.threads import secret_address
 
 _ids = itertools.count(1)
 
@@ -84,6 +86,10 @@ class Conversation:
     def requester_says(self, body: str, sender: str | None = None, **kwargs) -> list[Message]:
         """The requester (or `sender`) answers the latest mail inboxd sent the requester."""
         return self.send(reply(self.last(self.requester), sender or self.requester, body, **kwargs))
+
+    def secret_for(self, member: str) -> str:
+        """The item's reply address for one member: what inboxd puts in Reply-To of that member's mail."""
+        return secret_address(self.daemon.config.team, queries.view(self.item), member)
 
     def events(self, kind: str | None = None) -> list[Event]:
         query = Event.select().where(Event.item == self.item_id).order_by(Event.id)

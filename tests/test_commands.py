@@ -24,10 +24,10 @@ def snapshot(talk: Conversation) -> tuple:
     return tuple(getattr(item, name) for name in FIELDS)
 
 
-def refused(talk: Conversation, body: str, why: str, sender: str = "ana@example.org") -> None:
+def refused(talk: Conversation, body: str, why: str, sender: str = "ana@example.org", **kwargs) -> None:
     """The mail changes nothing, is answered with command_error naming why, and is in the history."""
     before, events = snapshot(talk), len(talk.events())
-    sent = talk.owner_says(body, sender=sender)
+    sent = talk.owner_says(body, sender=sender, **kwargs)
     assert snapshot(talk) == before
     assert [(to, subject.split(":")[0]) for to, subject in subjects(sent)] == \
         [(sender, f"[IT-{talk.item_id}] Not applied")]
@@ -44,7 +44,8 @@ def test_take_assigns_to_the_sender(talk):
 
 
 def test_take_refused_for_the_lead_who_is_not_a_member(talk):
-    refused(talk, "#take", "lead@example.org is not a member of IT Help", sender="lead@example.org")
+    refused(talk, "#take", "lead@example.org is not a member of IT Help", sender="lead@example.org",
+            recipient=talk.secret_for("lead@example.org"))  # with proof: only membership stands in the way
 
 
 def test_assign_by_name_tells_the_new_owner(talk):

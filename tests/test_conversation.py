@@ -72,7 +72,7 @@ def test_quoted_keywords_are_never_executed(talk):
 
 def test_requester_reply_goes_to_the_owner_or_the_queue(talk):
     sent = talk.requester_says("It also beeps.")
-    assert sorted(m["To"] for m in sent) == ["ana@example.org, bo@example.org"]
+    assert sorted(m["To"] for m in sent) == ["ana@example.org", "bo@example.org"]
     assert "It also beeps." in text_of(sent[0]) and "wrote:" not in text_of(sent[0])
     talk.owner_says("#take")
     (forward,) = talk.requester_says("And now it smokes.")
@@ -137,15 +137,18 @@ def test_after_the_window_a_reply_opens_a_new_item_that_links_the_old(talk, cloc
 
 def test_secret_reply_address_is_required_when_enabled(tmp_path, clock):
     talk = Conversation(daemon_with(tmp_path, clock, "[commands]\nrequire_secret = true\n"))
-    (forward,) = talk.requester_says("More details.")
-    secret = f"help+it1.{talk.item.secret}@example.org"
-    assert forward["Reply-To"] == secret
+    forwards = talk.requester_says("More details.")
+    forward = next(m for m in forwards if m["To"] == "ana@example.org")
+    secret = talk.secret_for("ana@example.org")
+    assert forward["Reply-To"] == secret and len(secret.split("+it1.")[1].split("@")[0]) == 16  # 64 bits
     assert talk.ack["Reply-To"] == "help@example.org"  # the requester never sees the secret
     forged = talk.owner_says("#done", recipient="help@example.org")
     assert talk.item.status == "new" and "own reply address" in talk.events("refused")[0].detail
     assert "Not applied" in forged[0]["Subject"]
-    talk.owner_says("#done", recipient=f"help+it1.{'0' * 8}@example.org")
+    talk.owner_says("#done", recipient=f"help+it1.{'0' * 16}@example.org")
     assert talk.item.status == "new" and len(talk.events("refused")) == 2
+    talk.owner_says("#done", recipient=talk.secret_for("bo@example.org"))  # Bo's address is not Ana's
+    assert talk.item.status == "new" and len(talk.events("refused")) == 3
     talk.owner_says("#done", recipient=secret)
     assert talk.item.status == "done"
 
@@ -173,7 +176,8 @@ def test_a_member_who_filed_the_request_is_treated_as_its_requester(fake_daemon)
 def test_html_only_reply_is_read_without_its_quote(talk):
     from email.message import EmailMessage
     mail = EmailMessage()
-    mail["From"], mail["To"], mail["Subject"] = "ana@example.org", "help@example.org", "Re: [IT-1] Screen flickers"
+    mail["From"], mail["To"], mail["Subject"] = "ana@example.org", talk.secret_for("ana@example.org"), \
+        "Re: [IT-1] Screen flickers"
     mail["Message-ID"] = "<html-reply@example.org>"
     mail.set_content('<div dir="ltr">#take<br>Rosa, I will come by at 3.</div><div class="gmail_quote">'
                      '<div class="gmail_attr">On Mon, 23 Nov 2026 at 10:00, IT Help &lt;help@example.org&gt; wrote:'

@@ -64,13 +64,13 @@ def test_once_turns_200_mails_into_200_items_and_200_acks_then_nothing(tmp_path,
     assert query(config, "select count(*) from item") == [(200,)]
     acks = acks_by_requester(smtp_capture)
     assert len(acks) == 200 and set(acks.values()) == {1}
-    assert len(smtp_capture.messages) == 400  # and each unowned item announced to its queue's members
-    assert len(announcements(smtp_capture)) == 200
+    assert len(smtp_capture.messages) == 600  # and each unowned item announced to each of its queue's members
+    assert len(announcements(smtp_capture)) == 400
     assert query(config, "select count(*) from item where acknowledged_at is null") == [(0,)]
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 200}
     inboxd(config, "once")
     assert query(config, "select count(*) from item") == [(200,)]
-    assert len(smtp_capture.messages) == 400
+    assert len(smtp_capture.messages) == 600
 
 
 def test_flag_mode_keeps_mail_in_place_and_flags_it(tmp_path, mailbox, smtp_capture):
@@ -84,7 +84,7 @@ def test_flag_mode_keeps_mail_in_place_and_flags_it(tmp_path, mailbox, smtp_capt
     assert len(flags) == 3 and all(b"$InboxdDone" in f and b"\\Seen" in f for f in flags.values())
     inboxd(config, "once")
     assert query(config, "select count(*) from item") == [(3,)] and len(acks_by_requester(smtp_capture)) == 3
-    assert len(smtp_capture.messages) == 6
+    assert len(smtp_capture.messages) == 9  # per item: the ack, and the announcement to each of two members
 
 
 def _wait_for_line(log: Path, text: str, timeout: float = 20) -> None:
@@ -106,7 +106,7 @@ def test_run_acknowledges_mail_arriving_while_idle_and_stops_on_sigterm(tmp_path
         time.sleep(0.5)  # the daemon is now inside IDLE
         arrived = time.monotonic()
         append_messages(mailbox, [make_mail("late@example.org", "Arrived while idling")])
-        assert smtp_capture.wait_for(2, timeout=15), log.read_text()[-2000:]  # announcement and ack
+        assert smtp_capture.wait_for(3, timeout=15), log.read_text()[-2000:]  # announcement to each member, ack
         latency = time.monotonic() - arrived
         ack = next(email.message_from_bytes(m.data) for m in smtp_capture.messages
                    if m.rcpt_tos == ("late@example.org",))
@@ -148,10 +148,10 @@ def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(tmp_path, mailbox, 
                              "where m.direction = 'in' group by m.message_id")
     assert len(per_mail) == total and {n for _, n in per_mail} == {1}
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": total}
-    # Each item's acknowledgement (and announcement) is one stored mail; only a kill inside the SMTP
-    # window (server said 250, row not yet marked sent) can deliver that same mail a second time.
+    # Each item's acknowledgement (and announcement to each member) is one stored mail; only a kill inside
+    # the SMTP window (server said 250, row not yet marked sent) can deliver that same mail a second time.
     ack_ids = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in smtp_capture.messages)
-    assert len(ack_ids) == 2 * total
+    assert len(ack_ids) == 3 * total
     assert sum(n - 1 for n in ack_ids.values()) <= 1
     assert set(query(config, "select status from outbox")) == {("sent",)}
 
@@ -235,7 +235,7 @@ def test_a_whole_conversation_through_real_servers(tmp_path, mailbox, smtp_captu
 
     sent = deliver(make_mail("Rosa Lind <rosa@example.org>", "Monitor flickers", "My monitor flickers.",
                              message_id="<rosa-1@example.org>"))
-    ack, announce = to(sent, "rosa@example.org"), to(sent, "ana@example.org, bo@example.org")
+    ack, announce = to(sent, "rosa@example.org"), to(sent, "ana@example.org")  # Bo has his own copy
     assert "[IT-1] We have your request" in ack["Subject"] and "#take" in text_of(announce)
     promised = item()["due_at"]
 

@@ -26,9 +26,11 @@ def test_request_becomes_item_with_acknowledgement(fake_daemon, clock):
         ("rosa@example.org", "Rosa Lind", "default", "new", None)
     assert item.created_at == clock.now() and item.acknowledged_at == clock.now()
     assert item.due_at.isoformat() == "2026-11-26T09:00:00+00:00"  # 3 business days, 10:00 Berlin
-    announce, ack = sent  # nobody owns it yet: the queue's members hear of it, so one can #take it
-    assert announce["To"] == "ana@example.org, bo@example.org"
-    assert announce["Subject"] == f"[IT-{item.id}] New request: Screen flickers"
+    *announce, ack = sent  # nobody owns it yet: the queue's members hear of it, so one can #take it
+    assert [a["To"] for a in announce] == ["ana@example.org", "bo@example.org"]  # each their own reply address
+    assert {a["Subject"] for a in announce} == {f"[IT-{item.id}] New request: Screen flickers"}
+    assert announce[0]["Reply-To"] != announce[1]["Reply-To"]
+    assert all(a["Reply-To"].startswith(f"help+it{item.id}.") for a in announce)
     assert ack["To"] == "rosa@example.org"
     assert ack["Subject"] == f"[IT-{item.id}] We have your request: Screen flickers"
     assert ack["Auto-Submitted"] == "auto-replied"
@@ -102,13 +104,13 @@ def test_same_message_id_is_processed_once(fake_daemon):
     raw = make_mail(message_id="<same@example.org>")
     run(fake_daemon, raw, raw)
     run(fake_daemon, raw)
-    assert Item.select().count() == 1 and Outbox.select().count() == 2  # announcement and ack
+    assert Item.select().count() == 1 and Outbox.select().count() == 3  # announcement to each member, and ack
     assert fake_daemon.source.done == [1, 2, 3]  # duplicates are still marked done
 
 
 def test_mail_without_sender_is_tracked_but_not_answered(fake_daemon):
     sent = run(fake_daemon, b"Subject: orphan\r\nMessage-ID: <o@x>\r\n\r\nwho am I\r\n")
-    assert [m["To"] for m in sent] == ["ana@example.org, bo@example.org"]  # the team knows; nobody to ack
+    assert [m["To"] for m in sent] == ["ana@example.org", "bo@example.org"]  # the team knows; nobody to ack
     assert Item.get().subject == "orphan"
     assert Event.get(Event.kind == "not-acknowledged").detail == "the mail has no sender address"
 
@@ -155,6 +157,6 @@ def test_reused_message_id_with_other_content_is_another_mail(fake_daemon):
 def test_crlf_in_subject_or_name_cannot_add_a_header(fake_daemon):
     raw = (b"From: =?utf-8?q?Eve=0D=0ABcc=3A_all=40example=2Eorg?= <eve@example.org>\r\n"
            b"Subject: =?utf-8?q?hello=0D=0ABcc=3A_victim=40example=2Eorg?=\r\nMessage-ID: <inj@x>\r\n\r\nhi\r\n")
-    announce, ack = run(fake_daemon, raw)
-    assert announce["Bcc"] is None and ack["Bcc"] is None and ack["To"] == "eve@example.org"
+    *announce, ack = run(fake_daemon, raw)
+    assert all(a["Bcc"] is None for a in announce) and ack["Bcc"] is None and ack["To"] == "eve@example.org"
     assert ack["Subject"] == "[IT-1] We have your request: hello Bcc: victim@example.org"

@@ -74,7 +74,7 @@ def test_a_conversation_and_the_v1_upgrade_on_postgres(tmp_path, postgres):
     talk.requester_says("5")
     item = talk.item
     assert (item.status, item.satisfaction, item.on_track, item.waiting_on) == ("done", 5, True, None)
-    assert item.first_response_at is not None and len(item.secret) == 8
+    assert item.first_response_at is not None and len(item.secret) == 32  # migration 5
 
 
 def test_the_instance_lock_is_an_advisory_lock_on_postgres(tmp_path, postgres):

@@ -54,17 +54,21 @@ def test_a_date_in_a_mail_without_the_rule_changes_nothing(tmp_path):
     assert talk.item.requested_due_at is None and talk.item.due_at == at(26, 10)
 
 
+PROVEN = {"Authentication-Results": "mx.example.org; dmarc=pass header.from=example.org"}
+DMARC = '[commands]\nauthserv_id = "mx.example.org"\n'  # a new mail's proof: it has no item's reply address
+
+
 def test_away_by_mail_skips_assignment_and_back_ends_it(tmp_path):
-    daemon = daemon_for(tmp_path)
+    daemon = daemon_for(tmp_path, extra=DMARC)
     talk = Conversation(daemon)
-    answer = talk.send(make_mail("bo@example.org", "away", "#away until 2026-11-30"))
+    answer = talk.send(make_mail("bo@example.org", "away", "#away until 2026-11-30", headers=PROVEN))
     assert [m["To"] for m in answer] == ["bo@example.org"] and "is away until Mon 30 Nov" in text_of(answer[0])
     assert Absence.get(Absence.member == "bo@example.org").until == at(30, 9)
     assert Item.select().count() == 1  # a note about Bo, not a request
     for n in range(3):  # printers go round-robin to Ana and Bo; Bo is away
         talk.send(make_mail(f"p{n}@example.org", f"Printer {n} jammed", "Paper jam."))
     assert [i.owner for i in Item.select().where(Item.queue == "facilities")] == ["ana@example.org"] * 3
-    talk.send(make_mail("bo@example.org", "back", "#back"))
+    talk.send(make_mail("bo@example.org", "back", "#back", headers=PROVEN))
     talk.send(make_mail("p9@example.org", "Printer 9 jammed", "Paper jam."))
     assert Item.select().order_by(Item.id.desc()).get().owner == "bo@example.org"
 
@@ -175,7 +179,7 @@ def test_clock_changes_pause_and_restart_purely():
     ("bo@example.org", "#away", "#away needs the day you are back"),
 ])
 def test_away_is_refused_with_the_reason(tmp_path, sender, body, problem):
-    talk = Conversation(daemon_for(tmp_path))
-    (answer,) = talk.send(make_mail(sender, "away", body))
+    talk = Conversation(daemon_for(tmp_path, extra=DMARC))
+    (answer,) = talk.send(make_mail(sender, "away", body, headers=PROVEN))
     assert answer["To"] == sender and "Not applied" in answer["Subject"] and problem in text_of(answer)
     assert Absence.select().count() == 0 and Item.select().count() == 1

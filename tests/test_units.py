@@ -60,13 +60,22 @@ class TestThreads:
         msg = decode(make_mail(subject="Re: [IT-8] Printer jammed"))
         assert find_thread(msg, config.team, Lookup({7: ITEM})) is None
 
-    def test_the_secret_address_proves_the_mail_came_back_to_it(self, config):
-        msg = decode(make_mail(subject="no tag", to=secret_address(config.team, ITEM)))
+    def test_the_secret_address_proves_the_mail_came_back_to_its_member(self, config):
+        ana = secret_address(config.team, ITEM, "ana@example.org")
+        msg = decode(make_mail("ana@example.org", subject="no tag", to=ana))
         thread = find_thread(msg, config.team, Lookup({7: ITEM}))
         assert thread is not None and thread.via == "address" and thread.secret_ok
-        wrong = decode(make_mail(subject="no tag", to=secret_address(config.team, replace(ITEM, secret="beef"))))
-        thread = find_thread(wrong, config.team, Lookup({7: ITEM}))
-        assert thread is not None and not thread.secret_ok
+        other_key = secret_address(config.team, replace(ITEM, secret="beef"), "ana@example.org")
+        for sender, to in (("ana@example.org", other_key), ("bo@example.org", ana)):  # another key, another member
+            thread = find_thread(decode(make_mail(sender, subject="no tag", to=to)), config.team, Lookup({7: ITEM}))
+            assert thread is not None and not thread.secret_ok
+
+    def test_only_the_first_recipients_may_carry_the_secret(self, config):
+        ana = secret_address(config.team, ITEM, "ana@example.org")
+        guesses = ", ".join(f"help+it7.{n:016x}@example.org" for n in range(1, 6))
+        late = decode(make_mail("ana@example.org", subject="x", to=f"{guesses}, {ana}"))
+        thread = find_thread(late, config.team, Lookup({7: ITEM}))
+        assert thread is not None and not thread.secret_ok  # the sixth recipient is not looked at
 
     def test_a_bounce_quoting_our_message_id_finds_the_item(self, config):
         ours = "<1.2.inboxd@example.org>"
@@ -148,7 +157,7 @@ class TestComposer:
         msg = decode(make_mail())
         [mail] = strict.compose([Reply("assigned", ("ana@example.org",), threaded=False, internal=True)],
                                 strict.context(ITEM, msg), ITEM, MONDAY_10, msg)
-        assert email.message_from_bytes(mail.raw)["Reply-To"] == secret_address(config.team, ITEM)
+        assert email.message_from_bytes(mail.raw)["Reply-To"] == secret_address(config.team, ITEM, "ana@example.org")
 
     def test_files_of_the_mail_being_answered_go_along(self, composer):
         raw = make_mail(sender="ana@example.org")
