@@ -8,6 +8,8 @@ from .base import COMMANDS, Command, CommandContext, CommandPlan, Effect, Keywor
 from .base import did_you_mean, help_table, plan_commands, register, split_keywords
 from . import builtin  # noqa: F401  (importing it registers the keywords of docs/conversations.md)
 from .builtin import MEMBER_KEYWORDS
+from .merge import merge_keyword_mails, one_per_recipient, with_answer
 
-__all__ = ["COMMANDS", "MEMBER_KEYWORDS", "Command", "CommandContext", "CommandPlan", "Effect", "Keyword", "Refused",
-           "did_you_mean", "help_table", "plan_commands", "register", "split_keywords"]
+__all__ = ["COMMANDS", "MEMBER_KEYWORDS", "Command", "CommandContext", "CommandPlan", "Effect",
+           "Keyword", "Refused", "did_you_mean", "help_table", "merge_keyword_mails", "one_per_recipient",
+           "plan_commands", "register", "split_keywords", "with_answer"]

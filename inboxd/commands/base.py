@@ -10,6 +10,7 @@ from typing import ClassVar
 from ..config import Config
 from ..domain import ItemState, Reply
 from ..wording import closest
+from .merge import merge_keyword_mails
 
 _KEYWORD = re.compile(r"#([A-Za-z][A-Za-z-]*)\b[ \t]*(.*)")
 
@@ -102,13 +103,14 @@ def help_table() -> list[dict[str, str]]:
 
 @dataclass(frozen=True)
 class CommandPlan:
-    """All keywords of one mail, planned in order: the final state and effects, or every problem."""
+    """All keywords of one mail, planned in order: the final state, effects and merged mails, or every problem."""
 
     keywords: list[Keyword]
     rest: str
     state: ItemState
     effects: list[Effect] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    mails: tuple[Reply, ...] = ()  # the effects' mails merged: at most one per recipient (merge.py)
 
 
 def plan_commands(text: str, state: ItemState, ctx: CommandContext) -> CommandPlan:
@@ -132,4 +134,5 @@ def plan_commands(text: str, state: ItemState, ctx: CommandContext) -> CommandPl
         current = effect.state
     if problems:
         return CommandPlan(keywords, rest, state, [], problems)
-    return CommandPlan(keywords, rest, current, effects)
+    mails = merge_keyword_mails([m for e in effects for m in e.mails], state, current, ctx.sender)
+    return CommandPlan(keywords, rest, current, effects, mails=mails)
