@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from inboxd.commands import CommandContext, Effect, merge_keyword_mails, one_per_recipient, plan_commands, with_answer
+from inboxd.commands import (MAX_KEYWORDS, CommandContext, Effect, merge_keyword_mails, one_per_recipient,
+                             plan_commands, with_answer)
 from inboxd.domain import ItemState, Reply, Status
 
 ROSA, ANA, BO = "rosa@example.org", "ana@example.org", "bo@example.org"
@@ -113,11 +115,11 @@ def ctx(config) -> CommandContext:
 
 
 def test_as_many_eta_lines_as_allowed_plan_one_new_date_and_a_history_line_each(ctx):
-    text = "\n".join(f"#eta +{hours}h reason {hours}" for hours in range(80, 100))
+    text = "\n".join(f"#eta +{hours}h reason {hours}" for hours in range(80, 80 + MAX_KEYWORDS))
     plan = plan_commands(text, BEFORE, ctx)
     (mail,) = plan.mails
     assert mail.template == "deadline_changed" and mail.extra["old_due_at"] == PROMISED
-    assert mail.extra["reason"] == "reason 99" and len(plan.effects) == 20
+    assert mail.extra["reason"] == "reason 99" and len(plan.effects) == MAX_KEYWORDS
 
 
 def test_eta_then_done_plans_one_resolved(ctx):
@@ -130,3 +132,21 @@ def test_alternating_assign_plans_one_assigned_to_the_final_owner(ctx):
     assert plan.state.owner == BO and templates(plan.mails) == [("assigned", (BO,))]
     plan = plan_commands("\n".join("#assign bo" if i % 2 == 0 else "#assign ana" for i in range(20)), BEFORE, ctx)
     assert plan.state.owner == ANA and plan.mails == ()  # the sender ends as owner: told by command_ok
+
+
+def test_more_keywords_than_the_limit_are_refused_whole_naming_the_limit(ctx):
+    assert MAX_KEYWORDS == 20
+    assert plan_commands("\n".join(["#priority high"] * MAX_KEYWORDS), BEFORE, ctx).state.priority == "high"
+    plan = plan_commands("\n".join(["#priority high"] * (MAX_KEYWORDS + 1)), BEFORE, ctx)
+    assert plan.state == BEFORE and plan.effects == [] and plan.mails == ()
+    assert plan.problems == ["21 keywords in one mail: at most 20 are accepted, so none was applied; "
+                             "send them in several mails"]
+
+
+def test_reading_the_keywords_of_a_megabyte_is_linear(ctx):
+    text = "#eta friday the vendor is late\n" * 33_000  # 1 MB, 33,000 keyword lines
+    start = time.perf_counter()
+    plan = plan_commands(text, BEFORE, ctx)
+    assert time.perf_counter() - start < 3  # quadratic would be hours; linear is a fraction of a second
+    assert plan.problems == [f"33000 keywords in one mail: at most {MAX_KEYWORDS} are accepted, so none was "
+                             "applied; send them in several mails"] and plan.effects == []
