@@ -1,16 +1,25 @@
-"""One incoming mail, at most one mail per recipient: the merge on plain values, and the keyword limit."""
+"""One incoming mail, at most one mail per recipient: the merge on plain values and through the pipeline; the limit."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from email.message import Message
+from email.utils import getaddresses
 
 import pytest
+from conversation_helpers import Conversation, text_of
+from helpers import write_config
 
-from inboxd.commands import (MAX_KEYWORDS, CommandContext, Effect, merge_keyword_mails, one_per_recipient,
+from inboxd.commands import (COMMANDS, MAX_KEYWORDS, CommandContext, Effect, merge_keyword_mails, one_per_recipient,
                              plan_commands, with_answer)
+from inboxd.config import load_config
+from inboxd.daemon import Daemon
 from inboxd.domain import ItemState, Reply, Status
+from inboxd.outbox import FakeTransport
+from inboxd.source import FakeSource
 
 ROSA, ANA, BO = "rosa@example.org", "ana@example.org", "bo@example.org"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
@@ -150,3 +159,82 @@ def test_reading_the_keywords_of_a_megabyte_is_linear(ctx):
     assert time.perf_counter() - start < 3  # quadratic would be hours; linear is a fraction of a second
     assert plan.problems == [f"33000 keywords in one mail: at most {MAX_KEYWORDS} are accepted, so none was "
                              "applied; send them in several mails"] and plan.effects == []
+
+
+# --- through the pipeline on fakes, with and without [commands] require_secret ---------------
+
+SECURE = "[commands]\nrequire_secret = true\n"
+
+
+@pytest.fixture(params=["", SECURE], ids=["default", "require_secret"])
+def talk(request, tmp_path, clock) -> Conversation:
+    """A request on a daemon with fakes; members answer inboxd's mail, so its secret Reply-To when that is on."""
+    daemon = Daemon(load_config(write_config(tmp_path, extra=request.param)), clock=clock, source=FakeSource(),
+                    transport=FakeTransport())
+    return Conversation(daemon)
+
+
+def per_recipient(mails: list[Message]) -> Counter:
+    return Counter(address for m in mails for _, address in getaddresses([m["To"]]))
+
+
+def test_500_eta_lines_are_refused_in_one_mail_and_the_requester_hears_nothing(talk):
+    promised = talk.item.due_at
+    sent = talk.owner_says("\n".join(f"#eta +{hours}h reason {hours}" for hours in range(80, 580)))
+    assert per_recipient(sent) == {ANA: 1} and "Not applied" in sent[0]["Subject"]
+    assert "500 keywords in one mail: at most 20 are accepted" in text_of(sent[0])
+    assert talk.item.due_at == promised and [e.kind for e in talk.events()][-1:] == ["refused"]
+
+
+def test_eta_lines_tell_the_requester_once_from_the_date_promised_with_the_last_reason(talk):
+    events = len(talk.events())
+    sent = talk.owner_says("\n".join(f"#eta +{hours}h reason {hours}" for hours in range(80, 100)))
+    assert per_recipient(sent) == {ROSA: 1, ANA: 1}
+    notice = text_of(talk.last(ROSA))
+    assert "(Thursday 26 November 2026, 10:00)" in notice and "Why: reason 99" in notice
+    assert "Why: reason 98" not in notice
+    assert [e.kind for e in talk.events()[events:]] == ["command"] * 20  # the history keeps every line
+
+
+def test_500_alternating_assign_lines_send_at_most_one_mail_to_anyone(talk):
+    sent = talk.owner_says("\n".join("#assign ana" if i % 2 else "#assign bo" for i in range(500)))
+    assert per_recipient(sent) == {ANA: 1} and talk.item.owner is None
+
+
+def test_alternating_assign_lines_tell_only_the_final_owner(talk):
+    sent = talk.owner_says("\n".join("#assign bo" if i % 2 else "#assign ana" for i in range(20)))
+    assert talk.item.owner == BO and per_recipient(sent) == {ANA: 1, BO: 1}
+    assert "Assigned to you" in talk.last(BO)["Subject"] and "Applied" in talk.last(ANA)["Subject"]
+    sent = talk.owner_says("\n".join("#assign bo" if i % 2 else "#assign ana" for i in range(19)), sender=BO)
+    assert talk.item.owner == ANA and per_recipient(sent) == {ANA: 1, BO: 1}
+
+
+def test_assign_away_and_back_tells_nobody_new(talk):
+    talk.owner_says("#assign bo")
+    sent = talk.owner_says("#assign ana\n#assign bo\n#priority high")
+    assert talk.item.owner == BO and per_recipient(sent) == {ANA: 1}
+
+
+def test_eta_and_done_send_the_requester_only_the_thank_you(talk):
+    sent = talk.owner_says("#take\n#eta +5d parts late\n#done replaced the screen")
+    assert per_recipient(sent) == {ROSA: 1, ANA: 1}
+    assert "Done:" in talk.last(ROSA)["Subject"] and "replaced the screen" in text_of(talk.last(ROSA))
+
+
+def test_a_date_moved_out_and_back_relays_the_text_instead(talk):
+    promised = talk.item.due_at
+    sent = talk.owner_says("#eta +10d parts late\n#eta +1d\nHi Rosa, good news: the part is here.")
+    assert talk.item.due_at < promised and per_recipient(sent) == {ROSA: 1, ANA: 1}
+    relay = talk.last(ROSA)
+    assert "the part is here" in text_of(relay) and "New date" not in relay["Subject"]
+
+
+def test_help_with_take_is_one_answer_with_the_table(talk):
+    sent = talk.owner_says("#help\n#take")
+    assert per_recipient(sent) == {ANA: 1} and "Applied" in sent[0]["Subject"]
+    assert "assigned to ana@example.org" in text_of(sent[0])
+    assert all(c.usage in text_of(sent[0]) for c in COMMANDS.values())
+    (alone,) = talk.owner_says("#help")
+    assert "Keywords for" in alone["Subject"] and "#redirect payroll@example.org" in text_of(alone)
+    (plain,) = talk.owner_says("#priority high")
+    assert "#redirect payroll@example.org" not in text_of(plain)
