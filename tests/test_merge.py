@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.utils import getaddresses
 
@@ -22,7 +22,7 @@ from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
 
 ROSA, ANA, BO = "rosa@example.org", "ana@example.org", "bo@example.org"
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 PROMISED = NOW + timedelta(days=3)
 BEFORE = ItemState(None, Status.NEW, "normal", (), PROMISED, False, None, None)
 
