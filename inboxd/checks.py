@@ -85,6 +85,7 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
     member_mail = mail_context(config.team, None, replace(msg, sender=owner, subject="away")) | conversation
     for name in ("command_ok", "command_error"):  # also answers #away and #back, which are about no item
         contexts[name] = [everything, from_owner | conversation, member_mail | {"message": ""}]
+    contexts["command_ok"].append(from_owner | conversation | {"with_keywords": True})  # #help with others
     asked = dict(item_context(item, config.team), requested_due_at=item.due_at)
     too_soon = dict(asked, requested_due_at=now + timedelta(days=1))
     contexts["ack"] = [everything, from_owner | conversation, everything | {"item": asked},

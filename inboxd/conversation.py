@@ -12,7 +12,7 @@ from typing import Any
 
 import authres
 
-from .commands import MEMBER_KEYWORDS, CommandContext, help_table, plan_commands, split_keywords
+from .commands import MEMBER_KEYWORDS, CommandContext, help_table, plan_commands, split_keywords, with_answer
 from .config import Config
 from .domain import OPEN_STATUSES, EventLine, ItemState, ItemView, Plan, PlanKind, Reply, Status, frozen
 from .message import InboundMessage
@@ -142,7 +142,7 @@ def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, s
     if commands.problems:
         return _refusal(msg.sender, "; ".join(commands.problems), commands.problems)
     effects = commands.effects
-    mails = [m for e in effects for m in e.mails]
+    mails = list(commands.mails)  # merged: at most one per recipient, as the final state calls for
     events = [(msg.sender, "command", f"#{k.name}{' ' + k.argument if k.argument else ''}: {e.change}")
               for k, e in zip(commands.keywords, effects, strict=True)]
     notes = [e.note for e in effects if e.note]
@@ -154,11 +154,7 @@ def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, s
     elif (message or msg.attachments and not notes) and item.requester and not any(m.to_requester for m in mails):
         mails.append(Reply("relay", (item.requester,), to_requester=True, carry_attachments=True))
         events.append((msg.sender, "relayed", f"reply relayed to {item.requester}"))
-    to_sender = (msg.sender,)
-    if effects:
-        mails.append(Reply("command_ok", to_sender, internal=True))
-    if any(e.help for e in effects):
-        mails.append(Reply("help", to_sender, internal=True))
+    mails = with_answer(mails, msg.sender, effects)  # one command_ok (with the table for #help), or help alone
     changes = changes_between(before, commands.state)
     if item.first_response_at is None and (copied and message or any(m.to_requester for m in mails)):
         changes["first_response_at"] = now

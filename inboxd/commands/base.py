@@ -10,6 +10,11 @@ from typing import ClassVar
 from ..config import Config
 from ..domain import ItemState, Reply
 from ..wording import closest
+from .merge import merge_keyword_mails
+
+# More keywords than this in one mail is a paste or a script gone wrong, not someone steering an
+# item: the mail is refused whole rather than applied line by line.
+MAX_KEYWORDS = 20
 
 _KEYWORD = re.compile(r"#([A-Za-z][A-Za-z-]*)\b[ \t]*(.*)")
 
@@ -102,18 +107,27 @@ def help_table() -> list[dict[str, str]]:
 
 @dataclass(frozen=True)
 class CommandPlan:
-    """All keywords of one mail, planned in order: the final state and effects, or every problem."""
+    """All keywords of one mail, planned in order: the final state, effects and merged mails, or every problem."""
 
     keywords: list[Keyword]
     rest: str
     state: ItemState
     effects: list[Effect] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    mails: tuple[Reply, ...] = ()  # the effects' mails merged: at most one per recipient (merge.py)
+
+
+def too_many(count: int) -> str:
+    """The refusal of a mail with more keywords than MAX_KEYWORDS."""
+    return (f"{count} keywords in one mail: at most {MAX_KEYWORDS} are accepted, so none was applied; "
+            "send them in several mails")
 
 
 def plan_commands(text: str, state: ItemState, ctx: CommandContext) -> CommandPlan:
     """Apply each keyword to the state in order; any problem means none of them counts."""
     keywords, rest = split_keywords(text)
+    if len(keywords) > MAX_KEYWORDS:
+        return CommandPlan(keywords, rest, state, problems=[too_many(len(keywords))])
     ctx = replace(ctx, body=rest)
     effects: list[Effect] = []
     problems: list[str] = []
@@ -132,4 +146,5 @@ def plan_commands(text: str, state: ItemState, ctx: CommandContext) -> CommandPl
         current = effect.state
     if problems:
         return CommandPlan(keywords, rest, state, [], problems)
-    return CommandPlan(keywords, rest, current, effects)
+    mails = merge_keyword_mails([m for e in effects for m in e.mails], state, current, ctx.sender)
+    return CommandPlan(keywords, rest, current, effects, mails=mails)
