@@ -48,6 +48,7 @@ MODULE_MARKS = {
     "test_servers": ("server",),
     "test_smtp_faults": ("server",),  # aiosmtpd controllers of its own
     "test_smtp_tls": ("server",),
+    "test_security_floods": ("server", "slow"),  # hundreds of keywords through Dovecot and `inboxd once`
 }
 
 
