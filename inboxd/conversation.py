@@ -28,6 +28,15 @@ _THANKS = re.compile(r"\b(thanks?|thank\s*you|thx|ty|cheers|danke|merci|gracias|
 _BUT = re.compile(r"\b(but|still|not|no|however|though|although|\w+n't|cannot|anymore|broken|problem|issue|error"
                   r"|wrong|fail\w*|aber|noch|nicht|kein\w*|mais|pas|encore|pero|todavía)\b", re.IGNORECASE)
 _SHORT = 12  # words: a thank-you with more than this is new substance
+# A member's words go to the requester by default only in a reply to the mail that brought the request
+# to the team; a reply to anything else inboxd sends the team (reminders, escalations, a low rating,
+# digests, forwarded replies, command answers) stays a team note unless it says #reply.
+RELAYED_BY_DEFAULT = ("assigned", "new_request")
+_TEAM_MAIL = {"owner_reminder": "reminder", "escalation": "escalation", "low_rating": "low rating",
+              "digest": "digest", "requester_reply": "forwarded reply", "command_ok": "answer to your keywords",
+              "command_error": "answer to your keywords", "help": "keyword list", "forwarded": "forwarded request"}
+_NOTE_LINE = re.compile(r"#note\b", re.IGNORECASE)
+NOTE_WITHIN_LINES = 5  # `#note` on any of the first lines makes the whole mail a note
 
 
 @dataclass
@@ -90,12 +99,15 @@ def _authenticated(msg: InboundMessage, authserv_id: str, domain: str) -> bool:
 
 
 def decide(config: Config, item: ItemView, msg: InboundMessage, text: str, secret_ok: bool,
-           now: datetime) -> Plan:
-    """What this mail means for the item it belongs to, complete: the tracker only writes it."""
+           now: datetime, answers: str | None = None) -> Plan:
+    """What this mail means for the item it belongs to, complete: the tracker only writes it.
+
+    `answers` is the kind of our mail it replies to (threads.Thread.answers), if it is one of ours.
+    """
     team = config.team
     keywords, _ = split_keywords(text)
     if team.speaks_for_team(msg.sender) and (keywords or msg.sender != item.requester):
-        draft = _from_team(config, item, msg, text, secret_ok, now)
+        draft = _from_team(config, item, msg, text, secret_ok, now, answers)
     else:
         draft = _from_outside(config, item, msg, text, now)
         if keywords:  # from anyone else a keyword is plain text: say so in the history
@@ -128,9 +140,22 @@ def _refusal(sender: str, detail: str, problems: list[str], threaded: bool = Tru
                   context={"problems": problems, "keywords": help_table()})
 
 
+def _kept_in_team(text: str, answers: str | None, requester: str) -> str | None:
+    """Why a member's words stay a team note rather than go to the requester, or None when they may go."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()][:NOTE_WITHIN_LINES]
+    if any(_NOTE_LINE.match(line) for line in lines):
+        return "kept as a team note (#note), not sent to the requester"
+    if answers in RELAYED_BY_DEFAULT:
+        return None
+    what = f"the {_TEAM_MAIL.get(answers, answers.replace('_', ' '))} mail" if answers else \
+        "no mail that brought the request"
+    return (f"kept as a team note, not sent to {requester}: it answers {what}, which is for the team; "
+            f"start with #reply to send your words to {requester}")
+
+
 def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, secret_ok: bool,
-               now: datetime) -> _Draft:
-    """A member's mail: keywords first, the rest relayed to the requester (unless #note)."""
+               now: datetime, answers: str | None = None) -> _Draft:
+    """A member's mail: keywords first; the rest goes to the requester when it answers the request or says #reply."""
     problem = authentication_problem(msg, config, secret_ok)
     if problem:
         return _refusal(msg.sender, f"mail not applied and not relayed: {problem}",
@@ -148,7 +173,20 @@ def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, s
     notes = [e.note for e in effects if e.note]
     events += [(msg.sender, "note", note) for note in notes]
     message = "" if notes or any(e.used_body for e in effects) else commands.rest
+    explicit = [k for k, e in zip(commands.keywords, effects, strict=True) if e.relay]
+    if explicit and not notes:  # #reply's own line belongs to the words for the requester
+        message = "\n".join(part for part in (explicit[0].argument, commands.rest) if part)
     copied = bool(item.requester) and item.requester in msg.to + msg.cc
+    kept = None if explicit or copied or not item.requester else _kept_in_team(text, answers, item.requester)
+    if kept and (message or msg.attachments and not notes):
+        if message:
+            events.append((msg.sender, "note", message))
+        events.append((msg.sender, "kept", kept))
+        message, notes = "", [*notes, kept]
+        if not effects:  # the member learns where their words went, and how to send them on
+            mails.append(Reply("command_ok", (msg.sender,), internal=True))
+    else:
+        kept = None
     if message and copied:  # the requester has this very mail already
         events.append((msg.sender, "answered", f"wrote to {item.requester} directly, with a copy to the team"))
     elif (message or msg.attachments and not notes) and item.requester and not any(m.to_requester for m in mails):
@@ -160,12 +198,13 @@ def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, s
         changes["first_response_at"] = now
     if copied and message:  # the requester heard from the owner: the status-update clock starts again
         changes["last_told_at"] = now
-    kind = PlanKind.COMMAND if effects else \
+    kind = PlanKind.COMMAND if effects else PlanKind.NOTED if kept else \
         PlanKind.RELAYED if any(m.template == "relay" for m in mails) else PlanKind.RECORDED
     if kind == PlanKind.RECORDED:
         events.append((msg.sender, "reply", "a mail with no new text"))
-    return _Draft(kind, changes, events, mails, {"message": message, "changes": [e.change for e in effects],
-                                                 "keywords": help_table()}, [e.away for e in effects if e.away])
+    said = [e.change for e in effects] + ([kept] if kept else [])
+    return _Draft(kind, changes, events, mails, {"message": message, "changes": said, "keywords": help_table()},
+                  [e.away for e in effects if e.away])
 
 
 def member_mail(config: Config, msg: InboundMessage, text: str, now: datetime) -> Plan | None:

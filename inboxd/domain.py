@@ -53,6 +53,7 @@ class PlanKind(StrEnum):
     THANKS = "thanks"
     REOPENED = "reopened"
     RECORDED = "recorded"
+    NOTED = "noted"  # a member's words kept as a team note (a reply to team mail, or #note)
     NEW_ITEM = "new-item"  # a reply long after the item closed: a new item that links the old
 
 

@@ -91,7 +91,7 @@ class Pipeline:
         thread = find_thread(msg, team, self.threads)
         if thread is not None:
             text = conversation.reply_text(msg)
-            plan = conversation.decide(self.config, thread.item, msg, text, thread.secret_ok, now)
+            plan = conversation.decide(self.config, thread.item, msg, text, thread.secret_ok, now, thread.answers)
             if plan.kind != PlanKind.NEW_ITEM:
                 return self._converse(msg, uid, text, thread.item, plan, now)
             follows = thread.item  # a reply long after the item closed: a new item that links the old

@@ -42,6 +42,11 @@ class StoredThreads:
         known = Message.select(Message.item).where(condition).order_by(Message.id.desc()).first()
         return item(known.item_id) if known is not None else None
 
+    def kind_of_mail(self, message_id: str) -> str | None:
+        ours = (Message.select(Message.outcome)
+                .where((Message.message_id == message_id) & (Message.direction == "out")).first())
+        return ours.outcome if ours is not None else None
+
 
 @dataclass(frozen=True)
 class OpeningMail:

@@ -37,6 +37,10 @@ class ThreadLookup(Protocol):
         """The item of the latest stored mail (ours only, if asked) with one of these Message-IDs."""
         ...
 
+    def kind_of_mail(self, message_id: str) -> str | None:
+        """Which of our mails (its template: assigned, owner_reminder…) has this Message-ID, if any."""
+        ...
+
 
 @dataclass(frozen=True)
 class Thread:
@@ -45,6 +49,7 @@ class Thread:
     item: ItemView
     via: str  # tag | address | headers
     secret_ok: bool
+    answers: str | None = None  # the kind of our mail it replies to (In-Reply-To), if it is one of ours
 
 
 def tagged_ids(subject: str, prefix: str) -> list[int]:
@@ -92,7 +97,7 @@ def find_thread(msg: InboundMessage, team: TeamConfig, lookup: ThreadLookup) -> 
 
     def thread(item: ItemView, via: str) -> Thread:
         proven = bool(item.secret) and bool(msg.sender) and (item.id, member_token(item, msg.sender)) in secrets
-        return Thread(item, via, proven)
+        return Thread(item, via, proven, lookup.kind_of_mail(msg.in_reply_to) if msg.in_reply_to else None)
 
     for number in tagged_ids(msg.subject, team.ref_prefix):
         item = lookup.item(number)

@@ -179,6 +179,7 @@ def test_html_only_reply_is_read_without_its_quote(talk):
     mail["From"], mail["To"], mail["Subject"] = "ana@example.org", talk.secret_for("ana@example.org"), \
         "Re: [IT-1] Screen flickers"
     mail["Message-ID"] = "<html-reply@example.org>"
+    mail["In-Reply-To"] = talk.last("ana@example.org")["Message-ID"]  # the announcement: words go to Rosa
     mail.set_content('<div dir="ltr">#take<br>Rosa, I will come by at 3.</div><div class="gmail_quote">'
                      '<div class="gmail_attr">On Mon, 23 Nov 2026 at 10:00, IT Help &lt;help@example.org&gt; wrote:'
                      '</div><blockquote class="gmail_quote">#done<br>#decline no</blockquote></div>', subtype="html")

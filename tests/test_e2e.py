@@ -242,8 +242,11 @@ def test_a_whole_conversation_through_real_servers(tmp_path, mailbox, smtp_captu
     (ok,) = deliver(reply(announce, "ana@example.org", "#take"))
     assert ok["To"] == "ana@example.org" and item()["owner"] == "ana@example.org"
 
-    (relay,) = deliver(reply(ok, "ana@example.org", "Hi Rosa, which model is it?"))
-    assert relay["To"] == "rosa@example.org" and relay["In-Reply-To"] == "<rosa-1@example.org>"
+    (told,) = deliver(reply(ok, "ana@example.org", "Rosa is new here, careful."))  # answers team mail: stays
+    assert told["To"] == "ana@example.org" and "kept as a team note" in text_of(told)
+    sent = deliver(reply(ok, "ana@example.org", "#reply\nHi Rosa, which model is it?"))
+    relay = to(sent, "rosa@example.org")
+    assert relay["In-Reply-To"] == "<rosa-1@example.org>" and "careful" not in text_of(relay)
     assert "which model is it?" in text_of(relay) and item()["first_response_at"] is not None
 
     (forward,) = deliver(reply(relay, "rosa@example.org", "A Dell U2720Q."))
@@ -264,9 +267,10 @@ def test_a_whole_conversation_through_real_servers(tmp_path, mailbox, smtp_captu
     final = item()
     assert (final["status"], final["satisfaction"]) == ("done", 4)
     kinds = [e["kind"] for e in final["events"]]
-    assert kinds == ["created", "command", "relayed", "reply", "command", "command", "rated", "thanks"]
+    assert kinds == ["created", "command", "note", "kept", "command", "relayed", "reply", "command", "command",
+                     "rated", "thanks"]
     assert query(config, "select count(*) from item") == [(1,)]
-    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 8}
+    assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 9}
 
 
 def test_a_second_instance_refuses_and_a_standby_takes_over(tmp_path, mailbox, smtp_capture):

@@ -38,6 +38,7 @@ class Lookup:
 
     items: dict[int, ItemView] = field(default_factory=dict)
     mail: dict[str, tuple[int, str]] = field(default_factory=dict)  # message id -> (item number, in|out)
+    kinds: dict[str, str] = field(default_factory=dict)  # message id of our mail -> its template
 
     def item(self, number: int) -> ItemView | None:
         return self.items.get(number)
@@ -48,6 +49,9 @@ class Lookup:
             if number and (direction == "out" or not outgoing_only):
                 return self.items[number]
         return None
+
+    def kind_of_mail(self, message_id: str) -> str | None:
+        return self.kinds.get(message_id)
 
 
 class TestThreads:

@@ -42,6 +42,7 @@ class Effect:
     help: bool = False
     used_body: bool = False  # the text below the keywords became the summary or reason: not relayed too
     away: tuple[str, datetime | None] | None = None  # (member, back on) from #away, (member, None) from #back
+    relay: bool = False  # #reply: the text goes to the requester even when it answers team-internal mail
 
 
 class Refused(Exception):

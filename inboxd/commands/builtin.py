@@ -242,6 +242,19 @@ class Tag(Command):
 
 
 @register
+class ReplyToRequester(Command):
+    name, usage, summary = ("reply", "#reply",
+                            "send the text below to the requester, also when answering mail meant for the team")
+
+    def apply(self, argument: str, state: ItemState, ctx: CommandContext) -> Effect:
+        if not (argument or ctx.body):
+            raise Refused("#reply needs text below it: the words for the requester")
+        if not ctx.requester:
+            raise Refused("#reply: the request came without a sender address; nobody to reply to")
+        return Effect(state, f"the text below goes to {ctx.requester}", relay=True)
+
+
+@register
 class Note(Command):
     name, usage, summary = "note", "#note text", "an internal note: nothing in this mail reaches the requester"
 
