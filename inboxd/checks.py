@@ -42,6 +42,17 @@ def check_everything(config: Config) -> tuple[RuleSet, Renderer]:
     return rules, renderer
 
 
+def security_warnings(config: Config) -> list[str]:
+    """What the admin turned off that keeps outsiders from acting as the team, in words to act on."""
+    rules = config.commands
+    if rules.require_secret or rules.authserv_id:
+        return []
+    return [f"{config.path}: [commands] require_secret = false and no authserv_id: anyone who can send mail to "
+            f"{config.team.address} can write From: a member and steer items (#done, #redirect) or speak to "
+            "requesters as the team. Turn require_secret back on, or set authserv_id to your receiving "
+            "server's Authentication-Results id."]
+
+
 def sample_message() -> InboundMessage:
     """A made-up request, for rendering templates without real mail."""
     return InboundMessage(
@@ -86,6 +97,7 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
     for name in ("command_ok", "command_error"):  # also answers #away and #back, which are about no item
         contexts[name] = [everything, from_owner | conversation, member_mail | {"message": ""}]
     contexts["command_ok"].append(from_owner | conversation | {"with_keywords": True})  # #help with others
+    contexts["requester_reply"] = [*contexts["*"], everything | conversation | {"stranger": True}]  # not on it
     asked = dict(item_context(item, config.team), requested_due_at=item.due_at)
     too_soon = dict(asked, requested_due_at=now + timedelta(days=1))
     contexts["ack"] = [everything, from_owner | conversation, everything | {"item": asked},

@@ -101,9 +101,11 @@ def demo(keep: bool) -> None:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Validate config, rules and templates; exit 1 with file:line errors."""
-    from .checks import check_everything
+    from .checks import check_everything, security_warnings
     config = _config(ctx, secrets=False)
     rules, renderer = check_everything(config)
+    for warning in security_warnings(config):
+        click.secho(f"WARNING: {warning}", err=True, fg="red", bold=True)
     click.echo(f"ok: {config.path}: {len(rules.rules)} rule(s) in {len(rules.files)} file(s) under "
                f"{config.rules_dir}, {len(renderer.names())} template(s) under {config.templates_dir}")
 

@@ -239,6 +239,8 @@ def _from_outside(config: Config, item: ItemView, msg: InboundMessage, text: str
     is_requester = bool(msg.sender) and msg.sender == item.requester
     if not text.strip() and not msg.attachments:
         return _Draft(PlanKind.RECORDED, events=[(who, "reply", f"a reply from {who} with no new text")])
+    if not is_requester and (not msg.sender or msg.sender not in item.participants):
+        return _stranger(config, item, who, text)
     if item.status not in OPEN_STATUSES:
         rating = _RATING.fullmatch(text)
         if is_requester and rating and _is_comment(rating.group(2) or ""):
@@ -257,6 +259,19 @@ def _from_outside(config: Config, item: ItemView, msg: InboundMessage, text: str
     if is_requester and item.status == Status.WAITING and item.waiting_on in (None, "requester"):
         draft.changes.update(status=_reopened_status(item), waiting_on=None)
         draft.events.append((who, "answered", "the requester answered: no longer waiting"))
+    return draft
+
+
+def _stranger(config: Config, item: ItemView, who: str, text: str) -> _Draft:
+    """Mail from someone not on the request (anyone can write [IT-42]): a note for the team, nothing more.
+
+    It never reaches the requester, never reopens the item and never counts as the requester's word.
+    """
+    draft = _forward(config, item, who, text)
+    draft.kind = PlanKind.STRANGER
+    draft.events[:] = [(who, "stranger", f"mail from {who}, who is not on this request: kept as a note for "
+                                         f"{', '.join(draft.mails[0].to)}; the item stays {item.status}")]
+    draft.context["stranger"] = True
     return draft
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import schedule
 
-from .checks import check_everything
+from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
 from .errors import InboxdError, SourceError, SourceHiccup
@@ -33,6 +33,8 @@ class Daemon:
         self.config = config
         self.clock = clock or SystemClock()
         rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
+        for warning in security_warnings(config):
+            log.warning("%s", warning)
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
         transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp)

@@ -54,6 +54,7 @@ class PlanKind(StrEnum):
     REOPENED = "reopened"
     RECORDED = "recorded"
     NOTED = "noted"  # a member's words kept as a team note (a reply to team mail, or #note)
+    STRANGER = "stranger"  # mail on an item from someone not on it: a note, never the requester's word
     NEW_ITEM = "new-item"  # a reply long after the item closed: a new item that links the old
 
 
@@ -98,6 +99,7 @@ class ItemView:
     last_told_at: datetime | None = None
     paused_at: datetime | None = None
     requested_due_at: datetime | None = None
+    participants: tuple[str, ...] = ()  # others on the request's To/Cc: the requester's side of the conversation
 
     @property
     def state(self) -> ItemState:

@@ -5,6 +5,7 @@ The pipeline writes what this returns; `inboxd rules test` shows the very same d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,7 +79,20 @@ def draft_item(config: Config, msg: InboundMessage, decision: Decision, owner: s
         status=Status.OPEN if owner else Status.NEW, priority=disposition.priority, tags=disposition.tags,
         rule=decision.rule, created_at=now, last_told_at=now,
         due_at=promised_date(config.calendar, config.service, now, disposition.due_in, requested),
-        requested_due_at=requested)
+        requested_due_at=requested, participants=participants(config, msg))
+
+
+PARTICIPANTS = 20  # others on a request remembered as its requester's side; a huge Cc list adds nothing more
+
+
+def participants(config: Config, msg: InboundMessage) -> tuple[str, ...]:
+    """The request's other recipients, but not the team, its own addresses or the requester."""
+    team = config.team
+    local, _, domain = team.address.partition("@")
+    ours = re.compile(rf"{re.escape(local)}(\+[^@]*)?@{re.escape(domain)}", re.IGNORECASE)
+    others = (a for a in (*msg.to[:PARTICIPANTS], *msg.cc[:PARTICIPANTS])
+              if a != msg.sender and not ours.fullmatch(a) and not team.speaks_for_team(a))
+    return tuple(dict.fromkeys(others))[:PARTICIPANTS]
 
 
 def replies_for(disposition: Disposition, sender: str, owner: str | None = None,

@@ -115,7 +115,8 @@ def mail_context(team: TeamConfig, item: ItemView | None, msg: InboundMessage | 
             "reason": getattr(disposition, "reason", ""), "redirect_to": getattr(disposition, "to", ""),
             "message": "", "summary": "", "changes": [], "problems": [], "keywords": [],
             "old_due_at": None, "rating": None, "history": [], "reopened": False, "survey": survey,
-            "now": None, "absence": [], "requester_told": False, "digest": None, "with_keywords": False}
+            "now": None, "absence": [], "requester_told": False, "digest": None, "with_keywords": False,
+            "stranger": False}
 
 
 def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...], now: datetime,

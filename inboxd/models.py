@@ -93,6 +93,7 @@ class Item(BaseModel):
     last_told_at = UtcDateTimeField(null=True)  # the requester's last mail from us: status updates count from it
     paused_at = UtcDateTimeField(null=True)  # waiting on the requester since: the date's clock stands still
     requested_due_at = UtcDateTimeField(null=True)  # the date the requester asked for, if they named one
+    participants = JsonField(default=list)  # others on the request's To/Cc: their replies count as the requester's side
 
     class Meta:
         # The sweep's questions: open items by date, and by how long their requester heard nothing.
@@ -319,6 +320,11 @@ def _v5_member_secrets(database: pw.Database) -> None:
         Item.update(secret=new_secret()).where(Item.id == item.id).execute()
 
 
+def _v6_participants(database: pw.Database) -> None:
+    """Who else was on a request: mail from anyone not on it is a note, never news from the requester's side."""
+    _add_missing(database, Item, ("participants",))
+
+
 def new_secret() -> str:
     """A per-item key (128 bits) from which each member's reply-address token is derived (threads.member_token)."""
     return secrets.token_hex(16)
@@ -326,7 +332,8 @@ def new_secret() -> str:
 
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
-    (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets)]
+    (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
+    (6, _v6_participants)]
 
 
 def open_database(url: str) -> pw.Database:

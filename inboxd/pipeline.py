@@ -100,6 +100,12 @@ class Pipeline:
             member_plan = conversation.member_mail(self.config, msg, text, now)
             if member_plan is not None:
                 return self._converse(msg, uid, text, None, member_plan, now)
+            answered = self.threads.kind_of_mail(msg.in_reply_to) if msg.in_reply_to else None
+            if answered is not None:  # a member answering team mail about no item (a digest): not a request
+                why = f"a reply to our {answered} mail, which is about no item: kept as a team note, not a request"
+                self.tracker.record_inbound(msg, uid, now, PlanKind.NOTED, why, body=text)
+                log.info("%s from %s: %s", msg.message_id, msg.sender, why)
+                return Outcome(PlanKind.NOTED, msg.message_id, msg.sender, msg.subject, why)
         return self._dispose(msg, uid, self.rules.decide(msg), now, follows)
 
     def _converse(self, msg: InboundMessage, uid: int | None, text: str, item: ItemView | None, plan: Plan,
