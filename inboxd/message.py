@@ -26,6 +26,9 @@ _INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unname
 # Message-IDs of our own mail quoted in a body: a bounce names the mail that failed this way.
 _OUR_QUOTED_ID = re.compile(rb"<[\w.+-]+\.inboxd@[\w.-]+>", re.IGNORECASE)
 QUOTED_SCAN_BYTES = 200_000  # a bounce quotes the failed mail's headers near its start
+# Structured headers where "=?…?=" is data, not text (RFC 2047 5): decoding an Authentication-Results
+# would let a MAIL FROM our server copied into it add results of its own.
+_NOT_TEXT = frozenset({"authentication-results"})
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,8 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
     email = parsed.message
     headers: dict[str, tuple[str, ...]] = {}
     for name, value in email.raw_items():
-        headers.setdefault(name.lower(), ())
-        headers[name.lower()] += (_clean(_utf8(value)),)
+        key, text = name.lower(), _utf8(value)
+        headers[key] = headers.get(key, ()) + (" ".join(text.split()) if key in _NOT_TEXT else _clean(text),)
     # No usable sender still makes an item (nothing is lost); it just can't be answered.
     sender_name, sender = _first_address(_raw(email, "from") or _raw(email, "sender"))
     ids = _MSGID.findall(headers.get("message-id", ("",))[0])
