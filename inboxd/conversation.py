@@ -58,6 +58,8 @@ def changes_between(before: ItemState, after: ItemState) -> dict[str, Any]:
 
 def authentication_problem(msg: InboundMessage, config: Config, secret_ok: bool) -> str | None:
     """Why a member's mail can't be trusted to carry commands, or None when it can."""
+    if msg.sender_ambiguous:  # decode leaves `sender` empty then; this guards any other way in
+        return f"its From line names no one address we can be sure of ({msg.sender_problem})"
     rules = config.commands
     if rules.require_secret and not secret_ok:
         return ("it was not sent to this item's own reply address; reply to a mail from inboxd "
