@@ -1,4 +1,4 @@
-"""`[commands] authserv_id`: only the topmost Authentication-Results of our own server counts, and unreadable means no."""
+"""`[commands] authserv_id`: only the topmost Authentication-Results of our server counts; unreadable means no."""
 
 from __future__ import annotations
 

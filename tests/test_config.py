@@ -150,7 +150,8 @@ def test_a_password_given_as_password_file_is_explained_not_echoed(tmp_path, tab
     assert PASSWORD not in problems and "Hunter2" not in problems
 
 
-@pytest.mark.parametrize("content, why", [(b"", "the file it names is empty"), (b" \n\t\n", "the file it names is empty"),
+@pytest.mark.parametrize("content, why", [(b"", "the file it names is empty"),
+                                          (b" \n\t\n", "the file it names is empty"),
                                           (b"\xff\xfe" + PASSWORD.encode("utf-16-le"), "not UTF-8 text")])
 def test_an_empty_or_unreadable_password_file_says_so(tmp_path, content, why):
     (tmp_path / "secret-file").mkdir(exist_ok=True)
