@@ -265,7 +265,7 @@ def _mailbox_problem(mailbox: rfc5322.TokenList) -> str | None:
     if any(not isinstance(d, NonASCIILocalPartDefect) for d in _defects_outside_name(mailbox)):
         return "parse defects in the address"
     address = mailbox.addr_spec or ""
-    own = re.compile(rf"<?\s*{re.escape(address)}\s*>?", re.IGNORECASE)
+    own = re.compile(rf"(?<![\w.+-])<?\s*{re.escape(address)}\s*>?(?![\w.-])", re.IGNORECASE)  # whole copies only
     for label in (_display_text(mailbox), *mailbox.comments):
         if _MISLEADING.search(own.sub("", label)):
             return "an address, '<', '>' or a line break in its display name or a comment"

@@ -36,6 +36,8 @@ FORGED = [
     "=?utf-8?b?Ym9AZXhhbXBsZS5vcmc=?= <evil@evil.test>",  # the same, encoded
     "evil@evil.test (bo@example.org)",  # an old-style name (a comment) that is another address
     "Bo <bo@example.org",  # unterminated
+    '"xbo@example.org" <bo@example.org>',  # a name that only contains the address is another address
+    '"bo@example.org.evil.test" <bo@example.org>',
     '"unterminated <bo@example.org>',
 ]
 # RFC 2047 display names hiding ':', '<', ',', '"', ';' or CR/LF: before, an acknowledgement went to
