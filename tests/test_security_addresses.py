@@ -1,6 +1,6 @@
 """Issue 12 end to end: forged and tricky From lines on a real IMAP server (Dovecot) and a real SMTP capture.
 
-The forged replies go to the item's secret reply address and `[commands] require_secret = false` is
+The forged replies go to the member's secret reply address for the item and `require_secret = false` is
 set, so no proof of receipt is missing: only the reading of the From can refuse them.
 """
 
@@ -10,13 +10,16 @@ import email
 import sqlite3
 from email.message import Message
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conversation_helpers import reply, text_of
 from helpers import make_mail, write_config
 
+from inboxd import threads
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
+from inboxd.message import decode
 from inboxd.servers import append_messages
 
 PROOF_NOT_ASKED = "[commands]\nrequire_secret = false\n"
@@ -68,10 +71,19 @@ class Desk:
             return db.execute(sql, args).fetchall()
 
     def secret_address(self, item_id: int, team_mail: Message) -> str:
-        """The item's own reply address; where inboxd already puts it in Reply-To, the same one."""
+        """The member's own reply address for the item: what Reply-To carries when proof is asked for."""
         ((secret,),) = self.query("select secret from item where id = ?", item_id)
-        address = f"help+it{item_id}.{secret}@example.org"
-        assert secret and ("+" not in team_mail["Reply-To"] or team_mail["Reply-To"] == address)
+        item = SimpleNamespace(id=item_id, secret=secret)
+        address = threads.secret_address(self.config.team, item, MEMBER)
+        assert secret and team_mail["Reply-To"] in (address, self.config.team.address)
+
+        class Lookup:  # the stored item, as far as threading needs it
+            def item(self, number: int) -> SimpleNamespace | None:
+                return item if number == item_id else None
+
+        # The member's genuine reply to it would be proven: proof is satisfied, only the From can differ.
+        genuine = decode(reply(team_mail, MEMBER, "#note x", recipient=address))
+        assert threads.find_thread(genuine, self.config.team, Lookup()).secret_ok
         return address
 
 
