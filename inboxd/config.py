@@ -94,29 +94,61 @@ def _email(value: str) -> str:
 
 
 def _secret(reader: _Reader, base: Path, required: bool, resolve: bool) -> Secret | None:
-    env = reader.get("password_env", str, None)
-    file = reader.get("password_file", str, None)
+    # The values of password_env and password_file are never shown in an error: an admin who wrote
+    # the password itself there would see it echoed on a terminal, in a log or a CI run.
+    env, file = _unshown(reader, "password_env"), _unshown(reader, "password_file")
     if env and file:
         reader.fail("password_env", "give password_env or password_file, not both")
+    if env and (resolve or not _ENV_NAME.fullmatch(env)) and env not in os.environ:
+        variable = f"INBOXD_{'IMAP' if reader.table == 'mailbox' else 'SMTP'}_PASSWORD"
+        reader.fail("password_env", f"names no environment variable that is set: it should be a variable's name "
+                                    f"such as {variable}, not the password ({_NOT_SHOWN})")
+        return None
     if not resolve:  # commands that never connect don't need the secret itself
         return None
     if env:
-        if env not in os.environ:
-            reader.fail("password_env", f"environment variable {env} is not set")
-            return None
-        return Secret(os.environ[env])
+        return _nonempty(reader, "password_env", os.environ[env], "the environment variable it names is set but empty")
     if file:
-        try:
-            return Secret((base / file).read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            reader.fail("password_file", f"cannot read {base / file}: {exc.strerror}")
-            return None
+        return _nonempty(reader, "password_file", _read_secret(reader, base, file), "the file it names is empty")
     if "password" in reader.data:
         reader.used.add("password")
         reader.fail("password", "passwords are not written in the config; use password_env or password_file")
     elif required:
         reader.fail("password_env", "missing: set password_env or password_file")
     return None
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_SHOWN = "the value is not shown, in case it is a password"
+
+
+def _unshown(reader: _Reader, key: str) -> str | None:
+    """password_env or password_file as a string; unlike `_Reader.get`, a wrong type is not echoed."""
+    reader.used.add(key)
+    value = reader.data.get(key)
+    if value is not None and not isinstance(value, str):
+        reader.fail(key, f"expected a string ({_NOT_SHOWN})")
+        return None
+    return value
+
+
+def _read_secret(reader: _Reader, base: Path, file: str) -> str | None:
+    """The password in the file that password_file names, or None (said why, without the file's name)."""
+    try:
+        return (base / file).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the name
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text" \
+            if isinstance(exc, UnicodeDecodeError) else "not a usable path"
+        reader.fail("password_file", f"names no file that can be read ({why}): it should be the path of a file "
+                                     f"holding the password, relative to {base}, not the password ({_NOT_SHOWN})")
+        return None
+
+
+def _nonempty(reader: _Reader, key: str, value: str | None, empty: str) -> Secret | None:
+    """The password as a Secret; an empty one is a mistake, said as `empty`."""
+    if value == "":
+        reader.fail(key, empty)
+    return Secret(value) if value else None
 
 
 def _transport(reader: _Reader, default_port: int, base: Path) -> dict[str, Any]:

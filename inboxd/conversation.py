@@ -67,6 +67,8 @@ def changes_between(before: ItemState, after: ItemState) -> dict[str, Any]:
 
 def authentication_problem(msg: InboundMessage, config: Config, secret_ok: bool) -> str | None:
     """Why a member's mail can't be trusted to carry commands, or None when it can."""
+    if msg.sender_ambiguous:  # decode leaves `sender` empty then; this guards any other way in
+        return f"its From line names no one address we can be sure of ({msg.sender_problem})"
     rules = config.commands
     if rules.require_secret and not secret_ok:
         return ("it was not sent to this item's own reply address; reply to a mail from inboxd "
@@ -79,23 +81,34 @@ def authentication_problem(msg: InboundMessage, config: Config, secret_ok: bool)
 
 
 def _authenticated(msg: InboundMessage, authserv_id: str, domain: str) -> bool:
-    """The topmost Authentication-Results of our own server says DMARC or DKIM passed for the domain."""
-    for value in msg.headers.get("authentication-results", ()):
-        try:
-            header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {value}")
-        except Exception:  # authres raises its own syntax errors on malformed headers
-            continue
-        if (header.authserv_id or "").lower() != authserv_id.lower():
-            continue  # a header from elsewhere, perhaps the sender's own, proves nothing
-        for result in header.results:
-            if result.result != "pass" or result.method not in ("dmarc", "dkim"):
-                continue
-            names = {p.name: (p.value or "").lower().lstrip("@") for p in result.properties}
-            signed = names.get("from") if result.method == "dmarc" else names.get("d")
-            if signed == domain or (result.method == "dkim" and domain.endswith("." + (signed or "-"))):
-                return True
-        return False  # only the first header of our server counts: later ones may be forged
-    return False
+    """The topmost Authentication-Results of our own server says DMARC or DKIM passed for the domain.
+
+    Only that one header counts (RFC 8601: ours is added on top; those below may be the sender's).
+    It is recognised by its first word even when unreadable, and unreadable means no: a HELO or
+    MAIL FROM our server copies into it must not make us skip to a forged header further down.
+    """
+    def first_word(value: str) -> str:  # the authserv-id, read leniently (comments dropped)
+        words = re.sub(r"\([^()]*\)", " ", value.partition(";")[0]).split()
+        return words[0].strip('"').lower() if words else ""
+
+    values = msg.headers.get("authentication-results", ())
+    ours = next((value for value in values if first_word(value) == authserv_id.lower()), None)
+    if ours is None:
+        return False
+    try:
+        results = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {ours}").results
+    except Exception:  # authres raises its own syntax errors (and others) on malformed headers
+        return False
+    passed = False
+    for result in results:
+        names = {p.name: (p.value or "").lower().lstrip("@") for p in result.properties}
+        signed = {"dmarc": names.get("from"), "dkim": names.get("d")}.get(result.method)
+        if result.method == "dmarc" and signed == domain and result.result == "fail":
+            return False  # DMARC's own verdict on the domain stands: a "pass" beside it was put there
+        if result.result == "pass" and signed and \
+                (signed == domain or result.method == "dkim" and domain.endswith("." + signed)):
+            passed = True
+    return passed
 
 
 def decide(config: Config, item: ItemView, msg: InboundMessage, text: str, secret_ok: bool,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import binascii
+import email as stdlib_email
 import hashlib
 import logging
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from email import _header_value_parser as rfc5322  # the stdlib's strict parser (email.headerregistry's)
+from email.errors import NonASCIILocalPartDefect
 from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses, parseaddr
 
 import mailparser
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
@@ -26,6 +28,17 @@ _INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unname
 # Message-IDs of our own mail quoted in a body: a bounce names the mail that failed this way.
 _OUR_QUOTED_ID = re.compile(rb"<[\w.+-]+\.inboxd@[\w.-]+>", re.IGNORECASE)
 QUOTED_SCAN_BYTES = 200_000  # a bounce quotes the failed mail's headers near its start
+# Address headers are read within bounds: the strict parser is quadratic in the worst case, and
+# only the first addresses of a header matter (a 100,000-address Cc must not stall the intake).
+MAX_ADDRESSES = 50  # of each of To and Cc
+ADDRESS_CHARS = 4096  # of each of To and Cc, cut at a comma: an address cut short is not read
+FROM_CHARS = 2000  # a longer From is not one plain address
+_BOUNDED_HEADERS = ("from", "sender", "to", "cc", "bcc", "reply-to", "delivered-to")  # mail-parser reads these
+# In a display name or comment these make it look like (another) address, or break a header line.
+_MISLEADING = re.compile(r"[@<>\x00-\x1f\x7f]")
+# Structured headers where "=?…?=" is data, not text (RFC 2047 5): decoding an Authentication-Results
+# would let a MAIL FROM our server copied into it add results of its own.
+_NOT_TEXT = frozenset({"authentication-results"})
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,7 @@ class InboundMessage:
     """A decoded incoming mail."""
 
     message_id: str
-    sender: str
+    sender: str  # the one address the From names, lower-cased; "" when it names no one clearly
     sender_name: str
     to: tuple[str, ...]
     cc: tuple[str, ...]
@@ -61,6 +74,12 @@ class InboundMessage:
     # another mail unchanged, and the original bytes for a redirect to attach.
     files: tuple[Message, ...] = field(default=(), repr=False, compare=False)
     original: bytes = field(default=b"", repr=False, compare=False)
+    sender_problem: str = ""  # why `sender` is "": the From is missing, ambiguous or unusable
+
+    @property
+    def sender_ambiguous(self) -> bool:
+        """The From names no one address we can be sure of: no acknowledgement, no commands."""
+        return bool(self.sender_problem)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
@@ -100,22 +119,25 @@ def raw_key(raw: bytes) -> str:
 def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
     """Decode a raw mail (or its start, of `cut_from` bytes); MessageError when the parser cannot read it."""
     try:
-        parsed = mailparser.parse_from_bytes(raw)
+        email = stdlib_email.message_from_bytes(raw)
+        sender, sender_name, sender_problem = read_sender(_raw(email, "from") or _raw(email, "sender"))
+        to, cc = read_recipients(_raw(email, "to")), read_recipients(_raw(email, "cc"))
+        _bound_address_headers(email)
+        parsed = mailparser.MailParser(email)
     except Exception as exc:  # mail-parser raises many kinds on broken input
         raise MessageError(f"cannot parse mail: {type(exc).__name__}: {exc}") from None
-    email = parsed.message
     headers: dict[str, tuple[str, ...]] = {}
     for name, value in email.raw_items():
-        headers.setdefault(name.lower(), ())
-        headers[name.lower()] += (_clean(_utf8(value)),)
-    # No usable sender still makes an item (nothing is lost); it just can't be answered.
-    sender_name, sender = _first_address(_raw(email, "from") or _raw(email, "sender"))
+        key, text = name.lower(), _utf8(value)
+        headers[key] = headers.get(key, ()) + (" ".join(text.split()) if key in _NOT_TEXT else _clean(text),)
     ids = _MSGID.findall(headers.get("message-id", ("",))[0])
+    message_id = ids[0] if ids else raw_key(raw)
+    if sender_problem:  # the reason only, never the header: that is the sender's own text
+        log.info("%s: no sender taken from %s: tracked, not answered, no commands", message_id, sender_problem)
     in_reply_to = _MSGID.findall(headers.get("in-reply-to", ("",))[0])
     return InboundMessage(
-        message_id=ids[0] if ids else raw_key(raw),
-        sender=sender, sender_name=sender_name,
-        to=_addresses(_raw(email, "to")), cc=_addresses(_raw(email, "cc")),
+        message_id=message_id,
+        sender=sender, sender_name=sender_name, sender_problem=sender_problem, to=to, cc=cc,
         subject=_clean(parsed.subject or ""),
         text=_text_of(parsed),
         html="" if "\n".join(parsed.text_plain).strip() else "\n".join(parsed.text_html),
@@ -160,25 +182,144 @@ def _utf8(value: object) -> str:
         return text
 
 
-def _first_address(values: tuple[str, ...]) -> tuple[str, str]:
-    for name, address in getaddresses(list(values)):
-        if _usable(address):
-            return _clean(name), address.strip().lower()
-    for value in values:  # some broken mail has only a bare address
-        name, address = parseaddr(value)
-        if _usable(address):
-            return _clean(name), address.strip().lower()
-    return "", ""
+def _bound_address_headers(email: Message) -> None:
+    """Cut long address headers short, in place, for mail-parser: it reads every address of them."""
+    for name in _BOUNDED_HEADERS:
+        values = [str(value) for header, value in email.raw_items() if header.lower() == name]
+        if any(len(value) > ADDRESS_CHARS for value in values):
+            del email[name]
+            for value in values:
+                email[name] = _cut(value)
 
 
-def _usable(address: str) -> bool:
-    """Something we could send an answer to: a local part, an @ and a domain ("@example.com" is not)."""
-    local, at, domain = address.strip().rpartition("@")
-    return bool(local and at and "." in domain and " " not in address.strip())
+def _cut(value: str) -> str:
+    """At most ADDRESS_CHARS of a header, ending before a comma: the last whole address stays whole."""
+    if len(value) <= ADDRESS_CHARS:
+        return value
+    return value[:value.rfind(",", 0, ADDRESS_CHARS) + 1].rstrip(",")
 
 
-def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(a.lower() for _, a in getaddresses(list(values)) if "@" in a)
+def _unfold(value: str) -> str:
+    """A header value on one line (RFC 5322 unfolding): line breaks before white space removed."""
+    return re.sub(r"(\r\n|\r|\n)(?=[ \t])", "", value)
+
+
+def _address_list(value: str) -> rfc5322.AddressList | None:
+    """The strict parser's reading of an address header, or None when it cannot read it all."""
+    try:
+        addresses, rest = rfc5322.get_address_list(value)
+    except Exception:  # the parser's own bugs (IndexError, AttributeError) and deep nesting (RecursionError)
+        return None
+    return None if rest.strip() else addresses
+
+
+def read_sender(values: tuple[str, ...]) -> tuple[str, str, str]:
+    """(address, name, problem) of a From (or Sender): one clean mailbox, or no address and why not.
+
+    The rule: exactly one From header holding exactly one mailbox (no group, no list) that the
+    strict parser reads with no defect outside its display name (raw UTF-8 in the local part,
+    RFC 6532, is allowed); its display name and comments, decoded, hold no `@`, `<`, `>` or control
+    character other than in a copy of the address itself; and the address is one we could answer
+    (an unquoted local part, a dotted domain name). Anything else names no one we can be sure of.
+    """
+    if not values:
+        return "", "", "no From line"
+    if len(values) > 1:
+        return "", "", f"{len(values)} From lines"
+    value = _unfold(values[0])
+    if len(value) > FROM_CHARS:
+        return "", "", f"a From line of {len(value)} characters"
+    parsed = _address_list(value)
+    if parsed is None:
+        return "", "", "a From line the strict parser cannot read"
+    if parsed.defects:  # e.g. an empty element ("a@b.org, "): the list itself is not clean
+        return "", "", "a From line with parse defects"
+    if len(parsed.addresses) != 1:
+        return "", "", "a From line with several addresses" if parsed.addresses else "a From line with no address"
+    address = parsed.addresses[0]
+    if address[0].token_type == "group":
+        return "", "", "a From line with a group"
+    (mailbox,) = address.all_mailboxes
+    problem = _mailbox_problem(mailbox)
+    if problem:
+        return "", "", f"a From line with {problem}"
+    return mailbox.addr_spec.lower(), _name_of(mailbox), ""
+
+
+def read_recipients(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The clean addresses among the first MAX_ADDRESSES of an address header (To, Cc), read like a From."""
+    parsed = _address_list(_cut(_unfold(", ".join(values))))
+    if parsed is None:
+        return ()
+    mailboxes = [m for address in parsed.addresses for m in address.all_mailboxes][:MAX_ADDRESSES]
+    return tuple(dict.fromkeys(m.addr_spec.lower() for m in mailboxes if _mailbox_problem(m) is None))
+
+
+def _mailbox_problem(mailbox: rfc5322.TokenList) -> str | None:
+    """Why one parsed mailbox is not one clear address we could answer, or None."""
+    # A Mailbox of one name-addr or addr-spec; the parser calls it invalid for any defect, also one in
+    # the display name alone ("=?…?=" in quotes), which the rules below judge. Junk after it is not allowed.
+    if not isinstance(mailbox, rfc5322.Mailbox) or len(mailbox) != 1 \
+            or mailbox[0].token_type not in ("name-addr", "addr-spec"):
+        return "an invalid address"
+    if any(not isinstance(d, NonASCIILocalPartDefect) for d in _defects_outside_name(mailbox)):
+        return "parse defects in the address"
+    address = mailbox.addr_spec or ""
+    own = re.compile(rf"(?<![\w.+-])<?\s*{re.escape(address)}\s*>?(?![\w.-])", re.IGNORECASE)  # whole copies only
+    for label in (_display_text(mailbox), *mailbox.comments):
+        if _MISLEADING.search(own.sub("", label)):
+            return "an address, '<', '>' or a line break in its display name or a comment"
+    local, _, domain = address.rpartition("@")
+    if not local or local.startswith('"') or "." not in domain or domain.startswith("[") \
+            or any(c.isspace() for c in address):
+        return "an address we could not answer"
+    return None
+
+
+def _defects_outside_name(token: rfc5322.TokenList) -> Iterator[Exception]:
+    """The parse defects of a token and its parts, but not of a display name (only a label, checked apart)."""
+    if token.token_type == "display-name":
+        return
+    yield from token.defects
+    for part in token:
+        if isinstance(part, rfc5322.TokenList):
+            yield from _defects_outside_name(part)
+        else:
+            yield from part.defects
+
+
+def _display_text(mailbox: rfc5322.TokenList) -> str:
+    """The decoded display name; white space between two encoded words dropped (RFC 2047 6.2).
+
+    The stdlib keeps it, so a long name split over two words would read "Jürgen Müll er".
+    """
+    first = mailbox[0]
+    names = [t for t in first if isinstance(t, rfc5322.TokenList) and t.token_type == "display-name"] \
+        if isinstance(first, rfc5322.TokenList) and first.token_type == "name-addr" else []
+    text, space, last_word = "", False, None
+    for leaf, word in _leaves(names[0], None) if names else ():
+        if leaf.token_type == "fws":
+            space = True
+            continue
+        if space and text and (word is None or last_word is None or word is last_word):
+            text += " "
+        text, space, last_word = text + str(leaf), False, word
+    return text
+
+
+def _leaves(token: rfc5322.TokenList, word: rfc5322.TokenList | None
+            ) -> Iterator[tuple[rfc5322.Terminal, rfc5322.TokenList | None]]:
+    """The terminals of a display name, each with the encoded word it is part of (None); comments left out."""
+    for part in token:
+        if isinstance(part, rfc5322.Terminal):
+            yield part, word
+        elif isinstance(part, rfc5322.TokenList) and part.token_type != "comment":
+            yield from _leaves(part, part if part.token_type == "encoded-word" else word)
+
+
+def _name_of(mailbox: rfc5322.TokenList) -> str:
+    """The display name on one line (or an old-style comment name: "rosa@example.org (Rosa Lind)")."""
+    return " ".join((_display_text(mailbox) or " ".join(mailbox.comments)).split())
 
 
 def _text_of(parsed: mailparser.MailParser) -> str:

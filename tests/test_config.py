@@ -75,7 +75,7 @@ def test_unknown_queue_member_and_missing_env(tmp_path, monkeypatch):
         load_config(path)
     problems = "\n".join(caught.value.problems)
     assert "[queues] ops: 'zed@example.org' is not in [team] members" in problems
-    assert "environment variable NOPE_PW is not set" in problems
+    assert "[mailbox] password_env: names no environment variable that is set" in problems
 
 
 def test_bad_duration_timezone_and_toml_syntax(tmp_path):
@@ -101,3 +101,95 @@ def test_plain_connection_elsewhere_only_when_explicitly_allowed(tmp_path):
                                              'allow_plain = true', 1))
     config = load_config(path)
     assert (config.mailbox.host, config.mailbox.tls) == ("imap.lan", "none")
+
+
+# --- the password written where its variable's or file's name belongs --------------------------
+
+PASSWORD = "Hunter2-S3cret!"  # what an admin typed where a name belongs
+
+
+def _written(tmp_path: Path, table: str, line: str, secrets: bool = True) -> str:
+    """The problems of a config whose [mailbox] or [smtp] has `line`, all of them as one text."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    if table == "mailbox":
+        text = text.replace('password_file = "imap-password"', line)
+    else:
+        text = text.replace("[smtp]\n", f'[smtp]\nuser = "help"\n{line}\n')
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, secrets=secrets)
+    return "\n".join(caught.value.problems)
+
+
+@pytest.mark.parametrize("table, variable", [("mailbox", "INBOXD_IMAP_PASSWORD"), ("smtp", "INBOXD_SMTP_PASSWORD")])
+def test_a_password_given_as_password_env_is_explained_not_echoed(tmp_path, monkeypatch, table, variable):
+    monkeypatch.delenv(PASSWORD, raising=False)
+    problems = _written(tmp_path, table, f'password_env = "{PASSWORD}"')
+    assert f"[{table}] password_env: names no environment variable that is set: it should be a variable's name " \
+           f"such as {variable}, not the password" in problems
+    assert PASSWORD not in problems and "Hunter2" not in problems
+    # `inboxd check` reads no secrets, but a value no variable could be named is still caught.
+    problems = _written(tmp_path, table, f'password_env = "{PASSWORD}"', secrets=False)
+    assert "names no environment variable that is set" in problems and PASSWORD not in problems
+
+
+def test_an_unset_variable_is_named_nowhere_and_check_does_not_need_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("Hunter2S3cret", raising=False)  # a password that happens to look like a name
+    problems = _written(tmp_path, "mailbox", 'password_env = "Hunter2S3cret"')
+    assert "names no environment variable that is set" in problems and "Hunter2S3cret" not in problems
+    path = tmp_path / "config.toml"
+    assert load_config(path, secrets=False).mailbox.password is None  # check: no secrets read, no error
+
+
+@pytest.mark.parametrize("table", ["mailbox", "smtp"])
+def test_a_password_given_as_password_file_is_explained_not_echoed(tmp_path, table):
+    problems = _written(tmp_path, table, f'password_file = "{PASSWORD}"')
+    assert f"[{table}] password_file: names no file that can be read (No such file or directory): it should be " \
+           f"the path of a file holding the password, relative to {tmp_path}, not the password" in problems
+    assert PASSWORD not in problems and "Hunter2" not in problems
+
+
+@pytest.mark.parametrize("content, why", [(b"", "the file it names is empty"),
+                                          (b" \n\t\n", "the file it names is empty"),
+                                          (b"\xff\xfe" + PASSWORD.encode("utf-16-le"), "not UTF-8 text")])
+def test_an_empty_or_unreadable_password_file_says_so(tmp_path, content, why):
+    (tmp_path / "secret-file").mkdir(exist_ok=True)
+    (tmp_path / "secret-file" / "pw").write_bytes(content)
+    problems = _written(tmp_path, "mailbox", 'password_file = "secret-file/pw"')
+    assert f"[mailbox] password_file: {why}" in problems or f"({why})" in problems
+    assert PASSWORD not in problems and "secret-file" not in problems
+
+
+def test_a_directory_or_a_nul_in_password_file_says_so(tmp_path):
+    problems = _written(tmp_path, "mailbox", 'password_file = "."')
+    assert "names no file that can be read (Is a directory)" in problems
+    problems = _written(tmp_path, "mailbox", f'password_file = "{PASSWORD}\\u0000"')
+    assert "names no file that can be read (not a usable path)" in problems and PASSWORD not in problems
+
+
+def test_an_empty_variable_and_a_number_say_so_without_the_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("INBOXD_EMPTY_PASSWORD", "")
+    problems = _written(tmp_path, "smtp", 'password_env = "INBOXD_EMPTY_PASSWORD"')
+    assert "[smtp] password_env: the environment variable it names is set but empty" in problems
+    problems = _written(tmp_path, "mailbox", "password_env = 73317331")
+    assert "[mailbox] password_env: expected a string (the value is not shown" in problems and "7331" not in problems
+    problems = _written(tmp_path, "mailbox", "password_file = 73317331", secrets=False)
+    assert "[mailbox] password_file: expected a string" in problems and "7331" not in problems
+
+
+def test_cli_errors_and_check_never_show_the_password(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from inboxd.cli import cli
+    monkeypatch.delenv(PASSWORD, raising=False)
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('password_file = "imap-password"', f'password_env = "{PASSWORD}"')
+                    .replace("[smtp]\n", f'[smtp]\nuser = "help"\npassword_file = "{PASSWORD}"\n'))
+    for command in ("check", "once", "items"):
+        result = CliRunner().invoke(cli, ["--config", str(path), command])
+        assert PASSWORD not in result.output, (command, result.output)
+        if command == "once":  # it reads the secrets: both mistakes named, exit 1, no traceback
+            assert result.exit_code == 1 and "Traceback" not in result.output
+            assert "[mailbox] password_env: names no environment variable" in result.output
+            assert "[smtp] password_file: names no file that can be read" in result.output

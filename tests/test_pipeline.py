@@ -157,6 +157,9 @@ def test_reused_message_id_with_other_content_is_another_mail(fake_daemon):
 def test_crlf_in_subject_or_name_cannot_add_a_header(fake_daemon):
     raw = (b"From: =?utf-8?q?Eve=0D=0ABcc=3A_all=40example=2Eorg?= <eve@example.org>\r\n"
            b"Subject: =?utf-8?q?hello=0D=0ABcc=3A_victim=40example=2Eorg?=\r\nMessage-ID: <inj@x>\r\n\r\nhi\r\n")
-    *announce, ack = run(fake_daemon, raw)
-    assert all(a["Bcc"] is None for a in announce) and ack["Bcc"] is None and ack["To"] == "eve@example.org"
-    assert ack["Subject"] == "[IT-1] We have your request: hello Bcc: victim@example.org"
+    announce = run(fake_daemon, raw)  # a line break in the From's name: tracked, nobody acknowledged
+    assert announce and all(a["Bcc"] is None and "eve" not in a["To"] for a in announce)
+    assert all("hello Bcc: victim@example.org" in a["Subject"] for a in announce)
+    raw = raw.replace(b"=0D=0ABcc=3A_all=40example=2Eorg", b"_Smith").replace(b"<inj@x>", b"<inj2@x>")
+    ack = next(m for m in run(fake_daemon, raw) if m["To"] == "eve@example.org")
+    assert ack["Bcc"] is None and ack["Subject"] == "[IT-2] We have your request: hello Bcc: victim@example.org"
