@@ -81,6 +81,9 @@ class Desk:
             def item(self, number: int) -> SimpleNamespace | None:
                 return item if number == item_id else None
 
+            def kind_of_mail(self, message_id: str) -> str | None:
+                return None  # which mail it answers does not matter to the proof
+
         # The member's genuine reply to it would be proven: proof is satisfied, only the From can differ.
         genuine = decode(reply(team_mail, MEMBER, "#note x", recipient=address))
         assert threads.find_thread(genuine, self.config.team, Lookup()).secret_ok
