@@ -189,7 +189,7 @@ def test_a_forged_member_from_cannot_command(tmp_path, clock, value, keywords):
     sent = talk.send(forged(reply(announcement, "bo@example.org", keywords), value))
     item = talk.item
     assert (item.status, item.owner) == ("new", None)
-    assert [e.kind for e in talk.events()] == ["created", "reply", "refused"]
+    assert [e.kind for e in talk.events()] == ["created", "stranger", "refused"]  # a note from someone not on it
     assert not [m for m in sent if "evil" in m["To"] or "rosa" in m["To"]]  # nothing to evil, nothing relayed
     assert len([m for m in sent if "bo@example.org" in m["To"]]) <= 1
     # The same mail with bo's own From is obeyed: the From alone made the difference.
