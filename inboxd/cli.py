@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 from datetime import datetime, tzinfo
@@ -31,14 +32,28 @@ def _setup_logging(verbose: bool) -> None:
 
 
 class _Group(click.Group):
-    """Turns InboxdError into a message on stderr and exit code 1, never a traceback."""
+    """Turns InboxdError, and a database that cannot be opened or written, into one line on stderr and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import peewee
         try:
             return super().invoke(ctx)
         except InboxdError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except peewee.DatabaseError as exc:  # a read-only mount, a wrong path, a server that is down
+            where = _database_label(ctx)
+            click.echo(f"error: database {where}: {' '.join(str(exc).split()) or type(exc).__name__}", err=True)
+            ctx.exit(1)
+
+
+def _database_label(ctx: click.Context) -> str:
+    """The configured database URL with any password taken out, for an error line."""
+    try:
+        url = load_config(ctx.find_root().obj, secrets=False).database_url
+    except Exception:  # the config itself is what failed: say only that it was the database
+        return "(see [database] url)"
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 @click.group(cls=_Group)
@@ -298,6 +313,8 @@ def _moment(text: str, config: Config) -> datetime:
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 moment (like 2026-12-03T15:00+01:00)",
                                  param_hint="--at") from None
+    if not 1970 <= moment.year <= 9000:  # the calendar counts days forward from it: keep within datetime's range
+        raise click.BadParameter(f"{text!r} is outside the years 1970 to 9000", param_hint="--at")
     return moment if moment.tzinfo else moment.replace(tzinfo=config.calendar.tz)
 
 

@@ -27,11 +27,33 @@ _SYSTEM_SENDERS = re.compile(
     r"(\+.*)?@|@(e?news|newsletters?|mailings?|bounces?)[-.]", re.I)
 _BOUNCE_HANDLER = re.compile(r"bounce|^<?owner-|-owner@|\+owner@", re.I)
 _LIST_TAG = re.compile(r"\[[\w.]+-(users|devel|dev|announce|discuss|general|talk|list|l)\]", re.I)
+# After an optional ticket tag ("[Foo #1234] AutoReply: …", as RT writes it): automatic subjects,
+# Outlook's localized auto-reply prefixes among them, which often come without any header.
 _AUTO_SUBJECT = re.compile(
-    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|auto:|out of (the )?office|abwesenheitsnotiz|"
-    r"vacation|absence|read:|lu :|gelesen:|delivery status notification|undeliver(ed|able)|"
+    r"^\s*(\[[^\]]{1,80}\]\s*)?(auto(matic)?[ -]?(reply|response|antwort)|auto:|out of (the )?office|"
+    r"abwesenheitsnotiz|vacation|absence|read:|lu :|gelesen:|delivery status notification|undeliver(ed|able)|"
     r"returned mail|mail delivery (failed|failure|system)|failure notice|delivery failure|"
-    r"warning: could not send|nondeliverable)|is out of (the )?office", re.I)
+    r"warning: could not send|nondeliverable|"
+    r"automatische antwort|automatyczna odpowied[zź]|r[ée]ponse automatique|respuesta autom[aá]tica|"
+    r"risposta automatica|automatisch antwoord|automatiskt svar|automatisk svar|automaattinen vastaus|"
+    r"automatick[aá] odpov[eě][dď]|automatikus v[aá]lasz|otomatik yan[iı]t|resposta autom[aá]tica|"
+    r"r[aă]spuns automat|αυτόματη απάντηση|автоматический ответ|автоматична відповідь|"
+    r"自動応答|自动回复|自動回覆|자동 응답|absent du bureau|fuera de la oficina|fuori sede|poza biurem)"
+    r"|is out of (the )?office", re.I)
+# Other ticket systems mark their mail; two helpdesks must never answer each other.
+_HELPDESK_HEADERS = ("rt-ticket", "rt-originator", "x-rt-loop-prevention", "x-rt-ticket", "x-otrs-loop",
+                     "x-znuny-loop", "x-zammad-ticket-id", "x-zammad-article-id", "x-jira-fingerprint",
+                     "x-zendesk-from-account-id", "x-freshdesk-ticket-id", "x-fd-email", "x-servicenow-source",
+                     "x-osticket-id", "x-loop")
+_HELPDESK_MANAGER = re.compile(r"\b(rt|request tracker|otrs|znuny|zammad|jira|zendesk|freshdesk|servicenow|"
+                               r"osticket)\b", re.I)
+_VIA_HELPDESK = re.compile(r"\bvia (rt|zendesk|freshdesk|jira|zammad|servicenow)\b", re.I)
+# "Your request #1234 has been received", "Incident INC0012345 -- opened on your behalf": another
+# helpdesk's acknowledgement. Never a forward ("Fwd: Case 123 was created" is a colleague's request).
+_TICKET_ACK = re.compile(
+    r"^\s*(?!(fwd?|wg|tr|rv)\s*:)(\[[^\]]{1,80}\]\s*)?.{0,80}?(#\s?\d{3,}|\b(inc|req|ritm|cs)\d{5,}\b|"
+    r"\b(ticket|case|request|incident)\s+(id\s*)?#?\d{3,}).{0,80}?\b(has been (received|created|opened|logged)|"
+    r"(was|is) (received|created|opened|logged)|opened on your behalf|we have received|acknowledg)", re.I)
 
 
 _BOUNCER = re.compile(r"(mailer-daemon|postmaster|mail-daemon|mailerdaemon)@", re.I)
@@ -109,6 +131,22 @@ def auto_subject(msg: InboundMessage, alias: str) -> str | None:
     return f"automatic subject {msg.subject[:60]!r}" if _AUTO_SUBJECT.search(msg.subject) else None
 
 
+def other_helpdesk(msg: InboundMessage, alias: str) -> str | None:
+    """Another ticket system's mail: its acknowledgements must not start a conversation of two machines."""
+    for name in _HELPDESK_HEADERS:
+        if msg.header(name) is not None:
+            return f"another helpdesk's mail ({name} header present)"
+    managed = msg.header("managed-by") or msg.header("x-managed-by") or ""
+    if _HELPDESK_MANAGER.search(managed):
+        return f"another helpdesk's mail (Managed-By: {managed[:40]})"
+    via = _VIA_HELPDESK.search(msg.sender_name)
+    if via is not None:
+        return f"another helpdesk's mail (sent {via.group(0)!r})"
+    if _TICKET_ACK.search(msg.subject):
+        return f"another helpdesk's acknowledgement {msg.subject[:60]!r}"
+    return None
+
+
 def is_bounce(msg: InboundMessage) -> bool:
     """A delivery failure (DSN, or a bounce by its sender or subject), not an auto-reply or a read receipt."""
     content_type = " ".join(msg.headers.get("content-type", ())).lower().replace('"', "")
@@ -125,6 +163,7 @@ GUARDS: dict[str, Guard] = {
     "system-sender": system_sender,
     "report": delivery_report,
     "auto-subject": auto_subject,
+    "helpdesk": other_helpdesk,
 }
 
 

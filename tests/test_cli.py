@@ -169,3 +169,22 @@ def test_item_shows_the_promise_it_is_under(fake_daemon):
     data = json.loads(invoke(fake_daemon.config.path, "item", "IT-1", "--json")[1])
     assert data["on_track"] is True and data["paused_at"] == "2026-11-23T09:00:00+00:00"
     assert data["requested_due_at"] is None and data["last_told_at"] is not None
+
+
+@pytest.mark.parametrize("args", [["item", "IT-²"], ["item", "IT-" + "9" * 5000], ["item", "[IT-x]"]])
+def test_odd_references_are_one_line_errors(tmp_path, args):
+    code, out = invoke(write_config(tmp_path), *args)
+    assert code == 1 and out.startswith("error: no item") and "Traceback" not in out and len(out) < 200
+
+
+def test_a_moment_past_the_calendar_is_a_usage_error(tmp_path):
+    code, out = invoke(write_config(tmp_path), "sweep", "--at", "9999-12-31T23:59", "--dry-run")
+    assert code == 2 and "outside the years 1970 to 9000" in out and "Traceback" not in out
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('url = "sqlite:///', 'url = "sqlite:////nonexistent/dir/'))
+    for args in (["items"], ["item", "IT-1"], ["sweep", "--dry-run"]):
+        code, out = invoke(config, *args)
+        assert code == 1 and out.startswith("error: database sqlite:////nonexistent/dir/") and "Traceback" not in out

@@ -57,3 +57,47 @@ def test_corpus_every_no_reply_is_caught_and_every_request_passes():
         if (expect == "no_reply") != (skip is not None):
             wrong.append((path, expect, str(skip)))
     assert wrong == []
+
+
+# Other helpdesks' acknowledgements and Outlook's localized auto-replies, as they arrive: no standard
+# header, only their own marks or their subject. Answering them lets two machines talk for ever.
+HELPDESKS = [
+    ('"Printer desk via RT" <rt@vendor.example.com>', "[Vendor #1234] AutoReply: Toner",
+     {"RT-Ticket": "Vendor #1234", "Managed-BY": "RT 5.0.3 (http://www.bestpractical.com/rt/)"}),
+    ('"Printer desk via RT" <rt@vendor.example.com>', "[Vendor #1234] AutoReply: Toner", {}),
+    ("support@otrs.example.com", "[Ticket#2026112310000123] Your request", {"X-OTRS-Loop": "yes"}),
+    ("helpdesk@znuny.example.com", "[Ticket#2026112310000124] Your request", {"X-Loop": "yes"}),
+    ("support@zammad.example.com", "Thanks for your inquiry (#31001)", {"X-Zammad-Ticket-ID": "17"}),
+    ("jira@acme.atlassian.net", "[JIRA] (HELP-12) Printer", {"X-JIRA-FingerPrint": "a1b2c3"}),
+    ("support@acme.zendesk.com", "[Acme] Re: Toner", {"X-Zendesk-From-Account-Id": "4f2a9c"}),
+    ("support@acme.freshdesk.com", "Ticket Received - Toner", {"X-Freshdesk-Ticket-ID": "88"}),
+    ("instance@service-now.com", "Incident INC0012345 -- opened on your behalf", {}),
+    ("help@osticket.example.com", "Support Ticket Opened [#748201]", {"X-OSTicket-ID": "748201"}),
+    ("support@vendor.example.com", "Your request #48211 has been received", {}),
+    ("support@vendor.example.com", "[Case 55012] Case 55012 was created", {}),
+]
+
+
+@pytest.mark.parametrize("sender, subject, headers", HELPDESKS)
+def test_another_helpdesk_is_never_answered(sender, subject, headers):
+    skip = guards.check(decode(make_mail(sender, subject, "We have received your request.", headers=headers)), ALIAS)
+    assert skip is not None and skip.guard in ("helpdesk", "auto-subject"), skip
+
+
+@pytest.mark.parametrize("subject", [
+    "Automatyczna odpowiedź: Drukarka", "Automatische Antwort: Drucker", "Réponse automatique : Imprimante",
+    "Respuesta automática: Impresora", "Risposta automatica: Stampante", "Automatisch antwoord: Printer",
+    "Automatiskt svar: Skrivare", "Автоматический ответ: Принтер", "自動応答: プリンター", "Automatisk svar: Printer",
+    "Automaattinen vastaus: Tulostin", "Automatická odpověď: Tiskárna", "自动回复: 打印机",
+])
+def test_localized_auto_reply_subjects_without_headers(subject):
+    skip = guards.check(decode(make_mail("ana.kowalska@example.pl", subject, "Jestem poza biurem.")), ALIAS)
+    assert skip is not None and skip.guard == "auto-subject"
+
+
+@pytest.mark.parametrize("subject", [
+    "Fwd: Case 55012 was created", "The printer ticket 4411 from last week is still open",
+    "Request for a new laptop", "Ticket machine in the lobby is broken", "Re: [IT-3] Screen flickers",
+])
+def test_colleagues_talking_about_tickets_are_requests(subject):
+    assert guards.check(decode(make_mail("omar@example.org", subject, "Can you help?")), ALIAS) is None
