@@ -31,6 +31,7 @@ _UTF8 = Charset("utf-8")
 _UTF8.body_encoding = QP
 _WIRE = compat32.clone(linesep="\r\n")
 _WIRE_UTF8 = SMTPUTF8.clone(linesep="\r\n")  # jöhn@exämple.org must stay as it is (RFC 6532), not be encoded
+MAX_SUBJECT = 200  # characters: SMTP lines end at 998 bytes, and no reader wants more
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def compose(kind: str, rendered: Rendered, team: TeamConfig, to: tuple[str, ...]
     subject = _one_line(rendered.subject)
     if ref and f"[{ref}]" not in subject:
         subject = f"[{ref}] {subject}"
+    if len(subject) > MAX_SUBJECT:  # a requester's megabyte of subject must not make the mail unsendable
+        subject = subject[:MAX_SUBJECT - 1].rstrip() + "…"
     # The stubs say MIMEText takes a charset name; it takes a Charset too, which is how QP bodies are had.
     body: Message = MIMEText(rendered.text, "plain", _UTF8)  # type: ignore[arg-type]
     if rendered.html:

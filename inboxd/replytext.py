@@ -109,7 +109,10 @@ def _attribution_start(lines: list[str], end: int) -> int | None:
         wrapped = above.count("<") > above.count(">")
         if len(block) > _MAX_ATTRIBUTION_CHARS:
             return None
-        if not wrapped and _ATTRIBUTION.fullmatch(block) and _ATTRIBUTION_SIGNAL.search(block):
+        # Without an address or a time, "… wrote:" counts only directly above a quoted block
+        # ("On some day, Help wrote:"); "On Monday I wrote: …" in running text stays the person's own.
+        if not wrapped and _ATTRIBUTION.fullmatch(block) and (_ATTRIBUTION_SIGNAL.search(block)
+                                                              or _quote_follows(lines, end)):
             return start
         if end - start + 1 >= _MAX_ATTRIBUTION_LINES or not above.strip() or _QUOTE.match(above):
             return None

@@ -94,6 +94,16 @@ def test_bare_rating_is_stored_not_a_reopen(talk):
     assert (talk.item.satisfaction, talk.item.status) == (4, "done")
 
 
+def test_a_rating_under_an_undated_attribution_is_a_rating(talk):
+    talk.owner_says("#take\n#done")
+    thanks = talk.last("rosa@example.org")
+    quoted = "\n".join("> " + line for line in text_of(thanks).splitlines())
+    answer = make_mail("rosa@example.org", f"Re: {thanks['Subject']}", f"4\n\nOn some day, Help wrote:\n{quoted}\n",
+                       headers={"In-Reply-To": thanks["Message-ID"]})
+    assert talk.send(answer) == []
+    assert (talk.item.satisfaction, talk.item.status) == (4, "done")
+
+
 @pytest.mark.parametrize("words, score", [("5", 5), ("4/5", 4), ("3 stars", 3), ("1 - nothing works, still broken", 1),
                                           ("5! Quick and friendly, thanks", 5)])
 def test_rating_forms(talk, words, score):

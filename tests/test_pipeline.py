@@ -2,6 +2,7 @@
 
 import email
 import shutil
+from email.header import decode_header, make_header
 
 from helpers import REPO, make_mail, write_config
 
@@ -163,3 +164,11 @@ def test_crlf_in_subject_or_name_cannot_add_a_header(fake_daemon):
     raw = raw.replace(b"=0D=0ABcc=3A_all=40example=2Eorg", b"_Smith").replace(b"<inj@x>", b"<inj2@x>")
     ack = next(m for m in run(fake_daemon, raw) if m["To"] == "eve@example.org")
     assert ack["Bcc"] is None and ack["Subject"] == "[IT-2] We have your request: hello Bcc: victim@example.org"
+
+
+def test_a_megabyte_subject_without_spaces_still_gets_its_acknowledgement(fake_daemon):
+    *_, ack = run(fake_daemon, make_mail("rosa@example.org", "x" * 1_000_000, "Please help."))
+    raw = fake_daemon.sender.transport.sent[-1][2]
+    assert ack["To"] == "rosa@example.org" and max(len(line) for line in raw.split(b"\r\n")) <= 998
+    subject = str(make_header(decode_header(ack["Subject"])))
+    assert subject.startswith("[IT-1] We have your request: xxx") and subject.endswith("…") and len(subject) == 200

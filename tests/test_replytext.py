@@ -227,3 +227,14 @@ def test_apple_html_reply():
 def test_html_without_quotes_is_plain_text():
     html = "<html><head><title>x</title></head><body><p>Printer <b>broken</b></p><p>Floor 3</p><script>x()</script>"
     assert html_quotes_marked(html) == "Printer broken\nFloor 3"  # inline tags stay on their line
+
+
+def test_an_attribution_without_a_date_counts_directly_above_a_quote():
+    # A bare survey answer: before, the undated attribution stayed and the "4" read as news (a reopen).
+    assert new_text("4\n\nOn some day, Help wrote:\n> How did we do? Reply with 1 to 5.\n") == "4"
+    assert new_text("4\n\nAm Montag schrieb IT Help:\n> Wie war es?\n") == "4"
+
+
+def test_on_monday_i_wrote_in_running_text_stays():
+    assert new_text("See below.\nOn Monday I wrote:\nthe lamp is broken.") == \
+        "See below.\nOn Monday I wrote:\nthe lamp is broken."
