@@ -324,10 +324,27 @@ def _name_of(mailbox: rfc5322.TokenList) -> str:
 
 def _text_of(parsed: mailparser.MailParser) -> str:
     plain = "\n".join(parsed.text_plain).strip()
+    if "\x1b" in plain:  # mail-parser leaves 7-bit iso-2022-jp as escape sequences; the stdlib decodes it
+        plain = _stdlib_plain(parsed.message) or plain
     if plain:
         return plain
     html = "\n".join(parsed.text_html)
     return html_to_text(html) if html else ""
+
+
+def _stdlib_plain(email: Message) -> str:
+    """The text/plain parts (not attachments) decoded by their own charset."""
+    texts = []
+    for part in email.walk():
+        if part.get_content_type() != "text/plain" or part.get_content_disposition() == "attachment":
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            try:
+                texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
+            except LookupError:  # a charset Python does not know: keep mail-parser's reading
+                return ""
+    return "\n".join(texts).strip()
 
 
 def readable_soup(html: str) -> BeautifulSoup:

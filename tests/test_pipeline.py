@@ -172,3 +172,14 @@ def test_a_megabyte_subject_without_spaces_still_gets_its_acknowledgement(fake_d
     assert ack["To"] == "rosa@example.org" and max(len(line) for line in raw.split(b"\r\n")) <= 998
     subject = str(make_header(decode_header(ack["Subject"])))
     assert subject.startswith("[IT-1] We have your request: xxx") and subject.endswith("…") and len(subject) == 200
+
+
+def test_an_iso_2022_jp_body_is_read_as_text_in_the_item_and_the_teams_mail(fake_daemon):
+    from email.mime.text import MIMEText
+    mail = MIMEText("こんにちは、プリンターが壊れました。", "plain", "iso-2022-jp")  # 7 bit, as Japanese clients send
+    mail["From"], mail["To"], mail["Subject"] = "taro@example.jp", "help@example.org", "printer"
+    mail["Message-ID"] = "<jp-1@example.jp>"
+    *announce, _ack = run(fake_daemon, mail.as_bytes())
+    assert Message.get(Message.message_id == "<jp-1@example.jp>").body == "こんにちは、プリンターが壊れました。"
+    text = announce[0].get_payload(decode=True).decode()
+    assert "プリンターが壊れました" in text and "\x1b" not in text
