@@ -50,6 +50,8 @@ ENCODED_TRICKS = [
     "=?utf-8?q?a=3A_x@evil.test=3B?= <real@example.org>",
     "=?utf-8?q?x=0D=0A_x@evil.test?= <real@example.org>",
     "=?utf-8?q?x=0D=0ABcc:_x@evil.test?= <real@example.org>",
+    "=?utf-8?q?x=0D=0ATo:_x@evil.test?= <real@example.org>",
+    "=?utf-8?b?eDxfeEBldmlsLnRlc3Q+?= <real@example.org>",
     "=?utf-8?q?=3Cevil=40evil.test=3E?= <real@example.org>",
     "=?utf-8?q?evil@evil.test?= <real@example.org>",
     "=?utf-8?q?x=0D=0A?= <real@example.org>",  # a line break alone
