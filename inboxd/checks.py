@@ -111,6 +111,10 @@ def sample_contexts(config: Config) -> dict[str, list[dict[str, Any]]]:
     contexts["digest"] = [nobody | {"digest": sample_digest(now, item, None)},
                           nobody | {"digest": sample_digest(now, item, owner)},
                           nobody | {"digest": sample_digest(now, item, owner) | quiet_week}]
+    contexts["mail_held"] = [everything | {"held": {"why": "not sent: this item already sent 30 mails within 1 hour",
+                                                    "mails": f"relay to {owner}"}}]
+    waiting = {"ref": "IT-42", "subject": item.subject, "requester": msg.sender, "owner": None, "due_at": now}
+    contexts["held_requests"] = [nobody | {"queue": item.queue, "held": [waiting, waiting | {"owner": owner}]}]
     return contexts
 
 

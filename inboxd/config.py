@@ -282,8 +282,9 @@ def load_config(path: Path, secrets: bool = True) -> Config:
 
     lim_r = _Reader(doc, "limits", problems)
     limits = LimitsConfig(
-        automatic_per_sender=lim_r.get("automatic_per_sender", int, 5, _positive),
+        automatic_per_sender=lim_r.get("automatic_per_sender", int, 20, _positive),
         automatic_window=lim_r.get("automatic_window", str, "1h", _duration),
+        mails_per_item=lim_r.get("mails_per_item", int, 30, _positive),
         max_message_bytes=lim_r.get("max_message_size", str, "25MB", parse_size))
     lim_r.finish()
 

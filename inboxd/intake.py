@@ -157,17 +157,3 @@ def plan_new_item(config: Config, msg: InboundMessage, decision: Decision, owner
     members = () if owner or not config.service.announce_new else config.queues.get(item.queue, ())
     return NewItem(item, tuple(events), tuple(replies_for(disposition, msg.sender, owner, members)),
                    how, str(disposition), tuple(decision.trace_json()))
-
-
-def flood_cap(config: Config, sender: str, count: int) -> str | None:
-    """Why this sender gets no automatic mail now (they had their share of `count`), or None."""
-    limits = config.limits
-    if not sender or count < limits.automatic_per_sender:
-        return None
-    return (f"no automatic mail: {sender} already got {count} in the last {limits.automatic_window} "
-            f"([limits] automatic_per_sender = {limits.automatic_per_sender})")
-
-
-def flood_window_start(config: Config, now: datetime) -> datetime:
-    """Since when the flood cap counts a sender's automatic mail."""
-    return now - (config.calendar.add(now, config.limits.automatic_window) - now)

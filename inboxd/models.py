@@ -172,7 +172,7 @@ class Notice(BaseModel):
     created_at = UtcDateTimeField()
 
     class Meta:
-        indexes = ((("item", "kind", "for_date"), True),)
+        indexes = ((("item", "kind", "for_date"), True), (("kind", "for_date"), False))
 
 
 Notice.add_index(Notice.index(Notice.kind, Notice.audience, Notice.for_date, unique=True,
@@ -325,6 +325,11 @@ def _v6_participants(database: pw.Database) -> None:
     _add_missing(database, Item, ("participants",))
 
 
+def _v7_held_announcements(database: pw.Database) -> None:
+    """An index for the sweep's question "which new items wait to be announced in a batch?"."""
+    _add_missing(database, Notice, (), index=("kind", "for_date"))
+
+
 def new_secret() -> str:
     """A per-item key (128 bits) from which each member's reply-address token is derived (threads.member_token)."""
     return secrets.token_hex(16)
@@ -333,7 +338,7 @@ def new_secret() -> str:
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
-    (6, _v6_participants)]
+    (6, _v6_participants), (7, _v7_held_announcements)]
 
 
 def open_database(url: str) -> pw.Database:

@@ -7,20 +7,21 @@ write (tracker), compose (mailout), enqueue (outbox); all of it in one transacti
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import peewee as pw
 
-from . import conversation, guards, intake, queries
+from . import caps, conversation, guards, intake, queries
 from .absence import away
 from .clock import Clock
 from .config import Config
 from .domain import ItemView, Plan, PlanKind, Reply
 from .errors import InboxdError, MessageError
-from .mailout import Composer
+from .mailout import Composer, OutgoingMail
 from .message import InboundMessage, decode, raw_key
-from .models import Message, automatic_mails_since, seen_inbound, write_transaction
+from .models import Message, seen_inbound, write_transaction
 from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
@@ -28,6 +29,7 @@ from .threads import find_thread, item_answered_automatically
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
+MAIL_HELD = "mail_held"  # the lead's mail, once a day, when an item's mail is held (the template's name too)
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,14 @@ class Pipeline:
                  follows: ItemView | None = None) -> Outcome:
         disposition, team = decision.disposition, self.config.team
         base = (msg.message_id, msg.sender, msg.subject)
+        signs = queries.sender_signs(msg.sender, msg.summary, caps.window_start(self.config, now), team)
         if isinstance(disposition, Queue):
             gone = away(team, now) if disposition.assign else {}
             owner = intake.choose_owner(disposition, self.config, queries.StoredAssignments(), gone)
             new = intake.plan_new_item(self.config, msg, decision, owner, gone, now, follows)
             item, record = self.tracker.open_item(new, msg, uid, now, follows.id if follows else None)
-            if not self._flooding(msg.sender, item.id, record, now):
-                self._send(new.replies, self.composer.context(item, msg), item, now, msg)
+            replies = self._within_caps(msg.sender, signs, new.replies, item, record, now)
+            self._send(replies, self.composer.context(item, msg), item, now, msg)
             log.info("%s: created from %s (%s), queue %s, owner %s, due %s", team.ref(item.id),
                      msg.sender or "unknown sender", new.how,
                      item.queue, owner or "none",
@@ -161,34 +164,63 @@ class Pipeline:
         record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
-        if not self._flooding(msg.sender, None, record, now):
-            replies = intake.replies_for(disposition, msg.sender)
-            self._send(replies, self.composer.context(None, msg, disposition=disposition), None, now, msg)
+        replies = self._within_caps(msg.sender, signs, intake.replies_for(disposition, msg.sender), None, record, now)
+        self._send(replies, self.composer.context(None, msg, disposition=disposition), None, now, msg)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
 
-    def _flooding(self, sender: str, item_id: int | None, record: Message, now: datetime) -> bool:
-        """Whether this sender already had its share of automatic mail; their mail then makes no mail at all.
+    def _within_caps(self, sender: str, signs: caps.SenderSigns, replies: Sequence[Reply], item: ItemView | None,
+                     record: Message, now: datetime) -> list[Reply]:
+        """The replies a new mail may send: no automatic answer to what looks like a loop, a flood's news batched.
 
-        Two auto-responders facing each other stop here, and a flood still becomes items, silently.
+        Without an item (a decline, a redirect) a loop's mail makes no mail at all.
         """
-        if not sender:
-            return False
-        why = intake.flood_cap(self.config, sender,
-                               automatic_mails_since(sender, intake.flood_window_start(self.config, now)))
-        if why is None:
-            return False
-        self.tracker.event(item_id, record, now, "inboxd", "flood-cap", why)
-        log.warning("%s: %s", self.config.team.ref(item_id) if item_id else record.message_id, why)
-        return True
+        kept, where = list(replies), self.config.team.ref(item.id) if item else record.message_id
+        why = caps.why_not_answered(self.config, sender, signs)
+        if why is not None:
+            kept = [r for r in kept if r.internal] if item is not None else []
+            self.tracker.event(item.id if item else None, record, now, "inboxd", "flood-cap", why)
+            log.info("%s: %s", where, why)
+        held = caps.why_announcement_held(self.config, sender, signs) if item is not None else None
+        if item is not None and item.id is not None and held is not None and any(r.internal for r in kept):
+            kept = [r for r in kept if not r.internal]
+            self.tracker.hold_announcement(item.id, item.queue, now)
+            self.tracker.event(item.id, record, now, "inboxd", "announcement-held", held)
+            log.info("%s: %s", where, held)
+        return kept
 
-    def _send(self, replies: tuple[Reply, ...] | list[Reply], context: dict, item: ItemView | None, now: datetime,
+    def _send(self, replies: Sequence[Reply], context: dict, item: ItemView | None, now: datetime,
               msg: InboundMessage, opening_id: str | None = None) -> None:
-        """Compose the mails and put them in the outbox, in this transaction."""
+        """Compose the mails and put them in the outbox, in this transaction; an item past its bound sends none."""
+        if not replies:
+            return
         history = queries.history(item.id) if item is not None and item.id is not None \
             and any(r.with_history for r in replies) else None
-        for mail in self.composer.compose(replies, context, item, now, msg, opening_id, history):
+        mails = self.composer.compose(replies, context, item, now, msg, opening_id, history)
+        if item is not None and item.id is not None:
+            sent = queries.item_mails_since(item.id, caps.window_start(self.config, now))
+            why = caps.why_item_held(self.config, sent)
+            if why is not None:
+                self._hold(item, mails, why, context, now)
+                return
+        for mail in mails:
             enqueue(mail, item.id if item is not None else None, now)
+
+    def _hold(self, item: ItemView, mails: list[OutgoingMail], why: str, context: dict, now: datetime) -> None:
+        """Keep an item's mail back (its history says which and why); the lead hears of it once a day."""
+        assert item.id is not None
+        team = self.config.team
+        what = "; ".join(f"{m.kind} to {', '.join(m.to)}" for m in mails)
+        self.tracker.event(item.id, None, now, "inboxd", "mail-held", f"{what}: {why}")
+        day = now.astimezone(self.config.calendar.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        if not self.tracker.claim_notice(MAIL_HELD, item.id, day, "", now):
+            log.info("%s: %s: %s", team.ref(item.id), what, why)
+            return
+        log.warning("%s: %s: %s; the lead is told", team.ref(item.id), what, why)
+        told = Reply(MAIL_HELD, (team.lead,), threaded=False, internal=True,
+                     extra={"held": {"why": why, "mails": what}})
+        for mail in self.composer.compose([told], context, item, now):
+            enqueue(mail, item.id, now)
 
     def _park(self, raw: bytes, uid: int | None, reason: str, msg: InboundMessage | None = None) -> Outcome:
         """Record a mail that cannot be handled; it stays on the server for a person."""

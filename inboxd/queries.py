@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import peewee as pw
 
+from .caps import SenderSigns
 from .domain import OPEN_STATUSES, ItemView
-from .models import Event, Item, Message, Outbox
+from .models import Event, Item, Message, Outbox, automatic_mails_since
+from .settings import TeamConfig
 
 
 def view(row: Item) -> ItemView:
@@ -124,3 +127,20 @@ def item_record(number: int, team_address: str) -> ItemRecord | None:
                      "subject": m.subject, "message_id": m.message_id, "status": status,
                      "kind": m.outcome, "text": m.body})
     return ItemRecord(found, events, mail)
+
+
+def sender_signs(sender: str, summary: str, since: datetime, team: TeamConfig) -> SenderSigns:
+    """What `caps` needs to know of a sender's last window: what we sent them, what they sent, the same text?"""
+    if not sender:
+        return SenderSigns(0, 0)
+    theirs = Item.select(Item.id).where((Item.requester == sender) & (Item.created_at > since))
+    same = Message.select(Message.item).where(
+        Message.item.in_(theirs) & (Message.direction == "in") & (Message.outcome == "item")
+        & (Message.summary == summary)).first() if summary else None
+    return SenderSigns(automatic_mails_since(sender, since), theirs.count(),
+                       team.ref(same.item_id) if same is not None else None)
+
+
+def item_mails_since(item_id: int, since: datetime) -> int:
+    """How many mails this item put in the outbox after `since`: the per-item bound's count."""
+    return Outbox.select().where((Outbox.item == item_id) & (Outbox.created_at > since)).count()

@@ -17,7 +17,7 @@ from .errors import TemplateError
 REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "new_request", "declined", "redirected", "forwarded",
                       "relay", "resolved", "deadline_changed", "command_ok", "command_error", "help",
                       "requester_reply", "low_rating", "owner_reminder", "deadline_notice", "escalation",
-                      "status_update", "digest")
+                      "status_update", "digest", "mail_held", "held_requests")
 
 
 @dataclass(frozen=True)

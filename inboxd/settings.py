@@ -115,8 +115,9 @@ class ServiceConfig:
 class LimitsConfig:
     """What keeps floods, loops and huge mail in check."""
 
-    automatic_per_sender: int = 5  # automatic mails (acks, declines…) one address gets per window, at most
+    automatic_per_sender: int = 20  # automatic mails one address gets, and requests announced at once, per window
     automatic_window: Duration = Duration(1, "hours")
+    mails_per_item: int = 30  # once an item sent this many mails in a window, mail about it is held: loops stop
     max_message_bytes: int = 25 * 1024 * 1024  # larger mail is tracked from its headers; the rest stays on the server
 
 

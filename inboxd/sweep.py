@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee as pw
@@ -21,10 +21,11 @@ from .promises import Cutoffs
 from .queries import not_paused
 from .render import Renderer
 from .settings import Config
-from .tracker import Tracker
+from .tracker import HELD, Tracker
 from .wording import local_time
 
 log = logging.getLogger(__name__)
+HELD_BATCH = timedelta(minutes=10)  # how long a held announcement waits for others to go out with it
 BATCH = 500  # mails of one kind per sweep: a backlog drains over a few sweeps while new mail keeps flowing
 TO_REQUESTER = ("deadline_notice", "status_update")
 
@@ -40,6 +41,7 @@ class Due:
     why: str
     audience: str = ""  # a digest's recipient: "team" or a member's address
     context: dict[str, Any] = field(default_factory=dict)
+    covers: tuple[int, ...] = ()  # the held items a batch announces
 
 
 class Sweeper:
@@ -82,7 +84,7 @@ class Sweeper:
             found.append(Due("status_update", item, told_at, (item.requester,),
                              f"the requester last heard from us {self._when(told_at)} "
                              f"(update every {self.config.service.update_every})"))
-        return found + self._digests(now, cut, gone)
+        return found + self._digests(now, cut, gone) + self._held_requests(now, gone)
 
     def run(self, now: datetime) -> list[Due]:
         """Send what is due, each in its own transaction with its Notice row: a second sweep finds it done.
@@ -109,7 +111,7 @@ class Sweeper:
         return sent
 
     def _about(self, due: Due) -> str:
-        return self.config.team.ref(due.item.id) if due.item is not None else f"digest for {due.audience}"
+        return self.config.team.ref(due.item.id) if due.item is not None else f"{due.kind} for {due.audience}"
 
     def _items(self, kind: str, date_field: pw.Field, cutoff: datetime,
                *more: pw.Expression) -> list[tuple[ItemView, datetime]]:
@@ -155,6 +157,30 @@ class Sweeper:
                                  member.email, {"digest": figures}))
         return found
 
+    def _held_requests(self, now: datetime, gone: dict[str, datetime | None]) -> list[Due]:
+        """One batch per queue of the new items whose announcement was held (a flood from one sender).
+
+        A batch goes once the oldest waited HELD_BATCH, so a flood makes one mail per queue that often.
+        """
+        held = list(Notice.select(Notice.item, Notice.audience, Notice.for_date).where(Notice.kind == HELD)
+                    .order_by(Notice.for_date, Notice.id).limit(BATCH).tuples())
+        queues: dict[str, list[tuple[int, datetime]]] = {}
+        for item_id, queue, since in held:
+            queues.setdefault(queue, []).append((item_id, since))
+        found = []
+        for queue, waiting in queues.items():
+            oldest = waiting[0][1]
+            if now - oldest < HELD_BATCH and len(held) < BATCH:
+                continue
+            items = [queries.item(item_id) for item_id, _ in waiting]
+            lines = [{"ref": self.config.team.ref(i.id), "subject": i.subject, "requester": i.requester,
+                      "owner": i.owner, "due_at": i.due_at} for i in items if i is not None]
+            to = tuple(m for m in self.config.queues.get(queue, ()) if m not in gone) or (self.config.team.lead,)
+            found.append(Due("held_requests", None, now, to, f"{len(lines)} new request(s) held back since "
+                             f"{self._when(oldest)}", f"queue:{queue}", {"held": lines, "queue": queue},
+                             tuple(item_id for item_id, _ in waiting)))
+        return found
+
     def _send(self, due: Due, now: datetime) -> bool:
         """Compose the mail, then claim its notice and queue it in one transaction; False if claimed already."""
         item, team = due.item, self.config.team
@@ -172,10 +198,13 @@ class Sweeper:
                 return False
             for mail in mails:
                 enqueue(mail, item_id, now)
+            if due.covers:
+                self.tracker.announced(due.covers, due.to, now)
             if item_id is not None:
                 self.tracker.job_sent(item_id, due.kind, due.to, due.why, to_requester, now)
         if item is None:
-            log.info("digest sent to %s", ", ".join(due.to))
+            log.info("%s sent to %s%s", due.kind.replace("_", " "), ", ".join(due.to),
+                     f": {', '.join(self.config.team.ref(i) for i in due.covers)}" if due.covers else "")
         else:
             log.info("%s: %s to %s: %s", team.ref(item.id), due.kind.replace("_", " "), ", ".join(due.to), due.why)
         return True

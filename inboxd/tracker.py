@@ -22,6 +22,7 @@ from .models import Absence, Event, Item, Message, Notice, create, db, new_secre
 
 log = logging.getLogger(__name__)
 BODY_KEPT = 64 * 1024  # characters of a mail's text kept for `inboxd item`; the whole mail stays on the server
+HELD, HELD_ANNOUNCED = "held", "held_announced"  # a new item's announcement waits for a batch; then it went
 _COLUMNS = {f.name for f in fields(ItemView)} - {"id", "follows_id", "secret"}
 
 
@@ -114,6 +115,17 @@ class Tracker:
         except pw.IntegrityError:
             return False
         return True
+
+    @staticmethod
+    def hold_announcement(item_id: int, queue: str, now: datetime) -> None:
+        """The team hears of this item in the next batch (`sweep`'s held_requests), not at once."""
+        create(Notice, item=item_id, kind=HELD, for_date=now, audience=queue, created_at=now)
+
+    def announced(self, item_ids: tuple[int, ...], to: tuple[str, ...], now: datetime) -> None:
+        """A batch told the team of these held items; each one's history says so."""
+        Notice.update(kind=HELD_ANNOUNCED).where(Notice.item.in_(list(item_ids)) & (Notice.kind == HELD)).execute()
+        for item_id in item_ids:
+            self.event(item_id, None, now, "inboxd", "announced", f"announced in a batch to {', '.join(to)}")
 
     def job_sent(self, item_id: int, kind: str, to: tuple[str, ...], why: str, to_requester: bool,
                  now: datetime) -> None:

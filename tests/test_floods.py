@@ -1,10 +1,12 @@
-"""Loops and floods: a per-sender cap on automatic mail; a flood still becomes items, nothing is lost."""
+"""Loops and floods: no answer to what looks like a loop, a flood announced in batches, a bound per item; nothing lost."""
 
 from __future__ import annotations
 
 import email
+import re
 from datetime import timedelta
 
+from conversation_helpers import text_of
 from helpers import make_mail, write_config
 
 from inboxd.config import load_config
@@ -12,6 +14,15 @@ from inboxd.daemon import Daemon
 from inboxd.models import Event, Item, Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
+from inboxd.sweep import HELD_BATCH
+
+
+def sweep(daemon: Daemon) -> list[email.message.Message]:
+    """Run the jobs once; what they sent."""
+    before = len(daemon.sender.transport.sent)
+    daemon.sweep()
+    daemon.sender.drain()
+    return [email.message_from_bytes(raw) for _, _, raw in daemon.sender.transport.sent[before:]]
 
 
 def deliver(daemon: Daemon, *mails: bytes) -> list[email.message.Message]:
@@ -23,40 +34,60 @@ def deliver(daemon: Daemon, *mails: bytes) -> list[email.message.Message]:
     return [email.message_from_bytes(raw) for _, _, raw in daemon.sender.transport.sent[before:]]
 
 
-def test_a_thousand_mails_in_a_minute_make_a_thousand_items_and_five_acknowledgements(fake_daemon, clock):
+def test_a_thousand_mails_in_a_minute_make_a_thousand_items_and_the_team_hears_of_each_in_batches(fake_daemon, clock):
     flood = []
     for i in range(1000):
         flood.append(make_mail("storm@example.org", f"Alert {i}", f"disk {i} full", message_id=f"<storm-{i}@x>"))
     sent = deliver(fake_daemon, *flood)
     assert Item.select().count() == 1000  # nothing lost
-    assert [m["To"] for m in sent if m["To"] == "storm@example.org"] == ["storm@example.org"] * 5
-    assert len(sent) == 15  # and five announcements to each of the queue's two members: the team is not flooded
+    assert [m["To"] for m in sent if m["To"] == "storm@example.org"] == ["storm@example.org"] * 20
+    assert len(sent) == 60  # and twenty announcements to each of the queue's two members, one per item
     capped = Event.select().where(Event.kind == "flood-cap")
-    assert capped.count() == 995 and "already got 5 in the last 1 hour " in capped.first().detail
+    assert capped.count() == 980 and "already got 20 in the last 1 hour " in capped.first().detail
+    assert Event.select().where(Event.kind == "announcement-held").count() == 980
     assert sorted(fake_daemon.source.done) == list(range(1, 1001))
+    batches = sweep(fake_daemon)  # a full batch goes at once; the rest once the oldest waited HELD_BATCH
+    clock.advance(HELD_BATCH)
+    batches += sweep(fake_daemon)
+    assert [m["To"] for m in batches] == ["ana@example.org, bo@example.org"] * 2  # one mail per batch
+    listed = [ref for m in batches for ref in re.findall(r"\[(IT-\d+)\]", text_of(m))]
+    assert sorted(listed) == sorted(f"IT-{n}" for n in range(21, 1001))  # each held request, once
+    assert Event.select().where(Event.kind == "announced").count() == 980 and sweep(fake_daemon) == []
     clock.advance(timedelta(hours=1, minutes=1))  # the window has passed: answered again
     assert [m["To"] for m in deliver(fake_daemon, make_mail("storm@example.org", "One more"))].count(
         "storm@example.org") == 1
 
 
 def test_two_auto_responders_facing_each_other_stop_within_the_cap(fake_daemon):
-    """A responder without Auto-Submitted that answers every mail with a new one, tags stripped."""
+    """A responder without Auto-Submitted that answers every mail with a new one, tags stripped, text varied."""
     rounds, mail = 0, make_mail("robot@example.net", "Ticket received", "We got your mail.")
     while mail is not None and rounds < 50:
         rounds += 1
         answers = [m for m in deliver(fake_daemon, mail) if m["To"] == "robot@example.net"]
         mail = make_mail("robot@example.net", "Ticket received", f"We got your mail ({rounds}).") if answers else None
-    assert rounds == 6  # five acknowledgements, then silence ends the loop
-    assert Outbox.select().where(Outbox.recipient == "robot@example.net").count() == 5
-    assert Item.select().count() == 6
+    assert rounds == 21  # twenty acknowledgements, then silence ends the loop
+    assert Outbox.select().where(Outbox.recipient == "robot@example.net").count() == 20
+    assert Item.select().count() == 21
 
 
 def test_the_cap_is_configurable(tmp_path, clock):
     daemon = Daemon(load_config(write_config(tmp_path, extra="[limits]\nautomatic_per_sender = 2\n"
                                                                'automatic_window = "1d"\n')),
                     clock=clock, source=FakeSource(), transport=FakeTransport())
-    sent = deliver(daemon, *(make_mail("x@example.org", f"Request {i}") for i in range(4)))
+    sent = deliver(daemon, *(make_mail("x@example.org", f"Request {i}", f"Text {i}") for i in range(4)))
     assert sum(m["To"] == "x@example.org" for m in sent) == 2
+
+
+def test_an_item_past_its_bound_holds_its_mail_until_the_window_passes(fake_daemon, clock):
+    from conversation_helpers import Conversation, reply
+    talk = Conversation(fake_daemon)
+    for n in range(40):
+        talk.send(reply(talk.ack, "rosa@example.org", f"Any news? ({n})"))
+    sent = Outbox.select().where((Outbox.item == talk.item_id) & (Outbox.kind != "mail_held")).count()
+    assert 30 <= sent <= 30 + 2  # the round that reaches the bound (a reply to both members) is the last
+    assert [m["To"] for m in talk.outbox if m["To"] == "lead@example.org"] == ["lead@example.org"]
+    clock.advance(timedelta(hours=1, minutes=1))
+    assert "ana@example.org" in [m["To"] for m in talk.send(reply(talk.ack, "rosa@example.org", "Still there?"))]
 
 
 def _bounce_of(mail: email.message.Message) -> bytes:

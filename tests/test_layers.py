@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "inboxd"
 
 # The modules that decide: they speak the domain's types and return plans (docs/architecture.md).
-DECIDERS = ["guards", "routing", "threads", "replytext", "commands", "conversation", "intake", "promises",
+DECIDERS = ["caps", "guards", "routing", "threads", "replytext", "commands", "conversation", "intake", "promises",
             "domain"]
 # What deciding must never pull in, directly or through anything it imports.
 STORAGE_AND_NETWORK = {

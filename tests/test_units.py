@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from inboxd import intake
+from inboxd import caps, intake
 from inboxd.checks import load_rules_and_templates
 from inboxd.conversation import decide
 from inboxd.domain import ItemView, PlanKind, Reply, Status
@@ -126,11 +126,37 @@ class TestIntake:
                                                              ("ack", ("rosa@example.org",))]
         assert new.created == f"from rosa@example.org by rule screens: {decision.disposition}"
 
-    def test_the_flood_cap_names_the_sender_and_the_setting(self, config):
+
+
+class TestCaps:
+    """`caps`: loops told from busy people by what loops look like."""
+
+    def test_a_busy_colleague_is_answered_and_announced(self, config):
+        signs = caps.SenderSigns(automatic=10, requests=10)
+        assert caps.why_not_answered(config, "rosa@example.org", signs) is None
+        assert caps.why_announcement_held(config, "rosa@example.org", signs) is None
+
+    def test_the_same_text_again_is_not_answered(self, config):
+        why = caps.why_not_answered(config, "robot@example.net", caps.SenderSigns(1, 1, same_text_as="IT-7"))
+        assert why is not None and "IT-7" in why and "robot@example.net" in why
+
+    def test_past_the_count_the_sender_is_not_answered_and_the_team_hears_in_a_batch(self, config):
         limit = config.limits.automatic_per_sender
-        assert intake.flood_cap(config, "rosa@example.org", limit - 1) is None
-        why = intake.flood_cap(config, "rosa@example.org", limit)
-        assert why is not None and "rosa@example.org" in why and "automatic_per_sender" in why
+        assert caps.why_not_answered(config, "x@example.org", caps.SenderSigns(limit - 1, 0)) is None
+        why = caps.why_not_answered(config, "x@example.org", caps.SenderSigns(limit, 0))
+        assert why is not None and "automatic_per_sender" in why
+        assert caps.why_announcement_held(config, "x@example.org", caps.SenderSigns(0, limit - 1)) is None
+        held = caps.why_announcement_held(config, "x@example.org", caps.SenderSigns(0, limit))
+        assert held is not None and f"sent {limit + 1} requests" in held
+
+    def test_an_item_past_its_bound_is_held(self, config):
+        bound = config.limits.mails_per_item
+        assert caps.why_item_held(config, bound - 1) is None
+        why = caps.why_item_held(config, bound)
+        assert why is not None and "mails_per_item" in why
+
+    def test_no_sender_no_cap(self, config):
+        assert caps.why_not_answered(config, "", caps.SenderSigns(999, 999, "IT-1")) is None
 
 
 class TestComposer:
