@@ -55,12 +55,13 @@ def assert_bounded_and_nothing_lost(room: Mailroom, responders: tuple[str, ...],
     assert Item.select().count() == 1  # every answer landed on the item, none became a request
 
 
-def test_requester_and_owner_with_responders_stop_within_the_bound(room):
-    room.request()  # Rosa's request, taken by Ana
-    rounds = let_them_answer(room, (REQUESTER, OWNER))
+@pytest.mark.parametrize("responders", [(REQUESTER, OWNER), (REQUESTER, OWNER, LEAD)], ids=["two", "three"])
+def test_requester_and_owner_with_responders_stop_within_the_bound(room, responders):
+    room.request()  # Rosa's request, taken by Ana; with three, the lead answers the mail that tells them too
+    rounds = let_them_answer(room, responders)
     answers = Record.select().where(Record.direction == "in").count()
     assert rounds >= 5  # they did talk for a while: a conversation is not cut short at once
-    assert_bounded_and_nothing_lost(room, (REQUESTER, OWNER), answers)
+    assert_bounded_and_nothing_lost(room, responders, answers)
 
 
 def test_a_requester_and_a_queue_of_responders_on_an_unowned_item_stop_within_the_bound(room):
