@@ -34,6 +34,11 @@ MAX_ADDRESSES = 50  # of each of To and Cc
 ADDRESS_CHARS = 4096  # of each of To and Cc, cut at a comma: an address cut short is not read
 FROM_CHARS = 2000  # a longer From is not one plain address
 _BOUNDED_HEADERS = ("from", "sender", "to", "cc", "bcc", "reply-to", "delivered-to")  # mail-parser reads these
+# Every other header is read within bounds too: a 100 kB Subject of tags, 20,000 Received lines or 50,000
+# encoded words cost mail-parser seconds each, and nothing after a header's start matters.
+HEADER_CHARS = 8192  # of one header's value, cut at white space; References keep their end (the latest ids)
+SAME_HEADERS = 50  # values of one header: the first (newest) Received lines are the ones worth reading
+HEADER_BLOCK_CHARS = 128 * 1024  # of the whole header block; real ones are a few kB, signatures and all
 # In a display name or comment these make it look like (another) address, or break a header line.
 _MISLEADING = re.compile(r"[@<>\x00-\x1f\x7f]")
 # Structured headers where "=?…?=" is data, not text (RFC 2047 5): decoding an Authentication-Results
@@ -122,14 +127,15 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
         email = stdlib_email.message_from_bytes(raw)
         sender, sender_name, sender_problem = read_sender(_raw(email, "from") or _raw(email, "sender"))
         to, cc = read_recipients(_raw(email, "to")), read_recipients(_raw(email, "cc"))
-        _bound_address_headers(email)
+        email = _bounded(email)
         parsed = mailparser.MailParser(email)
     except Exception as exc:  # mail-parser raises many kinds on broken input
         raise MessageError(f"cannot parse mail: {type(exc).__name__}: {exc}") from None
-    headers: dict[str, tuple[str, ...]] = {}
+    values: dict[str, list[str]] = {}
     for name, value in email.raw_items():
         key, text = name.lower(), _utf8(value)
-        headers[key] = headers.get(key, ()) + (" ".join(text.split()) if key in _NOT_TEXT else _clean(text),)
+        values.setdefault(key, []).append(" ".join(text.split()) if key in _NOT_TEXT else _clean(text))
+    headers = {key: tuple(texts) for key, texts in values.items()}
     ids = _MSGID.findall(headers.get("message-id", ("",))[0])
     message_id = ids[0] if ids else raw_key(raw)
     if sender_problem:  # the reason only, never the header: that is the sender's own text
@@ -182,14 +188,46 @@ def _utf8(value: object) -> str:
         return text
 
 
-def _bound_address_headers(email: Message) -> None:
-    """Cut long address headers short, in place, for mail-parser: it reads every address of them."""
-    for name in _BOUNDED_HEADERS:
-        values = [str(value) for header, value in email.raw_items() if header.lower() == name]
-        if any(len(value) > ADDRESS_CHARS for value in values):
-            del email[name]
-            for value in values:
-                email[name] = _cut(value)
+def _bounded(email: Message) -> Message:
+    """The mail with its header block within bounds, for mail-parser and every later step; itself if it is.
+
+    At most SAME_HEADERS values of each header, each of at most HEADER_CHARS (address headers: ADDRESS_CHARS,
+    cut at a comma), and no more than HEADER_BLOCK_CHARS in all: the fields after that are left out.
+    """
+    fields: list[tuple[str, str]] = []
+    counts: dict[str, int] = {}
+    total, cut = 0, False
+    for name, value in email.raw_items():
+        key, text = name.lower(), str(value)
+        counts[key] = counts.get(key, 0) + 1
+        short = _shortened(key, text)
+        if counts[key] > SAME_HEADERS or total + len(name) + len(short) > HEADER_BLOCK_CHARS:
+            cut = True
+            continue
+        cut = cut or short is not text
+        total += len(name) + len(short)
+        fields.append((name, short))
+    if not cut:
+        return email
+    log.info("a header block cut to %d of its %d fields for reading (the mail is kept whole on the server)",
+             len(fields), sum(counts.values()))
+    bounded = Message()
+    for name, short in fields:
+        bounded.set_raw(name, short)
+    bounded.set_payload(email.get_payload())  # the same parts: the body is not read again
+    bounded.preamble, bounded.epilogue, bounded.defects = email.preamble, email.epilogue, email.defects
+    return bounded
+
+
+def _shortened(name: str, value: str) -> str:
+    """A header's value within its bound, cut at a comma (addresses) or white space; the value itself if short."""
+    if name in _BOUNDED_HEADERS:
+        return _cut(value) if len(value) > ADDRESS_CHARS else value
+    if len(value) <= HEADER_CHARS:
+        return value
+    if name == "references":  # the newest ids are last
+        return value[-HEADER_CHARS:].split(None, 1)[-1]
+    return value[:HEADER_CHARS].rsplit(None, 1)[0]
 
 
 def _cut(value: str) -> str:
