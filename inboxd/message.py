@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unusual MIME part
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_HEADER_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")  # the first blank line, in any line endings
 _INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unnamed parts at random
 # Message-IDs of our own mail quoted in a body: a bounce names the mail that failed this way.
 _OUR_QUOTED_ID = re.compile(rb"<[\w.+-]+\.inboxd@[\w.-]+>", re.IGNORECASE)
@@ -80,6 +81,7 @@ class InboundMessage:
     files: tuple[Message, ...] = field(default=(), repr=False, compare=False)
     original: bytes = field(default=b"", repr=False, compare=False)
     sender_problem: str = ""  # why `sender` is "": the From is missing, ambiguous or unusable
+    body_hash: str = ""  # of every byte after the header block, text and files (see `body_hash`)
 
     @property
     def sender_ambiguous(self) -> bool:
@@ -93,15 +95,20 @@ class InboundMessage:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of what the sender wrote, without transport headers.
+        """A hash of the mail as its sender wrote it: sender, subject, Date and the whole body, text and files.
 
-        Two copies of one mail (To and Cc both the alias) share it; two different mails that
-        reuse a Message-ID, as some broken generators do, do not.
+        Two copies of one mail (To and Cc both the alias) share it: only their transport headers differ.
+        Two mails that reuse a Message-ID (scanners, monitoring, mail merges) do not, whatever byte differs.
         """
-        # Whitespace folded: servers may rewrite line endings (bare CR, LF) on APPEND.
-        # Not the attachments: mail-parser names unnamed parts at random.
-        # Only printable ASCII of the text: servers rewrite binary junk (Dovecot: NUL -> 0x80), and
-        # decoding the rewritten bytes gives other characters, while what the person wrote stays put.
+        parts = [self.sender, self.subject, self.header("date") or "", self.body_hash]
+        return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:40]
+
+    @property
+    def old_fingerprint(self) -> str:
+        """The fingerprint records made before this one carry: sender, subject, Date and the text's printable ASCII.
+
+        A mail recorded under it is still recognised when read again (a folder recreated), not made an item twice.
+        """
         text = _CONTROL.sub(b"", self.text.encode("ascii", "ignore")).decode("ascii")
         parts = [self.sender, self.subject, self.header("date") or "", " ".join(text.split())]
         return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
@@ -113,12 +120,25 @@ class InboundMessage:
 
 
 def raw_key(raw: bytes) -> str:
-    """A stable Message-ID for a mail that has none: a hash of its bytes as any server keeps them.
+    """A stable Message-ID for a mail that has none: a hash of its bytes as any server keeps them."""
+    return f"<{hashlib.sha256(_canonical(raw)).hexdigest()[:40]}@inboxd.invalid>"
 
-    Servers rewrite on APPEND: bare CR and LF become CRLF, and Dovecot turns NUL into 0x80.
+
+def body_hash(raw: bytes, cut_from: int = 0) -> str:
+    """A hash of a mail's body (every byte after the header block: text and files) as any server keeps it.
+
+    Of a huge mail read in part (its header and the body's start), the start read and the whole body's size:
+    both are the same in every copy, however long the copies' headers. A mail without a blank line is all key.
     """
-    canonical = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\0", b"\x80")
-    return f"<{hashlib.sha256(canonical).hexdigest()[:40]}@inboxd.invalid>"
+    end = _HEADER_END.search(raw)
+    body = raw[end.end():] if end else raw
+    size = f"{cut_from - (len(raw) - len(body))} bytes".encode() if cut_from else b""
+    return hashlib.sha256(_canonical(body) + size).hexdigest()
+
+
+def _canonical(raw: bytes) -> bytes:
+    """Bytes as any server keeps them: on APPEND bare CR and LF become CRLF, and Dovecot turns NUL into 0x80."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\0", b"\x80")
 
 
 def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
@@ -154,7 +174,7 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
         content_type=email.get_content_type(),
         raw_size=cut_from or len(raw), cut_from=cut_from,
         quoted_ids=tuple(dict.fromkeys(q.decode() for q in _OUR_QUOTED_ID.findall(raw[:QUOTED_SCAN_BYTES])))[:20],
-        files=_files(email), original=raw)
+        files=_files(email), original=raw, body_hash=body_hash(raw, cut_from))
 
 
 def _files(email: Message) -> tuple[Message, ...]:
@@ -198,7 +218,7 @@ def _bounded(email: Message) -> Message:
     counts: dict[str, int] = {}
     total, cut = 0, False
     for name, value in email.raw_items():
-        key, text = name.lower(), str(value)
+        key, text = name.lower(), _unfold(str(value))  # measured on one line: the same in LF and CRLF copies
         counts[key] = counts.get(key, 0) + 1
         short = _shortened(key, text)
         if counts[key] > SAME_HEADERS or total + len(name) + len(short) > HEADER_BLOCK_CHARS:
