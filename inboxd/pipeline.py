@@ -83,11 +83,12 @@ class Pipeline:
         if seen is not None and seen[1] == "parked":
             self.tracker.forget_parked(seen[0])  # parked before (e.g. a broken template since fixed): try again
         elif seen is not None:  # the same mail again (delivered twice, or read again): noted where the first went
-            record, outcome, item_id = seen
+            record, outcome, item_id, first_uid = seen
             ref = team.ref(item_id) if item_id is not None else None
             why = f"already processed ({outcome}{f' on {ref}' if ref else ''})"
             self.tracker.event(item_id, Message(id=record), now, "inboxd", "duplicate",
-                               f"another copy of this mail arrived (uid {uid}), {why}: not processed again")
+                               f"the same mail again (uid {uid}; first read as uid {first_uid}), {why}: "
+                               "not processed again")
             log.info("uid %s %s from %s: duplicate of mail record %d, %s", uid, msg.message_id,
                      msg.sender or "unknown sender", record, why)
             return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, why, ref)

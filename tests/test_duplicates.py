@@ -105,7 +105,8 @@ def test_the_same_mail_delivered_twice_is_one_item_and_the_second_copy_is_noted(
     first = Message.get((Message.direction == "in") & (Message.outcome == "item"))
     assert noted.item_id == 1 and noted.message_id == first.id
     second = first.uid + 1
-    assert f"another copy of this mail arrived (uid {second}), already processed (item on IT-1)" in noted.detail
+    assert f"the same mail again (uid {second}; first read as uid {first.uid}), already processed (item on IT-1)" \
+        in noted.detail
     assert f"uid {second} <scan@x.org> from {ROSA}: duplicate of mail record {first.id}" in caplog.text
     assert folder_counts(room.mailbox) == {"INBOX": 0, "Processed": 2}  # both done: one item, one note
 
