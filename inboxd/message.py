@@ -144,10 +144,10 @@ def _canonical(raw: bytes) -> bytes:
 def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
     """Decode a raw mail (or its start, of `cut_from` bytes); MessageError when the parser cannot read it."""
     try:
-        email = stdlib_email.message_from_bytes(raw)
-        sender, sender_name, sender_problem = read_sender(_raw(email, "from") or _raw(email, "sender"))
-        to, cc = read_recipients(_raw(email, "to")), read_recipients(_raw(email, "cc"))
-        email = _bounded(email)
+        whole = stdlib_email.message_from_bytes(raw)
+        sender, sender_name, sender_problem = read_sender(_raw(whole, "from") or _raw(whole, "sender"))
+        to, cc = read_recipients(_raw(whole, "to")), read_recipients(_raw(whole, "cc"))
+        email = _bounded(whole)
         parsed = mailparser.MailParser(email)
     except Exception as exc:  # mail-parser raises many kinds on broken input
         raise MessageError(f"cannot parse mail: {type(exc).__name__}: {exc}") from None
@@ -158,6 +158,9 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
     headers = {key: tuple(texts) for key, texts in values.items()}
     ids = _MSGID.findall(headers.get("message-id", ("",))[0])
     message_id = ids[0] if ids else raw_key(raw)
+    if email is not whole:
+        log.info("%s: headers cut to their bounds for reading, %d of %d fields kept; the mail stays whole on the "
+                 "server", message_id, len(email), len(whole))
     if sender_problem:  # the reason only, never the header: that is the sender's own text
         log.info("%s: no sender taken from %s: tracked, not answered, no commands", message_id, sender_problem)
     in_reply_to = _MSGID.findall(headers.get("in-reply-to", ("",))[0])
@@ -229,8 +232,6 @@ def _bounded(email: Message) -> Message:
         fields.append((name, short))
     if not cut:
         return email
-    log.info("a header block cut to %d of its %d fields for reading (the mail is kept whole on the server)",
-             len(fields), sum(counts.values()))
     bounded = Message()
     for name, short in fields:
         bounded.set_raw(name, short)
