@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unusual MIME part
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_HEADER_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")  # the first blank line, in any line endings
 _INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unnamed parts at random
 # Message-IDs of our own mail quoted in a body: a bounce names the mail that failed this way.
 _OUR_QUOTED_ID = re.compile(rb"<[\w.+-]+\.inboxd@[\w.-]+>", re.IGNORECASE)
@@ -34,6 +35,11 @@ MAX_ADDRESSES = 50  # of each of To and Cc
 ADDRESS_CHARS = 4096  # of each of To and Cc, cut at a comma: an address cut short is not read
 FROM_CHARS = 2000  # a longer From is not one plain address
 _BOUNDED_HEADERS = ("from", "sender", "to", "cc", "bcc", "reply-to", "delivered-to")  # mail-parser reads these
+# Every other header is read within bounds too: a 100 kB Subject of tags, 20,000 Received lines or 50,000
+# encoded words cost mail-parser seconds each, and nothing after a header's start matters.
+HEADER_CHARS = 8192  # of one header's value, cut at white space; References keep their end (the latest ids)
+SAME_HEADERS = 50  # values of one header: the first (newest) Received lines are the ones worth reading
+HEADER_BLOCK_CHARS = 128 * 1024  # of the whole header block; real ones are a few kB, signatures and all
 # In a display name or comment these make it look like (another) address, or break a header line.
 _MISLEADING = re.compile(r"[@<>\x00-\x1f\x7f]")
 # Structured headers where "=?…?=" is data, not text (RFC 2047 5): decoding an Authentication-Results
@@ -75,6 +81,7 @@ class InboundMessage:
     files: tuple[Message, ...] = field(default=(), repr=False, compare=False)
     original: bytes = field(default=b"", repr=False, compare=False)
     sender_problem: str = ""  # why `sender` is "": the From is missing, ambiguous or unusable
+    body_hash: str = ""  # of every byte after the header block, text and files (see `body_hash`)
 
     @property
     def sender_ambiguous(self) -> bool:
@@ -88,15 +95,20 @@ class InboundMessage:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of what the sender wrote, without transport headers.
+        """A hash of the mail as its sender wrote it: sender, subject, Date and the whole body, text and files.
 
-        Two copies of one mail (To and Cc both the alias) share it; two different mails that
-        reuse a Message-ID, as some broken generators do, do not.
+        Two copies of one mail (To and Cc both the alias) share it: only their transport headers differ.
+        Two mails that reuse a Message-ID (scanners, monitoring, mail merges) do not, whatever byte differs.
         """
-        # Whitespace folded: servers may rewrite line endings (bare CR, LF) on APPEND.
-        # Not the attachments: mail-parser names unnamed parts at random.
-        # Only printable ASCII of the text: servers rewrite binary junk (Dovecot: NUL -> 0x80), and
-        # decoding the rewritten bytes gives other characters, while what the person wrote stays put.
+        parts = [self.sender, self.subject, self.header("date") or "", self.body_hash]
+        return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:40]
+
+    @property
+    def old_fingerprint(self) -> str:
+        """The fingerprint records made before this one carry: sender, subject, Date and the text's printable ASCII.
+
+        A mail recorded under it is still recognised when read again (a folder recreated), not made an item twice.
+        """
         text = _CONTROL.sub(b"", self.text.encode("ascii", "ignore")).decode("ascii")
         parts = [self.sender, self.subject, self.header("date") or "", " ".join(text.split())]
         return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
@@ -108,30 +120,47 @@ class InboundMessage:
 
 
 def raw_key(raw: bytes) -> str:
-    """A stable Message-ID for a mail that has none: a hash of its bytes as any server keeps them.
+    """A stable Message-ID for a mail that has none: a hash of its bytes as any server keeps them."""
+    return f"<{hashlib.sha256(_canonical(raw)).hexdigest()[:40]}@inboxd.invalid>"
 
-    Servers rewrite on APPEND: bare CR and LF become CRLF, and Dovecot turns NUL into 0x80.
+
+def body_hash(raw: bytes, cut_from: int = 0) -> str:
+    """A hash of a mail's body (every byte after the header block: text and files) as any server keeps it.
+
+    Of a huge mail read in part (its header and the body's start), the start read and the whole body's size:
+    both are the same in every copy, however long the copies' headers. A mail without a blank line is all key.
     """
-    canonical = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\0", b"\x80")
-    return f"<{hashlib.sha256(canonical).hexdigest()[:40]}@inboxd.invalid>"
+    end = _HEADER_END.search(raw)
+    body = raw[end.end():] if end else raw
+    size = f"{cut_from - (len(raw) - len(body))} bytes".encode() if cut_from else b""
+    return hashlib.sha256(_canonical(body) + size).hexdigest()
+
+
+def _canonical(raw: bytes) -> bytes:
+    """Bytes as any server keeps them: on APPEND bare CR and LF become CRLF, and Dovecot turns NUL into 0x80."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\0", b"\x80")
 
 
 def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
     """Decode a raw mail (or its start, of `cut_from` bytes); MessageError when the parser cannot read it."""
     try:
-        email = stdlib_email.message_from_bytes(raw)
-        sender, sender_name, sender_problem = read_sender(_raw(email, "from") or _raw(email, "sender"))
-        to, cc = read_recipients(_raw(email, "to")), read_recipients(_raw(email, "cc"))
-        _bound_address_headers(email)
+        whole = stdlib_email.message_from_bytes(raw)
+        sender, sender_name, sender_problem = read_sender(_raw(whole, "from") or _raw(whole, "sender"))
+        to, cc = read_recipients(_raw(whole, "to")), read_recipients(_raw(whole, "cc"))
+        email = _bounded(whole)
         parsed = mailparser.MailParser(email)
     except Exception as exc:  # mail-parser raises many kinds on broken input
         raise MessageError(f"cannot parse mail: {type(exc).__name__}: {exc}") from None
-    headers: dict[str, tuple[str, ...]] = {}
+    values: dict[str, list[str]] = {}
     for name, value in email.raw_items():
         key, text = name.lower(), _utf8(value)
-        headers[key] = headers.get(key, ()) + (" ".join(text.split()) if key in _NOT_TEXT else _clean(text),)
+        values.setdefault(key, []).append(" ".join(text.split()) if key in _NOT_TEXT else _clean(text))
+    headers = {key: tuple(texts) for key, texts in values.items()}
     ids = _MSGID.findall(headers.get("message-id", ("",))[0])
     message_id = ids[0] if ids else raw_key(raw)
+    if email is not whole:
+        log.info("%s: headers cut to their bounds for reading, %d of %d fields kept; the mail stays whole on the "
+                 "server", message_id, len(email), len(whole))
     if sender_problem:  # the reason only, never the header: that is the sender's own text
         log.info("%s: no sender taken from %s: tracked, not answered, no commands", message_id, sender_problem)
     in_reply_to = _MSGID.findall(headers.get("in-reply-to", ("",))[0])
@@ -148,7 +177,7 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
         content_type=email.get_content_type(),
         raw_size=cut_from or len(raw), cut_from=cut_from,
         quoted_ids=tuple(dict.fromkeys(q.decode() for q in _OUR_QUOTED_ID.findall(raw[:QUOTED_SCAN_BYTES])))[:20],
-        files=_files(email), original=raw)
+        files=_files(email), original=raw, body_hash=body_hash(raw, cut_from))
 
 
 def _files(email: Message) -> tuple[Message, ...]:
@@ -182,14 +211,44 @@ def _utf8(value: object) -> str:
         return text
 
 
-def _bound_address_headers(email: Message) -> None:
-    """Cut long address headers short, in place, for mail-parser: it reads every address of them."""
-    for name in _BOUNDED_HEADERS:
-        values = [str(value) for header, value in email.raw_items() if header.lower() == name]
-        if any(len(value) > ADDRESS_CHARS for value in values):
-            del email[name]
-            for value in values:
-                email[name] = _cut(value)
+def _bounded(email: Message) -> Message:
+    """The mail with its header block within bounds, for mail-parser and every later step; itself if it is.
+
+    At most SAME_HEADERS values of each header, each of at most HEADER_CHARS (address headers: ADDRESS_CHARS,
+    cut at a comma), and no more than HEADER_BLOCK_CHARS in all: the fields after that are left out.
+    """
+    fields: list[tuple[str, str]] = []
+    counts: dict[str, int] = {}
+    total, cut = 0, False
+    for name, value in email.raw_items():
+        key, text = name.lower(), _unfold(str(value))  # measured on one line: the same in LF and CRLF copies
+        counts[key] = counts.get(key, 0) + 1
+        short = _shortened(key, text)
+        if counts[key] > SAME_HEADERS or total + len(name) + len(short) > HEADER_BLOCK_CHARS:
+            cut = True
+            continue
+        cut = cut or short is not text
+        total += len(name) + len(short)
+        fields.append((name, short))
+    if not cut:
+        return email
+    bounded = Message()
+    for name, short in fields:
+        bounded.set_raw(name, short)
+    bounded.set_payload(email.get_payload())  # the same parts: the body is not read again
+    bounded.preamble, bounded.epilogue, bounded.defects = email.preamble, email.epilogue, email.defects
+    return bounded
+
+
+def _shortened(name: str, value: str) -> str:
+    """A header's value within its bound, cut at a comma (addresses) or white space; the value itself if short."""
+    if name in _BOUNDED_HEADERS:
+        return _cut(value) if len(value) > ADDRESS_CHARS else value
+    if len(value) <= HEADER_CHARS:
+        return value
+    if name == "references":  # the newest ids are last
+        return value[-HEADER_CHARS:].split(None, 1)[-1]
+    return value[:HEADER_CHARS].rsplit(None, 1)[0]
 
 
 def _cut(value: str) -> str:

@@ -233,11 +233,18 @@ def create(model: type[M], **values: Any) -> M:
     return instance
 
 
-def seen_inbound(message_id: str, fingerprint: str) -> tuple[int, str] | None:
-    """(id, outcome) of the record of this incoming mail, if any: the per-mail duplicate check."""
-    sql = _composed("seen_inbound", lambda: Message.select(Message.id, Message.outcome).where(
-        (Message.direction == "in") & (Message.message_id == "") & (Message.fingerprint == "")))
-    return db.execute_sql(sql, ["in", message_id, fingerprint]).fetchone()
+def seen_inbound(message_id: str, fingerprint: str, old_fingerprint: str = "", raw_size: int = 0
+                 ) -> tuple[int, str, int | None, int | None] | None:
+    """(id, outcome, item id, uid) of the record of this incoming mail, if any: the per-mail duplicate check.
+
+    A record made before fingerprints covered the whole body (`InboundMessage.old_fingerprint`) counts when
+    its size is the same too: the same mail read again, not another that differs in a file or a letter.
+    """
+    columns = (Message.id, Message.outcome, Message.item, Message.uid)
+    sql = _composed("seen_inbound", lambda: Message.select(*columns).where(
+        (Message.direction == "in") & (Message.message_id == "")
+        & ((Message.fingerprint == "") | ((Message.fingerprint == "") & (Message.raw_size == 0)))))
+    return db.execute_sql(sql, ["in", message_id, fingerprint, old_fingerprint or fingerprint, raw_size]).fetchone()
 
 
 def automatic_mails_since(recipient: str, since: datetime) -> int:

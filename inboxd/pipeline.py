@@ -81,11 +81,19 @@ class Pipeline:
 
     def _process(self, msg: InboundMessage, uid: int | None) -> Outcome:
         now, team = self.clock.now(), self.config.team
-        seen = seen_inbound(msg.message_id, msg.fingerprint)
+        seen = seen_inbound(msg.message_id, msg.fingerprint, msg.old_fingerprint, msg.raw_size)
         if seen is not None and seen[1] == "parked":
             self.tracker.forget_parked(seen[0])  # parked before (e.g. a broken template since fixed): try again
-        elif seen is not None:
-            return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, f"already processed ({seen[1]})")
+        elif seen is not None:  # the same mail again (delivered twice, or read again): noted where the first went
+            record, outcome, item_id, first_uid = seen
+            ref = team.ref(item_id) if item_id is not None else None
+            why = f"already processed ({outcome}{f' on {ref}' if ref else ''})"
+            self.tracker.event(item_id, Message(id=record), now, "inboxd", "duplicate",
+                               f"the same mail again (uid {uid}; first read as uid {first_uid}), {why}: "
+                               "not processed again")
+            log.info("uid %s %s from %s: duplicate of mail record %d, %s", uid, msg.message_id,
+                     msg.sender or "unknown sender", record, why)
+            return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, why, ref)
         skip = guards.check(msg, team.address)
         if skip is not None:
             return self._skip(msg, uid, skip, now)

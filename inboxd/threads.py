@@ -24,6 +24,7 @@ _RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to")  # the env
 ENVELOPE_VALUES = 3
 VISIBLE_RECIPIENTS = 5
 TOKEN_HEX = 16  # 64 bits per member and item
+MAX_TAGS = 5  # a subject's first tags of this team are tried; one of 100,000 tags gets no more lookups
 
 
 class ThreadLookup(Protocol):
@@ -53,8 +54,17 @@ class Thread:
 
 
 def tagged_ids(subject: str, prefix: str) -> list[int]:
-    """Item numbers in `[IT-42]` tags of this team's prefix, in order; other teams' tags are not ours."""
-    return [int(number) for tag, number in _TAG.findall(subject) if tag.upper() == prefix]
+    """Item numbers in the first MAX_TAGS `[IT-42]` tags of this team's prefix, each once, in order.
+
+    Other teams' tags are not ours.
+    """
+    numbers: dict[int, None] = {}
+    for tag in _TAG.finditer(subject):
+        if tag.group(1).upper() == prefix:
+            numbers[int(tag.group(2))] = None
+            if len(numbers) == MAX_TAGS:
+                break
+    return list(numbers)
 
 
 def without_tags(subject: str, prefix: str) -> str:
@@ -99,14 +109,13 @@ def find_thread(msg: InboundMessage, team: TeamConfig, lookup: ThreadLookup) -> 
         proven = bool(item.secret) and bool(msg.sender) and (item.id, member_token(item, msg.sender)) in secrets
         return Thread(item, via, proven, lookup.kind_of_mail(msg.in_reply_to) if msg.in_reply_to else None)
 
-    for number in tagged_ids(msg.subject, team.ref_prefix):
-        item = lookup.item(number)
+    tried: set[int] = set()  # each number is looked up once, however often tags and addresses name it
+    for number, via in [*((n, "tag") for n in tagged_ids(msg.subject, team.ref_prefix)),
+                        *((n, "address") for n, _ in secrets)]:
+        item = lookup.item(number) if number not in tried else None
+        tried.add(number)
         if item is not None:  # a tag of an item that doesn't exist is not trusted
-            return thread(item, "tag")
-    for number, _ in secrets:
-        item = lookup.item(number)
-        if item is not None:
-            return thread(item, "address")
+            return thread(item, via)
     ids = [i for i in (msg.in_reply_to, *reversed(msg.references[-20:])) if i]
     if ids:
         known = lookup.item_of_mail(ids)

@@ -97,3 +97,13 @@ def test_sweep_bench_small() -> None:
     assert re.search(r"^heap peak of due\(\):\s+[0-9.]+ MB at 2000 items, [0-9.]+ MB at 200 \(both with 30 due\)$",
                      out, re.M), out
     assert "WRONG" not in out
+
+
+def test_hostile_bench_small() -> None:
+    """Every hostile shape, shrunk a hundredfold, becomes an item with its lookups bounded."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "hostile.py"), "--scale", "0.01", "--repeat", "1",
+                           "--json"], capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures = json.loads(done.stdout)
+    assert figures["wrong"] == [] and len(figures["shapes"]) == 9
+    assert all(s["outcomes"] == ["item"] and s["seconds"] > 0 and s["lookups"] <= 5 for s in figures["shapes"])
