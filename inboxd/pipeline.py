@@ -153,7 +153,9 @@ class Pipeline:
                  follows: ItemView | None = None) -> Outcome:
         disposition, team = decision.disposition, self.config.team
         base = (msg.message_id, msg.sender, msg.subject)
-        signs = queries.sender_signs(msg.sender, msg.summary, caps.window_start(self.config, now), team)
+        # Auto-responders repeat their text and attach nothing; the same words with other files are new work.
+        repeatable = msg.summary if not (msg.files or msg.cut_from) else ""
+        signs = queries.sender_signs(msg.sender, repeatable, caps.window_start(self.config, now), team)
         if isinstance(disposition, Queue):
             gone = away(team, now) if disposition.assign else {}
             owner = intake.choose_owner(disposition, self.config, queries.StoredAssignments(), gone)
