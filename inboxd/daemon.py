@@ -12,17 +12,20 @@ import schedule
 from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
+from .domain import Reply
 from .errors import InboxdError, SourceError, SourceHiccup
 from .instance import InstanceLock
-from .models import MailboxState, open_database, write_transaction
-from .outbox import OutboxSender, SmtpTransport, Transport
+from .models import MailboxState, open_database, seen_inbound, write_transaction
+from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
-from .source import IDLE_RENEW_SECONDS, ImapSource, MailSource
+from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60
 SWEEP_SECONDS = 60  # how often the jobs ask what is due: reminders and notices go out within a minute
+FETCH_ATTEMPTS = 3  # a mail the server fails to hand over this often, each time on a new connection, is set aside
+NO_REQUEST = {"subject": "", "sender": "", "sender_name": "", "summary": "", "text": "", "attachments": []}
 
 
 class Daemon:
@@ -37,6 +40,7 @@ class Daemon:
             log.warning("%s", warning)
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
+        self.fetch_budget = FETCH_BUDGET
         transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp)
                                                                       for _ in range(config.smtp.connections)]
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team)
@@ -95,10 +99,11 @@ class Daemon:
             chunk = uids[start:start + size]
             done: list[int] = []
             aside: list[int] = []
-            for fetched in self.source.fetch(chunk):
+            for fetched in self._fetch(chunk, uidvalidity, aside):
                 outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from)
                 self.sender.notify()
                 (done if outcome.mark_done else aside).append(fetched.uid)
+                del fetched  # its raw goes before the next fetch: memory is bounded per mail, not per batch
                 for listener in self.listeners:
                     listener(outcome)
             self.source.mark_done(done)
@@ -108,6 +113,78 @@ class Daemon:
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         return len(uids)
+
+    def _fetch(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
+        """The mails, a byte budget per fetch, handed on one at a time; a failed fetch is tried mail by mail.
+
+        A mail the server will not hand over is recorded, the lead told, and its UID added to `aside`.
+        """
+        try:
+            sizes = self.source.sizes(uids)
+        except SourceError as exc:
+            log.warning("%s; reading those %d mail(s) one by one", exc, len(uids))
+            yield from self._one_by_one(uids, uidvalidity, aside)
+            return
+        for group in by_budget(uids, sizes, self.config.limits.max_message_bytes, self.fetch_budget):
+            try:
+                fetched = self.source.fetch(group)
+            except SourceError as exc:
+                log.warning("%s; reading those %d mail(s) one by one", exc, len(group))
+                yield from self._one_by_one(group, uidvalidity, aside)
+                continue
+            fetched.reverse()
+            while fetched:
+                yield fetched.pop()  # not kept here once handed on
+
+    def _one_by_one(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
+        """Each mail in a fetch of its own, on a new connection after a failure (Dovecot hangs up: BYE)."""
+        connected = False
+        for uid in uids:
+            failure: SourceError | None = None
+            for _ in range(FETCH_ATTEMPTS):
+                if not connected:
+                    self._reopen(uidvalidity)
+                    connected = True
+                try:
+                    fetched = self.source.fetch([uid])
+                    break
+                except SourceError as exc:
+                    failure, connected = exc, False
+            else:
+                self._unreadable(uid, uidvalidity, str(failure))
+                aside.append(uid)
+                continue
+            yield from fetched
+
+    def _reopen(self, uidvalidity: int) -> None:
+        """Connect again; a server that cannot be reached is an outage, a folder recreated is a fresh start."""
+        self.source.close()
+        if self.source.open() != uidvalidity:
+            raise SourceHiccup("IMAP: UIDVALIDITY changed while reading mail; starting over")
+
+    def _unreadable(self, uid: int, uidvalidity: int, failure: str) -> None:
+        """A mail the server will not hand over: parked with the server's answer, and the lead told, once."""
+        cfg, now = self.config, self.clock.now()
+        key = f"<unreadable.{uidvalidity}.{uid}@inboxd.invalid>"  # its own Message-ID cannot be read
+        where = f"moved to the folder {cfg.mailbox.attention_folder!r}" if cfg.mailbox.attention_folder \
+            else f"flagged, in the folder {cfg.mailbox.folder!r}"
+        reason = f"UID {uid}: the server failed to hand it over {FETCH_ATTEMPTS} times: {failure}"
+        log.error("%s; it is %s, the other mails go on", reason, where)
+        if seen_inbound(key, "") is not None:
+            return  # recorded and told before a crash, which came before it was set aside
+        try:
+            context = self.pipeline.composer.context(None, None, request=NO_REQUEST) | {
+                "reason": reason, "message": where, "now": now}
+            mails = self.pipeline.composer.compose([Reply("unreadable", (cfg.team.lead,), threaded=False)],
+                                                   context, None, now)
+        except InboxdError as exc:
+            log.error("the lead could not be told of UID %d: %s", uid, exc)
+            mails = []
+        with write_transaction():
+            self.pipeline.tracker.record_parked(key, "", uid, "", "", 0, reason, now)
+            for mail in mails:
+                enqueue(mail, None, now)
+        self.sender.notify()
 
     def sweep(self) -> list[Due]:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
@@ -197,12 +274,12 @@ class Daemon:
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
                     log.info("IMAP: %s %s; watching with %s", "reconnected to" if failures else "connected to",
                              cfg.label, mode)
-                    backoff, failures = 1.0, 0
                     while not self.stopping.is_set():
                         self._wakeup.clear()
                         if self.reload_requested.is_set():
                             self.reload()
                         self.ingest(uidvalidity, self.stopping)
+                        backoff, failures = 1.0, 0  # only a round that read the mail ends an outage
                         jobs.run_pending()
                         wait = IDLE_RENEW_SECONDS if idle else cfg.poll_seconds
                         until_sweep = jobs.idle_seconds
