@@ -51,6 +51,9 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self._wakeup = threading.Event()  # cuts a wait (IDLE, poll, backoff) short
+        # An outage lasts until a batch of mail is done, not until the next connect: a server that
+        # fails right after each login is retried with growing waits and one ERROR, not once a second.
+        self._failures, self._backoff = 0, 1.0
 
     def stop(self) -> None:
         """Ask `run` to finish: it stops reading, sends what is queued and returns."""
@@ -110,9 +113,16 @@ class Daemon:
             self.source.set_aside(aside)
             with write_transaction():
                 MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
+            self._working()
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
+        if not uids:
+            self._working()
         return len(uids)
+
+    def _working(self) -> None:
+        """A batch of mail done, or none to do: an outage, if there was one, is over."""
+        self._failures, self._backoff = 0, 1.0
 
     def _fetch(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
         """The mails, a byte budget per fetch, handed on one at a time; a failed fetch is tried mail by mail.
@@ -261,7 +271,6 @@ class Daemon:
 
     def _watch(self) -> None:
         thread, sender_stop = self._start_sender()
-        backoff, failures = 1.0, 0
         cfg = self.config.mailbox
         jobs = schedule.Scheduler()  # alongside IDLE: each wait ends in time for the next sweep
         jobs.every(SWEEP_SECONDS).seconds.do(self.sweep)
@@ -272,14 +281,13 @@ class Daemon:
                     uidvalidity = self.source.open()
                     idle = getattr(self.source, "can_idle", False)
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
-                    log.info("IMAP: %s %s; watching with %s", "reconnected to" if failures else "connected to",
+                    log.info("IMAP: %s %s; watching with %s", "reconnected to" if self._failures else "connected to",
                              cfg.label, mode)
                     while not self.stopping.is_set():
                         self._wakeup.clear()
                         if self.reload_requested.is_set():
                             self.reload()
                         self.ingest(uidvalidity, self.stopping)
-                        backoff, failures = 1.0, 0  # only a round that read the mail ends an outage
                         jobs.run_pending()
                         wait = IDLE_RENEW_SECONDS if idle else cfg.poll_seconds
                         until_sweep = jobs.idle_seconds
@@ -289,14 +297,14 @@ class Daemon:
                     log.info("%s", exc)
                     self.source.close()
                 except SourceError as exc:
-                    failures += 1
+                    self._failures += 1
                     # One line per outage, not one per retry.
-                    (log.error if failures == 1 else log.debug)("%s; retrying with backoff (up to %ds)",
-                                                                exc, MAX_BACKOFF_SECONDS)
+                    (log.error if self._failures == 1 else log.debug)(
+                        "%s; retrying with backoff (up to %ds)", exc, MAX_BACKOFF_SECONDS)
                     self.source.close()
-                    self._wakeup.wait(backoff)
+                    self._wakeup.wait(self._backoff)
                     self._wakeup.clear()
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.source.close()
             self._stop_sender(thread, sender_stop)

@@ -104,3 +104,30 @@ def test_backoff_grows_across_reconnects_until_a_round_reads_the_mail(tmp_path, 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "socket error" in errors[0].getMessage()  # one ERROR per outage
     assert Item.select().count() == 1
+
+
+class DroppedWhileIdling(FakeSource):
+    """Reads fine after each connect, then loses the connection while waiting: separate outages."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds, self.daemon = rounds, None
+
+    def wait(self, seconds, interrupt):
+        self.rounds -= 1
+        if self.rounds == 0:
+            self.daemon.stop()
+            return
+        raise SourceError("IMAP: waiting for new mail (IDLE) failed: abort: socket error: EOF")
+
+
+def test_a_round_that_read_the_mail_ends_the_outage_and_its_backoff(tmp_path, caplog, monkeypatch):
+    source = DroppedWhileIdling(rounds=4)
+    daemon = daemon_on(tmp_path, source)
+    source.daemon = daemon
+    waits = []
+    monkeypatch.setattr(daemon._wakeup, "wait", lambda seconds=None: waits.append(seconds))
+    with caplog.at_level(logging.INFO, logger="inboxd"):
+        daemon.run()
+    assert waits == [1.0, 1.0, 1.0]
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 3  # three outages, one line each
