@@ -64,8 +64,8 @@ def _env(tree: Path) -> dict[str, str]:
 
 def run_once(server: ImapServer, smtp: SmtpProcess, work: Path, tree: Path) -> dict:
     """`inboxd once` on the INBOX as it is: its peak RSS, time, and what became of the mail."""
-    config = write_local_config(work, server.port, smtp.port, server.user, server.password,
-                                extra="[service]\nannounce_new = false\n")
+    config = write_local_config(work, server.port, smtp.port, server.user, server.password, rules=tree / "rules",
+                                templates=tree / "templates", extra="[service]\nannounce_new = false\n")
     command = [sys.executable, "-m", "inboxd.cli", "--config", str(config)]
     with open(work / "inboxd.log", "wb") as out:
         start = time.monotonic()
@@ -86,6 +86,16 @@ def run_once(server: ImapServer, smtp: SmtpProcess, work: Path, tree: Path) -> d
     result["items"] = len(items)
     result["normal_acknowledged"] = any(i["requester"] == NORMAL and i["acknowledged_at"] for i in items)
     return result
+
+
+def check(name: str, run: dict, expected: int) -> list[str]:
+    """What is wrong with a run: its exit, its items, the normal request, the INBOX."""
+    if run["returncode"]:
+        return [f"{name}: exit {run['returncode']}: {run.get('log', '')}"]
+    problems = [f"{run['items']} items, expected {expected}"] if run["items"] != expected else []
+    problems += [] if run["normal_acknowledged"] else ["the normal request was not acknowledged"]
+    problems += [f"{run['inbox_left']} mail(s) left in INBOX"] if run["inbox_left"] else []
+    return [f"{name}: {problem}" for problem in problems]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,12 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             big = run_once(server, smtp, root / "big", args.tree)
         finally:
             smtp.stop()
-    problems = [f"{name}: {why}" for name, run, items in (("baseline", baseline, 1), ("big", big, args.big + 1))
-                for why in ([f"exit {run['returncode']}: {run.get('log', '')}"] if run["returncode"] else [])
-                + ([f"{run['items']} items, expected {items}"] if run["items"] != items and not run["returncode"]
-                   else [])
-                + ([] if run["normal_acknowledged"] else ["the normal request was not acknowledged"])
-                + ([f"{run['inbox_left']} mail(s) left in INBOX"] if run["inbox_left"] else [])]
+    problems = check("baseline", baseline, 1) + check("big", big, args.big + 1)
     figures = {"imap_server": server_label(server), "big": args.big, "size_mb": args.size_mb,
                "tree": str(args.tree), "load_seconds": round(loaded, 1), "baseline": baseline, "run": big,
                "goal_rss_mb": GOAL_RSS_MB, "problems": problems, "correct": not problems}

@@ -21,7 +21,7 @@ from .errors import SourceError, SourceHiccup
 log = logging.getLogger(__name__)
 DONE_KEYWORD = "$InboxdDone"
 IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 30 minutes (RFC 2177)
-FETCH_BUDGET = 32 * 1024 * 1024  # bytes of mail per FETCH: what one fetch holds in memory at once
+FETCH_BUDGET = 16 * 1024 * 1024  # bytes of mail per FETCH: one fetch holds at most this, or one larger mail
 HEADER_CAP = 256 * 1024  # bytes of an over-limit mail's header block that are read
 TEXT_START = 64 * 1024  # bytes of an over-limit mail's body that are read: the text is almost always first
 
@@ -118,6 +118,10 @@ class ImapSource:
             # imapclient writes a command's final CRLF separately: without NODELAY, Nagle and a
             # delayed ACK can hold every command back by ~40 ms.
             client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # imapclient turns imaplib's debug messages on (level 5) and sends them to a logger; imaplib
+            # then formats the repr of every response, a fetched mail included, even when nothing logs
+            # it: about 2.3 times a mail's size of memory for a moment. Off, a fetch holds the mail once.
+            client._imap.debug = 0
             if cfg.tls == "starttls":
                 client.starttls(context)
             client.login(cfg.user, cfg.password.value if cfg.password else "")

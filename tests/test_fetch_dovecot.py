@@ -148,3 +148,17 @@ def test_an_over_limit_mail_is_read_from_a_capped_header_block_and_the_start_of_
     assert item.subject == "Scans of the contracts"
     assert Message.get(Message.direction == "in").body.startswith("Please file the scans.")
     assert Event.select().where(Event.kind == "oversized").count() == 1
+
+
+def test_without_an_attention_folder_the_unreadable_mail_is_flagged_where_it_is(tmp_path, dovecot, smtp_capture):
+    path = write_config(tmp_path, imap_port=dovecot.port, smtp_port=smtp_capture.port, imap_user=dovecot.user,
+                        imap_password=dovecot.password)
+    config = load_config(path)
+    three_requests(dovecot)
+    Daemon(config, clock=FixedClock(MONDAY_10)).once()
+    assert (folder(dovecot, "INBOX"), folder(dovecot, "Processed")) == (1, 2) and Item.select().count() == 2
+    with dovecot.connect() as client:
+        client.select_folder("INBOX")
+        assert client.get_flags([2]) == {2: (b"\\Flagged",)}  # for a person to find; not \Seen, not done
+    (told,) = to_lead(smtp_capture)
+    assert "flagged, in the folder 'INBOX'" in told.get_payload(decode=True).decode()
