@@ -116,8 +116,7 @@ class Daemon:
             self._working()
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
-        if not uids:
-            self._working()
+        self._working()
         return len(uids)
 
     def _working(self) -> None:
