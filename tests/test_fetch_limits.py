@@ -71,6 +71,24 @@ def test_a_mail_recorded_unreadable_before_a_crash_is_not_told_again(tmp_path):
     assert source.aside == [1, 1] and Outbox.select().where(Outbox.kind == "unreadable").count() == 1
 
 
+def test_without_the_template_the_mail_is_still_set_aside_and_the_error_logged(tmp_path, caplog):
+    import shutil
+
+    from helpers import REPO
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    (templates / "unreadable.txt").unlink()  # an admin's own templates folder from before issue 13
+    source = FakeSource(broken={1})
+    source.add([make_mail(), make_mail()])
+    daemon = Daemon(load_config(write_config(tmp_path, templates=templates)), source=source,
+                    transport=FakeTransport())
+    with caplog.at_level(logging.ERROR, logger="inboxd"):
+        daemon.ingest(source.open())
+    assert source.aside == [1] and source.done == [2] and Outbox.select().where(Outbox.kind == "unreadable").count() == 0
+    assert Message.select().where(Message.outcome == "parked").count() == 1
+    assert "the lead could not be told of UID 1" in caplog.text and "unreadable.txt" in caplog.text
+
+
 class FailingAfterConnect(FakeSource):
     """Connects fine, then fails at once, a few times: the outage is not over just because it connected."""
 
