@@ -27,10 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingest import _folder_count, pick_server, server_label
-
 from inboxd.localconfig import write_local_config
 from inboxd.servers import ImapServer, SmtpCapture, SmtpProcess, append_messages
+from ingest import _folder_count, pick_server, server_label
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL_RSS_MB = 300.0  # issue 13: 40 mails of 24 MB and one normal request

@@ -11,13 +11,11 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_mail, write_config
-
 from inboxd.cli import cli
 from inboxd.clock import FixedClock
 from inboxd.config import load_config
@@ -26,7 +24,9 @@ from inboxd.models import Event, Item, Message
 from inboxd.servers import DovecotServer, append_messages
 from inboxd.source import HEADER_CAP, TEXT_START, ImapSource
 
-MONDAY_10 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+from helpers import make_mail, write_config
+
+MONDAY_10 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEAD = "lead@example.org"
 
 

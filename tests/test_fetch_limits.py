@@ -6,14 +6,14 @@ The pure grouping and the daemon's fallbacks run on FakeSource; the same cases o
 
 import logging
 
-from helpers import make_mail, write_config
-
 from inboxd.config import load_config
 from inboxd.daemon import FETCH_ATTEMPTS, Daemon
 from inboxd.errors import SourceError
 from inboxd.models import Item, MailboxState, Message, Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.source import HEADER_CAP, TEXT_START, FakeSource, by_budget
+
+from helpers import make_mail, write_config
 
 MB = 1024 * 1024
 
@@ -84,7 +84,8 @@ def test_without_the_template_the_mail_is_still_set_aside_and_the_error_logged(t
                     transport=FakeTransport())
     with caplog.at_level(logging.ERROR, logger="inboxd"):
         daemon.ingest(source.open())
-    assert source.aside == [1] and source.done == [2] and Outbox.select().where(Outbox.kind == "unreadable").count() == 0
+    assert source.aside == [1] and source.done == [2]
+    assert Outbox.select().where(Outbox.kind == "unreadable").count() == 0
     assert Message.select().where(Message.outcome == "parked").count() == 1
     assert "the lead could not be told of UID 1" in caplog.text and "unreadable.txt" in caplog.text
 
