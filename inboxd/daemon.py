@@ -12,17 +12,20 @@ import schedule
 from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
+from .domain import Reply
 from .errors import InboxdError, SourceError, SourceHiccup
 from .instance import InstanceLock
-from .models import MailboxState, open_database, write_transaction
-from .outbox import OutboxSender, SmtpTransport, Transport
+from .models import MailboxState, open_database, seen_inbound, write_transaction
+from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
-from .source import IDLE_RENEW_SECONDS, ImapSource, MailSource
+from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60
 SWEEP_SECONDS = 60  # how often the jobs ask what is due: reminders and notices go out within a minute
+FETCH_ATTEMPTS = 3  # a mail the server fails to hand over this often, each time on a new connection, is set aside
+NO_REQUEST = {"subject": "", "sender": "", "sender_name": "", "summary": "", "text": "", "attachments": []}
 
 
 class Daemon:
@@ -37,6 +40,7 @@ class Daemon:
             log.warning("%s", warning)
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
+        self.fetch_budget = FETCH_BUDGET
         transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp)
                                                                       for _ in range(config.smtp.connections)]
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team)
@@ -47,6 +51,9 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self._wakeup = threading.Event()  # cuts a wait (IDLE, poll, backoff) short
+        # An outage lasts until a batch of mail is done, not until the next connect: a server that
+        # fails right after each login is retried with growing waits and one ERROR, not once a second.
+        self._failures, self._backoff = 0, 1.0
 
     def stop(self) -> None:
         """Ask `run` to finish: it stops reading, sends what is queued and returns."""
@@ -95,19 +102,98 @@ class Daemon:
             chunk = uids[start:start + size]
             done: list[int] = []
             aside: list[int] = []
-            for fetched in self.source.fetch(chunk):
+            for fetched in self._fetch(chunk, uidvalidity, aside):
                 outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from)
                 self.sender.notify()
                 (done if outcome.mark_done else aside).append(fetched.uid)
+                del fetched  # its raw goes before the next fetch: memory is bounded per mail, not per batch
                 for listener in self.listeners:
                     listener(outcome)
             self.source.mark_done(done)
             self.source.set_aside(aside)
             with write_transaction():
                 MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
+            self._working()
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
+        self._working()
         return len(uids)
+
+    def _working(self) -> None:
+        """A batch of mail done, or none to do: an outage, if there was one, is over."""
+        self._failures, self._backoff = 0, 1.0
+
+    def _fetch(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
+        """The mails, a byte budget per fetch, handed on one at a time; a failed fetch is tried mail by mail.
+
+        A mail the server will not hand over is recorded, the lead told, and its UID added to `aside`.
+        """
+        try:
+            sizes = self.source.sizes(uids)
+        except SourceError as exc:
+            log.warning("%s; reading those %d mail(s) one by one", exc, len(uids))
+            yield from self._one_by_one(uids, uidvalidity, aside)
+            return
+        for group in by_budget(uids, sizes, self.config.limits.max_message_bytes, self.fetch_budget):
+            try:
+                fetched = self.source.fetch(group)
+            except SourceError as exc:
+                log.warning("%s; reading those %d mail(s) one by one", exc, len(group))
+                yield from self._one_by_one(group, uidvalidity, aside)
+                continue
+            fetched.reverse()
+            while fetched:
+                yield fetched.pop()  # not kept here once handed on
+
+    def _one_by_one(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
+        """Each mail in a fetch of its own, on a new connection after a failure (Dovecot hangs up: BYE)."""
+        connected = False
+        for uid in uids:
+            failure: SourceError | None = None
+            for _ in range(FETCH_ATTEMPTS):
+                if not connected:
+                    self._reopen(uidvalidity)
+                    connected = True
+                try:
+                    fetched = self.source.fetch([uid])
+                    break
+                except SourceError as exc:
+                    failure, connected = exc, False
+            else:
+                self._unreadable(uid, uidvalidity, str(failure))
+                aside.append(uid)
+                continue
+            yield from fetched
+
+    def _reopen(self, uidvalidity: int) -> None:
+        """Connect again; a server that cannot be reached is an outage, a folder recreated is a fresh start."""
+        self.source.close()
+        if self.source.open() != uidvalidity:
+            raise SourceHiccup("IMAP: UIDVALIDITY changed while reading mail; starting over")
+
+    def _unreadable(self, uid: int, uidvalidity: int, failure: str) -> None:
+        """A mail the server will not hand over: parked with the server's answer, and the lead told, once."""
+        cfg, now = self.config, self.clock.now()
+        key = f"<unreadable.{uidvalidity}.{uid}@inboxd.invalid>"  # its own Message-ID cannot be read
+        where = f"moved to the folder {cfg.mailbox.attention_folder!r}" if cfg.mailbox.attention_folder \
+            else f"flagged, in the folder {cfg.mailbox.folder!r}"
+        reason = f"UID {uid}: the server failed to hand it over {FETCH_ATTEMPTS} times: {failure}"
+        log.error("%s; it is %s, the other mails go on", reason, where)
+        if seen_inbound(key, "") is not None:
+            return  # recorded and told before a crash, which came before it was set aside
+        try:
+            context = self.pipeline.composer.context(None, None, request=NO_REQUEST) | {
+                "reason": reason, "message": where, "now": now}
+            mails = self.pipeline.composer.compose([Reply("unreadable", (cfg.team.lead,), threaded=False)],
+                                                   context, None, now)
+        except InboxdError as exc:
+            log.error("the lead could not be told of UID %d: %s", uid, exc)
+            mails = []
+        with write_transaction():
+            self.pipeline.tracker.record_parked(key, "", uid, "", "", 0, reason, now)
+            for mail in mails:
+                enqueue(mail, None, now)
+        self.sender.notify()
 
     def sweep(self) -> list[Due]:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
@@ -184,7 +270,6 @@ class Daemon:
 
     def _watch(self) -> None:
         thread, sender_stop = self._start_sender()
-        backoff, failures = 1.0, 0
         cfg = self.config.mailbox
         jobs = schedule.Scheduler()  # alongside IDLE: each wait ends in time for the next sweep
         jobs.every(SWEEP_SECONDS).seconds.do(self.sweep)
@@ -195,9 +280,8 @@ class Daemon:
                     uidvalidity = self.source.open()
                     idle = getattr(self.source, "can_idle", False)
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
-                    log.info("IMAP: %s %s; watching with %s", "reconnected to" if failures else "connected to",
+                    log.info("IMAP: %s %s; watching with %s", "reconnected to" if self._failures else "connected to",
                              cfg.label, mode)
-                    backoff, failures = 1.0, 0
                     while not self.stopping.is_set():
                         self._wakeup.clear()
                         if self.reload_requested.is_set():
@@ -212,14 +296,14 @@ class Daemon:
                     log.info("%s", exc)
                     self.source.close()
                 except SourceError as exc:
-                    failures += 1
+                    self._failures += 1
                     # One line per outage, not one per retry.
-                    (log.error if failures == 1 else log.debug)("%s; retrying with backoff (up to %ds)",
-                                                                exc, MAX_BACKOFF_SECONDS)
+                    (log.error if self._failures == 1 else log.debug)(
+                        "%s; retrying with backoff (up to %ds)", exc, MAX_BACKOFF_SECONDS)
                     self.source.close()
-                    self._wakeup.wait(backoff)
+                    self._wakeup.wait(self._backoff)
                     self._wakeup.clear()
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             self.source.close()
             self._stop_sender(thread, sender_stop)

@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +21,9 @@ from .errors import SourceError, SourceHiccup
 log = logging.getLogger(__name__)
 DONE_KEYWORD = "$InboxdDone"
 IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 30 minutes (RFC 2177)
+FETCH_BUDGET = 16 * 1024 * 1024  # bytes of mail per FETCH: one fetch holds at most this, or one larger mail
+HEADER_CAP = 256 * 1024  # bytes of an over-limit mail's header block that are read
+TEXT_START = 64 * 1024  # bytes of an over-limit mail's body that are read: the text is almost always first
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,12 @@ class MailSource(Protocol):
         """UIDs above `after`, ascending."""
         ...
 
+    def sizes(self, uids: list[int]) -> dict[int, int]:
+        """The size in bytes of each of these mails that is still there."""
+        ...
+
     def fetch(self, uids: list[int]) -> list[Fetched]:
-        """The raw bytes of these mails, without marking them seen."""
+        """The raw bytes of these mails in one round, without marking them seen."""
         ...
 
     def mark_done(self, uids: list[int]) -> None:
@@ -52,7 +59,7 @@ class MailSource(Protocol):
         ...
 
     def set_aside(self, uids: list[int]) -> None:
-        """Move mails nobody could handle to the attention folder, if there is one; else leave them."""
+        """Move mails nobody could handle to the attention folder, if there is one; else flag them."""
         ...
 
     def wait(self, seconds: float, interrupt: threading.Event) -> None:
@@ -62,6 +69,27 @@ class MailSource(Protocol):
     def close(self) -> None:
         """Disconnect."""
         ...
+
+
+def by_budget(uids: list[int], sizes: Mapping[int, int], max_bytes: int,
+              budget: int = FETCH_BUDGET) -> Iterator[list[int]]:
+    """The mails still there, in groups of at most `budget` bytes to fetch at once; a larger mail alone.
+
+    A mail over `max_bytes` counts as the part of it that is read.
+    """
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        if uid not in sizes:
+            continue  # deleted by a person meanwhile
+        size = min(sizes[uid], HEADER_CAP + TEXT_START) if sizes[uid] > max_bytes else sizes[uid]
+        if group and total + size > budget:
+            yield group
+            group, total = [], 0
+        group.append(uid)
+        total += size
+    if group:
+        yield group
 
 
 def _fail(action: str, exc: Exception) -> SourceError:
@@ -90,6 +118,10 @@ class ImapSource:
             # imapclient writes a command's final CRLF separately: without NODELAY, Nagle and a
             # delayed ACK can hold every command back by ~40 ms.
             client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # imapclient turns imaplib's debug messages on (level 5) and sends them to a logger; imaplib
+            # then formats the repr of every response, a fetched mail included, even when nothing logs
+            # it: about 2.3 times a mail's size of memory for a moment. Off, a fetch holds the mail once.
+            client._imap.debug = 0
             if cfg.tls == "starttls":
                 client.starttls(context)
             client.login(cfg.user, cfg.password.value if cfg.password else "")
@@ -127,15 +159,23 @@ class ImapSource:
             raise _fail("searching for new mail", exc) from None
         return sorted(uid for uid in uids if uid > after)  # n:* always includes the last UID
 
+    def sizes(self, uids: list[int]) -> dict[int, int]:
+        try:
+            found = self._client().fetch(uids, [b"RFC822.SIZE"])
+        except CONNECTION_ERRORS as exc:
+            raise _fail(f"asking the size of {len(uids)} mail(s)", exc) from None
+        return {uid: found[uid].get(b"RFC822.SIZE", 0) for uid in uids if uid in found}
+
     def fetch(self, uids: list[int]) -> list[Fetched]:
+        sizes = self.sizes(uids)
+        huge = [uid for uid in uids if sizes.get(uid, 0) > self.max_bytes]
+        small = [uid for uid in uids if uid in sizes and uid not in huge]
         client = self._client()
         try:
-            sizes = {uid: d.get(b"RFC822.SIZE", 0) for uid, d in client.fetch(uids, [b"RFC822.SIZE"]).items()}
-            huge = [uid for uid in uids if sizes.get(uid, 0) > self.max_bytes]
-            small = [uid for uid in uids if uid in sizes and uid not in huge]
             whole = client.fetch(small, [b"BODY.PEEK[]"]) if small else {}
-            # Headers and the first 64 kB of the body: the text is almost always first; files stay on the server.
-            starts = client.fetch(huge, [b"BODY.PEEK[HEADER]", b"BODY.PEEK[TEXT]<0.65536>"]) if huge else {}
+            # Of a huge mail, its headers (up to a cap) and the start of its body; files stay on the server.
+            starts = client.fetch(huge, [f"BODY.PEEK[HEADER]<0.{HEADER_CAP}>".encode(),
+                                         f"BODY.PEEK[TEXT]<0.{TEXT_START}>".encode()]) if huge else {}
         except CONNECTION_ERRORS as exc:
             raise _fail(f"fetching {len(uids)} mail(s)", exc) from None
         # A mail deleted by a person between SEARCH and FETCH simply isn't returned.
@@ -143,8 +183,10 @@ class ImapSource:
         for uid in uids:
             if b"BODY[]" in whole.get(uid, {}):
                 fetched.append(Fetched(uid, whole[uid][b"BODY[]"]))
-            elif b"BODY[HEADER]" in starts.get(uid, {}):
-                head, text = starts[uid][b"BODY[HEADER]"], starts[uid].get(b"BODY[TEXT]<0>") or b""
+            elif b"BODY[HEADER]<0>" in starts.get(uid, {}):
+                head, text = starts[uid][b"BODY[HEADER]<0>"], starts[uid].get(b"BODY[TEXT]<0>") or b""
+                if len(head) >= HEADER_CAP:  # cut: end it after its last whole line, then the blank line
+                    head = head[:head.rfind(b"\n") + 1] + b"\r\n"
                 fetched.append(Fetched(uid, head + text, sizes[uid]))
         return fetched
 
@@ -163,12 +205,15 @@ class ImapSource:
 
     def set_aside(self, uids: list[int]) -> None:
         folder = self.config.attention_folder
-        if not uids or not folder:
+        if not uids:
             return
         try:
-            self._move(uids, folder)
+            if folder:
+                self._move(uids, folder)
+            else:
+                self._client().add_flags(uids, [b"\\Flagged"])
         except CONNECTION_ERRORS as exc:
-            raise _fail(f"moving {len(uids)} mail(s) to {folder!r}", exc) from None
+            raise _fail(f"setting {len(uids)} mail(s) aside", exc) from None
 
     def _move(self, uids: list[int], folder: str) -> None:
         client = self._client()
@@ -242,6 +287,8 @@ class FakeSource:
     mails: dict[int, bytes] = field(default_factory=dict)
     done: list[int] = field(default_factory=list)
     aside: list[int] = field(default_factory=list)
+    broken: set[int] = field(default_factory=set)  # mails the server fails to deliver, as if unreadable there
+    fetches: list[list[int]] = field(default_factory=list)  # each fetch asked for, in order
 
     def add(self, raws: Iterable[bytes]) -> None:
         """Deliver mails into the folder."""
@@ -254,7 +301,13 @@ class FakeSource:
     def new_uids(self, after: int) -> list[int]:
         return sorted(uid for uid in self.mails if uid > after)
 
+    def sizes(self, uids: list[int]) -> dict[int, int]:
+        return {uid: len(self.mails[uid]) for uid in uids if uid in self.mails}
+
     def fetch(self, uids: list[int]) -> list[Fetched]:
+        self.fetches.append(list(uids))
+        if self.broken.intersection(uids):
+            raise SourceError("IMAP: fetching mail failed: FETCH failed: Internal error occurred.")
         return [Fetched(uid, self.mails[uid]) for uid in uids if uid in self.mails]
 
     def mark_done(self, uids: list[int]) -> None:

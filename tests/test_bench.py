@@ -83,6 +83,19 @@ def test_crash_trials_small() -> None:
     assert figures["duplicate_acks"] <= 3 and figures["problems"] == []
 
 
+def test_memory_bench_small() -> None:
+    """A few 2 MB mails and a request behind them: the harness runs, every mail is an item, the request acknowledged."""
+    if os.environ.get("CI", "").lower() == "true" and not DovecotServer.available():
+        pytest.fail("CI=true but Dovecot is not available")
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "memory.py"), "--big", "3", "--size-mb", "2", "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures = json.loads(done.stdout)
+    assert figures["correct"] is True and figures["problems"] == []
+    assert figures["run"]["items"] == 4 and figures["run"]["normal_acknowledged"] is True
+    assert figures["baseline"]["peak_rss_mb"] > 0 and figures["run"]["peak_rss_mb"] > 0
+
+
 def test_sweep_bench_small() -> None:
     done = subprocess.run([sys.executable, str(REPO / "bench" / "sweep.py"), "--items", "2000", "--due", "10"],
                           capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)

@@ -20,7 +20,7 @@ def invoke(config_path, *args):
 def test_check_passes_on_shipped_files(tmp_path):
     code, out = invoke(write_config(tmp_path), "check")
     assert code == 0, out
-    assert "8 rule(s) in 3 file(s)" in out and "22 template(s)" in out
+    assert "8 rule(s) in 3 file(s)" in out and "23 template(s)" in out
 
 
 def test_check_reports_unknown_key_bad_regex_unknown_template_and_duplicate(tmp_path):
