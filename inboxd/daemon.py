@@ -16,7 +16,7 @@ from .config import Config
 from .errors import DatabaseOutage, InboxdError, SourceError, SourceHiccup
 from .health import Health, status_file
 from .instance import InstanceLock
-from .models import MailboxState, open_database, outage, write_transaction
+from .models import MailboxState, forget_connection, open_database, outage, write_transaction
 from .outbox import OutboxSender, SmtpTransport, Transport
 from .pipeline import Outcome, Pipeline
 from .source import IDLE_RENEW_SECONDS, ImapSource, MailSource
@@ -120,10 +120,13 @@ class Daemon:
         try:
             sent = self.sweeper.run(self.clock.now())
         except Exception as exc:  # one line per outage, not one a minute
+            why = outage(exc)
+            if why is not None:
+                forget_connection()  # a read may have failed, outside any write: the server may be gone
             if self._sweep_failing:
                 log.debug("sweep: still failing: %s", exc)
-            elif isinstance(exc, DatabaseOutage) or outage(exc) is not None:
-                log.warning("sweep: %s; the jobs run again when it is back", exc)
+            elif why is not None:
+                log.warning("sweep: database unavailable: %s; the jobs run again when it is back", why)
             else:
                 log.exception("sweep: the jobs failed; what they had not sent yet is tried again each minute")
             self._sweep_failing = True

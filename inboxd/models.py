@@ -40,7 +40,7 @@ def write_transaction() -> Iterator[None]:
         why = outage(exc)
         if why is None:
             raise
-        _reconnect_later()
+        forget_connection()
         raise DatabaseOutage(f"database unavailable: {why}") from exc
 
 
@@ -69,7 +69,7 @@ def outage(exc: BaseException) -> str | None:
     return None
 
 
-def _reconnect_later() -> None:
+def forget_connection() -> None:
     """Drop this thread's connection after an outage: the next query opens a fresh one (a lost server)."""
     try:
         db.close()

@@ -20,7 +20,7 @@ from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Message, Outbox, create, outage, write_transaction
+from .models import Message, Outbox, create, forget_connection, outage, write_transaction
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -242,12 +242,12 @@ class OutboxSender:
             except DatabaseOutage as exc:
                 if self.stopping.is_set():
                     raise  # stopping: like a crash here, the mail may go out once more
-                self._database_unavailable(exc)
+                self._database_unavailable(str(exc))
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    def _database_unavailable(self, exc: Exception) -> None:
-        (log.debug if self.database_down else log.warning)("outbox: %s; mail waits in the outbox", exc)
+    def _database_unavailable(self, why: str) -> None:
+        (log.debug if self.database_down else log.warning)("outbox: %s; mail waits in the outbox", why)
         self.database_down = True
 
     def _failed(self, row: Outbox, exc: DeliveryError) -> None:
@@ -298,8 +298,10 @@ class OutboxSender:
                 self.drain(share, len(self.transports))
                 self.database_down = False
             except Exception as exc:  # keep the sender alive: the rows stay and are tried again
-                if isinstance(exc, DatabaseOutage) or outage(exc) is not None:
-                    self._database_unavailable(exc)
+                why = outage(exc)
+                if why is not None:
+                    forget_connection()  # a read may have failed, outside any write: the server may be gone
+                    self._database_unavailable(f"database unavailable: {why}")
                 else:
                     log.exception("outbox: unexpected error while sending; will retry")
             wake.wait(idle_seconds)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import email
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,16 +28,18 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 from helpers import make_mail, write_config
+from postgres import PostgresServer
 
 import inboxd.daemon as daemon_module
+import inboxd.pipeline as pipeline_module
 from inboxd import health, models
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.errors import DatabaseOutage
-from inboxd.models import Item, Message
+from inboxd.models import Item, Message, Outbox
 from inboxd.outbox import FakeTransport
-from inboxd.servers import append_messages
+from inboxd.servers import HOST, append_messages
 from inboxd.source import FakeSource
 
 REQUESTER = "rosa@example.org"
@@ -161,13 +165,68 @@ def short_waits(monkeypatch):
     monkeypatch.setattr(daemon_module, "DATABASE_RETRY_SECONDS", 0.3)
 
 
-def test_the_pipeline_raises_an_outage_and_writes_nothing(tmp_path, short_waits, clock):
+def test_the_pipeline_raises_an_outage_and_parks_nothing(tmp_path, short_waits, clock, monkeypatch):
+    """The lock ends just after the mail's transaction gave up: a parked record could be written, and is not."""
     config = load_config(write_config(tmp_path))
     daemon = Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport())
-    with write_locked(tmp_path / "inboxd.db"), pytest.raises(DatabaseOutage, match="database is locked"):
+    tried = []
+
+    @contextmanager
+    def locked_the_first_time() -> Iterator[None]:
+        with write_locked(tmp_path / "inboxd.db") if not tried else nullcontext():
+            tried.append(1)
+            with models.write_transaction():
+                yield
+    monkeypatch.setattr(pipeline_module, "write_transaction", locked_the_first_time)
+    with pytest.raises(DatabaseOutage, match="database is locked"):
         daemon.pipeline.process(make_mail(message_id="<locked@example.org>"), 1)
-    assert Message.select().count() == 0  # not parked
+    assert tried == [1] and Message.select().count() == 0  # not parked
     assert daemon.pipeline.process(make_mail(message_id="<locked@example.org>"), 1).kind == "item"
+
+
+def test_the_sweep_stops_at_an_outage_with_one_warning(tmp_path, short_waits, clock, caplog):
+    daemon = Daemon(load_config(write_config(tmp_path)), clock=clock, source=FakeSource(), transport=FakeTransport())
+    daemon.source.add([make_mail(), make_mail(subject="Keyboard sticks")])
+    daemon.ingest(daemon.source.open())
+    clock.advance(timedelta(days=7))  # reminders, notices and escalations for both items are due
+    with caplog.at_level(logging.INFO), write_locked(tmp_path / "inboxd.db"):
+        assert daemon.sweep() == [] and daemon.sweep() == []
+    assert [r.levelname for r in caplog.records if r.name.startswith("inboxd")] == ["WARNING"]
+    assert "sweep: database unavailable: database is locked" in caplog.text
+    assert len(daemon.sweep()) >= 4  # each job once, now
+
+
+class Releasing:
+    """The outbox's stop event, standing in: each wait for the database ends the other process's lock."""
+
+    def __init__(self, held: list[sqlite3.Connection]) -> None:
+        self.held, self.waits = held, 0
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, seconds: float) -> bool:
+        self.waits += 1
+        self.held[0].close()
+        return False
+
+
+def test_a_delivery_waits_for_the_database_to_be_recorded_rather_than_go_twice(tmp_path, short_waits, clock):
+    sent = FakeTransport()
+    daemon = Daemon(load_config(write_config(tmp_path)), clock=clock, source=FakeSource(), transport=sent)
+    daemon.source.add([make_mail()])
+    daemon.ingest(daemon.source.open())
+    held: list[sqlite3.Connection] = []
+
+    def send_then_lock(sender: str, recipients: list[str], raw: bytes) -> dict[str, str]:
+        if not held:  # another process takes the lock while the SMTP server takes the first mail
+            held.append(lock(tmp_path / "inboxd.db"))
+        return FakeTransport.send(sent, sender, recipients, raw)
+    sent.send = send_then_lock  # type: ignore[method-assign]
+    daemon.sender.stopping = releasing = Releasing(held)  # type: ignore[assignment]
+    queued = Outbox.select().count()
+    assert daemon.sender.drain() == queued and releasing.waits == 1
+    assert len(sent.sent) == queued and Outbox.select().where(Outbox.status == "sent").count() == queued
 
 
 def test_once_gives_up_after_its_patience_and_leaves_the_mail(tmp_path, short_waits, clock, monkeypatch):
@@ -194,10 +253,10 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> Non
 class Running:
     """`inboxd run` in a thread of this process, on a real mailbox and SMTP capture."""
 
-    def __init__(self, tmp_path: Path, mailbox, smtp, database: str = "inboxd.db") -> None:
+    def __init__(self, tmp_path: Path, mailbox, smtp, url: str = "sqlite:///inboxd.db") -> None:
         path = write_config(tmp_path, imap_port=mailbox.port, smtp_port=smtp.port, imap_user=mailbox.user,
                             imap_password=mailbox.password)
-        text = path.read_text().replace('"sqlite:///inboxd.db"', f'"sqlite:///{database}"')
+        text = path.read_text().replace('"sqlite:///inboxd.db"', f'"{url}"')
         path.write_text(text.replace("[paths]\n", '[paths]\nstate = "state"\n'))
         self.config = load_config(path)
         self.database = Path(self.config.database_url.removeprefix("sqlite:///"))
@@ -315,7 +374,7 @@ def fill(folder: Path) -> Path:
 def test_a_full_disk_pauses_intake_and_it_resumes_when_freed(tmp_path, small_disk, mailbox, smtp_capture,
                                                               short_waits, caplog):
     caplog.set_level(logging.INFO)
-    with Running(tmp_path, mailbox, smtp_capture, database="db/inboxd.db") as room:
+    with Running(tmp_path, mailbox, smtp_capture, url="sqlite:///db/inboxd.db") as room:
         filler = fill(small_disk)
         append_messages(mailbox, [make_mail(f"Rosa <{REQUESTER}>", "Printer jammed", "Please help.")])
         room.while_paused(tries=3)
@@ -331,6 +390,72 @@ def test_once_waits_out_a_short_lock(tmp_path, mailbox, smtp_capture, short_wait
     other = lock(room.database)
     threading.Thread(target=lambda: (wait_until(lambda: room.tries >= 3, "3 tries"), other.close())).start()
     assert room.daemon.once() == 1
-    assert room.tries >= 3 and Item.select().count() == 1  # two tries or more waited for the lock and len(room.acks()) == 1
+    assert room.tries >= 3  # two tries or more waited for the lock
+    assert Item.select().count() == 1 and len(room.acks()) == 1
     assert Message.select().where(Message.outcome == "parked").count() == 0
     assert room.folder("INBOX") == 0 and room.health().state == "stopped"
+
+
+@pytest.fixture
+def postgres():
+    if not PostgresServer.available():
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError("CI requires PostgreSQL (apt-get install -y postgresql, run as root)")
+        pytest.skip("PostgreSQL server binaries not installed (bash .ci/run installs them)")
+    with PostgresServer() as server:
+        yield server
+
+
+def test_postgres_gone_mid_run_pauses_intake_and_loses_nothing(tmp_path, postgres, mailbox, smtp_capture,
+                                                               short_waits, caplog):
+    caplog.set_level(logging.INFO)
+    admin = psycopg2.connect(host=HOST, port=postgres.port, user=postgres.user, dbname="postgres")
+    admin.autocommit = True
+    with Running(tmp_path, mailbox, smtp_capture, url=postgres.create_database("inboxd_outage")) as room:
+        with admin.cursor() as sql:  # as good as the server gone: every connection cut, no new one let in
+            sql.execute("ALTER DATABASE inboxd_outage ALLOW_CONNECTIONS false")
+            sql.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'inboxd_outage'")
+        append_messages(mailbox, [make_mail(f"Rosa <{REQUESTER}>", "Printer jammed", "Please help.")])
+        room.while_paused(tries=3)
+        assert room.thread.is_alive() and not room.acks() and room.folder("INBOX") == 1
+        code, line = room.health_command()
+        assert code == 1 and line.startswith("paused since") and "database unavailable" in line
+        with admin.cursor() as sql:
+            sql.execute("ALTER DATABASE inboxd_outage ALLOW_CONNECTIONS true")
+        models.forget_connection()  # this thread's own connection was cut too
+        room.processed_once()
+    one_line_each(caplog, "database unavailable")
+
+
+@pytest.mark.slow
+def test_inboxd_run_survives_a_sixty_second_lock_with_its_defaults(tmp_path, mailbox, smtp_capture):
+    """The issue's case as it was met: `inboxd run`, its 30 s busy timeout, another process locking for 60 s."""
+    config = write_config(tmp_path, imap_port=mailbox.port, smtp_port=smtp_capture.port, imap_user=mailbox.user,
+                          imap_password=mailbox.password)
+    log = tmp_path / "daemon.log"
+    with log.open("w") as out:
+        daemon = subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"],
+                                  stdout=out, stderr=out)
+    try:
+        wait_until(lambda: "watching with" in log.read_text(), "started")
+        other = lock(tmp_path / "inboxd.db")
+        locked = time.monotonic()
+        append_messages(mailbox, [make_mail(f"Rosa <{REQUESTER}>", "Printer jammed", "Please help.")])
+        wait_until(lambda: "intake paused" in log.read_text(), "paused", timeout=60)
+        status = health.read(health.status_file(load_config(config)))
+        assert status is not None and status.state == "paused" and "locked" in status.reason
+        while time.monotonic() - locked < 60:
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+        other.close()
+        wait_until(lambda: len(smtp_capture.messages) >= 2, "acknowledged", timeout=60)  # ack and assignment
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
+    with sqlite3.connect(tmp_path / "inboxd.db") as db:
+        assert db.execute("select count(*) from item").fetchone()[0] == 1
+        assert db.execute("select count(*) from message where outcome = 'parked'").fetchone()[0] == 0
+        assert db.execute("select count(*) from outbox where kind = 'ack' and status = 'sent'").fetchone()[0] == 1
+    text = log.read_text()
+    assert text.count("intake paused") == 1 and text.count("intake resumed") == 1, text[-3000:]
+    assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
