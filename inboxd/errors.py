@@ -6,8 +6,8 @@
     ├── TemplateError           a template is missing, broken or fails to render
     ├── MessageError            a mail cannot be decoded into an InboundMessage
     ├── SourceError             the IMAP mailbox cannot be reached or used
-    ├── DatabaseOutage          the database is busy, locked, full or down: wait, never park
     │   └── SourceHiccup        one response was unreadable: reconnect at once
+    ├── DatabaseOutage          the database is busy, locked, full or down: wait, never park
     └── DeliveryError           an outgoing mail could not be handed to SMTP
         ├── SmtpUnreachable     the server could not be reached (no mail goes until it is back)
         └── PermanentDeliveryError   the server refused it for good (5xx)

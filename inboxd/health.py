@@ -85,7 +85,10 @@ class Health:
     def _set(self, state: str, reason: str, changed: bool) -> None:
         self.status = replace(self.status, state=state, reason=reason,
                               since=_now() if changed else self.status.since)
-        self._write() if changed else self.beat()
+        if changed:
+            self._write()
+        else:
+            self.beat()
 
     def _write(self) -> None:
         self.status = replace(self.status, updated=_now())
