@@ -222,8 +222,8 @@ def test_a_delivery_waits_for_the_database_to_be_recorded_rather_than_go_twice(t
         if not held:  # another process takes the lock while the SMTP server takes the first mail
             held.append(lock(tmp_path / "inboxd.db"))
         return FakeTransport.send(sent, sender, recipients, raw)
-    sent.send = send_then_lock  # type: ignore[method-assign]
-    daemon.sender.stopping = releasing = Releasing(held)  # type: ignore[assignment]
+    sent.send = send_then_lock
+    daemon.sender.stopping = releasing = Releasing(held)
     queued = Outbox.select().count()
     assert daemon.sender.drain() == queued and releasing.waits == 1
     assert len(sent.sent) == queued and Outbox.select().where(Outbox.status == "sent").count() == queued
@@ -268,7 +268,7 @@ class Running:
         def counted(*args, **kwargs) -> int:
             self.tries += 1
             return ingest(*args, **kwargs)
-        self.daemon.ingest = counted  # type: ignore[method-assign]
+        self.daemon.ingest = counted
         self.thread = threading.Thread(target=self.daemon.run, name="daemon", daemon=True)
 
     def __enter__(self) -> Running:
