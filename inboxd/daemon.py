@@ -229,6 +229,7 @@ class Daemon:
         self.sweep()  # catch up at once on what fell due while no inboxd ran
         try:
             while not self.stopping.is_set():
+                self.health.beat()  # alive even while IMAP is away (then `health` sees an old last_imap)
                 try:
                     uidvalidity = self.source.open()
                     idle = getattr(self.source, "can_idle", False)

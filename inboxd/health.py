@@ -73,9 +73,13 @@ class Health:
         self._set("stopped", "inboxd stopped", True)
 
     def imap_seen(self) -> None:
-        """The mailbox was just read."""
+        """The mailbox was just read (said at once the first time, then with the next beat)."""
+        first = self.status.last_imap is None
         self.status = replace(self.status, last_imap=_now())
-        self.beat()
+        if first:
+            self._write()
+        else:
+            self.beat()
 
     def beat(self) -> None:
         """Rewrite the file if it is getting old, so that `inboxd health` knows the daemon still runs."""
@@ -114,7 +118,7 @@ def read(path: Path) -> Status | None:
 
 
 def verdict(status: Status | None, path: Path, now: datetime) -> tuple[bool, str]:
-    """(healthy, one line saying why) for `inboxd health`: healthy is ok and fresh."""
+    """(healthy, one line saying why) for `inboxd health`: healthy is ok, fresh, and reading the mailbox."""
     if status is None:
         return False, f"unknown: no status in {path} (has inboxd run with this config?)"
     age = (now - datetime.fromisoformat(status.updated)).total_seconds()
@@ -125,4 +129,9 @@ def verdict(status: Status | None, path: Path, now: datetime) -> tuple[bool, str
                        f"(not running, hanging, or unable to write {path.parent})")
     if status.state == "paused":
         return False, f"paused since {status.since}: {status.reason}"
+    read = (now - datetime.fromisoformat(status.last_imap)).total_seconds() if status.last_imap else None
+    if read is None or read > STALE_SECONDS:  # running, but the mailbox cannot be reached
+        return False, (f"not reading mail: the mailbox was last read "
+                       f"{f'{int(read)} s ago, at {status.last_imap}' if read is not None else 'never'} "
+                       f"(see the log for IMAP errors)")
     return True, f"ok since {status.since} (pid {status.pid}; mailbox last read {status.last_imap or 'never'})"

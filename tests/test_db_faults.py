@@ -36,7 +36,7 @@ from inboxd import health, models
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
-from inboxd.errors import DatabaseOutage
+from inboxd.errors import DatabaseOutage, SourceError
 from inboxd.models import Item, Message, Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.servers import HOST, append_messages
@@ -97,9 +97,10 @@ def test_a_failed_rollback_after_a_full_disk_is_still_the_full_disk():
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
-def status(state: str, age_seconds: float = 10, reason: str = "") -> health.Status:
+def status(state: str, age_seconds: float = 10, reason: str = "", read_seconds: float | None = 10) -> health.Status:
     written = (NOW - timedelta(seconds=age_seconds)).isoformat()
-    return health.Status(state, reason, "2026-11-30T07:00:00+00:00", written, written, 4242)
+    read = (NOW - timedelta(seconds=read_seconds)).isoformat() if read_seconds is not None else None
+    return health.Status(state, reason, "2026-11-30T07:00:00+00:00", written, read, 4242)
 
 
 @pytest.mark.parametrize("found, healthy, says", [
@@ -108,6 +109,8 @@ def status(state: str, age_seconds: float = 10, reason: str = "") -> health.Stat
      "paused since 2026-11-30T07:00:00+00:00: database unavailable: database is locked"),
     (status("ok", age_seconds=health.STALE_SECONDS + 1), False, "stale: inboxd (pid 4242) last reported 301 s ago"),
     (status("stopped"), False, "stopped: inboxd (pid 4242) stopped at"),
+    (status("ok", read_seconds=health.STALE_SECONDS + 1), False, "not reading mail: the mailbox was last read 301 s"),
+    (status("ok", read_seconds=None), False, "not reading mail: the mailbox was last read never"),
     (None, False, "unknown: no status in"),
 ])
 def test_health_is_ok_only_when_ok_and_fresh(found, healthy, says, tmp_path):
@@ -134,9 +137,29 @@ def test_health_command_exit_codes(tmp_path):
     health.Health(path).pause("database unavailable: database or disk is full")
     result = runner.invoke(cli, ["--config", str(config.path), "health"])
     assert result.exit_code == 1 and "paused since" in result.output and "disk is full" in result.output
-    health.Health(path).ok()
+    health.Health(path).imap_seen()
     result = runner.invoke(cli, ["--config", str(config.path), "health", "--json"])
     assert result.exit_code == 0 and '"healthy": true' in result.output and '"state": "ok"' in result.output
+
+
+class Unreachable(FakeSource):
+    """An IMAP server that is never there."""
+
+    def open(self) -> int:
+        raise SourceError("IMAP: cannot connect to 127.0.0.1:1 (none): ConnectionRefusedError")
+
+
+def test_health_is_red_while_the_mailbox_cannot_be_read(tmp_path, clock):
+    daemon = Daemon(load_config(write_config(tmp_path)), clock=clock, source=Unreachable(), transport=FakeTransport())
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: health.read(daemon.health.path) is not None, "health written")
+        ok, line = health.verdict(health.read(daemon.health.path), daemon.health.path, datetime.now(UTC))
+        assert not ok and line.startswith("not reading mail: the mailbox was last read never")
+    finally:
+        daemon.stop()
+        thread.join(10)
 
 
 # --- the pipeline on fakes: an outage is raised, never parked --------------------------------------
