@@ -1,7 +1,8 @@
 """A busy, locked or full database is an outage to wait out: intake pauses, health says so, nothing is parked.
 
 The faults are real: another process holds SQLite's write lock (BEGIN EXCLUSIVE) for longer than
-the busy timeout; the database's disk (a tmpfs of its own) is filled, then freed. The daemon runs
+the busy timeout; the database's disk (a tmpfs of its own) is filled, then freed; PostgreSQL cuts
+every connection and lets no new one in, then does again. The daemon runs
 in a thread of this process on the real IMAP server (Dovecot in CI) and sends to an SMTP capture;
 the busy timeout and the retry backoff are shortened so that a lock of many busy timeouts takes
 seconds. The pure parts (which errors are an outage, what `inboxd health` says) are unit tests.
