@@ -7,7 +7,7 @@ import logging
 import re
 import signal
 import sys
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -305,6 +305,25 @@ def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
         about = config.team.ref(due.item.id) if due.item is not None else "team" \
             if due.audience == "team" else "member"
         click.echo(f"  {due.kind:<16} {about:<9} to {', '.join(due.to)}: {due.why}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="the status as a JSON object, with `healthy` and `summary`")
+@click.pass_context
+def health(ctx: click.Context, as_json: bool) -> None:
+    """Say whether the daemon takes mail: exit 0 when ok and fresh, 1 when paused, stopped or stale."""
+    from dataclasses import asdict
+
+    from . import health as status
+    path = status.status_file(_config(ctx, secrets=False))
+    found = status.read(path)
+    healthy, summary = status.verdict(found, path, datetime.now(UTC))
+    if as_json:
+        click.echo(json.dumps({"healthy": healthy, "summary": summary, "file": str(path),
+                               **(asdict(found) if found else {})}, indent=2))
+    else:
+        click.echo(summary)
+    ctx.exit(0 if healthy else 1)
 
 
 def _moment(text: str, config: Config) -> datetime:

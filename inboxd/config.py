@@ -250,6 +250,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     paths_r = _Reader(doc, "paths", problems)
     rules_dir = base / paths_r.get("rules", str, "rules")
     templates_dir = base / paths_r.get("templates", str, "templates")
+    state = paths_r.get("state", str, None)
     paths_r.finish()
 
     cal_r = _Reader(doc, "calendar", problems)
@@ -291,7 +292,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits)
+                  limits, base / state if state else None)
 
 
 def _prefix(value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -13,9 +14,10 @@ from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
 from .domain import Reply
-from .errors import InboxdError, SourceError, SourceHiccup
+from .errors import DatabaseOutage, InboxdError, SourceError, SourceHiccup
+from .health import Health, status_file
 from .instance import InstanceLock
-from .models import MailboxState, open_database, seen_inbound, write_transaction
+from .models import MailboxState, forget_connection, open_database, outage, seen_inbound, write_transaction
 from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
@@ -26,6 +28,8 @@ MAX_BACKOFF_SECONDS = 60
 SWEEP_SECONDS = 60  # how often the jobs ask what is due: reminders and notices go out within a minute
 FETCH_ATTEMPTS = 3  # a mail the server fails to hand over this often, each time on a new connection, is set aside
 NO_REQUEST = {"subject": "", "sender": "", "sender_name": "", "summary": "", "text": "", "attachments": []}
+DATABASE_RETRY_SECONDS = 30.0  # the longest wait between tries while the database is busy, locked, full or down
+ONCE_PATIENCE_SECONDS = 300.0  # how long `inboxd once` waits for an unavailable database before it gives up
 
 
 class Daemon:
@@ -47,6 +51,8 @@ class Daemon:
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False
+        self.health = Health(status_file(config))
+        self._database_backoff = 1.0
         self.listeners: list[Callable[[Outcome], None]] = []
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
@@ -199,11 +205,16 @@ class Daemon:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
         try:
             sent = self.sweeper.run(self.clock.now())
-        except Exception as exc:  # the database went away, say: one ERROR per outage, not one a minute
-            if not self._sweep_failing:
-                log.exception("sweep: the jobs failed; what they had not sent yet is tried again each minute")
-            else:
+        except Exception as exc:  # one line per outage, not one a minute
+            why = outage(exc)
+            if why is not None:
+                forget_connection()  # a read may have failed, outside any write: the server may be gone
+            if self._sweep_failing:
                 log.debug("sweep: still failing: %s", exc)
+            elif why is not None:
+                log.warning("sweep: database unavailable: %s; the jobs run again when it is back", why)
+            else:
+                log.exception("sweep: the jobs failed; what they had not sent yet is tried again each minute")
             self._sweep_failing = True
             return []
         if self._sweep_failing:
@@ -212,6 +223,27 @@ class Daemon:
         if sent:
             self.sender.notify()
         return sent
+
+    def _ingest(self, uidvalidity: int, stop: threading.Event | None = None) -> int | None:
+        """`ingest`, or None after waiting out a database outage (which pauses intake: said once, health red).
+
+        Nothing of the failed batch is marked done and `last_uid` stays: the next try reads it again,
+        and what was committed before the outage is recognised by its Message-ID.
+        """
+        try:
+            count = self.ingest(uidvalidity, stop)
+        except DatabaseOutage as exc:
+            if self.health.pause(str(exc)):
+                log.warning("%s; intake paused, retrying", exc)
+            self._wakeup.wait(self._database_backoff)
+            self._wakeup.clear()
+            self._database_backoff = min(self._database_backoff * 2, DATABASE_RETRY_SECONDS)
+            return None
+        self._database_backoff = 1.0
+        self.health.imap_seen()
+        if self.health.ok():
+            log.info("database available again: intake resumed")
+        return count
 
     def sweep_once(self) -> list[Due]:
         """Run the jobs once and send what they queued (`inboxd sweep`); refuses while another inboxd runs."""
@@ -247,10 +279,16 @@ class Daemon:
         """Process the new mail, run the due jobs, send what is queued, and return the number of mails read."""
         with self._one_shot():
             uidvalidity = self.source.open()
+            give_up = time.monotonic() + ONCE_PATIENCE_SECONDS
             try:
-                count = self.ingest(uidvalidity)
+                while (count := self._ingest(uidvalidity)) is None:
+                    if time.monotonic() > give_up:
+                        raise DatabaseOutage(f"{self.health.status.reason}; gave up after waiting "
+                                             f"{ONCE_PATIENCE_SECONDS:.0f} s: the mail stays on the server for the "
+                                             f"next run")
             finally:
                 self.source.close()
+                self.health.stopped()
             self.sweep()
         return count
 
@@ -276,6 +314,7 @@ class Daemon:
         self.sweep()  # catch up at once on what fell due while no inboxd ran
         try:
             while not self.stopping.is_set():
+                self.health.beat()  # alive even while IMAP is away (then `health` sees an old last_imap)
                 try:
                     uidvalidity = self.source.open()
                     idle = getattr(self.source, "can_idle", False)
@@ -286,7 +325,8 @@ class Daemon:
                         self._wakeup.clear()
                         if self.reload_requested.is_set():
                             self.reload()
-                        self.ingest(uidvalidity, self.stopping)
+                        if self._ingest(uidvalidity, self.stopping) is None:
+                            continue  # the database is unavailable: no jobs, no waiting for mail; try again
                         jobs.run_pending()
                         wait = IDLE_RENEW_SECONDS if idle else cfg.poll_seconds
                         until_sweep = jobs.idle_seconds
@@ -307,4 +347,5 @@ class Daemon:
         finally:
             self.source.close()
             self._stop_sender(thread, sender_stop)
+            self.health.stopped()
             log.info("stopped")

@@ -7,6 +7,7 @@
     ├── MessageError            a mail cannot be decoded into an InboundMessage
     ├── SourceError             the IMAP mailbox cannot be reached or used
     │   └── SourceHiccup        one response was unreadable: reconnect at once
+    ├── DatabaseOutage          the database is busy, locked, full or down: wait, never park
     └── DeliveryError           an outgoing mail could not be handed to SMTP
         ├── SmtpUnreachable     the server could not be reached (no mail goes until it is back)
         └── PermanentDeliveryError   the server refused it for good (5xx)
@@ -47,6 +48,10 @@ class SourceError(InboxdError):
 
 class SourceHiccup(SourceError):
     """The server is up but one response could not be read: reconnect at once, no outage."""
+
+
+class DatabaseOutage(InboxdError):
+    """The database is busy, locked, full or unreachable: an outage to wait out, not a fault of the mail."""
 
 
 class DeliveryError(InboxdError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,10 +18,12 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 
 from .domain import OPEN_STATUSES
+from .errors import DatabaseOutage
 
 log = logging.getLogger(__name__)
 db = pw.DatabaseProxy()
 _write_turn = threading.Lock()
+BUSY_TIMEOUT_SECONDS = 30.0  # SQLite waits this long for another process's lock, then the database is "unavailable"
 
 
 @contextmanager
@@ -30,8 +33,48 @@ def write_transaction() -> Iterator[None]:
     SQLite's busy handler sleeps in steps of up to 100 ms, so a thread that only writes now and
     then (the outbox) would starve beside one that writes back to back (the ingest).
     """
-    with _write_turn, db.atomic():
-        yield
+    try:
+        with _write_turn, db.atomic():
+            yield
+    except pw.DatabaseError as exc:
+        why = outage(exc)
+        if why is None:
+            raise
+        forget_connection()
+        raise DatabaseOutage(f"database unavailable: {why}") from exc
+
+
+# SQLite's words for a database it cannot use now (busy, locked, full, its disk or file gone), as
+# opposed to a statement the data made fail (a constraint, a value it cannot bind).
+_SQLITE_OUTAGE = ("locked", "busy", "disk is full", "disk i/o error", "unable to open database file")
+
+
+def outage(exc: BaseException) -> str | None:
+    """Why the database is unavailable, if this error says so; None for an error of the data.
+
+    Looks at the driver's error under peewee's, and at what a failed rollback replaced (SQLite
+    rolls back by itself on a full disk, and peewee's own rollback then fails).
+    """
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        driver = getattr(error, "orig", error)  # peewee keeps the driver's error there
+        classes = {f"{c.__module__}.{c.__name__}" for c in type(driver).__mro__}
+        if classes & {"psycopg2.OperationalError", "psycopg2.InterfaceError"}:  # server down, connection lost
+            return " ".join(str(driver).split()) or type(driver).__name__
+        if isinstance(driver, sqlite3.OperationalError) and any(w in str(driver).lower() for w in _SQLITE_OUTAGE):
+            return str(driver)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def forget_connection() -> None:
+    """Drop this thread's connection after an outage: the next query opens a fresh one (a lost server)."""
+    try:
+        db.close()
+    except Exception:  # still in a transaction, or the lost connection would not even close: leave it
+        pass
 
 
 
@@ -354,9 +397,9 @@ def open_database(url: str) -> pw.Database:
         database: pw.Database = pw.SqliteDatabase(
             # IMMEDIATE: a transaction that reads then writes must not lose its snapshot to the
             # outbox thread's commits (SQLITE_BUSY without waiting); take the write lock up front.
-            url.removeprefix("sqlite:///"), timeout=30, lock_type="IMMEDIATE",
+            url.removeprefix("sqlite:///"), timeout=BUSY_TIMEOUT_SECONDS, lock_type="IMMEDIATE",
             pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1,
-                     "busy_timeout": 30000})
+                     "busy_timeout": int(BUSY_TIMEOUT_SECONDS * 1000)})
     else:
         database = connect(url.replace("postgres://", "postgresql://", 1))
     db.initialize(database)

@@ -11,15 +11,16 @@ import smtplib
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from .clock import Clock
 from .config import SmtpConfig, TeamConfig
-from .errors import DeliveryError, PermanentDeliveryError, SmtpUnreachable
+from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Message, Outbox, create, write_transaction
+from .models import Message, Outbox, create, forget_connection, outage, write_transaction
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ class OutboxSender:
         self.transports, self.clock, self.config = transports, clock, config
         self.team = team
         self.unreachable = False  # since the last failure to reach the server; logged once per outage
+        self.database_down = False  # since the database was last found unavailable; logged once per outage
+        self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.wakes = [threading.Event() for _ in transports]
 
     @property
@@ -217,14 +220,35 @@ class OutboxSender:
         now = self.clock.now()
         # Taken for the others, so never sent again: the refused ones are noted on the item.
         not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
-        with write_transaction():
+
+        def record() -> None:
             Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1,
                           last_error=f"refused for {not_for}" if refused else "").where(Outbox.id == row.id).execute()
             Tracker.delivered(row.item_id, row.acknowledges, not_for, row.kind, now)
+        self._record_delivery(record)
         if refused:
             log.error("%s: %s was refused for %s", self._label(row), row.kind, not_for)
         log.info("%s: sent %s to %s: %s", self._label(row), row.kind, ", ".join(row.recipients), row.subject)
         return True
+
+    def _record_delivery(self, record: Callable[[], None]) -> None:
+        """Write what the server took; while the database is unavailable wait, rather than send the mail twice."""
+        backoff = 1.0
+        while True:
+            try:
+                with write_transaction():
+                    record()
+                return
+            except DatabaseOutage as exc:
+                if self.stopping.is_set():
+                    raise  # stopping: like a crash here, the mail may go out once more
+                self._database_unavailable(str(exc))
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _database_unavailable(self, why: str) -> None:
+        (log.debug if self.database_down else log.warning)("outbox: %s; mail waits in the outbox", why)
+        self.database_down = True
 
     def _failed(self, row: Outbox, exc: DeliveryError) -> None:
         attempts = row.attempts + 1
@@ -257,6 +281,7 @@ class OutboxSender:
 
     def run(self, stop: threading.Event) -> None:
         """One worker per connection until `stop`; then the caller drains what is left."""
+        self.stopping = stop
         workers = [threading.Thread(target=self._work, args=(n, stop), name=f"outbox-{n}", daemon=True)
                    for n in range(len(self.transports))]
         for worker in workers:
@@ -271,7 +296,13 @@ class OutboxSender:
             wake.clear()  # before draining: a notify() from now on is not lost
             try:
                 self.drain(share, len(self.transports))
-            except Exception:  # keep the sender alive; the database may be briefly locked
-                log.exception("outbox: unexpected error while sending; will retry")
+                self.database_down = False
+            except Exception as exc:  # keep the sender alive: the rows stay and are tried again
+                why = outage(exc)
+                if why is not None:
+                    forget_connection()  # a read may have failed, outside any write: the server may be gone
+                    self._database_unavailable(f"database unavailable: {why}")
+                else:
+                    log.exception("outbox: unexpected error while sending; will retry")
             wake.wait(idle_seconds)
         self.transports[share].close()

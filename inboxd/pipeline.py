@@ -18,7 +18,7 @@ from .absence import away
 from .clock import Clock
 from .config import Config
 from .domain import ItemView, Plan, PlanKind, Reply
-from .errors import InboxdError, MessageError
+from .errors import DatabaseOutage, InboxdError, MessageError
 from .mailout import Composer, OutgoingMail
 from .message import InboundMessage, decode, raw_key
 from .models import Message, seen_inbound, write_transaction
@@ -61,7 +61,11 @@ class Pipeline:
         self.threads = queries.StoredThreads()
 
     def process(self, raw: bytes, uid: int | None = None, cut_from: int = 0) -> Outcome:
-        """Handle one raw mail (or the start of a huge one); never raises for a bad mail, it is parked instead."""
+        """Handle one raw mail (or the start of a huge one); never raises for a bad mail, it is parked instead.
+
+        Raises DatabaseOutage when the database is busy, locked, full or down: that is no fault of
+        the mail, which is left as it is for the caller to try again.
+        """
         try:
             msg = decode(raw, cut_from)
         except MessageError as exc:
@@ -69,6 +73,8 @@ class Pipeline:
         try:
             with write_transaction():
                 return self._process(msg, uid)
+        except DatabaseOutage:
+            raise
         except pw.IntegrityError as exc:
             if seen_inbound(msg.message_id, msg.fingerprint):  # another worker recorded it first
                 return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, "recorded concurrently")
@@ -237,8 +243,11 @@ class Pipeline:
         message_id = msg.message_id if msg else raw_key(raw)
         sender, subject = (msg.sender, msg.subject) if msg else ("", "")
         fingerprint = msg.fingerprint if msg else raw_key(raw)
-        with write_transaction():
-            self.tracker.record_parked(message_id, fingerprint, uid, sender, subject, len(raw), reason,
-                                       self.clock.now())
+        try:
+            with write_transaction():
+                self.tracker.record_parked(message_id, fingerprint, uid, sender, subject, len(raw), reason,
+                                           self.clock.now())
+        except pw.DatabaseError as exc:  # not even this note can be written: it is the database, not the mail
+            raise DatabaseOutage(f"database unavailable: cannot record a parked mail: {exc}") from exc
         log.error("uid %s %s: parked, kept on the server: %s", uid, message_id, reason)
         return Outcome("parked", message_id, sender, subject, reason)

@@ -145,3 +145,4 @@ class Config:
     service: ServiceConfig
     commands: CommandsConfig = CommandsConfig()
     limits: LimitsConfig = LimitsConfig()
+    state_dir: Path | None = None  # where the health file lives; None: beside the SQLite database or the config

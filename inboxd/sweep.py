@@ -13,7 +13,7 @@ from . import queries
 from .absence import absence_notes, away
 from .digest import digest
 from .domain import OPEN_STATUSES, ItemView, Reply
-from .errors import InboxdError
+from .errors import DatabaseOutage, InboxdError
 from .mailout import Composer
 from .models import Item, Notice, write_transaction
 from .outbox import enqueue
@@ -98,6 +98,8 @@ class Sweeper:
             try:
                 if not self._send(due, now):
                     continue  # another sweep (another process) sent it first
+            except DatabaseOutage:
+                raise  # no fault of this mail: the whole sweep waits for the database
             except InboxdError as exc:
                 first = key not in self._failing
                 self._failing.add(key)

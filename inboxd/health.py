@@ -1,0 +1,137 @@
+"""The daemon's health for `inboxd health`: a small JSON file, kept outside the database (which may be what is down)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+BEAT_SECONDS = 30.0  # a running daemon rewrites the file at least this often (its loop wakes every minute)
+STALE_SECONDS = 300.0  # older than this, the file no longer speaks for a running daemon
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the daemon last said about itself; times are ISO 8601 in UTC."""
+
+    state: str  # ok | paused | stopped
+    reason: str
+    since: str  # when this state began
+    updated: str  # when the daemon last wrote the file
+    last_imap: str | None  # the last time it read the mailbox
+    pid: int
+
+
+def status_file(config: Config) -> Path:
+    """`[paths] state`/inboxd.<mailbox hash>.health.json; by default beside the SQLite database or the config."""
+    folder = config.state_dir
+    if folder is None:
+        url = config.database_url
+        folder = Path(url.removeprefix("sqlite:///")).parent if url.startswith("sqlite:///") else config.path.parent
+    digest = hashlib.sha256(config.mailbox.label.encode()).hexdigest()[:8]
+    return folder / f"inboxd.{digest}.health.json"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Health:
+    """The daemon's state (ok, or paused with why and since when; the last IMAP activity), written atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.status = Status("ok", "", _now(), _now(), None, os.getpid())
+        self._written = 0.0  # time.monotonic() of the last write
+        self._failing = False
+
+    @property
+    def paused(self) -> bool:
+        return self.status.state == "paused"
+
+    def pause(self, reason: str) -> bool:
+        """Intake is paused for `reason`; True when it was not paused before."""
+        began = not self.paused
+        self._set("paused", reason, began)
+        return began
+
+    def ok(self) -> bool:
+        """Intake runs; True when it was paused before."""
+        ended = self.status.state != "ok"
+        self._set("ok", "", ended)
+        return ended
+
+    def stopped(self) -> None:
+        self._set("stopped", "inboxd stopped", True)
+
+    def imap_seen(self) -> None:
+        """The mailbox was just read (said at once the first time, then with the next beat)."""
+        first = self.status.last_imap is None
+        self.status = replace(self.status, last_imap=_now())
+        if first:
+            self._write()
+        else:
+            self.beat()
+
+    def beat(self) -> None:
+        """Rewrite the file if it is getting old, so that `inboxd health` knows the daemon still runs."""
+        if time.monotonic() - self._written >= BEAT_SECONDS:
+            self._write()
+
+    def _set(self, state: str, reason: str, changed: bool) -> None:
+        self.status = replace(self.status, state=state, reason=reason,
+                              since=_now() if changed else self.status.since)
+        if changed:
+            self._write()
+        else:
+            self.beat()
+
+    def _write(self) -> None:
+        self.status = replace(self.status, updated=_now())
+        self._written = time.monotonic()
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(asdict(self.status)) + "\n", encoding="utf-8")
+            os.replace(temporary, self.path)  # a reader sees the old file or the new one, never half of one
+        except OSError as exc:  # a full or read-only disk: the file goes stale, and `inboxd health` says so
+            (log.debug if self._failing else log.warning)("health: cannot write %s: %s", self.path, exc)
+            self._failing = True
+            return
+        self._failing = False
+
+
+def read(path: Path) -> Status | None:
+    """The status in the file, or None if there is none (or it cannot be read)."""
+    try:
+        return Status(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def verdict(status: Status | None, path: Path, now: datetime) -> tuple[bool, str]:
+    """(healthy, one line saying why) for `inboxd health`: healthy is ok, fresh, and reading the mailbox."""
+    if status is None:
+        return False, f"unknown: no status in {path} (has inboxd run with this config?)"
+    age = (now - datetime.fromisoformat(status.updated)).total_seconds()
+    if status.state == "stopped":
+        return False, f"stopped: inboxd (pid {status.pid}) stopped at {status.since}"
+    if age > STALE_SECONDS:
+        return False, (f"stale: inboxd (pid {status.pid}) last reported {int(age)} s ago, at {status.updated} "
+                       f"(not running, hanging, or unable to write {path.parent})")
+    if status.state == "paused":
+        return False, f"paused since {status.since}: {status.reason}"
+    read = (now - datetime.fromisoformat(status.last_imap)).total_seconds() if status.last_imap else None
+    if read is None or read > STALE_SECONDS:  # running, but the mailbox cannot be reached
+        return False, (f"not reading mail: the mailbox was last read "
+                       f"{f'{int(read)} s ago, at {status.last_imap}' if read is not None else 'never'} "
+                       f"(see the log for IMAP errors)")
+    return True, f"ok since {status.since} (pid {status.pid}; mailbox last read {status.last_imap or 'never'})"
