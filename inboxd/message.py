@@ -142,12 +142,13 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
     if sender_problem:  # the reason only, never the header: that is the sender's own text
         log.info("%s: no sender taken from %s: tracked, not answered, no commands", message_id, sender_problem)
     in_reply_to = _MSGID.findall(headers.get("in-reply-to", ("",))[0])
-    loose = _loose_files(email)
+    binary = not all(is_text(t) for t in (*parsed.text_plain, *parsed.text_html))  # text that is not text
+    loose = _loose_files(email, binary)
     return InboundMessage(
         message_id=message_id,
         sender=sender, sender_name=sender_name, sender_problem=sender_problem, to=to, cc=cc,
         subject=_clean(parsed.subject or ""),
-        text=_text_of(parsed),
+        text=_text_of(parsed, binary),
         html="" if any(t.strip() and is_text(t) for t in parsed.text_plain) else _html_of(parsed),
         attachments=tuple(_attachment(a) for a in parsed.attachments) + tuple(_loose(f) for f in loose),
         headers=headers,
@@ -330,16 +331,14 @@ def _name_of(mailbox: rfc5322.TokenList) -> str:
     return " ".join((_display_text(mailbox) or " ".join(mailbox.comments)).split())
 
 
-def _text_of(parsed: mailparser.MailParser) -> str:
+def _text_of(parsed: mailparser.MailParser, binary: bool) -> str:
     """The mail's text: its plain parts, else its HTML; parts that are not text left out, stray controls too."""
     plain = "\n".join(t for t in parsed.text_plain if is_text(t)).strip()
     if "\x1b" in plain:  # mail-parser leaves 7-bit iso-2022-jp as escape sequences; the stdlib decodes it
         plain = _stdlib_plain(parsed.message) or plain
     html = _html_of(parsed)
     text = _STRAY.sub("", plain or (html_to_text(html) if html else "")).strip()
-    if text or all(is_text(t) for t in (*parsed.text_plain, *parsed.text_html)):
-        return text
-    return UNREADABLE_TEXT
+    return UNREADABLE_TEXT if binary and not text else text
 
 
 def _html_of(parsed: mailparser.MailParser) -> str:
@@ -366,11 +365,12 @@ def _stdlib_plain(email: Message) -> str:
     return "\n".join(t for t in texts if is_text(t)).strip()
 
 
-def _loose_files(email: Message) -> list[Message]:
+def _loose_files(email: Message, binary: bool) -> list[Message]:
     """Parts that are files though neither named nor attached: mail-parser would drop them unseen.
 
     A part declared as an application, image, audio or video type (the whole mail, say, when an
-    Outlook .msg is sent as the body), or a text part whose bytes are not text.
+    Outlook .msg is sent as the body), or, when mail-parser read `binary` text, a text part whose
+    bytes are not text.
     """
     loose = []
     for part in email.walk():
@@ -379,7 +379,7 @@ def _loose_files(email: Message) -> list[Message]:
             continue
         if part.get_content_maintype() in ("application", "image", "audio", "video"):
             loose.append(_as_file(part, part.get_content_type()))
-        elif part.get_content_type() in ("text/plain", "text/html") and _is_binary(part):
+        elif binary and part.get_content_type() in ("text/plain", "text/html") and _is_binary(part):
             loose.append(_as_file(part, "application/octet-stream"))
     return loose
 
