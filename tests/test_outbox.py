@@ -143,3 +143,23 @@ def test_the_sent_log_is_read_by_message_id_and_emptied_at_start(fake_daemon, cl
     assert fake_daemon.sender.drain() == 1  # the pending ack is not mistaken for a sent one
     assert log.path.read_text() == '["' + Outbox.get().message_id + '", ""]\n'  # noted; emptied at start
     assert log.unrecorded == {}
+
+
+def test_on_dovecot_and_aiosmtpd_a_crash_after_the_250_sends_no_second_acknowledgement(
+        tmp_path, clock, mailbox, smtp_capture, monkeypatch):
+    from inboxd.servers import append_messages
+    config = load_config(write_config(tmp_path, imap_port=mailbox.port, smtp_port=smtp_capture.port,
+                                      imap_user=mailbox.user, imap_password=mailbox.password,
+                                      extra="[service]\nannounce_new = false\n"))
+    append_messages(mailbox, [make_mail("rosa@example.org", "Screen flickers")])
+    first = Daemon(config, clock=clock)
+    first.ingest(first.source.open())  # the item is committed, the mail moved to Processed
+    first.source.close()
+    with monkeypatch.context() as patch:
+        _killed_after_the_250(patch)
+        with pytest.raises(Killed):
+            first.sender.drain()  # aiosmtpd said 250; the process "dies" before the commit
+    assert len(smtp_capture.messages) == 1 and Outbox.get().status == "pending"
+    Daemon(config, clock=clock).once()  # the next start
+    assert len(smtp_capture.messages) == 1  # the acknowledgement went out once
+    assert Outbox.get().status == "sent" and Item.get().acknowledged_at == clock.now()
