@@ -10,6 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from conversation_helpers import reply, text_of
 from test_security import OWNER, REQUESTER, Mailroom
 

@@ -11,12 +11,12 @@ import re
 from email.message import Message as EmailMessage
 
 import pytest
+from inboxd.message import UNREADABLE_TEXT, decode, is_text
+from inboxd.models import Message
+
 from conversation_helpers import text_of
 from helpers import CORPUS
 from test_security import Mailroom
-
-from inboxd.message import UNREADABLE_TEXT, decode, is_text
-from inboxd.models import Message
 
 # The start of a real Outlook .msg: the OLE2 signature, then sectors of NULs and 0xFF.
 OLE = (CORPUS / "malformed" / "mailparser__mail_outlook_1.eml").read_bytes()[:6000]
