@@ -13,7 +13,10 @@ and is stopped with SIGTERM. Then, from the database, the mailbox and the SMTP c
 
 One summary line; exit 1 when anything was lost or doubled beyond what SMTP cannot rule out.
 
-    python bench/crash_trials.py [--kills K] [--mails N] [--seed S] [--server dovecot|pymap|auto] [--json]
+    python bench/crash_trials.py [--kills K] [--mails N] [--seed S] [--server dovecot|pymap|auto] [--backlog] [--json]
+
+With --backlog every mail is in INBOX before the first start: each kill lands while the daemon reads
+and sends flat out, where the SMTP window is widest (the issue's "3 duplicates in 12 kills").
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def settle(server: ImapServer, db: Path, expected: int, timeout: float) -> bool:
     return False
 
 
-def trial(kills: int, count: int, seed: int, server: ImapServer, work: Path) -> dict:
+def trial(kills: int, count: int, seed: int, server: ImapServer, work: Path, backlog: bool = False) -> dict:
     """Run the trial and count; the figures as a dict."""
     rng = random.Random(seed)
     mails = make_mails(count, f"crash{seed}")
@@ -95,6 +98,9 @@ def trial(kills: int, count: int, seed: int, server: ImapServer, work: Path) -> 
         server.reset()
         appended = threading.Event()
         spread = kills * sum(KILL_AFTER) / 2  # the mail keeps coming while the daemon is being killed
+        if backlog:  # or it is all there at once
+            append_messages(server, mails)
+            mails, spread = [], 0
         feeder = threading.Thread(target=stream, args=(server, mails, spread, appended, random.Random(seed)),
                                   daemon=True)
         feeder.start()
@@ -123,7 +129,7 @@ def trial(kills: int, count: int, seed: int, server: ImapServer, work: Path) -> 
             deliveries[answered] += 1
             distinct.setdefault(answered, set()).add(ack["Message-ID"])
     return {
-        "server": server_label(server), "kills": kills, "mails": count, "seed": seed,
+        "server": server_label(server), "kills": kills, "mails": count, "seed": seed, "backlog": backlog,
         "seconds": round(seconds, 1), "settled": settled, "stopped_cleanly": stopped,
         "items": query(db, "select count(*) from item")[0][0],
         "lost": len(request_ids - set(per_request)),
@@ -157,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mails", type=int, default=500, help="request mails streamed in (default 500)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the kill moments and the stream")
     parser.add_argument("--server", choices=["dovecot", "pymap", "auto"], default="auto")
+    parser.add_argument("--backlog", action="store_true", help="all mail in INBOX before the first start")
     parser.add_argument("--json", action="store_true", help="the figures as JSON")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         server = stack.enter_context(pick_server(args.server))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inboxd-crash-")))
-        figures = trial(args.kills, args.mails, args.seed, server, work)
+        figures = trial(args.kills, args.mails, args.seed, server, work, args.backlog)
         problems = verdict(figures)
         if problems:
             sys.stderr.write((work / "inboxd.log").read_text(errors="replace")[-4000:])

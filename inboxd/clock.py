@@ -150,9 +150,20 @@ class BusinessCalendar:
                 days = duration.amount * (7 if duration.unit == "weeks" else 1)
                 return (local + timedelta(days=days)).replace(tzinfo=self.tz)
             return start + timedelta(**{duration.unit: duration.amount})
-        if duration.unit == "hours":
-            return self._add_working_minutes(start, duration.amount * 60)
+        if duration.unit in ("hours", "minutes"):
+            return self._add_working_minutes(start, duration.amount * (60 if duration.unit == "hours" else 1))
         return self._add_working_days(start, duration.amount)
+
+    def working_deadline(self, moment: datetime, now: datetime) -> datetime:
+        """A promised moment inside working hours, leaving the same working time before it.
+
+        Outside hours it moves back to the last working moment before it (Saturday: Friday's
+        closing; 20:00: that day's closing), or, when that has passed, on to the next opening.
+        """
+        if moment <= now:
+            return moment  # the caller says it is in the past
+        last = self._last_working(moment)
+        return last if last > now else self._next_open(moment)
 
     def _add_working_minutes(self, start: datetime, minutes: int) -> datetime:
         current = self._next_open(start)
@@ -270,14 +281,18 @@ _CLOCK_TIME = re.compile(r"(\d{1,2}):(\d{2})")
 def parse_moment(text: str, now: datetime, calendar: BusinessCalendar) -> tuple[datetime, str]:
     """A date an owner writes (`2026-12-04 [15:00]`, `friday`, `today`, `tomorrow`, `+2d`, `+4h`) and the rest.
 
-    A day without a time means the end of that working day, in the team's timezone.
+    A day without a time means the end of that working day, in the team's timezone. `+` counts
+    business time, as a rule's `due_in` does: `+2d` is two working days on, `+1w` a working week
+    (as many working days as the team works in a week), `+4h` and `+30m` working time.
     """
     first, _, rest = text.strip().partition(" ")
     word, local = first.lower(), now.astimezone(calendar.tz)
     relative = _RELATIVE.fullmatch(word)
     if relative:
-        duration = Duration(int(relative.group(1)), _UNITS[relative.group(2).lower()])
-        return calendar.add(now, duration), rest.strip()
+        amount, unit = int(relative.group(1)), _UNITS[relative.group(2).lower()]
+        if unit == "weeks":
+            amount, unit = amount * len(calendar.workdays), "days"
+        return calendar.add(now, Duration(amount, unit, business=True)), rest.strip()
     if word == "today":
         day = local.date()
     elif word == "tomorrow":

@@ -6,14 +6,17 @@ import binascii
 import email as stdlib_email
 import hashlib
 import logging
+import mimetypes
 import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email import _header_value_parser as rfc5322  # the stdlib's strict parser (email.headerregistry's)
+from email.encoders import encode_base64
 from email.errors import NonASCIILocalPartDefect
 from email.header import decode_header, make_header
 from email.message import Message
+from email.mime.base import MIMEBase
 
 import mailparser
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
@@ -25,6 +28,10 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unu
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HEADER_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")  # the first blank line, in any line endings
+# In text these are binary data read as text: controls (not tab or line ends) and bytes no charset read.
+_UNREADABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+_STRAY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # never pasted into mail, even a few
+UNREADABLE_TEXT = "(The text of this mail could not be read: it is not text. It is listed as a file, as it came.)"
 _INVENTED_NAME = re.compile(r"[a-z]{10}\.(txt|rtf)")  # mail-parser names unnamed parts at random
 # Message-IDs of our own mail quoted in a body: a bounce names the mail that failed this way.
 _OUR_QUOTED_ID = re.compile(rb"<[\w.+-]+\.inboxd@[\w.-]+>", re.IGNORECASE)
@@ -164,20 +171,22 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
     if sender_problem:  # the reason only, never the header: that is the sender's own text
         log.info("%s: no sender taken from %s: tracked, not answered, no commands", message_id, sender_problem)
     in_reply_to = _MSGID.findall(headers.get("in-reply-to", ("",))[0])
+    binary = not all(is_text(t) for t in (*parsed.text_plain, *parsed.text_html))  # text that is not text
+    loose = _loose_files(email, binary)
     return InboundMessage(
         message_id=message_id,
         sender=sender, sender_name=sender_name, sender_problem=sender_problem, to=to, cc=cc,
         subject=_clean(parsed.subject or ""),
-        text=_text_of(parsed),
-        html="" if "\n".join(parsed.text_plain).strip() else "\n".join(parsed.text_html),
-        attachments=tuple(_attachment(a) for a in parsed.attachments),
+        text=_text_of(parsed, binary),
+        html="" if any(t.strip() and is_text(t) for t in parsed.text_plain) else _html_of(parsed),
+        attachments=tuple(_attachment(a) for a in parsed.attachments) + tuple(_loose(f) for f in loose),
         headers=headers,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=tuple(_MSGID.findall(" ".join(headers.get("references", ())))),
         content_type=email.get_content_type(),
         raw_size=cut_from or len(raw), cut_from=cut_from,
         quoted_ids=tuple(dict.fromkeys(q.decode() for q in _OUR_QUOTED_ID.findall(raw[:QUOTED_SCAN_BYTES])))[:20],
-        files=_files(email), original=raw, body_hash=body_hash(raw, cut_from))
+        files=_files(email) + tuple(loose), original=raw, body_hash=body_hash(raw, cut_from))
 
 
 def _files(email: Message) -> tuple[Message, ...]:
@@ -381,14 +390,23 @@ def _name_of(mailbox: rfc5322.TokenList) -> str:
     return " ".join((_display_text(mailbox) or " ".join(mailbox.comments)).split())
 
 
-def _text_of(parsed: mailparser.MailParser) -> str:
-    plain = "\n".join(parsed.text_plain).strip()
+def _text_of(parsed: mailparser.MailParser, binary: bool) -> str:
+    """The mail's text: its plain parts, else its HTML; parts that are not text left out, stray controls too."""
+    plain = "\n".join(t for t in parsed.text_plain if is_text(t)).strip()
     if "\x1b" in plain:  # mail-parser leaves 7-bit iso-2022-jp as escape sequences; the stdlib decodes it
         plain = _stdlib_plain(parsed.message) or plain
-    if plain:
-        return plain
-    html = "\n".join(parsed.text_html)
-    return html_to_text(html) if html else ""
+    html = _html_of(parsed)
+    text = _STRAY.sub("", plain or (html_to_text(html) if html else "")).strip()
+    return UNREADABLE_TEXT if binary and not text else text
+
+
+def _html_of(parsed: mailparser.MailParser) -> str:
+    return "\n".join(t for t in parsed.text_html if is_text(t))
+
+
+def is_text(text: str) -> bool:
+    """False for data that is not text though it was read as text (an Outlook .msg, a PDF, UTF-16)."""
+    return len(_UNREADABLE.findall(text)) * 4 <= len(text)
 
 
 def _stdlib_plain(email: Message) -> str:
@@ -403,7 +421,49 @@ def _stdlib_plain(email: Message) -> str:
                 texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
             except LookupError:  # a charset Python does not know: keep mail-parser's reading
                 return ""
-    return "\n".join(texts).strip()
+    return "\n".join(t for t in texts if is_text(t)).strip()
+
+
+def _loose_files(email: Message, binary: bool) -> list[Message]:
+    """Parts that are files though neither named nor attached: mail-parser would drop them unseen.
+
+    A part declared as an application, image, audio or video type (the whole mail, say, when an
+    Outlook .msg is sent as the body), or, when mail-parser read `binary` text, a text part whose
+    bytes are not text.
+    """
+    loose = []
+    for part in email.walk():
+        if part.is_multipart() or part.get_filename() or part.get_content_disposition() == "attachment" \
+                or part.get("content-id") or part.get_content_subtype().endswith("signature"):
+            continue
+        if part.get_content_maintype() in ("application", "image", "audio", "video"):
+            loose.append(_as_file(part, part.get_content_type()))
+        elif binary and part.get_content_type() in ("text/plain", "text/html") and _is_binary(part):
+            loose.append(_as_file(part, "application/octet-stream"))
+    return loose
+
+
+def _is_binary(part: Message) -> bool:
+    """A text part whose bytes are not text, read by its charset or as UTF-8 (charsets are often named wrong)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return False
+    try:
+        declared = payload.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:
+        declared = ""
+    return not is_text(declared) and not is_text(payload.decode("utf-8", "replace"))
+
+
+def _as_file(part: Message, content_type: str) -> Message:
+    """A part's bytes as a new attachment: never the part itself, which may be the whole mail with its headers."""
+    payload = part.get_payload(decode=True)
+    file = MIMEBase(*content_type.split("/", 1))
+    file.set_payload(payload if isinstance(payload, bytes) else b"")
+    encode_base64(file)
+    file.add_header("Content-Disposition", "attachment",
+                    filename=f"unnamed{mimetypes.guess_extension(content_type) or '.bin'}")
+    return file
 
 
 def readable_soup(html: str) -> BeautifulSoup:
@@ -424,6 +484,13 @@ def tidy_lines(lines: Iterable[str]) -> str:
 def html_to_text(html: str) -> str:
     """Readable text of an HTML body."""
     return tidy_lines(readable_soup(html).get_text("\n").splitlines())
+
+
+def _loose(file: Message) -> Attachment:
+    """How a loose file is listed (`unnamed application/vnd.ms-outlook`, 156.2 kB)."""
+    payload = file.get_payload(decode=True)
+    content_type = file.get_content_type()
+    return Attachment(f"unnamed {content_type}", len(payload) if isinstance(payload, bytes) else 0, content_type)
 
 
 def _attachment(part: dict) -> Attachment:

@@ -14,13 +14,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
+
+import peewee as pw
 
 from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Message, Outbox, create, forget_connection, outage, write_transaction
+from .models import Message, Outbox, create, db, forget_connection, outage, write_transaction
+from .sentlog import SentLog
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,13 @@ def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
                   subject=mail.subject, message_id=mail.message_id, raw=mail.raw, acknowledges=mail.acknowledges,
                   recipient=mail.to[0].lower() if mail.to else "", automatic=mail.automatic,
                   next_attempt_at=now, created_at=now)
+
+
+def _mark_sent(row: Outbox, not_for: str, now: datetime) -> None:
+    """The row is sent and its item told, inside the caller's transaction."""
+    Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1,
+                  last_error=f"refused for {not_for}" if not_for else "").where(Outbox.id == row.id).execute()
+    Tracker.delivered(row.item_id, row.acknowledges, not_for, row.kind, now)
 
 
 class Transport(Protocol):
@@ -163,6 +174,8 @@ class OutboxSender:
         self.database_down = False  # since the database was last found unavailable; logged once per outage
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.wakes = [threading.Event() for _ in transports]
+        self._sent_log: SentLog | None = None
+        self._settling, self._settled = threading.Lock(), False
 
     @property
     def transport(self) -> Transport:
@@ -188,6 +201,7 @@ class OutboxSender:
 
     def drain(self, share: int = 0, shares: int = 1) -> int:
         """Send everything due now (of one share); the number of mails sent."""
+        self.settle()
         transport, sent = self.transports[share if shares > 1 else 0], 0
         while True:
             batch = self.due(share, shares)
@@ -205,6 +219,10 @@ class OutboxSender:
 
     def send_one(self, row: Outbox, transport: Transport | None = None) -> bool:
         """Try one mail and record the result at once, so a crash repeats at most this one."""
+        sent_log = self.sent_log
+        if sent_log is not None and row.message_id in sent_log.unrecorded:  # taken, not recorded: no resend
+            self._record_sent(row, sent_log.unrecorded[row.message_id], sent_log)
+            return True
         try:
             refused = (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
         except DeliveryError as exc:
@@ -214,22 +232,54 @@ class OutboxSender:
             log.exception("%s: unexpected error sending %s", self._label(row), row.kind)
             self._failed(row, DeliveryError(f"{type(exc).__name__}: {exc}"))
             return False
+        # Taken for the others, so never sent again: the refused ones are noted on the item.
+        not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
+        if sent_log is not None:
+            sent_log.note(row.message_id, not_for)  # first of all: from here a crash no longer sends it twice
+        self._record_sent(row, not_for, sent_log)
         if self.unreachable:
             self.unreachable = False
             log.info("SMTP: %s:%s is reachable again; sending what waited", self.config.host, self.config.port)
-        now = self.clock.now()
-        # Taken for the others, so never sent again: the refused ones are noted on the item.
-        not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
-
-        def record() -> None:
-            Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1,
-                          last_error=f"refused for {not_for}" if refused else "").where(Outbox.id == row.id).execute()
-            Tracker.delivered(row.item_id, row.acknowledges, not_for, row.kind, now)
-        self._record_delivery(record)
-        if refused:
+        if not_for:
             log.error("%s: %s was refused for %s", self._label(row), row.kind, not_for)
         log.info("%s: sent %s to %s: %s", self._label(row), row.kind, ", ".join(row.recipients), row.subject)
         return True
+
+    def _record_sent(self, row: Outbox, not_for: str, sent_log: SentLog | None) -> None:
+        now = self.clock.now()
+        self._record_delivery(lambda: _mark_sent(row, not_for, now))
+        if sent_log is not None:
+            sent_log.recorded(row.message_id)
+
+    @property
+    def sent_log(self) -> SentLog | None:
+        """The sent log beside a SQLite database file (PostgreSQL: none, the delivery waits its turn)."""
+        if self._sent_log is None:
+            database = db.obj
+            if isinstance(database, pw.SqliteDatabase) and database.database not in ("", ":memory:"):
+                self._sent_log = SentLog(Path(f"{database.database}.sent"))
+        return self._sent_log
+
+    def settle(self) -> int:
+        """Before sending anything: what the sent log says the server took is recorded, never sent again."""
+        with self._settling:
+            sent_log, count = self.sent_log, 0
+            if self._settled or sent_log is None:
+                return 0
+            taken = sent_log.taken()
+            if taken:
+                now = self.clock.now()
+                with write_transaction():
+                    pending = Outbox.select().where(Outbox.message_id.in_(list(taken)) & (Outbox.status == "pending"))
+                    for row in pending:
+                        _mark_sent(row, taken[row.message_id], now)
+                        count += 1
+                if count:
+                    log.warning("outbox: %d mail(s) the SMTP server took before the last stop were not recorded "
+                                "yet; recorded now from %s, not sent again", count, sent_log.path)
+            sent_log.clear()
+            self._settled = True
+            return count
 
     def _record_delivery(self, record: Callable[[], None]) -> None:
         """Write what the server took; while the database is unavailable wait, rather than send the mail twice."""

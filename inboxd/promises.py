@@ -20,8 +20,9 @@ def promised_date(calendar: BusinessCalendar, service: ServiceConfig, created: d
     """The date an item is promised for: the rule's (or the default) turnaround, or the requester's later date.
 
     A requested date sooner than the team's turnaround cannot be promised; the ack says which date can.
+    Always inside working hours: a wall-clock `due_in` landing on a Sunday is moved to Friday's closing.
     """
-    standard = calendar.add(created, due_in or service.default_due)
+    standard = calendar.working_deadline(calendar.add(created, due_in or service.default_due), created)
     return requested if requested is not None and requested > standard else standard
 
 

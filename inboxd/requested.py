@@ -49,7 +49,10 @@ _BEFORE_TIME = re.compile(r"^[\s,]*(?:(?:at|um|@)\s*)?", re.IGNORECASE)  # "Frid
 
 
 def requested_date(text: str, now: datetime, calendar: BusinessCalendar) -> datetime | None:
-    """The date a requester asks for in a mail ("needed by Friday", "Due: 2026-12-04"), or None."""
+    """The date a requester asks for in a mail ("needed by Friday", "Due: 2026-12-04"), or None.
+
+    Inside working hours, as every promised date: "by Saturday" is Friday's closing time.
+    """
     today = now.astimezone(calendar.tz).date()
     unquoted = (line for line in text.splitlines() if not line.lstrip().startswith(">"))
     head = "\n".join(islice(unquoted, _MAX_LINES))[:_MAX_CHARS]
@@ -60,7 +63,8 @@ def requested_date(text: str, now: datetime, calendar: BusinessCalendar) -> date
                 continue
             try:  # the time, if any, follows the date: parse_moment reads it from the rest of the line
                 rest = _BEFORE_TIME.sub("", line[found.end():])
-                return parse_moment(f"{_token(found, today)} {rest}", now, calendar)[0]
+                said = parse_moment(f"{_token(found, today)} {rest}", now, calendar)[0]
+                return calendar.working_deadline(said, now)
             except ValueError:  # 2026-13-45, 31 February: numbers that are no date
                 continue
     return None

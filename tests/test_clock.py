@@ -120,3 +120,58 @@ def test_working_minutes_and_extend_count_only_business_time():
     assert CAL.working_minutes(friday, monday) == 4 * 60
     assert CAL.extend(friday, 4 * 60) == monday
     assert CAL.working_minutes(at(2026, 12, 23, 17, 0), at(2026, 12, 28, 9, 30)) == 30 + 30  # 24th-27th closed
+
+
+class TestRelativeDatesAreBusinessTime:
+    """`#eta +5d` said at Monday 04:08 once promised Saturday 04:08: `+` counts business time, as `due_in` does."""
+
+    monday_0408, friday_16 = at(2026, 11, 30, 4, 8), at(2026, 12, 4, 16, 0)
+
+    @pytest.mark.parametrize("text, expected", [
+        ("+5d", at(2026, 12, 7, 9, 0)),  # five working days from Monday's opening
+        ("+1w", at(2026, 12, 7, 9, 0)),  # a working week: five working days
+        ("+2w", at(2026, 12, 14, 9, 0)),
+        ("+3h", at(2026, 11, 30, 12, 0)),
+        ("+30m", at(2026, 11, 30, 9, 30)),
+    ])
+    def test_from_before_opening(self, text, expected):
+        assert parse_moment(text, self.monday_0408, CAL)[0] == expected
+
+    @pytest.mark.parametrize("text, expected", [
+        ("+1d", at(2026, 12, 7, 16, 0)),
+        ("+3h", at(2026, 12, 7, 10, 30)),  # 1.5 hours on Friday, 1.5 on Monday
+        ("+1w", at(2026, 12, 11, 16, 0)),
+        ("+90m", at(2026, 12, 4, 17, 30)),  # closing time is still the working day
+    ])
+    def test_from_friday_afternoon(self, text, expected):
+        assert parse_moment(text, self.friday_16, CAL)[0] == expected
+
+    def test_a_week_is_as_many_days_as_the_team_works(self):
+        three_days = BusinessCalendar(BERLIN, workdays=frozenset({0, 1, 3}))  # mon, tue, thu
+        assert parse_moment("+1w", self.monday_0408, three_days)[0] == at(2026, 12, 7, 9, 0)
+
+    def test_holidays_are_skipped(self):
+        assert parse_moment("+1d", at(2026, 12, 23, 12, 0), CAL)[0] == at(2026, 12, 28, 12, 0)  # 24-26 closed
+
+
+class TestWorkingDeadline:
+    """Every promised date lies inside working hours, with the same working time before it."""
+
+    wednesday = at(2026, 12, 2, 10, 0)
+
+    @pytest.mark.parametrize("said, promised", [
+        (at(2026, 12, 3, 11, 0), at(2026, 12, 3, 11, 0)),  # inside hours: as said
+        (at(2026, 12, 5, 17, 30), at(2026, 12, 4, 17, 30)),  # Saturday: Friday's closing
+        (at(2026, 12, 3, 20, 0), at(2026, 12, 3, 17, 30)),  # after closing: that day's closing
+        (at(2026, 12, 4, 7, 0), at(2026, 12, 3, 17, 30)),  # before opening: the day before's closing
+        (at(2026, 12, 25, 17, 30), at(2026, 12, 23, 17, 30)),  # Christmas, and the 24th closed too
+    ])
+    def test_moved_back_to_the_last_working_moment(self, said, promised):
+        assert CAL.working_deadline(said, self.wednesday) == promised
+
+    def test_with_no_working_time_left_before_it_the_next_opening(self):
+        friday_evening = at(2026, 12, 4, 18, 0)
+        assert CAL.working_deadline(at(2026, 12, 5, 17, 30), friday_evening) == at(2026, 12, 7, 9, 0)
+
+    def test_a_moment_in_the_past_is_left_for_the_caller_to_refuse(self):
+        assert CAL.working_deadline(at(2026, 12, 1, 12, 0), self.wednesday) == at(2026, 12, 1, 12, 0)

@@ -94,3 +94,72 @@ def test_what_a_failure_means(exc, kind, unreachable):
     from inboxd.outbox import _classify
     error = _classify(exc)
     assert (type(error).__name__, error.unreachable) == (kind, unreachable)
+
+
+# --- the SMTP window (issue 13, item 9): between the server's 250 and the database's commit ------
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, nothing catches it."""
+
+
+def _killed_after_the_250(monkeypatch):
+    """The next delivery's record in the database never happens, as if the process died right there."""
+    import inboxd.outbox
+
+    def die(*args):
+        raise Killed
+    monkeypatch.setattr(inboxd.outbox, "_mark_sent", die)
+
+
+def test_a_mail_the_server_took_is_not_sent_again_after_a_crash_before_the_commit(fake_daemon, clock, monkeypatch,
+                                                                                    caplog):
+    item = _one_request(fake_daemon)
+    with monkeypatch.context() as patch:
+        _killed_after_the_250(patch)
+        with pytest.raises(Killed):
+            fake_daemon.sender.drain()
+    assert len(fake_daemon.sender.transport.sent) == 1 and Outbox.get().status == "pending"  # taken, not recorded
+    restarted = Daemon(fake_daemon.config, clock=clock, source=FakeSource(), transport=FakeTransport())
+    assert restarted.sender.drain() == 0
+    assert restarted.sender.transport.sent == []  # not a second acknowledgement
+    assert Outbox.get().status == "sent" and Item.get_by_id(item.id).acknowledged_at == clock.now()
+    assert "1 mail(s) the SMTP server took before the last stop" in caplog.text
+
+
+def test_a_record_the_database_refused_is_written_later_without_sending_again(fake_daemon, monkeypatch):
+    _one_request(fake_daemon)
+    with monkeypatch.context() as patch:
+        _killed_after_the_250(patch)
+        with pytest.raises(Killed):
+            fake_daemon.sender.drain()
+    assert fake_daemon.sender.drain() == 1  # recorded now, in the same process
+    assert len(fake_daemon.sender.transport.sent) == 1 and Outbox.get().status == "sent"
+
+
+def test_the_sent_log_is_read_by_message_id_and_emptied_at_start(fake_daemon, clock):
+    _one_request(fake_daemon)
+    log = fake_daemon.sender.sent_log
+    log.path.write_text('["<old-ack@example.org>", ""]\nnot json\n')  # left beside a database since replaced
+    assert fake_daemon.sender.drain() == 1  # the pending ack is not mistaken for a sent one
+    assert log.path.read_text() == '["' + Outbox.get().message_id + '", ""]\n'  # noted; emptied at start
+    assert log.unrecorded == {}
+
+
+def test_on_dovecot_and_aiosmtpd_a_crash_after_the_250_sends_no_second_acknowledgement(
+        tmp_path, clock, mailbox, smtp_capture, monkeypatch):
+    from inboxd.servers import append_messages
+    config = load_config(write_config(tmp_path, imap_port=mailbox.port, smtp_port=smtp_capture.port,
+                                      imap_user=mailbox.user, imap_password=mailbox.password,
+                                      extra="[service]\nannounce_new = false\n"))
+    append_messages(mailbox, [make_mail("rosa@example.org", "Screen flickers")])
+    first = Daemon(config, clock=clock)
+    first.ingest(first.source.open())  # the item is committed, the mail moved to Processed
+    first.source.close()
+    with monkeypatch.context() as patch:
+        _killed_after_the_250(patch)
+        with pytest.raises(Killed):
+            first.sender.drain()  # aiosmtpd said 250; the process "dies" before the commit
+    assert len(smtp_capture.messages) == 1 and Outbox.get().status == "pending"
+    Daemon(config, clock=clock).once()  # the next start
+    assert len(smtp_capture.messages) == 1  # the acknowledgement went out once
+    assert Outbox.get().status == "sent" and Item.get().acknowledged_at == clock.now()

@@ -58,7 +58,7 @@ FRIDAY, DEC_4 = at(27), at(4, month=12)
     ("by 4 Dec", DEC_4),
     ("by December 4", DEC_4),
     ("by the 4th of December", DEC_4),
-    ("by 4 December 2027", at(4, month=12, year=2027)),
+    ("by 4 December 2027", at(3, month=12, year=2027)),  # a Saturday: Friday's closing, the same working time
     ("bis 4.12.26", DEC_4),
     ("by Friday, 4 December", DEC_4),  # a weekday before a full date: the date is what counts
     ("deadline: 4.12.2025", at(4, month=12, year=2025)),  # in the past, but asked for: the caller decides
@@ -94,7 +94,8 @@ def test_no_date_is_read_into_ordinary_words(text):
 def test_a_day_month_already_passed_means_next_year():
     december = datetime(2026, 12, 20, 10, 0, tzinfo=BERLIN)
     assert requested_date("Laptop\nneeded by 5 January", december, CAL) == at(5, month=1, year=2027)
-    assert requested_date("Laptop\nneeded by 20 December", december, CAL) == at(20, month=12)  # today counts
+    # Today counts; a Sunday, with no working time left before it, so Monday's opening.
+    assert requested_date("Laptop\nneeded by 20 December", december, CAL) == at(21, 9, 0, month=12)
 
 
 def test_end_of_week_on_a_friday_is_today():

@@ -117,6 +117,7 @@ class Eta(Command):
             due, reason = parse_moment(argument, ctx.now, ctx.config.calendar)
         except ValueError as exc:
             raise Refused(f"#eta: {exc}") from None
+        due = ctx.config.calendar.working_deadline(due, ctx.now)
         if due <= ctx.now:
             raise Refused(f"#eta: {argument.split()[0]} ({_local(due, ctx)}) is in the past")
         new = replace(state, due_at=due, on_track=False)
