@@ -82,8 +82,9 @@ def _config(ctx: click.Context, secrets: bool = True) -> Config:
 @click.pass_context
 def run(ctx: click.Context, standby: bool) -> None:
     """Run the daemon: watch the mailbox (IDLE or polling) until SIGTERM."""
-    from .daemon import Daemon
-    daemon = Daemon(_config(ctx))
+    from .daemon import Daemon, start_patiently
+    config = _config(ctx)
+    daemon = start_patiently(lambda: Daemon(config))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())

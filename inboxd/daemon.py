@@ -349,3 +349,26 @@ class Daemon:
             self._stop_sender(thread, sender_stop)
             self.health.stopped()
             log.info("stopped")
+
+
+def start_patiently(make: Callable[[], Daemon]) -> Daemon:
+    """Build the daemon, waiting out a database locked, busy or full at start; one that cannot be opened fails.
+
+    A wrong path or password is the admin's to fix (one line, exit 1); a lock held by a backup, a
+    migration in another shell or a full disk is an outage that passes.
+    """
+    wait, said = 1.0, False
+    while True:
+        try:
+            return make()
+        except Exception as exc:
+            why = outage(exc)
+            if why is None or not any(word in why.lower() for word in ("locked", "busy", "full")):
+                raise
+            forget_connection()
+            if not said:
+                log.warning("database unavailable at start: %s; waiting for it (retrying up to every %.0f s)",
+                            why, DATABASE_RETRY_SECONDS)
+                said = True
+            time.sleep(wait)
+            wait = min(wait * 2, DATABASE_RETRY_SECONDS)

@@ -483,3 +483,25 @@ def test_inboxd_run_survives_a_sixty_second_lock_with_its_defaults(tmp_path, mai
     text = log.read_text()
     assert text.count("intake paused") == 1 and text.count("intake resumed") == 1, text[-3000:]
     assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
+
+
+def test_run_waits_out_a_database_locked_at_its_start_and_a_wrong_path_fails_at_once(tmp_path, short_waits, clock,
+                                                                                     caplog):
+    config = load_config(write_config(tmp_path))
+    Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport())  # the database exists
+    models.db.close()
+    other = lock(tmp_path / "inboxd.db")
+    threading.Timer(1.5, other.close).start()  # a backup holding the lock for a moment
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="inboxd.daemon"):
+        daemon = daemon_module.start_patiently(
+            lambda: Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport()))
+    assert isinstance(daemon, Daemon) and time.monotonic() - started >= 1.0
+    waits = [r.getMessage() for r in caplog.records if "database unavailable at start" in r.getMessage()]
+    assert len(waits) == 1 and "locked" in waits[0]
+    path = write_config(tmp_path / "other")
+    path.write_text(path.read_text().replace('url = "sqlite:///inboxd.db"', 'url = "sqlite:///no/such/dir/x.db"'))
+    broken = load_config(path)
+    with pytest.raises(pw.OperationalError, match="unable to open"):
+        daemon_module.start_patiently(lambda: Daemon(broken, clock=clock, source=FakeSource(),
+                                                     transport=FakeTransport()))
