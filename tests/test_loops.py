@@ -74,6 +74,17 @@ def test_a_requester_and_a_queue_of_responders_on_an_unowned_item_stop_within_th
     assert room.item.owner is None
 
 
+def test_an_owner_with_an_out_of_office_alone_gets_two_mails_for_a_follow_up(room):
+    """Only Ana answers everything: inboxd must not be the other half of her loop."""
+    room.request()
+    room.run(reply(room.last(REQUESTER), REQUESTER, "Any news on the monitor?"))
+    before = len([m for m in room.sent if m["To"] == OWNER])
+    rounds = let_them_answer(room, (OWNER,))
+    to_ana = [m for m in room.sent if m["To"] == OWNER][before - 1:]  # the forwarded follow-up, and what followed
+    assert rounds <= 2 and len(to_ana) <= 2, [str(m["Subject"]) for m in to_ana]
+    assert not Event.select().where(Event.kind == "mail-held").exists()
+
+
 def test_ten_mails_between_requester_and_owner_in_an_hour_all_go_through(room):
     room.request()
     for turn in range(10):
