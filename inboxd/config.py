@@ -172,6 +172,17 @@ def _duration(value: str) -> Duration:
     return parse_duration(value)
 
 
+def _window(value: str) -> Duration:
+    """The caps' window: wall-clock time, ten minutes at least (a zero window would switch every cap off)."""
+    window = parse_duration(value)
+    if window.business:
+        raise ValueError(f"the window is wall-clock time (loops do not wait for office hours): {value!r}; try \"1h\"")
+    minutes = window.amount * {"minutes": 1, "hours": 60, "days": 1440, "weeks": 10080}[window.unit]
+    if minutes < 10:
+        raise ValueError(f"too short to catch a loop: {value!r}; at least 10 minutes, e.g. \"1h\"")
+    return window
+
+
 def load_config(path: Path, secrets: bool = True) -> Config:
     """Read and validate a config file, reporting every problem at once.
 
@@ -284,7 +295,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     lim_r = _Reader(doc, "limits", problems)
     limits = LimitsConfig(
         automatic_per_sender=lim_r.get("automatic_per_sender", int, 20, _positive),
-        automatic_window=lim_r.get("automatic_window", str, "1h", _duration),
+        automatic_window=lim_r.get("automatic_window", str, "1h", _window),
         mails_per_item=lim_r.get("mails_per_item", int, 30, _positive),
         max_message_bytes=lim_r.get("max_message_size", str, "25MB", parse_size))
     lim_r.finish()

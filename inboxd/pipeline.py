@@ -26,7 +26,7 @@ from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
 from .threads import find_thread, item_answered_automatically
-from .tracker import Tracker
+from .tracker import BODY_KEPT, Tracker
 
 log = logging.getLogger(__name__)
 MAIL_HELD = "mail_held"  # the lead's mail, once a day, when an item's mail is held (the template's name too)
@@ -160,8 +160,8 @@ class Pipeline:
         disposition, team = decision.disposition, self.config.team
         base = (msg.message_id, msg.sender, msg.subject)
         # Auto-responders repeat their text and attach nothing; the same words with other files are new work.
-        repeatable = msg.summary if not (msg.files or msg.cut_from) else ""
-        signs = queries.sender_signs(msg.sender, repeatable, caps.window_start(self.config, now), team)
+        repeatable = msg.text if not (msg.files or msg.cut_from) and len(msg.text) <= BODY_KEPT else ""
+        signs = queries.sender_signs(msg.sender, repeatable, msg.subject, caps.window_start(self.config, now), team)
         if isinstance(disposition, Queue):
             gone = away(team, now) if disposition.assign else {}
             owner = intake.choose_owner(disposition, self.config, queries.StoredAssignments(), gone)
