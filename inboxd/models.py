@@ -299,6 +299,20 @@ def automatic_mails_since(recipient: str, since: datetime) -> int:
                                 fields["created_at"].db_value(since)]).fetchone()[0]
 
 
+def requests_since(requester: str, since: datetime) -> int:
+    """How many items this address opened after `since`: the flood batching's count, per mail."""
+    sql = _composed("requests_since", lambda: Item.select(pw.fn.COUNT(Item.id)).where(
+        (Item.requester == "") & (Item.created_at > datetime.now())))
+    return db.execute_sql(sql, [requester, Item._meta.fields["created_at"].db_value(since)]).fetchone()[0]
+
+
+def item_mails_since(item_id: int, since: datetime) -> int:
+    """How many mails this item put in the outbox after `since`: the per-item bound's count, per mail."""
+    sql = _composed("item_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
+        (Outbox.item == 0) & (Outbox.created_at > datetime.now())))
+    return db.execute_sql(sql, [item_id, Outbox._meta.fields["created_at"].db_value(since)]).fetchone()[0]
+
+
 def members_away(now: datetime) -> list[tuple[str, datetime]]:
     """(member, back on) of every `#away` still running: asked for each new item an `assign` rule places."""
     sql = _composed("members_away", lambda: Absence.select(Absence.member, Absence.until).where(

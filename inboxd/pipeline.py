@@ -21,7 +21,7 @@ from .domain import ItemView, Plan, PlanKind, Reply
 from .errors import DatabaseOutage, InboxdError, MessageError
 from .mailout import Composer, OutgoingMail
 from .message import InboundMessage, decode, raw_key
-from .models import Message, seen_inbound, write_transaction
+from .models import Message, item_mails_since, seen_inbound, write_transaction
 from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
@@ -214,7 +214,7 @@ class Pipeline:
             and any(r.with_history for r in replies) else None
         mails = self.composer.compose(replies, context, item, now, msg, opening_id, history)
         if item is not None and item.id is not None:
-            sent = queries.item_mails_since(item.id, caps.window_start(self.config, now))
+            sent = item_mails_since(item.id, caps.window_start(self.config, now))
             why = caps.why_item_held(self.config, sent)
             if why is not None:
                 self._hold(item, mails, why, context, now)
