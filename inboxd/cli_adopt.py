@@ -98,12 +98,20 @@ def _one_pass(daemon: Daemon) -> tuple[str, bool]:
 
     daemon.listeners.append(count)
     read = daemon.once()
-    undelivered, parked = len(daemon.sender.undelivered), kinds["parked"]
+    undelivered, parked = len(_undelivered(daemon)), kinds["parked"]
     items = f" ({len(created)} new item(s): {_span(created)})" if created else ""
     line = (f"once: {read} new mail(s) processed{items}; {parked} parked"
             f"{' (inboxd items --all lists them)' if parked else ''}, {undelivered} undelivered"
             f"{' (the log above says why; what can be retried stays in the outbox)' if undelivered else ''}")
     return line, bool(parked or undelivered)
+
+
+def _undelivered(daemon: Daemon) -> set[int]:
+    """The outbox rows left unsent (waiting for a retry, or never tried while the server was away), and those
+    this run gave up on or that some recipients refused."""
+    from .models import Outbox
+    return {row.id for row in Outbox.select(Outbox.id).where(Outbox.status == "pending")} | set(
+        daemon.sender.undelivered)
 
 
 def _span(refs: list[str]) -> str:
