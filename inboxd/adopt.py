@@ -95,6 +95,7 @@ def first_contact_message(config: Config, found: Found) -> str:
         "Tracked mail becomes items and is acknowledged like any new request. Add --no-ack to track it without",
         "a word: the items are created (their history says \"adopted without acknowledgement\"), and no mail is",
         "sent for them, neither to the requester nor to the team. Mail that arrives later is answered as usual.",
+        "Add --dry-run to see what a choice would do (items, mails and to whom) without doing it.",
     ])
 
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import click
 
 from .adopt import Adoption, Found, adoption, describe, parse_choice
-from .errors import InboxdError
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -42,8 +41,9 @@ def once(ctx: click.Context, dry_run: bool) -> None:
 @click.argument("choice", metavar="now|all|SINCE-DATE")
 @click.option("--no-ack", is_flag=True,
               help="track the mail already there without acknowledging it: no mail is sent for it")
+@click.option("--dry-run", is_flag=True, help="list what adopting would do and change nothing")
 @click.pass_context
-def adopt(ctx: click.Context, choice: str, no_ack: bool) -> None:
+def adopt(ctx: click.Context, choice: str, no_ack: bool, dry_run: bool) -> None:
     """First contact: leave the mail already there (now), track it since a day (2026-11-01), or all of it.
 
     The mail it tracks is read at once, as by `once`.
@@ -52,6 +52,10 @@ def adopt(ctx: click.Context, choice: str, no_ack: bool) -> None:
     from .daemon import Daemon
     config = _config(ctx)
     chosen = parse_choice(choice, config)  # a typo fails before anything connects
+    if dry_run:
+        from .preview import preview_once
+        click.echo(preview_once(config, adopting=(chosen, not no_ack)))
+        return
     daemon = Daemon(config)
     adopted, found = _record(daemon, chosen, not no_ack)
     click.echo(describe(adopted, found, config))
@@ -64,18 +68,11 @@ def adopt(ctx: click.Context, choice: str, no_ack: bool) -> None:
 def _record(daemon: Daemon, chosen: str | datetime, ack: bool) -> tuple[Adoption, Found]:
     """Survey the folder and save the choice, this inboxd alone on the mailbox; refused once inboxd reads it."""
     from .instance import InstanceLock
-    from .models import MailboxState, write_transaction
-    label = daemon.config.mailbox.label
     lock = InstanceLock(daemon.config)
     lock.acquire()
     try:
         uidvalidity = daemon.source.open()
         try:
-            with write_transaction():
-                state = MailboxState.get_or_none(MailboxState.mailbox == label)
-            if state is not None:
-                raise InboxdError(f"adopt: inboxd already reads {label} (up to UID {state.last_uid}); adopt is "
-                                  f"for the first contact with a mailbox, and nothing was changed")
             found = daemon.survey()
             adopted = adoption(chosen, ack, found)
             daemon.adopt(uidvalidity, adopted)

@@ -116,8 +116,12 @@ class Daemon:
 
     def adopt(self, uidvalidity: int, adopted: Adoption) -> MailboxState:
         """Save where reading starts in a folder inboxd never read, and what becomes of the mail already there."""
+        label = self.config.mailbox.label
         with write_transaction():
-            return MailboxState.create(mailbox=self.config.mailbox.label, uidvalidity=uidvalidity,
+            if (state := MailboxState.get_or_none(MailboxState.mailbox == label)) is not None:
+                raise InboxdError(f"adopt: inboxd already reads {label} (up to UID {state.last_uid}); adopt is "
+                                  f"for the first contact with a mailbox, and nothing was changed")
+            return MailboxState.create(mailbox=label, uidvalidity=uidvalidity,
                                        last_uid=adopted.last_uid, backlog_uid=adopted.backlog_uid,
                                        backlog_since=adopted.since, backlog_ack=adopted.ack)
 

@@ -19,7 +19,7 @@ from tempfile import TemporaryDirectory
 
 import peewee as pw
 
-from .adopt import FirstContact
+from .adopt import FirstContact, adoption, describe
 from .clock import Clock, SystemClock
 from .config import Config
 from .daemon import Daemon
@@ -75,14 +75,18 @@ class NoTransport:
         pass
 
 
-def preview_once(config: Config, clock: Clock | None = None, source: MailSource | None = None) -> str:
-    """A readable report of what `inboxd once` would do now: per mail, the item, the mails and to whom, the folder."""
+def preview_once(config: Config, clock: Clock | None = None, source: MailSource | None = None,
+                 adopting: tuple[str | datetime, bool] | None = None) -> str:
+    """A readable report of what `inboxd once` would do now: per mail, the item, the mails and to whom, the folder.
+
+    `adopting` (a choice and whether to acknowledge): what `inboxd adopt` would do, at a first contact.
+    """
     with _scratch(config) as scratch:
         folder = ReadOnlySource(source or ImapSource(config.mailbox, config.limits.max_message_bytes, read_only=True))
         daemon = Daemon(scratch, clock=clock or SystemClock(), source=folder, transport=NoTransport())
         try:
             with db.atomic() as transaction:
-                report = _walk(daemon, folder)
+                report = _walk(daemon, folder, adopting)
                 transaction.rollback()
         finally:
             db.close()
@@ -127,7 +131,7 @@ def _schema_current(url: str) -> None:
                           f"nothing, not even the schema: upgrade it first (a real run does), then try again")
 
 
-def _walk(daemon: Daemon, folder: ReadOnlySource) -> str:
+def _walk(daemon: Daemon, folder: ReadOnlySource, adopting: tuple[str | datetime, bool] | None) -> str:
     """Read the new mail and run the jobs as `once` would, noting what each mail caused; the report."""
     config, now = daemon.config, daemon.clock.now()
     waiting = Outbox.select().where((Outbox.status == "pending") & (Outbox.next_attempt_at <= now)).count()
@@ -149,6 +153,11 @@ def _walk(daemon: Daemon, folder: ReadOnlySource) -> str:
     daemon.listeners.append(note)
     uidvalidity = folder.open()
     try:
+        if adopting is not None:
+            found = daemon.survey()
+            adopted = adoption(*adopting, found)
+            daemon.adopt(uidvalidity, adopted)  # refused, as by `adopt`, where inboxd already reads the folder
+            lines.append(f"as `inboxd adopt` would: {describe(adopted, found, config)}")
         count = daemon.ingest(uidvalidity)
     except FirstContact as exc:
         raise FirstContact(f"once --dry-run: a run would stop here, and so does this one:\n{exc}") from None

@@ -118,9 +118,16 @@ def test_adopt_since_a_day_tracks_that_mail_and_leaves_older_mail_even_with_a_hi
     assert query(config, "select requester from item") == [("recent@example.org",)]
 
 
-def test_adopt_all_acknowledges_every_mail(tmp_path, mailbox, smtp_capture):
+def test_adopt_all_acknowledges_every_mail_and_its_dry_run_said_so_first(tmp_path, mailbox, smtp_capture):
     config = first_contact_config(tmp_path, mailbox, smtp_capture)
     backlog(mailbox)
+    before = inbox(mailbox)
+    preview = inboxd(config, "adopt", "all", "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    assert all(f"would send ack to {sender}" in preview.stdout for sender in OLD)
+    assert "as `inboxd adopt` would: adopted" in preview.stdout and "would create IT-3" in preview.stdout
+    assert inbox(mailbox) == before and smtp_capture.messages == []
+    assert not (config.parent / "inboxd.db").exists()  # no database yet, and the dry run made none
     adopted = inboxd(config, "adopt", "all")
     assert adopted.returncode == 0, adopted.stderr
     assert "3 of 3 mail(s) there become items, acknowledged" in adopted.stdout
