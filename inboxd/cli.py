@@ -93,15 +93,6 @@ def run(ctx: click.Context, standby: bool) -> None:
 
 
 @cli.command()
-@click.pass_context
-def once(ctx: click.Context) -> None:
-    """Process new mail, send what is due, and exit."""
-    from .daemon import Daemon
-    count = Daemon(_config(ctx)).once()
-    log.info("once: %d new mail(s) processed", count)
-
-
-@cli.command()
 @click.option("--keep", is_flag=True, help="keep the temporary folder and print where it is")
 def demo(keep: bool) -> None:
     """Run the whole flow on an embedded mailbox; no setup needed."""
@@ -341,6 +332,15 @@ def _moment(text: str, config: Config) -> datetime:
 def _version() -> str:
     from . import __version__
     return __version__
+
+
+def _add_commands() -> None:
+    from .cli_adopt import adopt, once  # they use _config above
+    cli.add_command(once)
+    cli.add_command(adopt)
+
+
+_add_commands()
 
 
 def main() -> None:

@@ -235,7 +235,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         idle=mailbox_r.get("idle", bool, True),
         poll_seconds=mailbox_r.get("poll_seconds", int, 60, _positive),
         batch_size=mailbox_r.get("batch_size", int, 100, _positive),
-        timeout_seconds=mailbox_r.get("timeout_seconds", int, 60, _positive))
+        timeout_seconds=mailbox_r.get("timeout_seconds", int, 60, _positive),
+        first_contact=mailbox_r.get("first_contact", str, "stop", _first_contact))
     mailbox_r.finish()
 
     smtp_r = _Reader(doc, "smtp", problems)
@@ -304,6 +305,13 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
                   limits, base / state if state else None)
+
+
+def _first_contact(value: str) -> str:
+    if value not in ("stop", "all"):
+        raise ValueError(f"must be \"stop\" (say what is there and wait for `inboxd adopt`) or \"all\" "
+                         f"(track every mail already there), got {value!r}")
+    return value
 
 
 def _prefix(value: str) -> str:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import schedule
 
+from .adopt import ALL, NOW, Adoption, FirstContact, Found, adoption, first_contact_message, left_alone
 from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
@@ -86,21 +87,59 @@ class Daemon:
     def _state(self, uidvalidity: int) -> MailboxState:
         label = self.config.mailbox.label
         with write_transaction():
-            state, _ = MailboxState.get_or_create(mailbox=label, defaults={"uidvalidity": uidvalidity})
+            state = MailboxState.get_or_none(MailboxState.mailbox == label)
+        if state is None:
+            state = self._first_contact(uidvalidity)
+        with write_transaction():
             if state.uidvalidity != uidvalidity:
                 log.warning("IMAP: %s UIDVALIDITY changed from %d to %d (folder recreated?); reading it "
                             "again, mail already processed is recognised by its Message-ID",
                             label, state.uidvalidity, uidvalidity)
-                state.uidvalidity, state.last_uid = uidvalidity, 0
+                state.uidvalidity, state.last_uid, state.backlog_uid = uidvalidity, 0, 0
                 state.save()
         return state
+
+    def _first_contact(self, uidvalidity: int) -> MailboxState:
+        """No saved state: an empty folder just starts; mail already there waits for `inboxd adopt` (FirstContact)."""
+        found = self.survey()
+        if found.arrivals and self.config.mailbox.first_contact != ALL:
+            raise FirstContact(first_contact_message(self.config, found))
+        if found.arrivals:
+            log.info("first contact with %s: tracking the %d mail(s) already there ([mailbox] first_contact = "
+                     "\"all\")", self.config.mailbox.label, len(found.arrivals))
+        return self.adopt(uidvalidity, adoption(ALL if found.arrivals else NOW, True, found))
+
+    def survey(self) -> Found:
+        """What the open folder holds: when each mail not marked done arrived, and the highest UID."""
+        uids = self.source.new_uids(0)
+        return Found(self.source.arrivals(uids), max(uids, default=0))
+
+    def adopt(self, uidvalidity: int, adopted: Adoption) -> MailboxState:
+        """Save where reading starts in a folder inboxd never read, and what becomes of the mail already there."""
+        label = self.config.mailbox.label
+        with write_transaction():
+            if (state := MailboxState.get_or_none(MailboxState.mailbox == label)) is not None:
+                raise InboxdError(f"adopt: inboxd already reads {label} (up to UID {state.last_uid}); adopt is "
+                                  f"for the first contact with a mailbox, and nothing was changed")
+            return MailboxState.create(mailbox=label, uidvalidity=uidvalidity,
+                                       last_uid=adopted.last_uid, backlog_uid=adopted.backlog_uid,
+                                       backlog_since=adopted.since, backlog_ack=adopted.ack)
+
+    def _backlog(self, state: MailboxState, uids: list[int]) -> tuple[set[int], set[int]]:
+        """Of these UIDs, the backlog's that are left alone, and those tracked without mail (`adopt --no-ack`)."""
+        backlog = [uid for uid in uids if uid <= state.backlog_uid]
+        if not backlog:
+            return set(), set()
+        skip = left_alone(backlog, state.backlog_uid, state.backlog_since, self.source.arrivals(backlog))
+        return skip, set() if state.backlog_ack else set(backlog) - skip
 
     def ingest(self, uidvalidity: int, stop: threading.Event | None = None) -> int:
         """Process every new mail in batches; a batch is marked done only after its items are committed."""
         state = self._state(uidvalidity)
         uids = self.source.new_uids(state.last_uid)
-        if uids:
-            log.info("IMAP: %d new mail(s) in %s", len(uids), self.config.mailbox.folder)
+        skip, quiet = self._backlog(state, uids)
+        if len(uids) > len(skip):
+            log.info("IMAP: %d new mail(s) in %s", len(uids) - len(skip), self.config.mailbox.folder)
         size = self.config.mailbox.batch_size
         for start in range(0, len(uids), size):
             if stop is not None and stop.is_set():
@@ -108,13 +147,13 @@ class Daemon:
             chunk = uids[start:start + size]
             done: list[int] = []
             aside: list[int] = []
-            for fetched in self._fetch(chunk, uidvalidity, aside):
-                outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from)
+            wanted = [uid for uid in chunk if uid not in skip]
+            for fetched in self._fetch(wanted, uidvalidity, aside) if wanted else ():
+                outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from, fetched.uid in quiet)
                 self.sender.notify()
                 (done if outcome.mark_done else aside).append(fetched.uid)
                 del fetched  # its raw goes before the next fetch: memory is bounded per mail, not per batch
-                for listener in self.listeners:
-                    listener(outcome)
+                self._tell(outcome)
             self.source.mark_done(done)
             self.source.set_aside(aside)
             with write_transaction():
@@ -123,7 +162,14 @@ class Daemon:
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         self._working()
-        return len(uids)
+        if quiet:
+            log.info("IMAP: %d mail(s) of the backlog tracked without acknowledgement (inboxd adopt --no-ack): "
+                     "no mail was sent for them", len(quiet))
+        return len(uids) - len(skip)
+
+    def _tell(self, outcome: Outcome) -> None:
+        for listener in self.listeners:
+            listener(outcome)
 
     def _working(self) -> None:
         """A batch of mail done, or none to do: an outage, if there was one, is over."""
@@ -166,8 +212,9 @@ class Daemon:
                 except SourceError as exc:
                     failure, connected = exc, False
             else:
-                self._unreadable(uid, uidvalidity, str(failure))
+                reason = self._unreadable(uid, uidvalidity, str(failure))
                 aside.append(uid)
+                self._tell(Outcome("parked", f"UID {uid}", "", "", reason))
                 continue
             yield from fetched
 
@@ -177,8 +224,8 @@ class Daemon:
         if self.source.open() != uidvalidity:
             raise SourceHiccup("IMAP: UIDVALIDITY changed while reading mail; starting over")
 
-    def _unreadable(self, uid: int, uidvalidity: int, failure: str) -> None:
-        """A mail the server will not hand over: parked with the server's answer, and the lead told, once."""
+    def _unreadable(self, uid: int, uidvalidity: int, failure: str) -> str:
+        """A mail the server will not hand over: parked with the server's answer, and the lead told, once; why."""
         cfg, now = self.config, self.clock.now()
         key = f"<unreadable.{uidvalidity}.{uid}@inboxd.invalid>"  # its own Message-ID cannot be read
         where = f"moved to the folder {cfg.mailbox.attention_folder!r}" if cfg.mailbox.attention_folder \
@@ -186,7 +233,7 @@ class Daemon:
         reason = f"UID {uid}: the server failed to hand it over {FETCH_ATTEMPTS} times: {failure}"
         log.error("%s; it is %s, the other mails go on", reason, where)
         if seen_inbound(key, "") is not None:
-            return  # recorded and told before a crash, which came before it was set aside
+            return reason  # recorded and told before a crash, which came before it was set aside
         try:
             context = self.pipeline.composer.context(None, None, request=NO_REQUEST) | {
                 "reason": reason, "message": where, "now": now}
@@ -200,6 +247,7 @@ class Daemon:
             for mail in mails:
                 enqueue(mail, None, now)
         self.sender.notify()
+        return reason
 
     def sweep(self) -> list[Due]:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""

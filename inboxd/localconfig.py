@@ -27,6 +27,7 @@ user = "{imap_user}"
 password_file = "imap-password"
 done_folder = "Processed"
 batch_size = {batch_size}
+first_contact = "all"  # the demo's and tests' mailboxes: every mail in them is new
 
 [smtp]
 host = "127.0.0.1"

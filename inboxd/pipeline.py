@@ -59,13 +59,16 @@ class Pipeline:
         self.tracker = Tracker(config.mailbox.label)
         self.composer = Composer(config, renderer)
         self.threads = queries.StoredThreads()
+        self._quiet = False
 
-    def process(self, raw: bytes, uid: int | None = None, cut_from: int = 0) -> Outcome:
+    def process(self, raw: bytes, uid: int | None = None, cut_from: int = 0, quiet: bool = False) -> Outcome:
         """Handle one raw mail (or the start of a huge one); never raises for a bad mail, it is parked instead.
 
+        `quiet`: a mail of the backlog adopted with --no-ack; it is tracked as usual and causes no mail.
         Raises DatabaseOutage when the database is busy, locked, full or down: that is no fault of
         the mail, which is left as it is for the caller to try again.
         """
+        self._quiet = quiet
         try:
             msg = decode(raw, cut_from)
         except MessageError as exc:
@@ -167,7 +170,8 @@ class Pipeline:
             owner = intake.choose_owner(disposition, self.config, queries.StoredAssignments(), gone)
             new = intake.plan_new_item(self.config, msg, decision, owner, gone, now, follows)
             item, record = self.tracker.open_item(new, msg, uid, now, follows.id if follows else None)
-            replies = self._within_caps(msg.sender, signs, new.replies, item, record, now)
+            replies = new.replies if self._quiet else self._within_caps(msg.sender, signs, new.replies, item, record,
+                                                                         now)
             self._send(replies, self.composer.context(item, msg), item, now, msg)
             log.info("%s: created from %s (%s), queue %s, owner %s, due %s", team.ref(item.id),
                      msg.sender or "unknown sender", new.how,
@@ -180,7 +184,8 @@ class Pipeline:
         record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
-        replies = self._within_caps(msg.sender, signs, intake.replies_for(disposition, msg.sender), None, record, now)
+        replies = intake.replies_for(disposition, msg.sender)
+        replies = replies if self._quiet else self._within_caps(msg.sender, signs, replies, None, record, now)
         self._send(replies, self.composer.context(None, msg, disposition=disposition), None, now, msg)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
@@ -208,6 +213,13 @@ class Pipeline:
     def _send(self, replies: Sequence[Reply], context: dict, item: ItemView | None, now: datetime,
               msg: InboundMessage, opening_id: str | None = None) -> None:
         """Compose the mails and put them in the outbox, in this transaction; an item past its bound sends none."""
+        if self._quiet:
+            unsent = "; ".join(f"{r.template} to {', '.join(r.to)}" for r in replies) or "none"
+            if item is not None:
+                self.tracker.event(item.id, None, now, "inboxd", "adopted",
+                                   f"adopted without acknowledgement (inboxd adopt --no-ack): the mail was there "
+                                   f"before inboxd first read the mailbox; no mail sent (it would have been: {unsent})")
+            return
         if not replies:
             return
         history = queries.history(item.id) if item is not None and item.id is not None \

@@ -73,6 +73,7 @@ class MailboxConfig:
     poll_seconds: int = 60
     batch_size: int = 100
     timeout_seconds: int = 60  # a server that answers nothing for this long is taken to be gone
+    first_contact: str = "stop"  # no saved state and mail waiting: "stop" and explain (`inboxd adopt`), or "all"
 
     @property
     def label(self) -> str:

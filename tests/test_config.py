@@ -84,7 +84,7 @@ def test_bad_duration_timezone_and_toml_syntax(tmp_path):
     assert "unknown timezone 'Mars/Olympus'" in problems
     assert "[service] default_due: not a duration: 'soon'" in problems
     error = _broken(tmp_path, "[smtp]", "[smtp")
-    assert "invalid TOML" in str(error) and ":22:" in str(error)
+    assert "invalid TOML" in str(error) and ":23:" in str(error)
 
 
 def test_ca_file_must_exist_and_is_resolved_next_to_the_config(tmp_path):
