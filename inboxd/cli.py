@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import __version__
 from .clock import SystemClock
 from .config import Config, TeamConfig, default_config_path, load_config
 from .errors import InboxdError
@@ -60,7 +61,7 @@ def _database_label(ctx: click.Context) -> str:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="config file (default: $INBOXD_CONFIG or ./config.toml)")
 @click.option("-v", "--verbose", is_flag=True, help="log debug detail")
-@click.version_option(package_name="inboxd")
+@click.version_option(version=__version__, prog_name="inboxd")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     """inboxd: a shared mailbox turned into a request tracker that keeps the team's promises."""
@@ -88,7 +89,7 @@ def run(ctx: click.Context, standby: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    log.info("inboxd %s starting for %s", _version(), daemon.config.team.address)
+    log.info("inboxd %s starting for %s", __version__, daemon.config.team.address)
     daemon.run(standby=standby)
 
 
@@ -336,11 +337,6 @@ def _moment(text: str, config: Config) -> datetime:
     if not 1970 <= moment.year <= 9000:  # the calendar counts days forward from it: keep within datetime's range
         raise click.BadParameter(f"{text!r} is outside the years 1970 to 9000", param_hint="--at")
     return moment if moment.tzinfo else moment.replace(tzinfo=config.calendar.tz)
-
-
-def _version() -> str:
-    from . import __version__
-    return __version__
 
 
 def main() -> None:
