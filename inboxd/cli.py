@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
+from . import __version__, init
 from .clock import SystemClock
 from .config import Config, TeamConfig, default_config_path, load_config
 from .errors import InboxdError
@@ -337,6 +337,9 @@ def _moment(text: str, config: Config) -> datetime:
     if not 1970 <= moment.year <= 9000:  # the calendar counts days forward from it: keep within datetime's range
         raise click.BadParameter(f"{text!r} is outside the years 1970 to 9000", param_hint="--at")
     return moment if moment.tzinfo else moment.replace(tzinfo=config.calendar.tz)
+
+
+cli.add_command(init.command)
 
 
 def main() -> None:

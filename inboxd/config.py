@@ -135,13 +135,36 @@ def _unshown(reader: _Reader, key: str) -> str | None:
 def _read_secret(reader: _Reader, base: Path, file: str) -> str | None:
     """The password in the file that password_file names, or None (said why, without the file's name)."""
     try:
-        return (base / file).read_text(encoding="utf-8").strip()
+        path = secret_path(base, file)
+    except LookupError:
+        reader.fail("password_file", "starts with $CREDENTIALS_DIRECTORY, which systemd sets only inside the service "
+                                     "(LoadCredential=); outside it, set CREDENTIALS_DIRECTORY to the folder "
+                                     "holding the files")
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the name
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text" \
             if isinstance(exc, UnicodeDecodeError) else "not a usable path"
         reader.fail("password_file", f"names no file that can be read ({why}): it should be the path of a file "
                                      f"holding the password, relative to {base}, not the password ({_NOT_SHOWN})")
         return None
+
+
+CREDENTIALS_DIRECTORY = "$CREDENTIALS_DIRECTORY/"
+
+
+def secret_path(base: Path, file: str) -> Path:
+    """Where a password_file is: relative to the config's folder, or in systemd's credentials (LoadCredential=).
+
+    Raises LookupError for `$CREDENTIALS_DIRECTORY/…` when that variable is not set.
+    """
+    if not file.startswith(CREDENTIALS_DIRECTORY):
+        return base / file
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise LookupError("CREDENTIALS_DIRECTORY")
+    return Path(folder) / file.removeprefix(CREDENTIALS_DIRECTORY)
 
 
 def _nonempty(reader: _Reader, key: str, value: str | None, empty: str) -> Secret | None:
