@@ -6,14 +6,13 @@ import json
 import logging
 import re
 import signal
-import sys
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__, init
+from . import __version__, init, logs
 from .clock import SystemClock
 from .config import Config, TeamConfig, default_config_path, load_config
 from .errors import InboxdError
@@ -26,10 +25,7 @@ log = logging.getLogger("inboxd")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
-    for noisy in ("imapclient", "peewee", "mail.log", "aiosmtpd", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(verbose)  # as text; `_config` switches to the config's [log] format once it is read
 
 
 class _Group(click.Group):
@@ -73,8 +69,10 @@ def _config(ctx: click.Context, secrets: bool = True) -> Config:
     path: Path = ctx.find_root().obj
     if not path.exists():
         raise InboxdError(f"{path}: config file not found (pass --config FILE, set INBOXD_CONFIG, "
-                          f"or copy config.example.toml to config.toml)")
-    return load_config(path, secrets=secrets)
+                          f"or write a starter one with `inboxd init DIR`)")
+    config = load_config(path, secrets=secrets)
+    logs.use(config.log_format)
+    return config
 
 
 @cli.command()

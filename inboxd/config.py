@@ -30,6 +30,7 @@ __all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member"
            "SmtpConfig", "TeamConfig", "default_config_path", "load_config", "parse_size"]
 
 TLS_MODES = ("ssl", "starttls", "none")
+LOG_FORMATS = ("text", "json")  # [log] format: inboxd.logs.formatter
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -214,7 +215,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     doc = load_toml(path, ConfigError)
     base = path.parent
     problems: list[str] = []
-    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits"]
+    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits",
+                "log"]
     _Reader(doc, "", problems).finish(sections)
 
     team_r = _Reader(doc, "team", problems)
@@ -323,10 +325,14 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         max_message_bytes=lim_r.get("max_message_size", str, "25MB", parse_size))
     lim_r.finish()
 
+    log_r = _Reader(doc, "log", problems)
+    log_format = log_r.get("format", str, "text", _log_format)
+    log_r.finish()
+
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits, base / state if state else None)
+                  limits, base / state if state else None, log_format)
 
 
 def _prefix(value: str) -> str:
@@ -352,6 +358,12 @@ def _weekly(value: str | bool) -> Weekly | None:
 def _positive(value: int) -> int:
     if value <= 0:
         raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"unknown format {value!r}: use {' or '.join(LOG_FORMATS)}")
     return value
 
 
