@@ -102,10 +102,12 @@ def command(directory: Path, systemd: bool) -> None:
                    f"  3. inboxd --config {config} check")
         return
     secrets = directory / CREDENTIALS
-    secrets.mkdir(mode=0o700, exist_ok=True)
-    click.echo(f"  2. put the passwords into {secrets}/imap-password and smtp-password (only root reads that folder)\n"
-               f"  3. CREDENTIALS_DIRECTORY={secrets} inboxd --config {config} check\n"
-               f"  4. cp {directory / 'inboxd.service'} /etc/systemd/system/ && systemctl daemon-reload "
+    secrets.mkdir(mode=0o750, exist_ok=True)
+    click.echo(f"  2. useradd --system --home-dir {STATE} --shell /usr/sbin/nologin inboxd\n"
+               f"  3. put the passwords into {secrets}/imap-password and smtp-password, then\n"
+               f"     chgrp -R inboxd {secrets} && chmod 0640 {secrets}/*\n"
+               f"  4. sudo -u inboxd CREDENTIALS_DIRECTORY={secrets} inboxd --config {config} check\n"
+               f"  5. cp {directory / 'inboxd.service'} /etc/systemd/system/ && systemctl daemon-reload "
                f"&& systemctl enable --now inboxd")
     if Path(sys.executable).is_relative_to("/home") or Path(sys.executable).is_relative_to("/root"):
         click.secho(f"WARNING: the unit runs {sys.executable}, which its ProtectHome=yes hides from the service: "

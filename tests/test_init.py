@@ -54,7 +54,7 @@ def test_init_again_keeps_every_file_there_and_adds_what_is_missing(tmp_path):
 def test_init_systemd_writes_the_unit_and_a_config_for_the_service(tmp_path, monkeypatch):
     out = init(str(tmp_path), "--systemd")
     assert "inboxd.service" in out and f"CREDENTIALS_DIRECTORY={tmp_path / 'credentials'} inboxd" in out
-    assert stat.S_IMODE((tmp_path / "credentials").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "credentials").stat().st_mode) == 0o750  # root and the group inboxd
     (tmp_path / "credentials" / "imap-password").write_text("imap-secret\n")
     (tmp_path / "credentials" / "smtp-password").write_text("smtp-secret\n")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)

@@ -196,7 +196,7 @@ def test_the_unit_file_passes_systemd_analyze_verify(tmp_path):
     # A misspelt key or value is only a warning ("…, ignoring") with exit 0: any line naming the file fails too.
     assert done.returncode == 0 and "inboxd.service" not in done.stdout + done.stderr, done.stdout + done.stderr
     text = unit.read_text()
-    for line in ("Type=notify", "WatchdogSec=5min", "Restart=on-failure", "StateDirectory=inboxd", "DynamicUser=yes",
+    for line in ("Type=notify", "WatchdogSec=5min", "Restart=on-failure", "StateDirectory=inboxd", "User=inboxd",
                  "ProtectSystem=strict", "NoNewPrivileges=yes",
                  f"LoadCredential=imap-password:{directory}/credentials/imap-password",
                  f"ExecStart={sys.executable} -m inboxd --config {directory}/config.toml run"):
