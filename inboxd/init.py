@@ -106,7 +106,7 @@ def command(directory: Path, systemd: bool) -> None:
     click.echo(f"  2. useradd --system --home-dir {STATE} --shell /usr/sbin/nologin inboxd\n"
                f"  3. put the passwords into {secrets}/imap-password and smtp-password, then\n"
                f"     chgrp -R inboxd {secrets} && chmod 0640 {secrets}/*\n"
-               f"  4. sudo -u inboxd CREDENTIALS_DIRECTORY={secrets} inboxd --config {config} check\n"
+               f"  4. runuser -u inboxd -- env CREDENTIALS_DIRECTORY={secrets} inboxd --config {config} check\n"
                f"  5. cp {directory / 'inboxd.service'} /etc/systemd/system/ && systemctl daemon-reload "
                f"&& systemctl enable --now inboxd")
     if Path(sys.executable).is_relative_to("/home") or Path(sys.executable).is_relative_to("/root"):
