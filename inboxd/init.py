@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .errors import InboxdError
 from .localconfig import SHIPPED
 
 CREDENTIALS = "credentials"  # DIR/credentials/: the password files LoadCredential= hands to the service
@@ -88,7 +89,10 @@ def _listing(paths: list[Path]) -> str:
 def command(directory: Path, systemd: bool) -> None:
     """Write a starter config.toml, rules/ and templates/ into DIRECTORY; files already there are kept."""
     directory = directory.absolute()
-    written, kept = write_new(directory, starter_files(directory, systemd, sys.executable))
+    try:
+        written, kept = write_new(directory, starter_files(directory, systemd, sys.executable))
+    except OSError as exc:  # not writable, a full disk: what was written stays, and a second run adds the rest
+        raise InboxdError(f"cannot write into {directory}: {exc.strerror or exc}") from None
     if written:
         click.echo(f"wrote {len(written)} file(s) into {directory}: {_listing(written)}")
     if kept:

@@ -51,6 +51,13 @@ def test_init_again_keeps_every_file_there_and_adds_what_is_missing(tmp_path):
     assert (tmp_path / "rules" / "10-urgent.toml").read_text() == "version = 1\n"
 
 
+def test_init_into_a_place_it_cannot_write_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "file" / "inboxd")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.startswith(f"error: cannot write into {tmp_path / 'file' / 'inboxd'}: Not a directory")
+
+
 def test_init_systemd_writes_the_unit_and_a_config_for_the_service(tmp_path, monkeypatch):
     out = init(str(tmp_path), "--systemd")
     assert "inboxd.service" in out and f"CREDENTIALS_DIRECTORY={tmp_path / 'credentials'} inboxd" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from inboxd.daemon import Daemon
 from inboxd.errors import SourceError
 from inboxd.init import starter_files
 from inboxd.outbox import FakeTransport
+from inboxd.servers import append_messages
 from inboxd.source import FakeSource
 from inboxd.systemd import Notifier
 
@@ -164,6 +166,32 @@ def test_status_says_imap_is_unavailable_and_stopping_is_announced(config, clock
     daemon.stop()
     thread.join(10)
     assert "STOPPING=1\nSTATUS=stopping: sending what is queued" in drain(notify_socket)
+
+
+def test_on_a_real_mailbox_ready_then_idle_then_a_request_is_tracked_and_the_watchdog_fed(
+        tmp_path, mailbox, smtp_capture, notify_socket):
+    config = load_config(write_config(tmp_path, imap_port=mailbox.port, smtp_port=smtp_capture.port,
+                                      imap_user=mailbox.user, imap_password=mailbox.password))
+    daemon = Daemon(config)
+    outcomes: queue.Queue = queue.Queue()
+    daemon.listeners.append(outcomes.put)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert receive(notify_socket) == f"READY=1\nSTATUS=connecting to {config.mailbox.label}"
+        while (said := receive(notify_socket)) == "WATCHDOG=1":
+            pass
+        assert said == f"STATUS=watching {config.mailbox.label} with IDLE"
+        assert receive(notify_socket) == "WATCHDOG=1"  # the loop's first turn, then it waits in IDLE
+        drain(notify_socket)
+        append_messages(mailbox, [make_mail(subject="Printer jams")])
+        assert outcomes.get(timeout=30).kind == "item"
+        assert receive(notify_socket) == "WATCHDOG=1"  # the batch done
+    finally:
+        daemon.stop()
+        thread.join(30)
+    assert "STOPPING=1\nSTATUS=stopping: sending what is queued" in drain(notify_socket)
+    assert smtp_capture.wait_for(1, timeout=10)  # the acknowledgement went out
 
 
 def test_the_notifier_reads_systemds_variables(tmp_path):
