@@ -332,7 +332,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits, base / state if state else None, log_format)
+                  limits, base / state if state else None, log_format=log_format)
 
 
 def _prefix(value: str) -> str:
