@@ -30,6 +30,7 @@ __all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member"
            "SmtpConfig", "TeamConfig", "default_config_path", "load_config", "parse_size"]
 
 TLS_MODES = ("ssl", "starttls", "none")
+LOG_FORMATS = ("text", "json")  # [log] format: inboxd.logs.formatter
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -135,13 +136,36 @@ def _unshown(reader: _Reader, key: str) -> str | None:
 def _read_secret(reader: _Reader, base: Path, file: str) -> str | None:
     """The password in the file that password_file names, or None (said why, without the file's name)."""
     try:
-        return (base / file).read_text(encoding="utf-8").strip()
+        path = secret_path(base, file)
+    except LookupError:
+        reader.fail("password_file", "starts with $CREDENTIALS_DIRECTORY, which systemd sets only inside the service "
+                                     "(LoadCredential=); outside it, set CREDENTIALS_DIRECTORY to the folder "
+                                     "holding the files")
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the name
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text" \
             if isinstance(exc, UnicodeDecodeError) else "not a usable path"
         reader.fail("password_file", f"names no file that can be read ({why}): it should be the path of a file "
                                      f"holding the password, relative to {base}, not the password ({_NOT_SHOWN})")
         return None
+
+
+CREDENTIALS_DIRECTORY = "$CREDENTIALS_DIRECTORY/"
+
+
+def secret_path(base: Path, file: str) -> Path:
+    """Where a password_file is: relative to the config's folder, or in systemd's credentials (LoadCredential=).
+
+    Raises LookupError for `$CREDENTIALS_DIRECTORY/…` when that variable is not set.
+    """
+    if not file.startswith(CREDENTIALS_DIRECTORY):
+        return base / file
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise LookupError("CREDENTIALS_DIRECTORY")
+    return Path(folder) / file.removeprefix(CREDENTIALS_DIRECTORY)
 
 
 def _nonempty(reader: _Reader, key: str, value: str | None, empty: str) -> Secret | None:
@@ -191,7 +215,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     doc = load_toml(path, ConfigError)
     base = path.parent
     problems: list[str] = []
-    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits"]
+    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits",
+                "log"]
     _Reader(doc, "", problems).finish(sections)
 
     team_r = _Reader(doc, "team", problems)
@@ -301,10 +326,14 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         max_message_bytes=lim_r.get("max_message_size", str, "25MB", parse_size))
     lim_r.finish()
 
+    log_r = _Reader(doc, "log", problems)
+    log_format = log_r.get("format", str, "text", _log_format)
+    log_r.finish()
+
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits, base / state if state else None)
+                  limits, base / state if state else None, log_format=log_format)
 
 
 def _first_contact(value: str) -> str:
@@ -337,6 +366,12 @@ def _weekly(value: str | bool) -> Weekly | None:
 def _positive(value: int) -> int:
     if value <= 0:
         raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"unknown format {value!r}: use {' or '.join(LOG_FORMATS)}")
     return value
 
 

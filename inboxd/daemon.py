@@ -23,6 +23,7 @@ from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
+from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60
@@ -53,6 +54,8 @@ class Daemon:
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False
         self.health = Health(status_file(config))
+        self.notifier = Notifier.from_environment()  # systemd's Type=notify and watchdog, when it runs us
+        self._outbox: threading.Thread | None = None
         self._database_backoff = 1.0
         self.listeners: list[Callable[[Outcome], None]] = []
         self.stopping = threading.Event()
@@ -174,6 +177,12 @@ class Daemon:
     def _working(self) -> None:
         """A batch of mail done, or none to do: an outage, if there was one, is over."""
         self._failures, self._backoff = 0, 1.0
+        self._alive()
+
+    def _alive(self) -> None:
+        """The loop turns: tell systemd's watchdog, unless the outbox thread has died (then a restart helps)."""
+        if self._outbox is not None and self._outbox.is_alive():
+            self.notifier.alive()
 
     def _fetch(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
         """The mails, a byte budget per fetch, handed on one at a time; a failed fetch is tried mail by mail.
@@ -283,6 +292,7 @@ class Daemon:
         except DatabaseOutage as exc:
             if self.health.pause(str(exc)):
                 log.warning("%s; intake paused, retrying", exc)
+                self.notifier.status(f"intake paused: {exc}")
             self._wakeup.wait(self._database_backoff)
             self._wakeup.clear()
             self._database_backoff = min(self._database_backoff * 2, DATABASE_RETRY_SECONDS)
@@ -291,6 +301,7 @@ class Daemon:
         self.health.imap_seen()
         if self.health.ok():
             log.info("database available again: intake resumed")
+            self.notifier.status(f"watching {self.config.mailbox.label}")
         return count
 
     def sweep_once(self) -> list[Due]:
@@ -314,6 +325,7 @@ class Daemon:
         stop = threading.Event()
         thread = threading.Thread(target=self.sender.run, args=(stop,), name="outbox", daemon=True)
         thread.start()
+        self._outbox = thread
         return thread, stop
 
     def _stop_sender(self, thread: threading.Thread, stop: threading.Event) -> None:
@@ -360,16 +372,20 @@ class Daemon:
         jobs = schedule.Scheduler()  # alongside IDLE: each wait ends in time for the next sweep
         jobs.every(SWEEP_SECONDS).seconds.do(self.sweep)
         self.sweep()  # catch up at once on what fell due while no inboxd ran
+        self.notifier.ready(f"connecting to {cfg.label}")
         try:
             while not self.stopping.is_set():
                 self.health.beat()  # alive even while IMAP is away (then `health` sees an old last_imap)
+                self._alive()  # an outage is waited out, not cured by a restart: health and the log say it
                 try:
                     uidvalidity = self.source.open()
                     idle = getattr(self.source, "can_idle", False)
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
                     log.info("IMAP: %s %s; watching with %s", "reconnected to" if self._failures else "connected to",
                              cfg.label, mode)
+                    self.notifier.status(f"watching {cfg.label} with {mode}")
                     while not self.stopping.is_set():
+                        self._alive()
                         self._wakeup.clear()
                         if self.reload_requested.is_set():
                             self.reload()
@@ -388,11 +404,13 @@ class Daemon:
                     # One line per outage, not one per retry.
                     (log.error if self._failures == 1 else log.debug)(
                         "%s; retrying with backoff (up to %ds)", exc, MAX_BACKOFF_SECONDS)
+                    self.notifier.status(f"IMAP unavailable, retrying: {exc}")
                     self.source.close()
                     self._wakeup.wait(self._backoff)
                     self._wakeup.clear()
                     self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
+            self.notifier.stopping()
             self.source.close()
             self._stop_sender(thread, sender_stop)
             self.health.stopped()

@@ -147,3 +147,4 @@ class Config:
     commands: CommandsConfig = CommandsConfig()
     limits: LimitsConfig = LimitsConfig()
     state_dir: Path | None = None  # where the health file lives; None: beside the SQLite database or the config
+    log_format: str = "text"  # [log] format: text | json
