@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .clock import BusinessCalendar, Duration, Weekly, parse_duration, parse_hours, parse_weekly, parse_workdays
@@ -22,6 +23,7 @@ from .settings import (
     ServiceConfig,
     SmtpConfig,
     TeamConfig,
+    shown_url,
 )
 from .tomlfile import TomlFile, load_toml
 from .wording import did_you_mean
@@ -180,7 +182,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     doc = load_toml(path, ConfigError)
     base = path.parent
     problems: list[str] = []
-    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits"]
+    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits",
+                "http"]
     _Reader(doc, "", problems).finish(sections)
 
     team_r = _Reader(doc, "team", problems)
@@ -289,10 +292,14 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         max_message_bytes=lim_r.get("max_message_size", str, "25MB", parse_size))
     lim_r.finish()
 
+    http_r = _Reader(doc, "http", problems)
+    listen = http_r.get("listen", str, None, _listen)
+    http_r.finish()
+
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits, base / state if state else None)
+                  limits, base / state if state else None, listen)
 
 
 def _prefix(value: str) -> str:
@@ -323,8 +330,20 @@ def _positive(value: int) -> int:
 
 def _database_url(value: str) -> str:
     if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ValueError(f"must start with sqlite:/// or postgresql://, got {value!r}")
+        raise ValueError(f"must start with sqlite:/// or postgresql://, got {shown_url(value)!r}")
+    try:
+        urlsplit(value).port  # noqa: B018 (a port that is not a number raises here, not at the first connect)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: {shown_url(value)!r}") from None
     return value
+
+
+def _listen(value: str) -> tuple[str, int]:
+    """`127.0.0.1:9425` or `[::1]:9425` -> (host, port)."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, like \"127.0.0.1:9425\", got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def _zone(value: str) -> ZoneInfo:

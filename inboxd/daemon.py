@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import schedule
 
+from . import http, metrics
 from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
@@ -53,7 +54,7 @@ class Daemon:
         self._sweep_failing = False
         self.health = Health(status_file(config))
         self._database_backoff = 1.0
-        self.listeners: list[Callable[[Outcome], None]] = []
+        self.listeners: list[Callable[[Outcome], None]] = [metrics.mail_in]
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self._wakeup = threading.Event()  # cuts a wait (IDLE, poll, backoff) short
@@ -99,6 +100,7 @@ class Daemon:
         """Process every new mail in batches; a batch is marked done only after its items are committed."""
         state = self._state(uidvalidity)
         uids = self.source.new_uids(state.last_uid)
+        self.health.waiting_mail(len(uids))
         if uids:
             log.info("IMAP: %d new mail(s) in %s", len(uids), self.config.mailbox.folder)
         size = self.config.mailbox.batch_size
@@ -120,6 +122,7 @@ class Daemon:
             with write_transaction():
                 MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
             self._working()
+            self.health.waiting_mail(max(0, len(uids) - start - size))  # a long backlog is no stall
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         self._working()
@@ -217,6 +220,7 @@ class Daemon:
                 log.exception("sweep: the jobs failed; what they had not sent yet is tried again each minute")
             self._sweep_failing = True
             return []
+        self.health.swept()
         if self._sweep_failing:
             log.info("sweep: the jobs run again")
             self._sweep_failing = False
@@ -302,7 +306,8 @@ class Daemon:
         if not lock.acquire(standby, self.stopping):
             return
         try:
-            self._watch()
+            with http.serving(self.config.http_listen, self.health):
+                self._watch()
         finally:
             lock.release()
 
@@ -319,6 +324,7 @@ class Daemon:
                     uidvalidity = self.source.open()
                     idle = getattr(self.source, "can_idle", False)
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
+                    self.health.connection("idle" if idle else "polling")
                     log.info("IMAP: %s %s; watching with %s", "reconnected to" if self._failures else "connected to",
                              cfg.label, mode)
                     while not self.stopping.is_set():
@@ -337,6 +343,7 @@ class Daemon:
                     self.source.close()
                 except SourceError as exc:
                     self._failures += 1
+                    self.health.connection("down")
                     # One line per outage, not one per retry.
                     (log.error if self._failures == 1 else log.debug)(
                         "%s; retrying with backoff (up to %ds)", exc, MAX_BACKOFF_SECONDS)

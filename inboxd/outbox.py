@@ -19,6 +19,7 @@ from typing import Protocol
 
 import peewee as pw
 
+from . import metrics
 from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpUnreachable
@@ -237,6 +238,7 @@ class OutboxSender:
         if sent_log is not None:
             sent_log.note(row.message_id, not_for)  # first of all: from here a crash no longer sends it twice
         self._record_sent(row, not_for, sent_log)
+        metrics.sent(row, self.clock.now())
         if self.unreachable:
             self.unreachable = False
             log.info("SMTP: %s:%s is reachable again; sending what waited", self.config.host, self.config.port)
@@ -304,6 +306,7 @@ class OutboxSender:
         attempts = row.attempts + 1
         now = self.clock.now()
         dead = isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts
+        metrics.failed(row.kind, dead)
         with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()
