@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .clock import BusinessCalendar, Duration, Weekly, parse_duration, parse_hours, parse_weekly, parse_workdays
@@ -331,10 +330,10 @@ def _positive(value: int) -> int:
 def _database_url(value: str) -> str:
     if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ValueError(f"must start with sqlite:/// or postgresql://, got {shown_url(value)!r}")
-    try:
-        urlsplit(value).port  # noqa: B018 (a port that is not a number raises here, not at the first connect)
-    except ValueError as exc:
-        raise ValueError(f"{exc}: {shown_url(value)!r}") from None
+    host = value.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    port = host.rpartition("]")[2].partition(":")[2]
+    if port and not port.isdigit():  # found here, not as a traceback at the first connect
+        raise ValueError(f"the port is not a number in {shown_url(value)!r}")
     return value
 
 
