@@ -32,6 +32,7 @@ def copy(source: Path, target: Path) -> None:
     try:
         with closing(sqlite3.connect(source)) as live, closing(sqlite3.connect(partial)) as out:
             live.backup(out)
+            out.execute("PRAGMA journal_mode = DELETE")  # the copy is one file, without -wal and -shm beside it
         os.replace(partial, target)
     except (OSError, sqlite3.Error) as exc:
         partial.unlink(missing_ok=True)

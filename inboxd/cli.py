@@ -316,12 +316,11 @@ def health(ctx: click.Context, as_json: bool) -> None:
     from dataclasses import asdict
 
     from . import health as status
-    from .models import open_database
     config = _config(ctx, secrets=False)
     path = status.status_file(config)
     found, now = status.read(path), datetime.now(UTC)
     healthy, summary = status.verdict(found, path, now)
-    database = status.look(lambda: open_database(config.database_url, migrate=False))
+    database = status.look(config.database_url)
     if not database.reachable and healthy:
         healthy, summary = False, f"database unreachable: {database.error}"
     if as_json:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,8 @@ import peewee as pw
 
 from .config import Config
 from .errors import InboxdError
-from .models import Outbox, forget_connection
+from .models import Outbox, forget_connection, open_database
+from .settings import shown_url
 
 log = logging.getLogger(__name__)
 BEAT_SECONDS = 30.0  # a running daemon rewrites the file at least this often (its loop wakes every minute)
@@ -180,15 +180,18 @@ class DatabaseLook:
         return self.error is None
 
 
-def look(open_it: Callable[[], object] | None = None) -> DatabaseLook:
-    """Count the outbox in the bound database (after `open_it()`, if given); an error is one line, not raised."""
+def look(url: str | None = None) -> DatabaseLook:
+    """Count the outbox in the bound database, or in `url` opened read-only; an error is one line, not raised."""
     try:
-        if open_it is not None:
-            open_it()
+        if url is not None:
+            open_database(url, migrate=False)
         counts = dict(Outbox.select(Outbox.status, pw.fn.COUNT(Outbox.id))
                       .where(Outbox.status.in_(("pending", "dead"))).group_by(Outbox.status).tuples())
-    except (InboxdError, pw.PeeweeException) as exc:
-        return DatabaseLook(" ".join(str(exc).split()) or type(exc).__name__)
+    except InboxdError as exc:
+        return DatabaseLook(str(exc))
+    except pw.PeeweeException as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        return DatabaseLook(f"database {shown_url(url)}: {why}" if url else why)
     finally:
         forget_connection()  # this thread's connection: /healthz runs each request in a new thread
     return DatabaseLook(None, counts.get("pending", 0), counts.get("dead", 0))

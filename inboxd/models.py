@@ -408,7 +408,7 @@ def open_database(url: str, migrate: bool = True) -> pw.Database:
     if not migrate and path is not None and not path.is_file():
         raise InboxdError(f"database {shown_url(url)}: no such file (a mistyped path? `inboxd run`, `once` "
                           f"or `migrate` creates the database; read-only commands never do)")
-    database = connect_database(url)
+    database = connect_database(url, wal=migrate)
     if migrate:
         upgrade(database, url)
         return database
@@ -422,15 +422,18 @@ def open_database(url: str, migrate: bool = True) -> pw.Database:
     return database
 
 
-def connect_database(url: str) -> pw.Database:
-    """Connect to the database and bind the models to it; the schema is left as it is."""
+def connect_database(url: str, wal: bool = True) -> pw.Database:
+    """Connect to the database and bind the models to it; the schema is left as it is.
+
+    wal=False leaves a SQLite file's journal mode as it is (turning WAL on writes to the file).
+    """
     if url.startswith("sqlite:///"):
         database: pw.Database = pw.SqliteDatabase(
             # IMMEDIATE: a transaction that reads then writes must not lose its snapshot to the
             # outbox thread's commits (SQLITE_BUSY without waiting); take the write lock up front.
             url.removeprefix("sqlite:///"), timeout=BUSY_TIMEOUT_SECONDS, lock_type="IMMEDIATE",
-            pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1,
-                     "busy_timeout": int(BUSY_TIMEOUT_SECONDS * 1000)})
+            pragmas={"synchronous": "normal", "foreign_keys": 1, "busy_timeout": int(BUSY_TIMEOUT_SECONDS * 1000)}
+            | ({"journal_mode": "wal"} if wal else {}))
     else:
         database = connect(url.replace("postgres://", "postgresql://", 1))
     db.initialize(database)
