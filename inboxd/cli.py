@@ -310,8 +310,10 @@ def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="the status as a JSON object, with `healthy` and `summary`")
+@click.option("--stall", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="red when the mailbox was not read for this long (default: 120)")
 @click.pass_context
-def health(ctx: click.Context, as_json: bool) -> None:
+def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
     """Say whether the daemon takes mail: exit 0 when it reads mail and the database answers, else 1."""
     from dataclasses import asdict
 
@@ -319,7 +321,7 @@ def health(ctx: click.Context, as_json: bool) -> None:
     config = _config(ctx, secrets=False)
     path = status.status_file(config)
     found, now = status.read(path), datetime.now(UTC)
-    healthy, summary = status.verdict(found, path, now)
+    healthy, summary = status.verdict(found, path, now, stall)
     database = status.look(config.database_url)
     if not database.reachable and healthy:
         healthy, summary = False, f"database unreachable: {database.error}"

@@ -99,9 +99,13 @@ class Health:
             self._write()
 
     def waiting_mail(self, count: int) -> None:
-        """The mailbox was just read and `count` mails in it wait to be processed."""
+        """The mailbox was just read and `count` mails in it wait to be processed (a change is said at once)."""
+        changed = count != self.status.waiting
         self.status = replace(self.status, waiting=count, last_imap=_now())
-        self.beat()
+        if changed:
+            self._write()
+        else:
+            self.beat()
 
     def swept(self) -> None:
         """The jobs just ran through."""
@@ -144,7 +148,7 @@ def read(path: Path) -> Status | None:
         return None
 
 
-def verdict(status: Status | None, path: Path, now: datetime) -> tuple[bool, str]:
+def verdict(status: Status | None, path: Path, now: datetime, stall: float | None = None) -> tuple[bool, str]:
     """(healthy, one line saying why) for `inboxd health`: healthy is ok, fresh, and reading the mailbox."""
     if status is None:
         return False, f"unknown: no status in {path} (has inboxd run with this config?)"
@@ -157,7 +161,7 @@ def verdict(status: Status | None, path: Path, now: datetime) -> tuple[bool, str
     if status.state == "paused":
         return False, f"paused since {status.since}: {status.reason}"
     read = (now - datetime.fromisoformat(status.last_imap)).total_seconds() if status.last_imap else None
-    if read is None or read > STALL_SECONDS:  # running, but the mailbox cannot be reached, or a read hangs
+    if read is None or read > (stall or STALL_SECONDS):  # running, but the mailbox cannot be reached, or a read hangs
         return False, (f"not reading mail: the mailbox was last read "
                        f"{f'{int(read)} s ago, at {status.last_imap}' if read is not None else 'never'} "
                        f"(IMAP {status.imap or 'not connected yet'}; see the log for IMAP errors)")

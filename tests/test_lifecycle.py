@@ -12,9 +12,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import write_config
-from postgres import PostgresServer
-
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
@@ -22,6 +19,9 @@ from inboxd.models import LATEST_SCHEMA, Item, open_database
 from inboxd.outbox import FakeTransport
 from inboxd.servers import HOST, free_port
 from inboxd.source import FakeSource
+
+from helpers import write_config
+from postgres import PostgresServer
 
 V1 = (Path(__file__).parent / "data" / "schema_v1.sql").read_text()
 READ_ONLY = [["items"], ["items", "--all", "--json"], ["item", "IT-1"], ["sweep", "--dry-run"], ["health"]]
