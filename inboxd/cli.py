@@ -95,10 +95,15 @@ def run(ctx: click.Context, standby: bool) -> None:
 @cli.command()
 @click.pass_context
 def once(ctx: click.Context) -> None:
-    """Process new mail, send what is due, and exit."""
+    """Process new mail, send what is due, and exit (1 when mail was parked or not delivered)."""
     from .daemon import Daemon
-    count = Daemon(_config(ctx)).once()
+    from .upkeep import OnceReport
+    daemon = Daemon(_config(ctx))
+    report = OnceReport(daemon)
+    count = daemon.once()
     log.info("once: %d new mail(s) processed", count)
+    if problems := report.problems():  # the last line, and exit 1: a person has something to do
+        raise InboxdError(problems)
 
 
 @cli.command()

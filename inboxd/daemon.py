@@ -203,6 +203,8 @@ class Daemon:
             for mail in mails:
                 enqueue(mail, None, now)
         self.sender.notify()
+        for listener in self.listeners:  # counted like any parked mail (metrics, `once`'s last line)
+            listener(Outcome("parked", key, "", "", reason))
 
     def sweep(self) -> list[Due]:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""

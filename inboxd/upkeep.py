@@ -1,17 +1,23 @@
-"""`inboxd backup` and `inboxd migrate`: a copy of the database, and its schema brought up to date."""
+"""`inboxd backup`, `inboxd migrate`, and what `inboxd once` left undone."""
 
 from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import backup
 from .backup import sqlite_path
 from .config import Config
 from .errors import InboxdError
+from .health import look
 from .models import LATEST_SCHEMA, connect_database, upgrade
 from .settings import shown_url
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+    from .pipeline import Outcome
 
 
 def backup_database(config: Config, target: Path) -> str:
@@ -44,3 +50,28 @@ def migrate_database(config: Config) -> str:
         return f"database {where}: created at schema version {LATEST_SCHEMA}"
     return (f"database {where}: schema version {before} brought up to {LATEST_SCHEMA}"
             + (f"; the copy taken before is {saved}" if saved else ""))
+
+
+class OnceReport:
+    """What `inboxd once` leaves for a person: mail parked, mail not delivered; said in its last line."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.parked = 0
+        daemon.listeners.append(self._seen)
+        self.dead_before = look().dead or 0
+
+    def _seen(self, outcome: Outcome) -> None:
+        if outcome.kind == "parked":
+            self.parked += 1
+
+    def problems(self) -> str | None:
+        """One line of what went wrong, or None when every mail was handled and every mail sent."""
+        after = look()
+        found = []
+        if self.parked:
+            found.append(f"{self.parked} mail(s) parked for a person (inboxd items --all lists them)")
+        if after.pending:
+            found.append(f"{after.pending} mail(s) not delivered yet, waiting in the outbox (see the log)")
+        if after.dead is not None and after.dead > self.dead_before:
+            found.append(f"{after.dead - self.dead_before} mail(s) given up on (see the log and inboxd item)")
+        return "once: " + "; ".join(found) if found else None

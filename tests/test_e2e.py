@@ -318,7 +318,9 @@ def test_mail_that_cannot_be_handled_is_set_aside_listed_and_retried_when_moved_
     config.write_text(config.read_text().replace('done_folder = "Processed"\n',
                                                  'done_folder = "Processed"\nattention_folder = "Needs attention"\n'))
     append_messages(mailbox, [make_mail("rosa@example.org", "No attachment here", message_id="<park-1@example.org>")])
-    inboxd(config, "once")
+    parked = subprocess.run([*INBOXD, "--config", str(config), "once"], capture_output=True, text=True, timeout=120)
+    assert parked.returncode == 1 and parked.stderr.splitlines()[-1] == (
+        "error: once: 1 mail(s) parked for a person (inboxd items --all lists them)")
     with mailbox.connect() as client:
         assert client.folder_status("Needs attention", [b"MESSAGES"])[b"MESSAGES"] == 1
     assert folder_counts(mailbox) == {"INBOX": 0, "Processed": 0}

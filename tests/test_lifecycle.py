@@ -1,5 +1,6 @@
 """Upgrades, backups and database errors: read-only commands create nothing, `migrate` backs up first,
-`backup` copies a live database, and a database that cannot be opened is one line from every command."""
+`backup` copies a live database, a database that cannot be opened is one line from every command, and
+`once` ends with a line saying what it left undone."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.models import LATEST_SCHEMA, Item, open_database
 from inboxd.outbox import FakeTransport
-from inboxd.servers import HOST, free_port
+from inboxd.servers import HOST, append_messages, free_port
 from inboxd.source import FakeSource
 
-from helpers import write_config
+from helpers import make_mail, write_config
 from postgres import PostgresServer
 
 V1 = (Path(__file__).parent / "data" / "schema_v1.sql").read_text()
@@ -209,3 +210,23 @@ def test_the_installed_command_prints_no_traceback_for_postgresql_down(tmp_path)
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "hunter2" not in done.stderr
     assert done.stderr.startswith("error: database postgresql://inboxd:***@") and done.stderr.count("\n") == 1
+
+
+# --- `once` says in its last line what it left undone ---------------------------------------------
+
+@pytest.mark.server
+def test_once_exits_1_when_mail_could_not_be_delivered_and_0_once_it_is(tmp_path, mailbox, smtp_capture):
+    closed = free_port()
+    config = write_config(tmp_path, imap_port=mailbox.port, smtp_port=closed, imap_user=mailbox.user,
+                          imap_password=mailbox.password)
+    append_messages(mailbox, [make_mail("rosa@example.org", "Printer on fire", "Please help.")])
+    done = subprocess.run([sys.executable, "-m", "inboxd.cli", "--config", str(config), "once"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: once: 2 mail(s) not delivered yet, waiting in the outbox")
+    config.write_text(config.read_text().replace(f"port = {closed}", f"port = {smtp_capture.port}"))
+    with sqlite3.connect(tmp_path / "inboxd.db") as conn:  # no waiting for the retry's backoff
+        conn.execute("UPDATE outbox SET next_attempt_at = '2000-01-01 00:00:00'")
+    done = subprocess.run([sys.executable, "-m", "inboxd.cli", "--config", str(config), "once"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and len(smtp_capture.messages) == 2, done.stderr  # the ack and the announcement
