@@ -15,7 +15,7 @@ import peewee as pw
 
 from .config import Config
 from .errors import InboxdError
-from .models import Outbox, forget_connection, open_database
+from .models import db, forget_connection, open_read_only
 from .settings import shown_url
 
 log = logging.getLogger(__name__)
@@ -185,19 +185,23 @@ class DatabaseLook:
 
 
 def look(url: str | None = None) -> DatabaseLook:
-    """Count the outbox in the bound database, or in `url` opened read-only; an error is one line, not raised."""
+    """Count the outbox in `url` opened read-only (never bound: a daemon may run in this process), or in the
+    bound database from a thread of the daemon's; an error is one line, not raised."""
+    database = None
     try:
-        if url is not None:
-            open_database(url, migrate=False)
-        counts = dict(Outbox.select(Outbox.status, pw.fn.COUNT(Outbox.id))
-                      .where(Outbox.status.in_(("pending", "dead"))).group_by(Outbox.status).tuples())
+        database = open_read_only(url) if url is not None else db
+        counts = dict(database.execute_sql("SELECT status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') "
+                                           "GROUP BY status").fetchall())
     except InboxdError as exc:
         return DatabaseLook(str(exc))
     except pw.PeeweeException as exc:
         why = " ".join(str(exc).split()) or type(exc).__name__
         return DatabaseLook(f"database {shown_url(url)}: {why}" if url else why)
     finally:
-        forget_connection()  # this thread's connection: /healthz runs each request in a new thread
+        if database is db:
+            forget_connection()  # this thread's connection: /healthz runs each request in a new thread
+        elif database is not None:
+            database.close()
     return DatabaseLook(None, counts.get("pending", 0), counts.get("dead", 0))
 
 

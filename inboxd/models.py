@@ -404,38 +404,57 @@ def open_database(url: str, migrate: bool = True) -> pw.Database:
     With migrate=False (the read-only commands) nothing is created or changed: a missing SQLite
     file or a schema older than this inboxd is an error saying what to do.
     """
-    path = sqlite_path(url)
-    if not migrate and path is not None and not path.is_file():
-        raise InboxdError(f"database {shown_url(url)}: no such file (a mistyped path? `inboxd run`, `once` "
-                          f"or `migrate` creates the database; read-only commands never do)")
-    database = connect_database(url, wal=migrate)
-    if migrate:
-        upgrade(database, url)
-        return database
-    version = schema_version(database)
-    if version < LATEST_SCHEMA:
-        raise InboxdError(f"database {shown_url(url)}: " + (
-            "holds no inboxd data (no schema)" if version == 0 else
-            f"its schema is version {version}, this inboxd needs {LATEST_SCHEMA}: "
-            f"run `inboxd migrate` (it backs a SQLite database up first)"))
-    _refuse_newer(version, url)
+    if not migrate:
+        return _bind(open_read_only(url))
+    database = connect_database(url)
+    upgrade(database, url)
     return database
 
 
-def connect_database(url: str, wal: bool = True) -> pw.Database:
-    """Connect to the database and bind the models to it; the schema is left as it is.
+def open_read_only(url: str) -> pw.Database:
+    """A connection to the database that is checked but not bound to the models, nor changed in any way.
 
-    wal=False leaves a SQLite file's journal mode as it is (turning WAL on writes to the file).
+    Refuses a SQLite file that does not exist (never creating one) and a schema this inboxd cannot
+    read; for `inboxd health`, which may run beside a daemon in one process, and the read-only commands.
     """
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise InboxdError(f"database {shown_url(url)}: no such file (a mistyped path? `inboxd run`, `once` "
+                          f"or `migrate` creates the database; read-only commands never do)")
+    database = _database(url, wal=False)
+    database.connect()
+    try:
+        version = schema_version(database)
+        if version < LATEST_SCHEMA:
+            raise InboxdError(f"database {shown_url(url)}: " + (
+                "holds no inboxd data (no schema)" if version == 0 else
+                f"its schema is version {version}, this inboxd needs {LATEST_SCHEMA}: "
+                f"run `inboxd migrate` (it backs a SQLite database up first)"))
+        _refuse_newer(version, url)
+    except Exception:
+        database.close()
+        raise
+    return database
+
+
+def connect_database(url: str) -> pw.Database:
+    """Connect to the database and bind the models to it; the schema is left as it is."""
+    return _bind(_database(url, wal=True))
+
+
+def _database(url: str, wal: bool) -> pw.Database:
+    """The database at `url`, not connected; wal=False leaves a SQLite file's journal mode alone."""
     if url.startswith("sqlite:///"):
-        database: pw.Database = pw.SqliteDatabase(
+        return pw.SqliteDatabase(
             # IMMEDIATE: a transaction that reads then writes must not lose its snapshot to the
             # outbox thread's commits (SQLITE_BUSY without waiting); take the write lock up front.
             url.removeprefix("sqlite:///"), timeout=BUSY_TIMEOUT_SECONDS, lock_type="IMMEDIATE",
             pragmas={"synchronous": "normal", "foreign_keys": 1, "busy_timeout": int(BUSY_TIMEOUT_SECONDS * 1000)}
             | ({"journal_mode": "wal"} if wal else {}))
-    else:
-        database = connect(url.replace("postgres://", "postgresql://", 1))
+    return connect(url.replace("postgres://", "postgresql://", 1))
+
+
+def _bind(database: pw.Database) -> pw.Database:
     db.initialize(database)
     _COMPOSED.clear()
     database.connect(reuse_if_open=True)
@@ -446,7 +465,7 @@ def schema_version(database: pw.Database) -> int:
     """The last migration applied to this database; 0 for a database inboxd has not set up."""
     if not database.table_exists(SchemaVersion._meta.table_name):
         return 0
-    return SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar() or 0
+    return database.execute_sql("SELECT MAX(version) FROM schemaversion").fetchone()[0] or 0
 
 
 def _refuse_newer(version: int, url: str) -> None:
