@@ -26,12 +26,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from inboxd.health import Health, look, verdict
 from inboxd.metrics import REGISTRY, Live
 from inboxd.models import Item, Outbox, db, open_database
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 GOAL_SECONDS = 0.1  # a scrape every 15 s may take this much of the database's time
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)

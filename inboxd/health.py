@@ -1,4 +1,5 @@
-"""The daemon's health for `inboxd health`: a small JSON file, kept outside the database (which may be what is down)."""
+"""The daemon's health for `inboxd health` and /healthz: a small JSON file, kept outside the database (which
+may be what is down), and a look at the database itself."""
 
 from __future__ import annotations
 
