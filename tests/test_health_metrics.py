@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import inboxd.daemon as daemon_module
 import pytest
-from inboxd import health
+from inboxd import health, http
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
+from inboxd.errors import InboxdError
 from inboxd.servers import HOST, DovecotServer, append_messages, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -182,3 +184,15 @@ def session_pids(dovecot: DovecotServer) -> list[int]:
         if text.split("(", 1)[1].rsplit(")", 1)[0] == "imap" and int(text.rsplit(")", 1)[1].split()[1]) == master:
             found.append(int(stat.parent.name))
     return found
+
+
+@pytest.mark.server
+def test_an_address_already_in_use_is_one_clear_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InboxdError, match=rf'\[http\] listen = "{HOST}:{port}": cannot listen there: Address '
+                                              r"already in use"):
+            with http.serving((HOST, port), health.Health(tmp_path / "h.json")):
+                pass

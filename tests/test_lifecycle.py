@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
+from inboxd.errors import ConfigError
 from inboxd.models import LATEST_SCHEMA, Item, open_database
 from inboxd.outbox import FakeTransport
 from inboxd.servers import HOST, append_messages, free_port
@@ -230,3 +231,27 @@ def test_once_exits_1_when_mail_could_not_be_delivered_and_0_once_it_is(tmp_path
     done = subprocess.run([sys.executable, "-m", "inboxd.cli", "--config", str(config), "once"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and len(smtp_capture.messages) == 2, done.stderr  # the ack and the announcement
+
+
+# --- the config: a database URL shown without its password, [http] listen -------------------------
+
+@pytest.mark.parametrize("url, says", [
+    ("mysql://inboxd:hunter2@db.example.org/inboxd", "must start with sqlite:/// or postgresql://, got "
+                                                     "'mysql://inboxd:***@db.example.org/inboxd"),
+    ("postgresql://inboxd:hunter2@db.example.org:54x2/inboxd", "the port is not a number in "
+                                                               "'postgresql://inboxd:***@db.example.org:54x2/inboxd"),
+])
+def test_a_wrong_database_url_is_named_without_its_password(tmp_path, url, says):
+    code, out = invoke(with_database(tmp_path, url), "items")
+    assert code == 1 and says in out and "hunter2" not in out
+
+
+@pytest.mark.parametrize("listen, ok", [("127.0.0.1:9425", True), ("[::1]:9425", True), ("9425", False),
+                                        ("localhost:http", False), ("127.0.0.1:70000", False)])
+def test_http_listen_is_host_and_port(tmp_path, listen, ok):
+    config = write_config(tmp_path, extra=f'[http]\nlisten = "{listen}"\n')
+    if ok:
+        assert load_config(config).http_listen[1] == 9425
+    else:
+        with pytest.raises(ConfigError, match=r"\[http\] listen: expected host:port"):
+            load_config(config)
