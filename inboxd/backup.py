@@ -36,7 +36,7 @@ def copy(source: Path, target: Path) -> None:
         os.replace(partial, target)
     except (OSError, sqlite3.Error) as exc:
         partial.unlink(missing_ok=True)
-        raise InboxdError(f"could not back up {source} to {target}: {exc}") from None
+        raise InboxdError(f"could not back up {source} to {target}: {exc}") from exc  # outage() reads the cause
 
 
 def before_upgrade(source: Path, version: int, now: datetime | None = None) -> Path:

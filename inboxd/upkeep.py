@@ -12,6 +12,7 @@ from .backup import sqlite_path
 from .config import Config
 from .errors import InboxdError
 from .health import look
+from .instance import AlreadyRunning, InstanceLock
 from .models import LATEST_SCHEMA, connect_database, upgrade
 from .settings import shown_url
 
@@ -42,7 +43,17 @@ def backup_database(config: Config, target: Path) -> str:
 def migrate_database(config: Config) -> str:
     """Bring the schema up to date (a SQLite database with data is backed up first); the line to print."""
     url = config.database_url
-    before, saved = upgrade(connect_database(url), url)
+    database = connect_database(url)
+    lock = InstanceLock(config)
+    try:
+        lock.acquire()
+    except AlreadyRunning:
+        raise InboxdError(f"another inboxd is working on {config.mailbox.label} with this database: stop it "
+                          f"first (a migration changes the schema under it)") from None
+    try:
+        before, saved = upgrade(database, url)
+    finally:
+        lock.release()
     where = shown_url(url)
     if before == LATEST_SCHEMA:
         return f"database {where}: schema version {LATEST_SCHEMA}, up to date; nothing to do"

@@ -255,3 +255,17 @@ def test_http_listen_is_host_and_port(tmp_path, listen, ok):
     else:
         with pytest.raises(ConfigError, match=r"\[http\] listen: expected host:port"):
             load_config(config)
+
+
+def test_migrate_refuses_while_an_inboxd_works_on_the_database(tmp_path):
+    from inboxd.instance import InstanceLock
+    database = v1_database(tmp_path)
+    config = write_config(tmp_path)
+    running = InstanceLock(load_config(config, secrets=False))
+    running.acquire()
+    try:
+        code, out = invoke(config, "migrate")
+    finally:
+        running.release()
+    assert code == 1 and "another inboxd is working on" in out and "stop it first" in out
+    assert schema(database) == 1 and not list(tmp_path.glob("*.bak"))
