@@ -19,6 +19,7 @@ from typing import Protocol
 
 import peewee as pw
 
+from . import metrics
 from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpUnreachable
@@ -242,6 +243,7 @@ class OutboxSender:
             self.undelivered[row.id] = f"refused for {not_for}"
         else:
             self.undelivered.pop(row.id, None)
+        metrics.sent(row, self.clock.now())
         if self.unreachable:
             self.unreachable = False
             log.info("SMTP: %s:%s is reachable again; sending what waited", self.config.host, self.config.port)
@@ -310,6 +312,7 @@ class OutboxSender:
         attempts = row.attempts + 1
         now = self.clock.now()
         dead = isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts
+        metrics.failed(row.kind, dead)
         with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()

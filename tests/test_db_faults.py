@@ -139,6 +139,9 @@ def test_health_command_exit_codes(tmp_path):
     result = runner.invoke(cli, ["--config", str(config.path), "health"])
     assert result.exit_code == 1 and "paused since" in result.output and "disk is full" in result.output
     health.Health(path).imap_seen()
+    result = runner.invoke(cli, ["--config", str(config.path), "health"])
+    assert result.exit_code == 1 and "database unreachable" in result.output  # no database yet: none is made
+    assert runner.invoke(cli, ["--config", str(config.path), "migrate"]).exit_code == 0
     result = runner.invoke(cli, ["--config", str(config.path), "health", "--json"])
     assert result.exit_code == 0 and '"healthy": true' in result.output and '"state": "ok"' in result.output
 
