@@ -144,15 +144,20 @@ class Health:
 def read(path: Path) -> Status | None:
     """The status in the file, or None if there is none (or it cannot be read)."""
     try:
-        return Status(**json.loads(path.read_text(encoding="utf-8")))
+        status = Status(**json.loads(path.read_text(encoding="utf-8")))
+        for moment in (status.updated, status.since, status.last_imap, status.last_sweep):
+            if moment is not None and datetime.fromisoformat(moment).tzinfo is None:
+                return None  # written by hand, or by something else: not a status to judge by
+        datetime.fromisoformat(status.updated)  # the one moment every status has
     except (OSError, ValueError, TypeError):
         return None
+    return status
 
 
 def verdict(status: Status | None, path: Path, now: datetime, stall: float | None = None) -> tuple[bool, str]:
     """(healthy, one line saying why) for `inboxd health`: healthy is ok, fresh, and reading the mailbox."""
     if status is None:
-        return False, f"unknown: no status in {path} (has inboxd run with this config?)"
+        return False, f"unknown: no readable status in {path} (has inboxd run with this config?)"
     age = (now - datetime.fromisoformat(status.updated)).total_seconds()
     if status.state == "stopped":
         return False, f"stopped: inboxd (pid {status.pid}) stopped at {status.since}"
