@@ -145,7 +145,7 @@ def test_health_command_exit_codes(tmp_path):
     assert path.parent == tmp_path  # beside the SQLite database by default
     runner = CliRunner()
     result = runner.invoke(cli, ["--config", str(config.path), "health"])
-    assert result.exit_code == 1 and "unknown: no status" in result.output
+    assert result.exit_code == 1 and "unknown: no readable status" in result.output
     health.Health(path).pause("database unavailable: database or disk is full")
     result = runner.invoke(cli, ["--config", str(config.path), "health"])
     assert result.exit_code == 1 and "paused since" in result.output and "disk is full" in result.output
