@@ -19,12 +19,22 @@ from .domain import Reply
 from .errors import DatabaseOutage, InboxdError, SourceError, SourceHiccup
 from .health import Health, status_file
 from .instance import InstanceLock
-from .models import MailboxState, forget_connection, open_database, outage, seen_inbound, write_transaction
+from .models import (
+    LATEST_SCHEMA,
+    MailboxState,
+    forget_connection,
+    open_database,
+    outage,
+    schema_version_of,
+    seen_inbound,
+    write_transaction,
+)
 from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
 from .systemd import Notifier
+from .upkeep import migrate_database
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60
@@ -45,6 +55,8 @@ class Daemon:
         rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
         for warning in security_warnings(config):
             log.warning("%s", warning)
+        if schema_version_of(config.database_url) < LATEST_SCHEMA:
+            log.info("%s", migrate_database(config))  # only while no other inboxd works on it, backed up first
         open_database(config.database_url)
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
         self.fetch_budget = FETCH_BUDGET

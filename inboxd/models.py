@@ -433,6 +433,19 @@ def open_database(url: str, migrate: bool = True) -> pw.Database:
     return database
 
 
+def schema_version_of(url: str) -> int:
+    """The schema version of the database at `url` (0: none yet, or no file), changing nothing."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return 0
+    database = _database(url, wal=False)
+    database.connect()
+    try:
+        return schema_version(database)
+    finally:
+        database.close()
+
+
 def open_read_only(url: str) -> pw.Database:
     """A connection to the database that is checked but not bound to the models, nor changed in any way.
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
-from inboxd.errors import ConfigError
+from inboxd.errors import ConfigError, InboxdError
 from inboxd.models import LATEST_SCHEMA, Item, open_database
 from inboxd.outbox import FakeTransport
 from inboxd.servers import HOST, append_messages, free_port
@@ -270,3 +270,19 @@ def test_migrate_refuses_while_an_inboxd_works_on_the_database(tmp_path):
         running.release()
     assert code == 1 and "another inboxd is working on" in out and "stop it first" in out
     assert schema(database) == 1 and not list(tmp_path.glob("*.bak"))
+
+
+def test_a_new_inboxd_started_beside_a_running_one_does_not_migrate_under_it(tmp_path):
+    from inboxd.instance import InstanceLock
+    database = v1_database(tmp_path)
+    config = load_config(write_config(tmp_path))
+    running = InstanceLock(config)  # the old version, still at work
+    running.acquire()
+    try:
+        with pytest.raises(InboxdError, match="another inboxd is working on .* stop it first"):
+            Daemon(config, source=FakeSource(), transport=FakeTransport())
+        assert schema(database) == 1 and not list(tmp_path.glob("*.bak"))
+    finally:
+        running.release()
+    Daemon(config, source=FakeSource(), transport=FakeTransport())  # once it stopped: backed up, migrated
+    assert schema(database) == LATEST_SCHEMA and len(list(tmp_path.glob("inboxd.db.schema1-*.bak"))) == 1
