@@ -79,3 +79,13 @@ class PostgresServer:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def server_for_tests() -> PostgresServer:
+    """A private PostgreSQL server to use as a context manager; CI requires one, elsewhere its tests skip."""
+    import pytest  # this module is also imported by benches, which have no pytest to spare
+    if not PostgresServer.available():
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError("CI requires PostgreSQL (apt-get install -y postgresql, run as root)")
+        pytest.skip("PostgreSQL server binaries not installed (bash .ci/run installs them)")
+    return PostgresServer()

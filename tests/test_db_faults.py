@@ -30,7 +30,7 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 from helpers import make_mail, write_config
-from postgres import PostgresServer
+from postgres import server_for_tests
 
 import inboxd.daemon as daemon_module
 import inboxd.pipeline as pipeline_module
@@ -436,11 +436,7 @@ def test_once_waits_out_a_short_lock(tmp_path, mailbox, smtp_capture, short_wait
 
 @pytest.fixture
 def postgres():
-    if not PostgresServer.available():
-        if os.environ.get("CI", "").lower() == "true":
-            raise RuntimeError("CI requires PostgreSQL (apt-get install -y postgresql, run as root)")
-        pytest.skip("PostgreSQL server binaries not installed (bash .ci/run installs them)")
-    with PostgresServer() as server:
+    with server_for_tests() as server:
         yield server
 
 

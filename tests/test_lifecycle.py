@@ -23,7 +23,7 @@ from inboxd.servers import HOST, append_messages, free_port
 from inboxd.source import FakeSource
 
 from helpers import make_mail, write_config
-from postgres import PostgresServer
+from postgres import server_for_tests
 
 V1 = (Path(__file__).parent / "data" / "schema_v1.sql").read_text()
 READ_ONLY = [["items"], ["items", "--all", "--json"], ["item", "IT-1"], ["sweep", "--dry-run"], ["health"]]
@@ -177,10 +177,7 @@ def test_postgresql_down_is_one_line_from_every_command_without_the_password(tmp
 @pytest.fixture(scope="module")
 def postgres_with_passwords():
     """A PostgreSQL that checks passwords (scram-sha-256): the role inboxd's is "right"."""
-    if not PostgresServer.available():
-        pytest.fail("PostgreSQL is not available") if __import__("os").environ.get("CI") == "true" \
-            else pytest.skip("PostgreSQL is not installed")
-    with PostgresServer() as server:
+    with server_for_tests() as server:
         import psycopg2
         with psycopg2.connect(host=HOST, port=server.port, user=server.user, dbname="postgres") as conn:
             conn.cursor().execute("ALTER ROLE inboxd PASSWORD 'right'")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from contextlib import closing
 
 import pytest
 from click.testing import CliRunner
 from helpers import make_mail, write_config
-from postgres import PostgresServer
+from postgres import server_for_tests
 
 from inboxd.cli import cli
 from inboxd.config import load_config
@@ -21,11 +20,7 @@ from inboxd.source import FakeSource
 
 @pytest.fixture(scope="module")
 def postgres():
-    if not PostgresServer.available():
-        if os.environ.get("CI", "").lower() == "true":
-            raise RuntimeError("CI requires PostgreSQL (apt-get install -y postgresql, run as root)")
-        pytest.skip("PostgreSQL server binaries not installed (bash .ci/run installs them)")
-    with PostgresServer() as server:
+    with server_for_tests() as server:
         yield server
 
 
