@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import select
 import socket
 import ssl
@@ -177,8 +178,8 @@ class ImapSource:
                     from None
             if self.tokens is not None:
                 self.tokens.invalidate()  # expired or revoked early: the next try fetches a new one
-            raise LoginRefused(f"IMAP: login as {cfg.user!r} on {cfg.host}:{cfg.port} was refused: "
-                               f"{exc}") from None
+            said = re.sub(r"^b(['\"])(.*)\1$", r"\2", str(exc))  # imaplib's answer is the repr of bytes
+            raise LoginRefused(f"IMAP: login as {cfg.user!r} on {cfg.host}:{cfg.port} was refused: {said}") from None
         except TokenError as exc:
             client.shutdown()
             raise (LoginRefused if exc.refused else SourceError)(f"IMAP: no login: {exc}") from None
