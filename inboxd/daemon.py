@@ -14,7 +14,7 @@ from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
 from .domain import Reply
-from .errors import DatabaseOutage, InboxdError, LoginRefused, SourceError, SourceHiccup
+from .errors import DatabaseOutage, InboxdError, LoginRefused, LoginsRefused, SourceError, SourceHiccup
 from .health import Health, status_file
 from .instance import InstanceLock
 from .models import MailboxState, forget_connection, open_database, outage, seen_inbound, write_transaction
@@ -363,7 +363,7 @@ class Daemon:
             self.health.stopped()
             log.info("stopped")
         if self.refused:
-            raise LoginRefused(self.refused)
+            raise LoginsRefused(self.refused)
 
     def _smtp_login(self, why: str, ok: bool) -> None:
         """The outbox's word: its login was refused (`why`), or mail goes again (`ok`)."""

@@ -8,6 +8,7 @@
     ├── SourceError             the IMAP mailbox cannot be reached or used
     │   ├── SourceHiccup        one response was unreadable: reconnect at once
     │   └── LoginRefused        the server (or the OAuth2 token endpoint) refused the credentials
+    │       └── LoginsRefused   ... several times in a row: `run` stops, exit 3
     ├── DatabaseOutage          the database is busy, locked, full or down: wait, never park
     └── DeliveryError           an outgoing mail could not be handed to SMTP
         ├── SmtpUnreachable     the server could not be reached (no mail goes until it is back)
@@ -55,7 +56,11 @@ class SourceHiccup(SourceError):
 class LoginRefused(SourceError):
     """The IMAP server, or the OAuth2 token endpoint, refused the credentials: repeated, `run` stops."""
 
-    exit_code = 3  # distinct, for a service manager: retrying would risk locking the account
+
+class LoginsRefused(LoginRefused):
+    """Logins (IMAP or SMTP) refused several times in a row: `run` stops rather than risk a lockout."""
+
+    exit_code = 3  # distinct, for a service manager and a monitor: the admin must fix the credentials
 
 
 class DatabaseOutage(InboxdError):

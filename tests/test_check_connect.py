@@ -11,16 +11,15 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_mail, write_config
-
 from inboxd import daemon as daemon_module
 from inboxd.cli import cli
-from inboxd.config import load_config
 from inboxd.daemon import Daemon
-from inboxd.errors import LoginRefused, SmtpLoginRefused, SourceError
+from inboxd.errors import LoginsRefused, SmtpLoginRefused, SourceError
 from inboxd.outbox import FakeTransport
 from inboxd.servers import SmtpCapture, free_port
 from inboxd.source import FakeSource
+
+from helpers import make_mail, write_config
 
 WRONG = "Wr0ng-Passw0rd-8812"
 
@@ -55,7 +54,8 @@ def connect_config(tmp_path, mailbox, smtp_port: int, password: str | None = Non
                         imap_password=password or mailbox.password)
     if smtp_login:
         (tmp_path / "smtp-password").write_text(smtp_login)
-        path.write_text(path.read_text().replace("[smtp]\n", '[smtp]\nuser = "help"\npassword_file = "smtp-password"\n'))
+        login = '[smtp]\nuser = "help"\npassword_file = "smtp-password"\n'
+        path.write_text(path.read_text().replace("[smtp]\n", login))
     return path
 
 
@@ -148,7 +148,7 @@ def _catch(run, failure: list) -> None:
 def test_three_refused_logins_in_a_row_stop_the_daemon_with_exit_code_3(config, clock, monkeypatch):
     source = FakeSource(refuse_logins=5)
     daemon, failure = watch(config, clock, source, monkeypatch)
-    assert isinstance(failure, LoginRefused) and failure.exit_code == 3
+    assert isinstance(failure, LoginsRefused) and failure.exit_code == 3
     assert "refused 3 times in a row" in str(failure) and source.refuse_logins == 2  # no fourth try
     assert source.mails  # nothing was read
 
