@@ -32,17 +32,23 @@ def auth() -> None:
 
 @auth.command("login")
 @click.option("--smtp", "for_smtp", is_flag=True, help="sign in for [smtp.oauth2] rather than [mailbox.oauth2]")
+@click.option("--browser", is_flag=True, help="sign in through a browser sent back to this machine, not with a "
+                                              "code (the only way with Google)")
+@click.option("--port", type=int, default=0, help="with --browser: the local port the browser is sent back to")
 @click.pass_context
-def login(ctx: click.Context, for_smtp: bool) -> None:
-    """Sign in with the device code flow and keep the refresh token in refresh_token_file (mode 0600)."""
+def login(ctx: click.Context, for_smtp: bool, browser: bool, port: int) -> None:
+    """Sign in for a delegated mailbox and keep the refresh token in refresh_token_file (mode 0600)."""
     from .cli import _config
-    from .oauth2 import device_login
+    from .oauth2 import browser_login, device_login
     config = _config(ctx)
     section = "[smtp.oauth2]" if for_smtp else "[mailbox.oauth2]"
     oauth2 = config.smtp.oauth2 if for_smtp else config.mailbox.oauth2
     if oauth2 is None or oauth2.grant != "refresh_token":
         raise InboxdError(f"{config.path}: `auth login` needs {section} with grant = \"refresh_token\" "
                           f"(a client_credentials grant signs in by itself)")
-    path = device_login(oauth2, click.echo)
+    if browser or not oauth2.device_url:
+        path = browser_login(oauth2, click.echo, port)
+    else:
+        path = device_login(oauth2, click.echo)
     click.echo(f"signed in: the refresh token is in {path} (readable by this user only); "
                f"`inboxd check --connect` tries it")

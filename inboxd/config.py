@@ -210,7 +210,7 @@ def _oauth2(reader: _Reader, base: Path, secrets: bool) -> OAuth2Config | None:
     provider = reader.get("provider", str, convert=_choice(PROVIDERS))
     grant = reader.get("grant", str, "client_credentials", _choice(GRANTS))
     tenant = reader.get("tenant", str, None)
-    given = {key: reader.get(key, str, None) for key in ("token_url", "scope", "device_url")}
+    given = {key: reader.get(key, str, None) for key in ("token_url", "scope", "device_url", "authorize_url")}
     refresh_file = reader.get("refresh_token_file", str, None)
     mechanism = reader.get("mechanism", str, "xoauth2", _choice(MECHANISMS))
     client_id = reader.get("client_id", str)
@@ -234,6 +234,7 @@ def _oauth2(reader: _Reader, base: Path, secrets: bool) -> OAuth2Config | None:
         provider=provider, client_id=client_id, grant=grant, client_secret=secret, tenant=tenant,
         token_url=given["token_url"] or derived.token_url, scope=given["scope"] or derived.scope,
         device_url=given["device_url"] or derived.device_url or None,
+        authorize_url=given["authorize_url"] or derived.authorize_url or None,
         refresh_token_file=base / refresh_file if refresh_file else None, mechanism=mechanism or "xoauth2")
 
 
@@ -243,6 +244,7 @@ class Endpoints:
 
     token_url: str
     device_url: str
+    authorize_url: str
     scope: str
 
 
@@ -252,11 +254,11 @@ def named_endpoints(provider: str, tenant: str, grant: str) -> Endpoints:
         base = MICROSOFT.format(tenant=tenant)
         scope = f"{OUTLOOK}.default" if grant == "client_credentials" else \
             f"offline_access {OUTLOOK}IMAP.AccessAsUser.All {OUTLOOK}SMTP.Send"
-        return Endpoints(base + "token", base + "devicecode", scope)
-    if provider == "google":
-        return Endpoints("https://oauth2.googleapis.com/token", "https://oauth2.googleapis.com/device/code",
+        return Endpoints(base + "token", base + "devicecode", base + "authorize", scope)
+    if provider == "google":  # its device flow refuses mail scopes: a browser sign-in instead
+        return Endpoints("https://oauth2.googleapis.com/token", "", "https://accounts.google.com/o/oauth2/v2/auth",
                          "https://mail.google.com/")
-    return Endpoints("", "", "")
+    return Endpoints("", "", "", "")
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:

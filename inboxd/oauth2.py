@@ -8,8 +8,11 @@ to Microsoft or Google. The named providers only differ in their endpoints and s
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import secrets
 import threading
 import time
 import urllib.error
@@ -17,6 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -178,12 +182,64 @@ def device_login(config: OAuth2Config, say: Callable[[str], None], post: Post = 
         if answer.get("error") == "slow_down":
             interval += 5
             continue
-        if "error" in answer:
-            raise refused(answer, config.token_url, "the sign-in")
-        if not answer.get("refresh_token"):
-            raise InboxdError(f"OAuth2: {config.token_url} gave no refresh token (is offline access in the scope?)")
-        return save_refresh_token(config, str(answer["refresh_token"]))
+        return _store(config, answer)
     raise InboxdError("OAuth2: the code expired before anyone signed in; run `inboxd auth login` again")
+
+
+def browser_login(config: OAuth2Config, say: Callable[[str], None], port: int = 0, post: Post = post_form,
+                  timeout: float = 30.0, patience: float = 900.0) -> Path:
+    """The authorization-code flow with PKCE (RFC 7636) and a redirect to 127.0.0.1: store the refresh token."""
+    if not config.authorize_url:
+        raise InboxdError("OAuth2: no authorize_url for `inboxd auth login --browser` (set it in the oauth2 section)")
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    state, answer = secrets.token_urlsafe(16), {}
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+            if query.get("state") == state:  # anything else is not the answer to our request
+                answer.update(query)
+            text = b"inboxd: done, you can close this page." if answer else b"inboxd: waiting for the sign-in."
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with HTTPServer(("127.0.0.1", port), Redirect) as server:
+        server.timeout = 1.0
+        redirect = f"http://127.0.0.1:{server.server_address[1]}/"
+        query = {"client_id": config.client_id, "redirect_uri": redirect, "response_type": "code",
+                 "scope": config.scope, "access_type": "offline", "prompt": "consent", "state": state,
+                 "code_challenge": challenge, "code_challenge_method": "S256"}
+        say(f"Open this address in a browser and sign in as the mailbox's user:\n\n"
+            f"{config.authorize_url}?{urllib.parse.urlencode(query)}\n\n"
+            f"The browser is sent back to {redirect}: from another computer, first run "
+            f"`ssh -L {server.server_address[1]}:127.0.0.1:{server.server_address[1]} THIS-HOST` there "
+            f"(or pick the port with --port).")
+        deadline = time.monotonic() + patience
+        while not answer and time.monotonic() < deadline:
+            server.handle_request()
+    if "code" not in answer:
+        raise refused(answer or {"error": "timeout", "error_description": "nobody signed in"},
+                      config.authorize_url, "the sign-in")
+    form = {"client_id": config.client_id, "grant_type": "authorization_code", "code": answer["code"],
+            "redirect_uri": redirect, "code_verifier": verifier}
+    if config.client_secret:
+        form["client_secret"] = config.client_secret.value
+    return _store(config, post(config.token_url, form, timeout))
+
+
+def _store(config: OAuth2Config, answer: dict[str, Any]) -> Path:
+    """Keep the refresh token of a successful sign-in."""
+    if "error" in answer:
+        raise refused(answer, config.token_url, "the sign-in")
+    if not answer.get("refresh_token"):
+        raise InboxdError(f"OAuth2: {config.token_url} gave no refresh token (is offline access in the scope?)")
+    return save_refresh_token(config, str(answer["refresh_token"]))
 
 
 @dataclass

@@ -69,6 +69,7 @@ class OAuth2Config:
     tenant: str | None = None  # Microsoft: the directory (tenant) id or domain
     refresh_token_file: Path | None = None  # where `inboxd auth login` keeps the refresh token (mode 0600)
     device_url: str | None = None  # the device authorization endpoint for `inboxd auth login`
+    authorize_url: str | None = None  # the browser sign-in for `inboxd auth login` where there is no device flow
     mechanism: str = "xoauth2"  # IMAP SASL mechanism: xoauth2 or oauthbearer (SMTP always uses XOAUTH2)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import stat
 import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.errors import ConfigError
 from inboxd.models import Item
-from inboxd.oauth2 import HttpTokens, TokenError, device_login
+from inboxd.oauth2 import HttpTokens, TokenError, browser_login, device_login
 from inboxd.servers import DovecotServer, SmtpCapture, append_messages
 from inboxd.servers.oauth import TokenServer
 from inboxd.settings import OAuth2Config, Secret
@@ -72,7 +74,8 @@ def test_google_derives_its_endpoints_and_takes_only_a_users_refresh_token(tmp_p
                                                  '\nclient_secret_file = "client-secret"\ngrant = "refresh_token"\n'
                                                  'refresh_token_file = "refresh"')).mailbox.oauth2
     assert oauth2 is not None and oauth2.token_url == "https://oauth2.googleapis.com/token"
-    assert oauth2.scope == "https://mail.google.com/"
+    assert oauth2.scope == "https://mail.google.com/" and oauth2.device_url is None  # it refuses mail scopes
+    assert oauth2.authorize_url == "https://accounts.google.com/o/oauth2/v2/auth"  # `auth login` uses the browser
     said = problems(tmp_path, 'provider = "google"\nclient_id = "x"\nclient_secret_file = "client-secret"')
     where = line(tmp_path, "[mailbox.oauth2]")  # grant is not written: the section's header is named
     assert f"{where}: [mailbox.oauth2] grant: Google gives IMAP and SMTP access to a user's token only" in said
@@ -290,3 +293,25 @@ def test_auth_login_stores_a_refresh_token_that_check_connect_and_run_then_use(t
     assert "refused the refresh token: run `inboxd auth login` again (invalid_grant: the refresh token was " \
            "revoked)" in revoked.output and "SMTP failed: SMTP: no login: OAuth2:" in revoked.output
     assert SECRET not in checked.output + revoked.output
+
+
+@pytest.mark.server
+def test_the_browser_sign_in_with_pkce_stores_the_refresh_token(tmp_path, tokens):
+    config = OAuth2Config(provider="google", client_id="inboxd", token_url=f"{tokens.url}/token", scope="mail",
+                          grant="refresh_token", client_secret=Secret(SECRET), refresh_token_file=tmp_path / "refresh",
+                          authorize_url="https://accounts.example.org/auth")
+    said: list[str] = []
+    signing_in = threading.Thread(target=lambda: said.append(str(browser_login(config, said.append, patience=30))))
+    signing_in.start()
+    wait_until(lambda: said, "the address shown")
+    address = next(line for line in said[0].splitlines() if line.startswith(config.authorize_url))
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(address).query))
+    assert query["code_challenge_method"] == "S256" and query["access_type"] == "offline"
+    tokens.codes["code-1"] = query["code_challenge"]  # the person signed in: the provider sends the browser back
+    stranger = urllib.request.urlopen(f"{query['redirect_uri']}?code=forged&state=guessed", timeout=10).read()
+    assert stranger == b"inboxd: waiting for the sign-in."  # another state is not our answer
+    back = f"{query['redirect_uri']}?code=code-1&state={urllib.parse.quote(query['state'])}"
+    assert urllib.request.urlopen(back, timeout=10).read() == b"inboxd: done, you can close this page."
+    signing_in.join(30)
+    assert said[-1] == str(tmp_path / "refresh") and (tmp_path / "refresh").read_text() == tokens.refresh_token + "\n"
+    assert "code-1" not in tokens.codes  # exchanged, with the verifier that matches the challenge

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
 import time
 import urllib.parse
+from base64 import urlsafe_b64encode
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,7 +16,8 @@ from .base import HOST, _Managed
 
 
 class TokenServer(_Managed):
-    """`/token` (client_credentials, refresh_token and device_code grants), `/device` and `/introspect`.
+    """`/token` (client_credentials, refresh_token, device_code and authorization_code grants), `/device`
+    and `/introspect`.
 
     Tokens live `lifetime` seconds; `expire_all()` ends every token at once, as a revocation would.
     """
@@ -28,6 +31,7 @@ class TokenServer(_Managed):
         self.refused: list[str] = []  # tokens introspected after they expired, or never issued
         self._expiry: dict[str, float] = {}
         self._device_polls = 0
+        self.codes: dict[str, str] = {}  # authorization code -> its PKCE challenge, as a sign-in left them
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
@@ -97,7 +101,12 @@ class TokenServer(_Managed):
             return 401, {"error": "invalid_client", "error_description": "wrong client secret"}
         if grant == "refresh_token" and form.get("refresh_token") != self.refresh_token:
             return 400, {"error": "invalid_grant", "error_description": "the refresh token was revoked\nTrace: 1"}
-        if grant == "urn:ietf:params:oauth:grant-type:device_code":
+        if grant == "authorization_code":
+            challenge = self.codes.pop(form.get("code", ""), None)
+            verifier = form.get("code_verifier", "").encode()
+            if challenge != urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode():
+                return 400, {"error": "invalid_grant", "error_description": "unknown code or wrong code_verifier"}
+        elif grant == "urn:ietf:params:oauth:grant-type:device_code":
             self._device_polls += 1
             if self._device_polls == 1:
                 return 400, {"error": "authorization_pending"}
