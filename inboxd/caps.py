@@ -6,6 +6,7 @@ count, an item whose mail pings back and forth. A busy colleague is none of thes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,15 @@ class SenderSigns:
     automatic: int  # automatic mails (acknowledgements, declines…) they got from us
     requests: int  # their mails that became items, this one not counted
     same_text_as: str | None = None  # the reference of an earlier request of theirs with the same text
+
+
+_PREFIXES = re.compile(r"^\s*((re|aw|sv|antw|vs|r|fwd?|wg|tr|rv)\s*(\[\d+\])?\s*:\s*|\[[^\]]*\]\s*)+",
+                       re.IGNORECASE)
+
+
+def subject_core(subject: str) -> str:
+    """A subject without its Re:/Fwd: prefixes and [tags]: what an auto-responder's answers keep the same."""
+    return " ".join(_PREFIXES.sub("", subject).split()).casefold()
 
 
 def window_start(config: Config, now: datetime) -> datetime:
@@ -41,11 +51,15 @@ def why_not_answered(config: Config, sender: str, signs: SenderSigns) -> str | N
 
 
 def why_announcement_held(config: Config, sender: str, signs: SenderSigns) -> str | None:
-    """Why the team hears of this request in a batch rather than at once (a flood from one sender), or None."""
+    """Why the team hears of this request in a batch rather than at once (a flood from one sender), or None.
+
+    Mail without a sender address counts as one sender: a flood of it is batched too.
+    """
     limits = config.limits
-    if not sender or signs.requests < limits.automatic_per_sender:
+    if signs.requests < limits.automatic_per_sender:
         return None
-    return (f"announced to the team in the next batch, not at once: {sender} sent {signs.requests + 1} requests "
+    return (f"announced to the team in the next batch, not at once: {sender or 'mail without a sender address'} "
+            f"sent {signs.requests + 1} requests "
             f"within {limits.automatic_window} ([limits] automatic_per_sender = {limits.automatic_per_sender})")
 
 

@@ -6,13 +6,13 @@ import json
 import logging
 import re
 import signal
-import sys
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import __version__, init, logs
 from .cli_auth import auth, report_connections
 from .clock import SystemClock
 from .config import Config, TeamConfig, default_config_path, load_config
@@ -26,10 +26,7 @@ log = logging.getLogger("inboxd")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
-    for noisy in ("imapclient", "peewee", "mail.log", "aiosmtpd", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(verbose)  # as text; `_config` switches to the config's [log] format once it is read
 
 
 class _Group(click.Group):
@@ -61,7 +58,7 @@ def _database_label(ctx: click.Context) -> str:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="config file (default: $INBOXD_CONFIG or ./config.toml)")
 @click.option("-v", "--verbose", is_flag=True, help="log debug detail")
-@click.version_option(package_name="inboxd")
+@click.version_option(version=__version__, prog_name="inboxd")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     """inboxd: a shared mailbox turned into a request tracker that keeps the team's promises."""
@@ -73,8 +70,10 @@ def _config(ctx: click.Context, secrets: bool = True) -> Config:
     path: Path = ctx.find_root().obj
     if not path.exists():
         raise InboxdError(f"{path}: config file not found (pass --config FILE, set INBOXD_CONFIG, "
-                          f"or copy config.example.toml to config.toml)")
-    return load_config(path, secrets=secrets)
+                          f"or write a starter one with `inboxd init DIR`)")
+    config = load_config(path, secrets=secrets)
+    logs.use(config.log_format)
+    return config
 
 
 @cli.command()
@@ -89,17 +88,8 @@ def run(ctx: click.Context, standby: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    log.info("inboxd %s starting for %s", _version(), daemon.config.team.address)
+    log.info("inboxd %s starting for %s", __version__, daemon.config.team.address)
     daemon.run(standby=standby)
-
-
-@cli.command()
-@click.pass_context
-def once(ctx: click.Context) -> None:
-    """Process new mail, send what is due, and exit."""
-    from .daemon import Daemon
-    count = Daemon(_config(ctx)).once()
-    log.info("once: %d new mail(s) processed", count)
 
 
 @cli.command()
@@ -343,9 +333,16 @@ def _moment(text: str, config: Config) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=config.calendar.tz)
 
 
-def _version() -> str:
-    from . import __version__
-    return __version__
+cli.add_command(init.command)
+
+
+def _add_commands() -> None:
+    from .cli_adopt import adopt, once  # they use _config above
+    cli.add_command(once)
+    cli.add_command(adopt)
+
+
+_add_commands()
 
 
 cli.add_command(auth)

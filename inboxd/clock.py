@@ -278,6 +278,9 @@ _RELATIVE = re.compile(r"\+(\d+)(m|h|d|w)", re.IGNORECASE)
 _CLOCK_TIME = re.compile(r"(\d{1,2}):(\d{2})")
 
 
+_MOST_AHEAD = {"days": 750, "hours": 750 * 24, "minutes": 750 * 24 * 60}  # about three years of working time
+
+
 def parse_moment(text: str, now: datetime, calendar: BusinessCalendar) -> tuple[datetime, str]:
     """A date an owner writes (`2026-12-04 [15:00]`, `friday`, `today`, `tomorrow`, `+2d`, `+4h`) and the rest.
 
@@ -292,6 +295,8 @@ def parse_moment(text: str, now: datetime, calendar: BusinessCalendar) -> tuple[
         amount, unit = int(relative.group(1)), _UNITS[relative.group(2).lower()]
         if unit == "weeks":
             amount, unit = amount * len(calendar.workdays), "days"
+        if amount > _MOST_AHEAD[unit]:  # counted day by day: a typo of nine digits must not stall the intake
+            raise ValueError(f"{first!r} is too far ahead: at most {_MOST_AHEAD['days']} working days")
         return calendar.add(now, Duration(amount, unit, business=True)), rest.strip()
     if word == "today":
         day = local.date()
@@ -308,6 +313,8 @@ def parse_moment(text: str, now: datetime, calendar: BusinessCalendar) -> tuple[
                              f"+2d or +4h") from None
         if clock_part:
             rest = f"{clock_part} {rest}"
+    if day > local.date() + timedelta(days=_MOST_AHEAD["days"] * 7 // 5):
+        raise ValueError(f"{first!r} is too far ahead: at most {_MOST_AHEAD['days']} working days")
     at, rest = calendar.closes, rest.strip()
     clock_time = _CLOCK_TIME.match(rest)
     if clock_time and int(clock_time.group(1)) < 24 and int(clock_time.group(2)) < 60:

@@ -33,6 +33,7 @@ __all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member"
            "SmtpConfig", "TeamConfig", "default_config_path", "load_config", "parse_size"]
 
 TLS_MODES = ("ssl", "starttls", "none")
+LOG_FORMATS = ("text", "json")  # [log] format: inboxd.logs.formatter
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -145,7 +146,14 @@ def _unshown(reader: _Reader, key: str) -> str | None:
 def _read_secret(reader: _Reader, base: Path, file: str, key: str = "password_file") -> str | None:
     """The secret in the file that `key` names, or None (said why, without the file's name)."""
     try:
-        return (base / file).read_text(encoding="utf-8").strip()
+        path = secret_path(base, file)
+    except LookupError:
+        reader.fail(key, "starts with $CREDENTIALS_DIRECTORY, which systemd sets only inside the service "
+                                     "(LoadCredential=); outside it, set CREDENTIALS_DIRECTORY to the folder "
+                                     "holding the files")
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the name
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text" \
             if isinstance(exc, UnicodeDecodeError) else "not a usable path"
@@ -153,6 +161,22 @@ def _read_secret(reader: _Reader, base: Path, file: str, key: str = "password_fi
         reader.fail(key, f"names no file that can be read ({why}): it should be the path of a file "
                          f"holding the {what}, relative to {base}, not the {what} ({_NOT_SHOWN})")
         return None
+
+
+CREDENTIALS_DIRECTORY = "$CREDENTIALS_DIRECTORY/"
+
+
+def secret_path(base: Path, file: str) -> Path:
+    """Where a password_file is: relative to the config's folder, or in systemd's credentials (LoadCredential=).
+
+    Raises LookupError for `$CREDENTIALS_DIRECTORY/…` when that variable is not set.
+    """
+    if not file.startswith(CREDENTIALS_DIRECTORY):
+        return base / file
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise LookupError("CREDENTIALS_DIRECTORY")
+    return Path(folder) / file.removeprefix(CREDENTIALS_DIRECTORY)
 
 
 def _nonempty(reader: _Reader, key: str, value: str | None, empty: str) -> Secret | None:
@@ -273,6 +297,17 @@ def _duration(value: str) -> Duration:
     return parse_duration(value)
 
 
+def _window(value: str) -> Duration:
+    """The caps' window: wall-clock time, ten minutes at least (a zero window would switch every cap off)."""
+    window = parse_duration(value)
+    if window.business:
+        raise ValueError(f"the window is wall-clock time (loops do not wait for office hours): {value!r}; try \"1h\"")
+    minutes = window.amount * {"minutes": 1, "hours": 60, "days": 1440, "weeks": 10080}[window.unit]
+    if minutes < 10:
+        raise ValueError(f"too short to catch a loop: {value!r}; at least 10 minutes, e.g. \"1h\"")
+    return window
+
+
 def load_config(path: Path, secrets: bool = True) -> Config:
     """Read and validate a config file, reporting every problem at once.
 
@@ -281,7 +316,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     doc = load_toml(path, ConfigError)
     base = path.parent
     problems: list[str] = []
-    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits"]
+    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits",
+                "log"]
     _Reader(doc, "", problems).finish(sections)
 
     team_r = _Reader(doc, "team", problems)
@@ -327,7 +363,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         idle=mailbox_r.get("idle", bool, True),
         poll_seconds=mailbox_r.get("poll_seconds", int, 60, _positive),
         batch_size=mailbox_r.get("batch_size", int, 100, _positive),
-        timeout_seconds=mailbox_r.get("timeout_seconds", int, 60, _positive))
+        timeout_seconds=mailbox_r.get("timeout_seconds", int, 60, _positive),
+        first_contact=mailbox_r.get("first_contact", str, "stop", _first_contact))
     mailbox_r.finish()
 
     smtp_r = _Reader(doc, "smtp", problems)
@@ -390,15 +427,26 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     lim_r = _Reader(doc, "limits", problems)
     limits = LimitsConfig(
         automatic_per_sender=lim_r.get("automatic_per_sender", int, 20, _positive),
-        automatic_window=lim_r.get("automatic_window", str, "1h", _duration),
+        automatic_window=lim_r.get("automatic_window", str, "1h", _window),
         mails_per_item=lim_r.get("mails_per_item", int, 30, _positive),
         max_message_bytes=lim_r.get("max_message_size", str, "25MB", parse_size))
     lim_r.finish()
 
+    log_r = _Reader(doc, "log", problems)
+    log_format = log_r.get("format", str, "text", _log_format)
+    log_r.finish()
+
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits, base / state if state else None)
+                  limits, base / state if state else None, log_format=log_format)
+
+
+def _first_contact(value: str) -> str:
+    if value not in ("stop", "all"):
+        raise ValueError(f"must be \"stop\" (say what is there and wait for `inboxd adopt`) or \"all\" "
+                         f"(track every mail already there), got {value!r}")
+    return value
 
 
 def _prefix(value: str) -> str:
@@ -424,6 +472,12 @@ def _weekly(value: str | bool) -> Weekly | None:
 def _positive(value: int) -> int:
     if value <= 0:
         raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"unknown format {value!r}: use {' or '.join(LOG_FORMATS)}")
     return value
 
 

@@ -35,6 +35,7 @@ RELAYED_BY_DEFAULT = ("assigned", "new_request")
 _TEAM_MAIL = {"owner_reminder": "reminder", "escalation": "escalation", "low_rating": "low rating",
               "digest": "digest", "requester_reply": "forwarded reply", "command_ok": "answer to your keywords",
               "command_error": "answer to your keywords", "help": "keyword list", "forwarded": "forwarded request"}
+_OUR_ANSWERS = ("command_ok", "command_error", "help")  # inboxd's answers to a member's mail
 _NOTE_LINE = re.compile(r"#note\b", re.IGNORECASE)
 NOTE_WITHIN_LINES = 5  # `#note` on any of the first lines makes the whole mail a note
 
@@ -196,7 +197,9 @@ def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, s
             events.append((msg.sender, "note", message))
         events.append((msg.sender, "kept", kept))
         message, notes = "", [*notes, kept]
-        if not effects:  # the member learns where their words went, and how to send them on
+        # The member learns where their words went, and how to send them on; not when they answer that
+        # very answer (an out-of-office would otherwise be the other half of a loop with inboxd).
+        if not effects and answers not in _OUR_ANSWERS:
             mails.append(Reply("command_ok", (msg.sender,), internal=True))
     else:
         kept = None

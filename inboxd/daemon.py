@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import schedule
 
+from .adopt import ALL, NOW, Adoption, FirstContact, Found, adoption, first_contact_message, left_alone
 from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
@@ -23,6 +24,7 @@ from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
+from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60
@@ -46,7 +48,7 @@ class Daemon:
             log.warning("%s", warning)
         open_database(config.database_url)
         imap_tokens, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
-        self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes, imap_tokens)
+        self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes, tokens=imap_tokens)
         self.fetch_budget = FETCH_BUDGET
         transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp, smtp_tokens)
                                                                       for _ in range(config.smtp.connections)]
@@ -55,6 +57,8 @@ class Daemon:
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False
         self.health = Health(status_file(config))
+        self.notifier = Notifier.from_environment()  # systemd's Type=notify and watchdog, when it runs us
+        self._outbox: threading.Thread | None = None
         self._database_backoff = 1.0
         self.listeners: list[Callable[[Outcome], None]] = []
         self.stopping = threading.Event()
@@ -92,21 +96,59 @@ class Daemon:
     def _state(self, uidvalidity: int) -> MailboxState:
         label = self.config.mailbox.label
         with write_transaction():
-            state, _ = MailboxState.get_or_create(mailbox=label, defaults={"uidvalidity": uidvalidity})
+            state = MailboxState.get_or_none(MailboxState.mailbox == label)
+        if state is None:
+            state = self._first_contact(uidvalidity)
+        with write_transaction():
             if state.uidvalidity != uidvalidity:
                 log.warning("IMAP: %s UIDVALIDITY changed from %d to %d (folder recreated?); reading it "
                             "again, mail already processed is recognised by its Message-ID",
                             label, state.uidvalidity, uidvalidity)
-                state.uidvalidity, state.last_uid = uidvalidity, 0
+                state.uidvalidity, state.last_uid, state.backlog_uid = uidvalidity, 0, 0
                 state.save()
         return state
+
+    def _first_contact(self, uidvalidity: int) -> MailboxState:
+        """No saved state: an empty folder just starts; mail already there waits for `inboxd adopt` (FirstContact)."""
+        found = self.survey()
+        if found.arrivals and self.config.mailbox.first_contact != ALL:
+            raise FirstContact(first_contact_message(self.config, found))
+        if found.arrivals:
+            log.info("first contact with %s: tracking the %d mail(s) already there ([mailbox] first_contact = "
+                     "\"all\")", self.config.mailbox.label, len(found.arrivals))
+        return self.adopt(uidvalidity, adoption(ALL if found.arrivals else NOW, True, found))
+
+    def survey(self) -> Found:
+        """What the open folder holds: when each mail not marked done arrived, and the highest UID."""
+        uids = self.source.new_uids(0)
+        return Found(self.source.arrivals(uids), max(uids, default=0))
+
+    def adopt(self, uidvalidity: int, adopted: Adoption) -> MailboxState:
+        """Save where reading starts in a folder inboxd never read, and what becomes of the mail already there."""
+        label = self.config.mailbox.label
+        with write_transaction():
+            if (state := MailboxState.get_or_none(MailboxState.mailbox == label)) is not None:
+                raise InboxdError(f"adopt: inboxd already reads {label} (up to UID {state.last_uid}); adopt is "
+                                  f"for the first contact with a mailbox, and nothing was changed")
+            return MailboxState.create(mailbox=label, uidvalidity=uidvalidity,
+                                       last_uid=adopted.last_uid, backlog_uid=adopted.backlog_uid,
+                                       backlog_since=adopted.since, backlog_ack=adopted.ack)
+
+    def _backlog(self, state: MailboxState, uids: list[int]) -> tuple[set[int], set[int]]:
+        """Of these UIDs, the backlog's that are left alone, and those tracked without mail (`adopt --no-ack`)."""
+        backlog = [uid for uid in uids if uid <= state.backlog_uid]
+        if not backlog:
+            return set(), set()
+        skip = left_alone(backlog, state.backlog_uid, state.backlog_since, self.source.arrivals(backlog))
+        return skip, set() if state.backlog_ack else set(backlog) - skip
 
     def ingest(self, uidvalidity: int, stop: threading.Event | None = None) -> int:
         """Process every new mail in batches; a batch is marked done only after its items are committed."""
         state = self._state(uidvalidity)
         uids = self.source.new_uids(state.last_uid)
-        if uids:
-            log.info("IMAP: %d new mail(s) in %s", len(uids), self.config.mailbox.folder)
+        skip, quiet = self._backlog(state, uids)
+        if len(uids) > len(skip):
+            log.info("IMAP: %d new mail(s) in %s", len(uids) - len(skip), self.config.mailbox.folder)
         size = self.config.mailbox.batch_size
         for start in range(0, len(uids), size):
             if stop is not None and stop.is_set():
@@ -114,13 +156,13 @@ class Daemon:
             chunk = uids[start:start + size]
             done: list[int] = []
             aside: list[int] = []
-            for fetched in self._fetch(chunk, uidvalidity, aside):
-                outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from)
+            wanted = [uid for uid in chunk if uid not in skip]
+            for fetched in self._fetch(wanted, uidvalidity, aside) if wanted else ():
+                outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from, fetched.uid in quiet)
                 self.sender.notify()
                 (done if outcome.mark_done else aside).append(fetched.uid)
                 del fetched  # its raw goes before the next fetch: memory is bounded per mail, not per batch
-                for listener in self.listeners:
-                    listener(outcome)
+                self._tell(outcome)
             self.source.mark_done(done)
             self.source.set_aside(aside)
             with write_transaction():
@@ -129,11 +171,24 @@ class Daemon:
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         self._working()
-        return len(uids)
+        if quiet:
+            log.info("IMAP: %d mail(s) of the backlog tracked without acknowledgement (inboxd adopt --no-ack): "
+                     "no mail was sent for them", len(quiet))
+        return len(uids) - len(skip)
+
+    def _tell(self, outcome: Outcome) -> None:
+        for listener in self.listeners:
+            listener(outcome)
 
     def _working(self) -> None:
         """A batch of mail done, or none to do: an outage, if there was one, is over."""
         self._failures, self._backoff = 0, 1.0
+        self._alive()
+
+    def _alive(self) -> None:
+        """The loop turns: tell systemd's watchdog, unless the outbox thread has died (then a restart helps)."""
+        if self._outbox is not None and self._outbox.is_alive():
+            self.notifier.alive()
 
     def _fetch(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
         """The mails, a byte budget per fetch, handed on one at a time; a failed fetch is tried mail by mail.
@@ -172,8 +227,9 @@ class Daemon:
                 except SourceError as exc:
                     failure, connected = exc, False
             else:
-                self._unreadable(uid, uidvalidity, str(failure))
+                reason = self._unreadable(uid, uidvalidity, str(failure))
                 aside.append(uid)
+                self._tell(Outcome("parked", f"UID {uid}", "", "", reason))
                 continue
             yield from fetched
 
@@ -183,8 +239,8 @@ class Daemon:
         if self.source.open() != uidvalidity:
             raise SourceHiccup("IMAP: UIDVALIDITY changed while reading mail; starting over")
 
-    def _unreadable(self, uid: int, uidvalidity: int, failure: str) -> None:
-        """A mail the server will not hand over: parked with the server's answer, and the lead told, once."""
+    def _unreadable(self, uid: int, uidvalidity: int, failure: str) -> str:
+        """A mail the server will not hand over: parked with the server's answer, and the lead told, once; why."""
         cfg, now = self.config, self.clock.now()
         key = f"<unreadable.{uidvalidity}.{uid}@inboxd.invalid>"  # its own Message-ID cannot be read
         where = f"moved to the folder {cfg.mailbox.attention_folder!r}" if cfg.mailbox.attention_folder \
@@ -192,7 +248,7 @@ class Daemon:
         reason = f"UID {uid}: the server failed to hand it over {FETCH_ATTEMPTS} times: {failure}"
         log.error("%s; it is %s, the other mails go on", reason, where)
         if seen_inbound(key, "") is not None:
-            return  # recorded and told before a crash, which came before it was set aside
+            return reason  # recorded and told before a crash, which came before it was set aside
         try:
             context = self.pipeline.composer.context(None, None, request=NO_REQUEST) | {
                 "reason": reason, "message": where, "now": now}
@@ -206,6 +262,7 @@ class Daemon:
             for mail in mails:
                 enqueue(mail, None, now)
         self.sender.notify()
+        return reason
 
     def sweep(self) -> list[Due]:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
@@ -241,6 +298,7 @@ class Daemon:
         except DatabaseOutage as exc:
             if self.health.pause(str(exc)):
                 log.warning("%s; intake paused, retrying", exc)
+                self.notifier.status(f"intake paused: {exc}")
             self._wakeup.wait(self._database_backoff)
             self._wakeup.clear()
             self._database_backoff = min(self._database_backoff * 2, DATABASE_RETRY_SECONDS)
@@ -249,6 +307,7 @@ class Daemon:
         self.health.imap_seen()
         if self.health.ok():
             log.info("database available again: intake resumed")
+            self.notifier.status(f"watching {self.config.mailbox.label}")
         return count
 
     def sweep_once(self) -> list[Due]:
@@ -272,6 +331,7 @@ class Daemon:
         stop = threading.Event()
         thread = threading.Thread(target=self.sender.run, args=(stop,), name="outbox", daemon=True)
         thread.start()
+        self._outbox = thread
         return thread, stop
 
     def _stop_sender(self, thread: threading.Thread, stop: threading.Event) -> None:
@@ -318,9 +378,11 @@ class Daemon:
         jobs = schedule.Scheduler()  # alongside IDLE: each wait ends in time for the next sweep
         jobs.every(SWEEP_SECONDS).seconds.do(self.sweep)
         self.sweep()  # catch up at once on what fell due while no inboxd ran
+        self.notifier.ready(f"connecting to {cfg.label}")
         try:
             while not self.stopping.is_set():
                 self.health.beat()  # alive even while IMAP is away (then `health` sees an old last_imap)
+                self._alive()  # an outage is waited out, not cured by a restart: health and the log say it
                 try:
                     uidvalidity = self.source.open()
                     self._refusals.pop("IMAP", None)
@@ -328,7 +390,9 @@ class Daemon:
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
                     log.info("IMAP: %s %s; watching with %s", "reconnected to" if self._failures else "connected to",
                              cfg.label, mode)
+                    self.notifier.status(f"watching {cfg.label} with {mode}")
                     while not self.stopping.is_set():
+                        self._alive()
                         self._wakeup.clear()
                         if self.reload_requested.is_set():
                             self.reload()
@@ -353,11 +417,13 @@ class Daemon:
                     # One line per outage, not one per retry.
                     (log.error if self._failures == 1 else log.debug)(
                         "%s; retrying with backoff (up to %ds)", exc, MAX_BACKOFF_SECONDS)
+                    self.notifier.status(f"IMAP unavailable, retrying: {exc}")
                     self.source.close()
                     self._wakeup.wait(self._backoff)
                     self._wakeup.clear()
                     self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
+            self.notifier.stopping()
             self.source.close()
             self._stop_sender(thread, sender_stop)
             self.health.stopped()

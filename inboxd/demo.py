@@ -75,8 +75,8 @@ def run_demo(keep: bool = False) -> None:
     """Start the servers, run the real daemon, drop in sample mail and narrate what happens."""
     for folder in ("rules", "templates"):
         if not (SHIPPED / folder).is_dir():
-            raise InboxdError(f"the demo uses the {folder}/ folder of a source checkout, not found at "
-                              f"{SHIPPED / folder}; install with `pip install -e .` from the checkout")
+            raise InboxdError(f"the demo uses the shipped {folder}/, not found at {SHIPPED / folder}: "
+                              f"the installation is incomplete; install inboxd again")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="inboxd-demo-"))
     logging.getLogger("inboxd").setLevel(logging.WARNING)  # the narration below replaces the log

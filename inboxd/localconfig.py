@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED = Path(__file__).resolve().parent.parent  # a source checkout: rules/ and templates/ live here
+# The default rules, templates, example config and systemd unit: package data in an install; in a source
+# checkout, links to the top-level rules/, templates/ and config.example.toml (one copy of each).
+SHIPPED = Path(__file__).resolve().parent / "shipped"
 
 TEMPLATE = """\
 [team]
@@ -27,6 +29,7 @@ user = "{imap_user}"
 password_file = "imap-password"
 done_folder = "Processed"
 batch_size = {batch_size}
+first_contact = "all"  # the demo's and tests' mailboxes: every mail in them is new
 
 [smtp]
 host = "127.0.0.1"
@@ -58,7 +61,7 @@ def write_local_config(directory: Path, imap_port: int, smtp_port: int, imap_use
     path = directory / "config.toml"
     path.write_text(TEMPLATE.format(
         imap_port=imap_port, smtp_port=smtp_port, imap_user=imap_user, batch_size=batch_size,
-        retry_seconds=retry_seconds, rules=rules or SHIPPED / "rules",
-        templates=templates or SHIPPED / "templates", extra=extra,
+        retry_seconds=retry_seconds, rules=rules or (SHIPPED / "rules").resolve(),
+        templates=templates or (SHIPPED / "templates").resolve(), extra=extra,
         facilities="[" + ", ".join(f'"{a}"' for a in facilities) + "]"))
     return path

@@ -6,6 +6,7 @@ in the outbox inside its own transaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -212,4 +213,8 @@ class Composer:
 
 
 def _one_line(value: str) -> str:
-    return " ".join(value.split())
+    """A header value on one line, without the control characters (NUL…) SMTP servers refuse."""
+    return " ".join(_CONTROLS.sub(" ", value).split())
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")

@@ -203,7 +203,7 @@ def _clean(value: str) -> str:
             value = str(make_header(decode_header(value)))
         except (ValueError, LookupError, UnicodeError):
             pass  # keep the undecodable original rather than lose the header
-    return " ".join(value.split())
+    return " ".join(_STRAY.sub(" ", value).split())  # no NUL either: SMTP and PostgreSQL refuse it
 
 
 def _raw(email: Message, name: str) -> tuple[str, ...]:

@@ -231,11 +231,14 @@ class Absence(BaseModel):
 
 
 class MailboxState(BaseModel):
-    """How far inboxd has read one mailbox folder."""
+    """How far inboxd has read one mailbox folder, and what became of the mail there at first contact (adopt.py)."""
 
     mailbox = pw.CharField(unique=True)
     uidvalidity = pw.BigIntegerField()
     last_uid = pw.BigIntegerField(default=0)
+    backlog_uid = pw.BigIntegerField(default=0)  # the highest UID at first contact: mail up to it is the backlog
+    backlog_since = UtcDateTimeField(null=True)  # backlog mail that arrived before this is left alone
+    backlog_ack = pw.BooleanField(default=True)  # false: backlog mail becomes items with no mail sent (--no-ack)
 
 
 class SchemaVersion(BaseModel):
@@ -297,6 +300,20 @@ def automatic_mails_since(recipient: str, since: datetime) -> int:
     fields = Outbox._meta.fields
     return db.execute_sql(sql, [recipient, fields["automatic"].db_value(True),
                                 fields["created_at"].db_value(since)]).fetchone()[0]
+
+
+def requests_since(requester: str, since: datetime) -> int:
+    """How many items this address opened after `since`: the flood batching's count, per mail."""
+    sql = _composed("requests_since", lambda: Item.select(pw.fn.COUNT(Item.id)).where(
+        (Item.requester == "") & (Item.created_at > datetime.now())))
+    return db.execute_sql(sql, [requester, Item._meta.fields["created_at"].db_value(since)]).fetchone()[0]
+
+
+def item_mails_since(item_id: int, since: datetime) -> int:
+    """How many mails this item put in the outbox after `since`: the per-item bound's count, per mail."""
+    sql = _composed("item_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
+        (Outbox.item == 0) & (Outbox.created_at > datetime.now())))
+    return db.execute_sql(sql, [item_id, Outbox._meta.fields["created_at"].db_value(since)]).fetchone()[0]
 
 
 def members_away(now: datetime) -> list[tuple[str, datetime]]:
@@ -380,6 +397,11 @@ def _v7_held_announcements(database: pw.Database) -> None:
     _add_missing(database, Notice, (), index=("kind", "for_date"))
 
 
+def _v8_first_contact(database: pw.Database) -> None:
+    """What `inboxd adopt` chose for the mail already in a folder at first contact; older folders have no backlog."""
+    _add_missing(database, MailboxState, ("backlog_uid", "backlog_since", "backlog_ack"))
+
+
 def new_secret() -> str:
     """A per-item key (128 bits) from which each member's reply-address token is derived (threads.member_token)."""
     return secrets.token_hex(16)
@@ -388,7 +410,7 @@ def new_secret() -> str:
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
-    (6, _v6_participants), (7, _v7_held_announcements)]
+    (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact)]
 
 
 def open_database(url: str) -> pw.Database:

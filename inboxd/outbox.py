@@ -211,6 +211,7 @@ class OutboxSender:
         self.on_login_refused: Callable[[str, bool], None] = lambda why, ok: None  # (why, False) per refusal;
         # ("", True) once mail goes again
         self._settling, self._settled = threading.Lock(), False
+        self.undelivered: dict[int, str] = {}  # outbox id -> why, of mail tried and not delivered to everyone
 
     @property
     def transport(self) -> Transport:
@@ -272,6 +273,10 @@ class OutboxSender:
         if sent_log is not None:
             sent_log.note(row.message_id, not_for)  # first of all: from here a crash no longer sends it twice
         self._record_sent(row, not_for, sent_log)
+        if not_for:
+            self.undelivered[row.id] = f"refused for {not_for}"
+        else:
+            self.undelivered.pop(row.id, None)
         if self.unreachable:
             self.unreachable = False
             self.on_login_refused("", True)
@@ -337,6 +342,7 @@ class OutboxSender:
         self.database_down = True
 
     def _failed(self, row: Outbox, exc: DeliveryError) -> None:
+        self.undelivered[row.id] = str(exc)
         attempts = row.attempts + 1
         now = self.clock.now()
         dead = isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts

@@ -21,12 +21,12 @@ from .domain import ItemView, Plan, PlanKind, Reply
 from .errors import DatabaseOutage, InboxdError, MessageError
 from .mailout import Composer, OutgoingMail
 from .message import InboundMessage, decode, raw_key
-from .models import Message, seen_inbound, write_transaction
+from .models import Message, item_mails_since, seen_inbound, write_transaction
 from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
 from .threads import find_thread, item_answered_automatically
-from .tracker import Tracker
+from .tracker import BODY_KEPT, Tracker
 
 log = logging.getLogger(__name__)
 MAIL_HELD = "mail_held"  # the lead's mail, once a day, when an item's mail is held (the template's name too)
@@ -59,13 +59,16 @@ class Pipeline:
         self.tracker = Tracker(config.mailbox.label)
         self.composer = Composer(config, renderer)
         self.threads = queries.StoredThreads()
+        self._quiet = False
 
-    def process(self, raw: bytes, uid: int | None = None, cut_from: int = 0) -> Outcome:
+    def process(self, raw: bytes, uid: int | None = None, cut_from: int = 0, quiet: bool = False) -> Outcome:
         """Handle one raw mail (or the start of a huge one); never raises for a bad mail, it is parked instead.
 
+        `quiet`: a mail of the backlog adopted with --no-ack; it is tracked as usual and causes no mail.
         Raises DatabaseOutage when the database is busy, locked, full or down: that is no fault of
         the mail, which is left as it is for the caller to try again.
         """
+        self._quiet = quiet
         try:
             msg = decode(raw, cut_from)
         except MessageError as exc:
@@ -160,14 +163,15 @@ class Pipeline:
         disposition, team = decision.disposition, self.config.team
         base = (msg.message_id, msg.sender, msg.subject)
         # Auto-responders repeat their text and attach nothing; the same words with other files are new work.
-        repeatable = msg.summary if not (msg.files or msg.cut_from) else ""
-        signs = queries.sender_signs(msg.sender, repeatable, caps.window_start(self.config, now), team)
+        repeatable = msg.text if not (msg.files or msg.cut_from) and len(msg.text) <= BODY_KEPT else ""
+        signs = queries.sender_signs(msg.sender, repeatable, msg.subject, caps.window_start(self.config, now), team)
         if isinstance(disposition, Queue):
             gone = away(team, now) if disposition.assign else {}
             owner = intake.choose_owner(disposition, self.config, queries.StoredAssignments(), gone)
             new = intake.plan_new_item(self.config, msg, decision, owner, gone, now, follows)
             item, record = self.tracker.open_item(new, msg, uid, now, follows.id if follows else None)
-            replies = self._within_caps(msg.sender, signs, new.replies, item, record, now)
+            replies = new.replies if self._quiet else self._within_caps(msg.sender, signs, new.replies, item, record,
+                                                                         now)
             self._send(replies, self.composer.context(item, msg), item, now, msg)
             log.info("%s: created from %s (%s), queue %s, owner %s, due %s", team.ref(item.id),
                      msg.sender or "unknown sender", new.how,
@@ -180,7 +184,8 @@ class Pipeline:
         record = self.tracker.record_inbound(msg, uid, now, kind, why)
         self.tracker.event(None, record, now, "inboxd", type(disposition).__name__.lower(), why,
                            decision.trace_json())
-        replies = self._within_caps(msg.sender, signs, intake.replies_for(disposition, msg.sender), None, record, now)
+        replies = intake.replies_for(disposition, msg.sender)
+        replies = replies if self._quiet else self._within_caps(msg.sender, signs, replies, None, record, now)
         self._send(replies, self.composer.context(None, msg, disposition=disposition), None, now, msg)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
@@ -208,13 +213,20 @@ class Pipeline:
     def _send(self, replies: Sequence[Reply], context: dict, item: ItemView | None, now: datetime,
               msg: InboundMessage, opening_id: str | None = None) -> None:
         """Compose the mails and put them in the outbox, in this transaction; an item past its bound sends none."""
+        if self._quiet:
+            unsent = "; ".join(f"{r.template} to {', '.join(r.to)}" for r in replies) or "none"
+            if item is not None:
+                self.tracker.event(item.id, None, now, "inboxd", "adopted",
+                                   f"adopted without acknowledgement (inboxd adopt --no-ack): the mail was there "
+                                   f"before inboxd first read the mailbox; no mail sent (it would have been: {unsent})")
+            return
         if not replies:
             return
         history = queries.history(item.id) if item is not None and item.id is not None \
             and any(r.with_history for r in replies) else None
         mails = self.composer.compose(replies, context, item, now, msg, opening_id, history)
         if item is not None and item.id is not None:
-            sent = queries.item_mails_since(item.id, caps.window_start(self.config, now))
+            sent = item_mails_since(item.id, caps.window_start(self.config, now))
             why = caps.why_item_held(self.config, sent)
             if why is not None:
                 self._hold(item, mails, why, context, now)

@@ -9,9 +9,9 @@ from typing import Any
 
 import peewee as pw
 
-from .caps import SenderSigns
+from .caps import SenderSigns, subject_core
 from .domain import OPEN_STATUSES, ItemView
-from .models import Event, Item, Message, Outbox, automatic_mails_since
+from .models import Event, Item, Message, Outbox, automatic_mails_since, requests_since
 from .settings import TeamConfig
 
 
@@ -129,18 +129,21 @@ def item_record(number: int, team_address: str) -> ItemRecord | None:
     return ItemRecord(found, events, mail)
 
 
-def sender_signs(sender: str, summary: str, since: datetime, team: TeamConfig) -> SenderSigns:
-    """What `caps` needs to know of a sender's last window: what we sent them, what they sent, the same text?"""
-    if not sender:
-        return SenderSigns(0, 0)
-    theirs = Item.select(Item.id).where((Item.requester == sender) & (Item.created_at > since))
-    same = Message.select(Message.item).where(
-        Message.item.in_(theirs) & (Message.direction == "in") & (Message.outcome == "item")
-        & (Message.summary == summary)).first() if summary else None
-    return SenderSigns(automatic_mails_since(sender, since), theirs.count(),
+def sender_signs(sender: str, text: str, subject: str, since: datetime, team: TeamConfig) -> SenderSigns:
+    """What `caps` needs to know of a sender's last window: what we sent them, what they sent, the same again?
+
+    The same again: the whole text (empty: not compared) and the subject without prefixes and tags.
+    """
+    requests = requests_since(sender, since)
+    same = None
+    if text and sender and requests:
+        core = subject_core(subject)
+        theirs = Item.select(Item.id).where((Item.requester == sender) & (Item.created_at > since))
+        for earlier in Message.select(Message.item, Message.subject).where(
+                Message.item.in_(theirs) & (Message.direction == "in") & (Message.outcome == "item")
+                & (Message.body == text)):
+            if subject_core(earlier.subject) == core:
+                same = earlier
+                break
+    return SenderSigns(automatic_mails_since(sender, since) if sender else 0, requests,
                        team.ref(same.item_id) if same is not None else None)
-
-
-def item_mails_since(item_id: int, since: datetime) -> int:
-    """How many mails this item put in the outbox after `since`: the per-item bound's count."""
-    return Outbox.select().where((Outbox.item == item_id) & (Outbox.created_at > since)).count()

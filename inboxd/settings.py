@@ -90,6 +90,7 @@ class MailboxConfig:
     poll_seconds: int = 60
     batch_size: int = 100
     timeout_seconds: int = 60  # a server that answers nothing for this long is taken to be gone
+    first_contact: str = "stop"  # no saved state and mail waiting: "stop" and explain (`inboxd adopt`), or "all"
     oauth2: OAuth2Config | None = None  # set when auth = "oauth2": tokens instead of the password
 
     @property
@@ -165,3 +166,4 @@ class Config:
     commands: CommandsConfig = CommandsConfig()
     limits: LimitsConfig = LimitsConfig()
     state_dir: Path | None = None  # where the health file lives; None: beside the SQLite database or the config
+    log_format: str = "text"  # [log] format: text | json

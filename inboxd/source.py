@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from imapclient import IMAPClient
@@ -26,6 +27,7 @@ IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 30 minutes (RFC 2
 FETCH_BUDGET = 16 * 1024 * 1024  # bytes of mail per FETCH: one fetch holds at most this, or one larger mail
 HEADER_CAP = 256 * 1024  # bytes of an over-limit mail's header block that are read
 TEXT_START = 64 * 1024  # bytes of an over-limit mail's body that are read: the text is almost always first
+UIDS_PER_COMMAND = 2000  # a command naming more UIDs could pass a server's line limit (Dovecot: 64 kB)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class MailSource(Protocol):
 
     def new_uids(self, after: int) -> list[int]:
         """UIDs above `after`, ascending."""
+        ...
+
+    def arrivals(self, uids: list[int]) -> dict[int, datetime]:
+        """When each of these mails arrived (INTERNALDATE), leaving out the mail inboxd marked done."""
         ...
 
     def sizes(self, uids: list[int]) -> dict[int, int]:
@@ -104,9 +110,10 @@ CONNECTION_ERRORS = (IMAPClientError, OSError, socket.error, ssl.SSLError)
 class ImapSource:
     """An IMAP folder read by UID with imapclient."""
 
-    def __init__(self, config: MailboxConfig, max_bytes: int = 25 * 1024 * 1024,
+    def __init__(self, config: MailboxConfig, max_bytes: int = 25 * 1024 * 1024, read_only: bool = False,
                  tokens: TokenSource | None = None) -> None:
         self.config, self.max_bytes = config, max_bytes
+        self.read_only = read_only  # a dry run: the folder is EXAMINEd, no folder is created
         self.tokens = tokens or (HttpTokens(config.oauth2) if config.oauth2 else None)
         self.client: IMAPClient | None = None
         self.can_idle = False
@@ -122,10 +129,10 @@ class ImapSource:
             self.can_idle = cfg.idle and b"IDLE" in capabilities
             self.can_move = b"MOVE" in capabilities
             for folder in (cfg.done_folder, cfg.attention_folder):
-                if folder and not client.folder_exists(folder):
+                if folder and not self.read_only and not client.folder_exists(folder):
                     log.info("IMAP: creating the folder %r", folder)
                     client.create_folder(folder)
-            selected = client.select_folder(cfg.folder)
+            selected = client.select_folder(cfg.folder, readonly=self.read_only)
         except CONNECTION_ERRORS as exc:
             self.close()
             raise _fail(f"selecting folder {cfg.folder!r}", exc) from None
@@ -168,6 +175,7 @@ class ImapSource:
             # then formats the repr of every response, a fetched mail included, even when nothing logs
             # it: about 2.3 times a mail's size of memory for a moment. Off, a fetch holds the mail once.
             client._imap.debug = 0
+            client.normalise_times = False  # INTERNALDATE with its offset, not in this machine's local time
             if cfg.tls == "starttls":
                 client.starttls(context)
             self._login(client)
@@ -209,6 +217,16 @@ class ImapSource:
         except CONNECTION_ERRORS as exc:
             raise _fail("searching for new mail", exc) from None
         return sorted(uid for uid in uids if uid > after)  # n:* always includes the last UID
+
+    def arrivals(self, uids: list[int]) -> dict[int, datetime]:
+        found: dict[int, dict] = {}
+        try:
+            for start in range(0, len(uids), UIDS_PER_COMMAND):
+                found |= self._client().fetch(uids[start:start + UIDS_PER_COMMAND], [b"INTERNALDATE", b"FLAGS"])
+        except CONNECTION_ERRORS as exc:
+            raise _fail("asking when the mail arrived", exc) from None
+        return {uid: data[b"INTERNALDATE"] for uid, data in found.items()
+                if DONE_KEYWORD.encode() not in data.get(b"FLAGS", ())}
 
     def sizes(self, uids: list[int]) -> dict[int, int]:
         try:
@@ -338,6 +356,7 @@ class FakeSource:
     mails: dict[int, bytes] = field(default_factory=dict)
     done: list[int] = field(default_factory=list)
     aside: list[int] = field(default_factory=list)
+    arrived: dict[int, datetime] = field(default_factory=dict)  # INTERNALDATE; unset: when it was added
     broken: set[int] = field(default_factory=set)  # mails the server fails to deliver, as if unreadable there
     fetches: list[list[int]] = field(default_factory=list)  # each fetch asked for, in order
     refuse_logins: int = 0  # this many opens are refused, as with a wrong password
@@ -348,13 +367,17 @@ class FakeSource:
             raise LoginRefused("IMAP: login as 'inboxd' on the fake server was refused: [AUTHENTICATIONFAILED]")
         return self.uidvalidity
 
-    def add(self, raws: Iterable[bytes]) -> None:
-        """Deliver mails into the folder."""
+    def add(self, raws: Iterable[bytes], at: datetime | None = None) -> None:
+        """Deliver mails into the folder (as arrived `at`, if given)."""
         for raw in raws:
-            self.mails[max([0, *self.mails, *self.done]) + 1] = raw
+            uid = max([0, *self.mails, *self.done]) + 1
+            self.mails[uid], self.arrived[uid] = raw, at or datetime.now(UTC)
 
     def new_uids(self, after: int) -> list[int]:
         return sorted(uid for uid in self.mails if uid > after)
+
+    def arrivals(self, uids: list[int]) -> dict[int, datetime]:
+        return {uid: self.arrived.get(uid, datetime.now(UTC)) for uid in uids if uid in self.mails}
 
     def sizes(self, uids: list[int]) -> dict[int, int]:
         return {uid: len(self.mails[uid]) for uid in uids if uid in self.mails}

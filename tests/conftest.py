@@ -40,6 +40,7 @@ SERVER_FIXTURES = {"imap_server", "mailbox", "smtp_capture", "certificate", "dov
 MODULE_MARKS = {
     "test_bench": ("server", "slow"),  # runs bench/*.py: real servers, thousands of mails
     "test_demo": ("server", "slow"),  # runs `inboxd demo`
+    "test_package": ("server", "slow"),  # builds a wheel, installs it in a venv, runs `inboxd demo` from there
     "test_e2e": ("server", "slow"),  # `inboxd once`/`run` against Dovecot and an SMTP capture
     "test_imap_faults": ("server", "slow"),  # a Dovecot of each test's own, cut and restarted
     "test_postgres": ("server",),  # a PostgreSQL of its own

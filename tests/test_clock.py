@@ -175,3 +175,12 @@ class TestWorkingDeadline:
 
     def test_a_moment_in_the_past_is_left_for_the_caller_to_refuse(self):
         assert CAL.working_deadline(at(2026, 12, 1, 12, 0), self.wednesday) == at(2026, 12, 1, 12, 0)
+
+
+def test_a_date_years_ahead_is_refused_at_once_not_counted_out():
+    cal = BusinessCalendar(ZoneInfo("Europe/Berlin"))
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=ZoneInfo("UTC"))
+    for far in ("+9999999999h", "+3000000d", "+600000w", "+751d", "9999-12-31"):
+        with pytest.raises(ValueError, match="too far ahead"):
+            parse_moment(far, now, cal)
+    assert parse_moment("+750d", now, cal)[0].year == 2029

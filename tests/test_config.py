@@ -84,7 +84,7 @@ def test_bad_duration_timezone_and_toml_syntax(tmp_path):
     assert "unknown timezone 'Mars/Olympus'" in problems
     assert "[service] default_due: not a duration: 'soon'" in problems
     error = _broken(tmp_path, "[smtp]", "[smtp")
-    assert "invalid TOML" in str(error) and ":22:" in str(error)
+    assert "invalid TOML" in str(error) and ":23:" in str(error)
 
 
 def test_ca_file_must_exist_and_is_resolved_next_to_the_config(tmp_path):
@@ -193,3 +193,11 @@ def test_cli_errors_and_check_never_show_the_password(tmp_path, monkeypatch):
             assert result.exit_code == 1 and "Traceback" not in result.output
             assert "[mailbox] password_env: names no environment variable" in result.output
             assert "[smtp] password_file: names no file that can be read" in result.output
+
+
+@pytest.mark.parametrize("window, why", [("0m", "too short to catch a loop"), ("5m", "too short to catch a loop"),
+                                         ("1 business hour", "wall-clock time")])
+def test_a_caps_window_that_would_switch_the_caps_off_is_refused(tmp_path, window, why):
+    error = _broken(tmp_path, 'timezone = "Europe/Berlin"',
+                    f'timezone = "Europe/Berlin"\n[limits]\nautomatic_window = "{window}"')
+    assert why in "\n".join(error.problems)

@@ -123,3 +123,29 @@ def test_an_owners_out_of_office_lands_on_the_item(fake_daemon):
     assert talk.send(ooo) == []
     (away,) = talk.events("auto-reply")
     assert away.actor == "ana@example.org" and "Auto-Submitted: auto-replied" in away.detail
+
+
+def test_the_same_text_rule_compares_whole_texts_and_subjects(fake_daemon):
+    """Different requests that start alike, or say "see subject", are each acknowledged; a responder is not."""
+    banner = "CAUTION: This email originated from outside the organisation. " * 5
+    mails = [make_mail("rosa@example.org", "Printer jam", banner + "\n\nThe printer on floor 2 jams."),
+             make_mail("rosa@example.org", "VPN down", banner + "\n\nThe VPN drops every hour."),
+             make_mail("rosa@example.org", "New mouse please", "See subject.\n\nSent from my iPhone"),
+             make_mail("rosa@example.org", "New keyboard please", "See subject.\n\nSent from my iPhone")]
+    sent = deliver(fake_daemon, *mails)
+    assert sum(m["To"] == "rosa@example.org" for m in sent) == 4
+    echo = "I am away until Monday and will read your mail then."
+    sent = deliver(fake_daemon, make_mail("robot@example.net", "Re: [IT-9] We have your request", echo),
+                   make_mail("robot@example.net", "RE: [IT-10] AW: We have your request", echo))
+    assert sum(m["To"] == "robot@example.net" for m in sent) == 1
+    (capped,) = Event.select().where(Event.kind == "flood-cap")
+    assert "same text as IT-5" in capped.detail
+
+
+def test_a_flood_of_mail_without_a_sender_is_announced_in_batches(fake_daemon):
+    flood = [f"From: undisclosed-recipients:;\r\nTo: help@example.org\r\nSubject: Alert {i}\r\n"
+             f"Message-ID: <nosender-{i}@x>\r\n\r\nDisk {i} full.\r\n".encode() for i in range(30)]
+    sent = deliver(fake_daemon, *flood)
+    assert Item.select().count() == 30
+    assert len(sent) == 2 * 20  # twenty announced one by one to each member, the rest held for a batch
+    assert Event.select().where(Event.kind == "announcement-held").count() == 10

@@ -73,3 +73,10 @@ def test_raw_utf8_headers_are_read_as_utf8():
     msg = decode((CORPUS / "encoding" / "mikel__rfc6532_utf8_headers.eml").read_bytes())
     assert (msg.sender, msg.sender_name, msg.to, msg.subject) == \
         ("jdöe@mächine.example", "Jöhn Doe", ("märy@exämple.net",), "Säying Hello")
+
+
+def test_control_characters_in_a_subject_are_never_echoed():
+    raw = (b"From: rosa@example.org\r\nTo: help@example.org\r\nSubject: nul\x00here =?utf-8?b?AAAA?= end\r\n"
+           b"Message-ID: <nul@example.org>\r\n\r\nPlease help.\r\n")
+    msg = decode(raw)
+    assert "\x00" not in msg.subject and msg.subject.startswith("nul here")

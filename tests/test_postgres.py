@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import closing
 
 import pytest
 from click.testing import CliRunner
@@ -119,3 +120,30 @@ def test_the_jobs_on_postgres_each_once(tmp_path, postgres):
 def test_the_v4_upgrade_on_postgres(postgres):
     from test_models import v4_upgrade_scenario
     v4_upgrade_scenario(postgres.create_database("inboxd_v4"))
+
+
+def test_a_dry_run_on_postgres_rolls_everything_back(tmp_path, postgres):
+    import psycopg2
+
+    from inboxd.preview import preview_once
+    url = postgres.create_database("inboxd_dry_run")
+    config_path = write_config(tmp_path)
+    config_path.write_text(config_path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    config = load_config(config_path)
+    daemon = Daemon(config, source=FakeSource(), transport=FakeTransport())
+    daemon.source.add([make_mail("rosa@example.org", "Printer jam")])
+    daemon.ingest(daemon.source.open())
+    daemon.source.add([make_mail("ken@example.org", "Please help with thing 7")])
+
+    def rows() -> dict[str, list]:
+        with closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
+            found = {}
+            for table in ("item", "message", "event", "outbox", "mailboxstate", "notice", "absence", "schemaversion"):
+                cursor.execute(f'SELECT * FROM "{table}" ORDER BY 1')
+                found[table] = cursor.fetchall()
+            return found
+
+    before = rows()
+    report = preview_once(config, source=daemon.source)
+    assert "would create IT-2" in report and "would send ack to ken@example.org" in report
+    assert rows() == before and daemon.source.done == [1]

@@ -124,18 +124,18 @@ def secret(text: str) -> str:
     return f"{text} She complains about everything; ignore her tone."
 
 
-def assert_kept(room: Mailroom, sent: list[Message], writer: str) -> None:
-    """The words went nowhere but the history, and the writer was told so, once."""
-    assert recipients(sent) == {writer: 1}
-    assert "kept as a team note" in text_of(sent[0])
+def assert_kept(room: Mailroom, sent: list[Message], writer: str, told: bool = True) -> None:
+    """The words went nowhere but the history, and the writer was told so, once (not in answer to an answer)."""
+    assert recipients(sent) == ({writer: 1} if told else {})
+    assert not told or "kept as a team note" in text_of(sent[0])
     assert not any("ignore her tone" in text_of(m) for m in room.sent if m["To"] == REQUESTER)
     kinds = room.history()
     assert kinds[-2:] == ["note", "kept"]
 
 
 def test_a_reply_to_the_command_answer_stays_internal(room):
-    room.request()
-    assert_kept(room, room.run(reply(room.last(OWNER), OWNER, secret("On it."))), OWNER)
+    room.request()  # inboxd's answer to an answer would be the other half of an out-of-office's loop: none
+    assert_kept(room, room.run(reply(room.last(OWNER), OWNER, secret("On it."))), OWNER, told=False)
 
 
 def test_a_reply_to_a_forwarded_requester_reply_stays_internal_and_reply_relays(room):

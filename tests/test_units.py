@@ -155,8 +155,15 @@ class TestCaps:
         why = caps.why_item_held(config, bound)
         assert why is not None and "mails_per_item" in why
 
-    def test_no_sender_no_cap(self, config):
+    def test_no_sender_no_answer_to_hold_but_its_flood_is_batched(self, config):
         assert caps.why_not_answered(config, "", caps.SenderSigns(999, 999, "IT-1")) is None
+        held = caps.why_announcement_held(config, "", caps.SenderSigns(0, 999))
+        assert held is not None and "without a sender address" in held
+
+    def test_the_core_of_a_subject_drops_prefixes_and_tags(self):
+        assert caps.subject_core("RE: [IT-10] AW: Fwd: We have  your request") == "we have your request"
+        assert caps.subject_core("Re: [Foo #12] Sv: Printer") == "printer"
+        assert caps.subject_core("Printer: toner low") == "printer: toner low"
 
 
 class TestComposer:

@@ -1,0 +1,5 @@
+"""`python -m inboxd`: the same as the `inboxd` command."""
+
+from .cli import main
+
+main()
