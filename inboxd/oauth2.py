@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
@@ -26,6 +27,8 @@ from typing import Any, Protocol
 
 from .errors import InboxdError
 from .settings import OAuth2Config
+
+log = logging.getLogger(__name__)
 
 EARLY_SECONDS = 300  # a token is renewed this long before it expires (or halfway, for a short-lived one)
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -120,8 +123,14 @@ class HttpTokens:
         lifetime = float(answer.get("expires_in") or 3600)
         self._token = str(answer["access_token"])
         self._renew_at = started + lifetime - min(EARLY_SECONDS, lifetime / 2)
-        if cfg.grant == "refresh_token" and answer.get("refresh_token"):  # Microsoft hands out a new one each time
-            save_refresh_token(cfg, str(answer["refresh_token"]))
+        renewed = str(answer.get("refresh_token") or "")
+        if cfg.grant == "refresh_token" and renewed and renewed != form["refresh_token"]:
+            try:  # Microsoft hands out a new one each time; the old one stays good until it expires
+                save_refresh_token(cfg, renewed)
+            except OSError as exc:
+                log.warning("OAuth2: the new refresh token could not be stored in %s (%s); the old one is used "
+                            "until it expires: make the file writable for inboxd", cfg.refresh_token_file,
+                            exc.strerror)
 
 
 def read_refresh_token(config: OAuth2Config) -> str:

@@ -154,6 +154,18 @@ def test_a_rotated_refresh_token_replaces_the_stored_one_readable_by_this_user_o
     assert endpoint.forms[0]["refresh_token"] == "first" and endpoint.forms[0]["grant_type"] == "refresh_token"
     assert (tmp_path / "refresh").read_text() == "second\n"
     assert stat.S_IMODE((tmp_path / "refresh").stat().st_mode) == 0o600
+    google = Endpoint({"access_token": "b", "expires_in": 60})  # Google keeps the same one: nothing to write
+    assert HttpTokens(generic(tmp_path, "refresh_token"), post=google).token() == "b"
+    assert (tmp_path / "refresh").read_text() == "second\n"
+
+
+def test_a_rotated_refresh_token_that_cannot_be_stored_is_a_warning_not_a_failure(tmp_path, caplog):
+    (tmp_path / "refresh").write_text("first\n")
+    (tmp_path / ".refresh.new").mkdir()  # where it is written first cannot be written (as a read-only folder for
+    endpoint = Endpoint({"access_token": "a", "expires_in": 60, "refresh_token": "second"})  # the service)
+    assert HttpTokens(generic(tmp_path, "refresh_token"), post=endpoint).token() == "a"
+    assert (tmp_path / "refresh").read_text() == "first\n"
+    assert "the new refresh token could not be stored in" in caplog.text
 
 
 def test_the_device_flow_shows_the_code_waits_and_stores_the_refresh_token(tmp_path):
