@@ -126,8 +126,6 @@ class SmtpTransport:
             if reused:  # the server dropped an idle connection: one fresh try
                 return self.send(sender, recipients, raw)
             raise _classify(exc) from None
-        except SmtpUnreachable:
-            raise  # a login refused, or no token to log in with
         except (smtplib.SMTPException, OSError) as exc:
             if not isinstance(exc, smtplib.SMTPResponseException):
                 self.close()  # a refusal leaves the session usable; anything else may not
@@ -345,7 +343,9 @@ class OutboxSender:
         self.undelivered[row.id] = str(exc)
         attempts = row.attempts + 1
         now = self.clock.now()
-        dead = isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts
+        # A refused login is the credentials' fault, not the mail's: it waits for them to be fixed.
+        dead = (isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts) and \
+            not isinstance(exc, SmtpLoginRefused)
         with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()

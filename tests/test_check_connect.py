@@ -15,6 +15,7 @@ from inboxd import daemon as daemon_module
 from inboxd.cli import cli
 from inboxd.daemon import Daemon
 from inboxd.errors import LoginsRefused, SmtpLoginRefused, SourceError
+from inboxd.models import Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.servers import SmtpCapture, free_port
 from inboxd.source import FakeSource
@@ -165,16 +166,20 @@ def test_a_network_outage_is_no_refusal_and_is_retried_however_long(config, cloc
     assert failure is None and source.done == [1] and not daemon.refused
 
 
-def test_the_outbox_refused_three_times_stops_the_daemon(fake_daemon, clock):
-    fake_daemon.sender.transports[0] = transport = FakeTransport(failures=[SmtpLoginRefused("SMTP: login as "
-                                                                                            "'help' was refused")] * 3)
+def test_the_outbox_refused_three_times_stops_the_daemon_and_the_mail_waits(fake_daemon, clock):
+    refused = SmtpLoginRefused("SMTP: login as 'help' was refused")
+    fake_daemon.sender.transports[0] = transport = FakeTransport(failures=[refused] * 12)
     fake_daemon.source.add([make_mail("rosa@example.org", "Printer jammed")])
     fake_daemon.ingest(fake_daemon.source.open())
     for _ in range(3):
         fake_daemon.sender.drain()
         clock.advance(timedelta(hours=1))
     assert fake_daemon.stopping.is_set() and "refused 3 times in a row" in fake_daemon.refused
+    for _ in range(9):  # `once` from cron, say: more refusals than max_attempts (10)
+        fake_daemon.sender.drain()
+        clock.advance(timedelta(hours=1))
     assert not transport.sent and not transport.failures
+    assert {row.status for row in Outbox.select()} == {"pending"}  # never dead: no fault of the mail
 
 
 def test_a_refusal_then_a_mail_sent_starts_the_count_again(fake_daemon, clock):
