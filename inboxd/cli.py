@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -39,7 +38,7 @@ class _Group(click.Group):
         except InboxdError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(getattr(exc, "exit_code", 1))  # 3: logins refused (docs/cli.md)
-        except peewee.DatabaseError as exc:  # a read-only mount, a wrong path, a server that is down
+        except peewee.PeeweeException as exc:  # a read-only mount, a wrong path, a server that is down
             where = _database_label(ctx)
             click.echo(f"error: database {where}: {' '.join(str(exc).split()) or type(exc).__name__}", err=True)
             ctx.exit(1)
@@ -51,7 +50,8 @@ def _database_label(ctx: click.Context) -> str:
         url = load_config(ctx.find_root().obj, secrets=False).database_url
     except Exception:  # the config itself is what failed: say only that it was the database
         return "(see [database] url)"
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+    from .settings import shown_url
+    return shown_url(url)
 
 
 @click.group(cls=_Group)
@@ -138,7 +138,7 @@ def rules_test(ctx: click.Context, mail: Path) -> None:
 def _open_db(ctx: click.Context) -> Config:
     from .models import open_database
     config = _config(ctx, secrets=False)
-    open_database(config.database_url)
+    open_database(config.database_url, migrate=False)  # read-only: never creates or migrates
     return config
 
 
@@ -289,7 +289,7 @@ def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
         from .models import open_database
         from .sweep import Sweeper
         _, renderer = check_everything(config)
-        open_database(config.database_url)
+        open_database(config.database_url, migrate=False)
         found = Sweeper(config, renderer).due(moment)
     else:
         from .daemon import Daemon
@@ -305,21 +305,44 @@ def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="the status as a JSON object, with `healthy` and `summary`")
+@click.option("--stall", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="red when the mailbox was not read for this long (default: 120)")
 @click.pass_context
-def health(ctx: click.Context, as_json: bool) -> None:
-    """Say whether the daemon takes mail: exit 0 when ok and fresh, 1 when paused, stopped or stale."""
+def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
+    """Say whether the daemon takes mail: exit 0 when it reads mail and the database answers, else 1."""
     from dataclasses import asdict
 
     from . import health as status
-    path = status.status_file(_config(ctx, secrets=False))
-    found = status.read(path)
-    healthy, summary = status.verdict(found, path, datetime.now(UTC))
+    config = _config(ctx, secrets=False)
+    path = status.status_file(config)
+    found, now = status.read(path), datetime.now(UTC)
+    healthy, summary = status.verdict(found, path, now, stall)
+    database = status.look(config.database_url)
+    if not database.reachable and healthy:
+        healthy, summary = False, f"database unreachable: {database.error}"
     if as_json:
         click.echo(json.dumps({"healthy": healthy, "summary": summary, "file": str(path),
-                               **(asdict(found) if found else {})}, indent=2))
+                               **(asdict(found) if found else {}), "database": asdict(database)}, indent=2))
     else:
-        click.echo(summary)
+        click.echo("\n  ".join([summary, *status.details(found, database, now)]))
     ctx.exit(0 if healthy else 1)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def backup(ctx: click.Context, file: Path) -> None:
+    """Copy the SQLite database to FILE while inboxd runs (PostgreSQL: use pg_dump)."""
+    from .upkeep import backup_database
+    click.echo(backup_database(_config(ctx, secrets=False), file))
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Bring the database's schema up to date; a SQLite database is backed up beside itself first."""
+    from .upkeep import migrate_database
+    click.echo(migrate_database(_config(ctx, secrets=False)))
 
 
 def _moment(text: str, config: Config) -> datetime:

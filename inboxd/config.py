@@ -24,6 +24,7 @@ from .settings import (
     ServiceConfig,
     SmtpConfig,
     TeamConfig,
+    shown_url,
 )
 from .tomlfile import TomlFile, load_toml
 from .wording import did_you_mean
@@ -317,7 +318,7 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     base = path.parent
     problems: list[str] = []
     sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits",
-                "log"]
+                "log", "http"]
     _Reader(doc, "", problems).finish(sections)
 
     team_r = _Reader(doc, "team", problems)
@@ -435,11 +436,14 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     log_r = _Reader(doc, "log", problems)
     log_format = log_r.get("format", str, "text", _log_format)
     log_r.finish()
+    http_r = _Reader(doc, "http", problems)
+    listen = http_r.get("listen", str, None, _listen)
+    http_r.finish()
 
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits, base / state if state else None, log_format=log_format)
+                  limits, base / state if state else None, log_format=log_format, http_listen=listen)
 
 
 def _first_contact(value: str) -> str:
@@ -483,8 +487,20 @@ def _log_format(value: str) -> str:
 
 def _database_url(value: str) -> str:
     if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ValueError(f"must start with sqlite:/// or postgresql://, got {value!r}")
+        raise ValueError(f"must start with sqlite:/// or postgresql://, got {shown_url(value)!r}")
+    host = value.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    port = host.rpartition("]")[2].partition(":")[2]
+    if port and not port.isdigit():  # found here, not as a traceback at the first connect
+        raise ValueError(f"the port is not a number in {shown_url(value)!r}")
     return value
+
+
+def _listen(value: str) -> tuple[str, int]:
+    """`127.0.0.1:9425` or `[::1]:9425` -> (host, port)."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, like \"127.0.0.1:9425\", got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def _zone(value: str) -> ZoneInfo:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import schedule
 
+from . import http, metrics
 from .adopt import ALL, NOW, Adoption, FirstContact, Found, adoption, first_contact_message, left_alone
 from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
@@ -60,7 +61,7 @@ class Daemon:
         self.notifier = Notifier.from_environment()  # systemd's Type=notify and watchdog, when it runs us
         self._outbox: threading.Thread | None = None
         self._database_backoff = 1.0
-        self.listeners: list[Callable[[Outcome], None]] = []
+        self.listeners: list[Callable[[Outcome], None]] = [metrics.mail_in]
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self._wakeup = threading.Event()  # cuts a wait (IDLE, poll, backoff) short
@@ -149,6 +150,7 @@ class Daemon:
         skip, quiet = self._backlog(state, uids)
         if len(uids) > len(skip):
             log.info("IMAP: %d new mail(s) in %s", len(uids) - len(skip), self.config.mailbox.folder)
+        self.health.waiting_mail(len(uids) - len(skip))
         size = self.config.mailbox.batch_size
         for start in range(0, len(uids), size):
             if stop is not None and stop.is_set():
@@ -168,6 +170,7 @@ class Daemon:
             with write_transaction():
                 MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
             self._working()
+            self.health.waiting_mail(max(0, len(uids) - start - size))  # a long backlog is no stall
             if len(uids) > size:
                 log.info("IMAP: %d of %d new mail(s) done", min(start + size, len(uids)), len(uids))
         self._working()
@@ -280,6 +283,7 @@ class Daemon:
                 log.exception("sweep: the jobs failed; what they had not sent yet is tried again each minute")
             self._sweep_failing = True
             return []
+        self.health.swept()
         if self._sweep_failing:
             log.info("sweep: the jobs run again")
             self._sweep_failing = False
@@ -368,7 +372,8 @@ class Daemon:
         if not lock.acquire(standby, self.stopping):
             return
         try:
-            self._watch()
+            with http.serving(self.config.http_listen, self.health):
+                self._watch()
         finally:
             lock.release()
 
@@ -388,6 +393,7 @@ class Daemon:
                     self._refusals.pop("IMAP", None)
                     idle = getattr(self.source, "can_idle", False)
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
+                    self.health.connection("idle" if idle else "polling")
                     log.info("IMAP: %s %s; watching with %s", "reconnected to" if self._failures else "connected to",
                              cfg.label, mode)
                     self.notifier.status(f"watching {cfg.label} with {mode}")
@@ -414,6 +420,7 @@ class Daemon:
                     self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
                 except SourceError as exc:
                     self._failures += 1
+                    self.health.connection("down")
                     # One line per outage, not one per retry.
                     (log.error if self._failures == 1 else log.debug)(
                         "%s; retrying with backoff (up to %ds)", exc, MAX_BACKOFF_SECONDS)

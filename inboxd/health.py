@@ -1,4 +1,5 @@
-"""The daemon's health for `inboxd health`: a small JSON file, kept outside the database (which may be what is down)."""
+"""The daemon's health for `inboxd health` and /healthz: a small JSON file, kept outside the database (which
+may be what is down), and a look at the database itself."""
 
 from __future__ import annotations
 
@@ -11,11 +12,19 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import peewee as pw
+
 from .config import Config
+from .errors import InboxdError
+from .models import db, forget_connection, open_read_only
+from .settings import shown_url
 
 log = logging.getLogger(__name__)
 BEAT_SECONDS = 30.0  # a running daemon rewrites the file at least this often (its loop wakes every minute)
 STALE_SECONDS = 300.0  # older than this, the file no longer speaks for a running daemon
+# A running daemon reads the mailbox at least once a minute (each wait ends for the sweep), and after
+# each batch of mail: a last read older than this is a stalled fetcher, red within two minutes.
+STALL_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,9 @@ class Status:
     updated: str  # when the daemon last wrote the file
     last_imap: str | None  # the last time it read the mailbox
     pid: int
+    imap: str = ""  # the connection: idle (IDLE is on), polling, down (lost, retrying), or "" before the first
+    waiting: int | None = None  # mails found in the folder and not processed yet, as of last_imap
+    last_sweep: str | None = None  # when the jobs last ran through
 
 
 def status_file(config: Config) -> Path:
@@ -81,6 +93,26 @@ class Health:
         else:
             self.beat()
 
+    def connection(self, state: str) -> None:
+        """The IMAP connection is now idle, polling or down (said at once when it changes)."""
+        if state != self.status.imap:
+            self.status = replace(self.status, imap=state)
+            self._write()
+
+    def waiting_mail(self, count: int) -> None:
+        """The mailbox was just read and `count` mails in it wait to be processed (a change is said at once)."""
+        changed = count != self.status.waiting
+        self.status = replace(self.status, waiting=count, last_imap=_now())
+        if changed:
+            self._write()
+        else:
+            self.beat()
+
+    def swept(self) -> None:
+        """The jobs just ran through."""
+        self.status = replace(self.status, last_sweep=_now())
+        self.beat()
+
     def beat(self) -> None:
         """Rewrite the file if it is getting old, so that `inboxd health` knows the daemon still runs."""
         if time.monotonic() - self._written >= BEAT_SECONDS:
@@ -112,15 +144,20 @@ class Health:
 def read(path: Path) -> Status | None:
     """The status in the file, or None if there is none (or it cannot be read)."""
     try:
-        return Status(**json.loads(path.read_text(encoding="utf-8")))
+        status = Status(**json.loads(path.read_text(encoding="utf-8")))
+        for moment in (status.updated, status.since, status.last_imap, status.last_sweep):
+            if moment is not None and datetime.fromisoformat(moment).tzinfo is None:
+                return None  # written by hand, or by something else: not a status to judge by
+        datetime.fromisoformat(status.updated)  # the one moment every status has
     except (OSError, ValueError, TypeError):
         return None
+    return status
 
 
-def verdict(status: Status | None, path: Path, now: datetime) -> tuple[bool, str]:
+def verdict(status: Status | None, path: Path, now: datetime, stall: float | None = None) -> tuple[bool, str]:
     """(healthy, one line saying why) for `inboxd health`: healthy is ok, fresh, and reading the mailbox."""
     if status is None:
-        return False, f"unknown: no status in {path} (has inboxd run with this config?)"
+        return False, f"unknown: no readable status in {path} (has inboxd run with this config?)"
     age = (now - datetime.fromisoformat(status.updated)).total_seconds()
     if status.state == "stopped":
         return False, f"stopped: inboxd (pid {status.pid}) stopped at {status.since}"
@@ -130,8 +167,68 @@ def verdict(status: Status | None, path: Path, now: datetime) -> tuple[bool, str
     if status.state == "paused":
         return False, f"paused since {status.since}: {status.reason}"
     read = (now - datetime.fromisoformat(status.last_imap)).total_seconds() if status.last_imap else None
-    if read is None or read > STALE_SECONDS:  # running, but the mailbox cannot be reached
+    if read is None or read > (stall or STALL_SECONDS):  # running, but the mailbox cannot be reached, or a read hangs
         return False, (f"not reading mail: the mailbox was last read "
                        f"{f'{int(read)} s ago, at {status.last_imap}' if read is not None else 'never'} "
-                       f"(see the log for IMAP errors)")
+                       f"(IMAP {status.imap or 'not connected yet'}; see the log for IMAP errors)")
+    swept = (now - datetime.fromisoformat(status.last_sweep)).total_seconds() if status.last_sweep else None
+    if swept is not None and swept > STALE_SECONDS:
+        return False, f"jobs not running: the last sweep was {int(swept)} s ago, at {status.last_sweep} (see the log)"
     return True, f"ok since {status.since} (pid {status.pid}; mailbox last read {status.last_imap or 'never'})"
+
+
+@dataclass(frozen=True)
+class DatabaseLook:
+    """What `inboxd health` and /healthz see in the database: reachable or why not, and the outbox."""
+
+    error: str | None  # None: reachable
+    pending: int | None = None  # mails in the outbox waiting to be sent
+    dead: int | None = None  # mails given up on
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+
+def look(url: str | None = None) -> DatabaseLook:
+    """Count the outbox in `url` opened read-only (never bound: a daemon may run in this process), or in the
+    bound database from a thread of the daemon's; an error is one line, not raised."""
+    database = None
+    try:
+        database = open_read_only(url) if url is not None else db
+        counts = dict(database.execute_sql("SELECT status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') "
+                                           "GROUP BY status").fetchall())
+    except InboxdError as exc:
+        return DatabaseLook(str(exc))
+    except pw.PeeweeException as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        return DatabaseLook(f"database {shown_url(url)}: {why}" if url else why)
+    finally:
+        if database is db:
+            forget_connection()  # this thread's connection: /healthz runs each request in a new thread
+        elif database is not None:
+            database.close()
+    return DatabaseLook(None, counts.get("pending", 0), counts.get("dead", 0))
+
+
+def details(status: Status | None, database: DatabaseLook, now: datetime) -> list[str]:
+    """The lines under the verdict: IMAP, mail waiting, the jobs, the outbox and the database."""
+    def ago(moment: str | None) -> str:
+        return f"{moment} ({int((now - datetime.fromisoformat(moment)).total_seconds())} s ago)" if moment else "never"
+
+    lines = []
+    if status is not None:
+        lines += [f"last IMAP activity: {ago(status.last_imap)}",
+                  f"IMAP connection:    {IMAP_STATES.get(status.imap, status.imap)}",
+                  f"mails waiting:      {'unknown' if status.waiting is None else status.waiting}",
+                  f"last sweep:         {ago(status.last_sweep)}"]
+    if database.reachable:
+        lines += [f"outbox:             {database.pending} pending, {database.dead} dead",
+                  "database:           reachable"]
+    else:
+        lines.append(f"database:           unreachable: {database.error}")
+    return lines
+
+
+IMAP_STATES = {"idle": "IDLE alive", "polling": "polling (no IDLE)", "down": "down, reconnecting",
+               "": "not connected yet"}

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import peewee as pw
@@ -17,8 +18,11 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 
+from . import backup
+from .backup import sqlite_path
 from .domain import OPEN_STATUSES
-from .errors import DatabaseOutage
+from .errors import DatabaseOutage, InboxdError
+from .settings import shown_url
 
 log = logging.getLogger(__name__)
 db = pw.DatabaseProxy()
@@ -413,25 +417,102 @@ MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact)]
 
 
-def open_database(url: str) -> pw.Database:
-    """Connect to the database, bind the models to it and bring the schema up to date."""
-    if url.startswith("sqlite:///"):
-        database: pw.Database = pw.SqliteDatabase(
-            # IMMEDIATE: a transaction that reads then writes must not lose its snapshot to the
-            # outbox thread's commits (SQLITE_BUSY without waiting); take the write lock up front.
-            url.removeprefix("sqlite:///"), timeout=BUSY_TIMEOUT_SECONDS, lock_type="IMMEDIATE",
-            pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1,
-                     "busy_timeout": int(BUSY_TIMEOUT_SECONDS * 1000)})
-    else:
-        database = connect(url.replace("postgres://", "postgresql://", 1))
-    db.initialize(database)
-    _COMPOSED.clear()
-    database.connect(reuse_if_open=True)
-    migrate(database)
+LATEST_SCHEMA = MIGRATIONS[-1][0]
+
+
+def open_database(url: str, migrate: bool = True) -> pw.Database:
+    """Connect to the database, bind the models to it and bring the schema up to date.
+
+    With migrate=False (the read-only commands) nothing is created or changed: a missing SQLite
+    file or a schema older than this inboxd is an error saying what to do.
+    """
+    if not migrate:
+        return _bind(open_read_only(url))
+    database = connect_database(url)
+    upgrade(database, url)
     return database
 
 
-def migrate(database: pw.Database) -> None:
+def open_read_only(url: str) -> pw.Database:
+    """A connection to the database that is checked but not bound to the models, nor changed in any way.
+
+    Refuses a SQLite file that does not exist (never creating one) and a schema this inboxd cannot
+    read; for `inboxd health`, which may run beside a daemon in one process, and the read-only commands.
+    """
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise InboxdError(f"database {shown_url(url)}: no such file (a mistyped path? `inboxd run`, `once` "
+                          f"or `migrate` creates the database; read-only commands never do)")
+    database = _database(url, wal=False)
+    database.connect()
+    try:
+        version = schema_version(database)
+        if version < LATEST_SCHEMA:
+            raise InboxdError(f"database {shown_url(url)}: " + (
+                "holds no inboxd data (no schema)" if version == 0 else
+                f"its schema is version {version}, this inboxd needs {LATEST_SCHEMA}: "
+                f"run `inboxd migrate` (it backs a SQLite database up first)"))
+        _refuse_newer(version, url)
+    except Exception:
+        database.close()
+        raise
+    return database
+
+
+def connect_database(url: str) -> pw.Database:
+    """Connect to the database and bind the models to it; the schema is left as it is."""
+    return _bind(_database(url, wal=True))
+
+
+def _database(url: str, wal: bool) -> pw.Database:
+    """The database at `url`, not connected; wal=False leaves a SQLite file's journal mode alone."""
+    if url.startswith("sqlite:///"):
+        return pw.SqliteDatabase(
+            # IMMEDIATE: a transaction that reads then writes must not lose its snapshot to the
+            # outbox thread's commits (SQLITE_BUSY without waiting); take the write lock up front.
+            url.removeprefix("sqlite:///"), timeout=BUSY_TIMEOUT_SECONDS, lock_type="IMMEDIATE",
+            pragmas={"synchronous": "normal", "foreign_keys": 1, "busy_timeout": int(BUSY_TIMEOUT_SECONDS * 1000)}
+            | ({"journal_mode": "wal"} if wal else {}))
+    return connect(url.replace("postgres://", "postgresql://", 1))
+
+
+def _bind(database: pw.Database) -> pw.Database:
+    db.initialize(database)
+    _COMPOSED.clear()
+    database.connect(reuse_if_open=True)
+    return database
+
+
+def schema_version(database: pw.Database) -> int:
+    """The last migration applied to this database; 0 for a database inboxd has not set up."""
+    if not database.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    return database.execute_sql("SELECT MAX(version) FROM schemaversion").fetchone()[0] or 0
+
+
+def _refuse_newer(version: int, url: str) -> None:
+    if version > LATEST_SCHEMA:
+        raise InboxdError(f"database {shown_url(url)}: its schema is version {version}, made by a newer inboxd "
+                          f"than this one (which knows up to {LATEST_SCHEMA}): upgrade inboxd, or restore a backup")
+
+
+def upgrade(database: pw.Database, url: str) -> tuple[int, Path | None]:
+    """Apply the migrations this database has not seen, after a backup of a SQLite database that has data.
+
+    Returns the schema version it had and where the backup is (None: nothing to migrate, a new
+    database, or PostgreSQL, whose backups are pg_dump's to make).
+    """
+    before = schema_version(database)
+    _refuse_newer(before, url)
+    saved, path = None, sqlite_path(url)
+    if 0 < before < LATEST_SCHEMA and path is not None:
+        saved = backup.before_upgrade(path, before)
+        log.info("database: schema %d, this inboxd needs %d: backed up to %s first", before, LATEST_SCHEMA, saved)
+    apply_migrations(database)
+    return before, saved
+
+
+def apply_migrations(database: pw.Database) -> None:
     """Apply the migrations this database has not seen yet."""
     with database.atomic():
         database.create_tables([SchemaVersion])

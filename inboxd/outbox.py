@@ -19,6 +19,7 @@ from typing import Protocol
 
 import peewee as pw
 
+from . import metrics
 from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpLoginRefused, SmtpUnreachable
@@ -275,6 +276,7 @@ class OutboxSender:
             self.undelivered[row.id] = f"refused for {not_for}"
         else:
             self.undelivered.pop(row.id, None)
+        metrics.sent(row, self.clock.now())
         if self.unreachable:
             self.unreachable = False
             self.on_login_refused("", True)
@@ -346,6 +348,7 @@ class OutboxSender:
         # A refused login is the credentials' fault, not the mail's: it waits for them to be fixed.
         dead = (isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts) and \
             not isinstance(exc, SmtpLoginRefused)
+        metrics.failed(row.kind, dead)
         with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()

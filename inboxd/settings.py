@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,12 @@ class Secret:
 
     def __str__(self) -> str:
         return "********"
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit for a log or an error line: any password in it is replaced by ***."""
+    url = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
 @dataclass(frozen=True)
@@ -167,3 +174,4 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     state_dir: Path | None = None  # where the health file lives; None: beside the SQLite database or the config
     log_format: str = "text"  # [log] format: text | json
+    http_listen: tuple[str, int] | None = None  # [http] listen: where /healthz and /metrics are served; None: not

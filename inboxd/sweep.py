@@ -9,7 +9,7 @@ from typing import Any
 
 import peewee as pw
 
-from . import queries
+from . import metrics, queries
 from .absence import absence_notes, away
 from .digest import digest
 from .domain import OPEN_STATUSES, ItemView, Reply
@@ -86,6 +86,7 @@ class Sweeper:
                              f"(update every {self.config.service.update_every})"))
         return found + self._digests(now, cut, gone) + self._held_requests(now, gone)
 
+    @metrics.SWEEP_DURATION.time()
     def run(self, now: datetime) -> list[Due]:
         """Send what is due, each in its own transaction with its Notice row: a second sweep finds it done.
 

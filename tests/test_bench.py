@@ -120,3 +120,16 @@ def test_hostile_bench_small() -> None:
     figures = json.loads(done.stdout)
     assert figures["wrong"] == [] and len(figures["shapes"]) == 9
     assert all(s["outcomes"] == ["item"] and s["seconds"] > 0 and s["lookups"] <= 5 for s in figures["shapes"])
+
+
+def test_scrape_bench_small() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "scrape.py"), "--items", "2000"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    out = done.stdout
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{out}\nstderr:\n{done.stderr[-3000:]}"
+    assert re.search(r"^inboxd scrape benchmark: 2000 items, 4000 outgoing mails \(SQLite\)$", out, re.M), out
+    baseline = re.search(r"^baseline \(COUNT\(\*\) over the items\):\s+([0-9.]+) ms$", out, re.M)
+    scrape = re.search(r"^/metrics scrape:\s+([0-9.]+) ms\s+goal < 100 ms\s+(PASS|MISS)$", out, re.M)
+    healthz = re.search(r"^/healthz:\s+([0-9.]+) ms$", out, re.M)
+    assert baseline and scrape and healthz and float(scrape[1]) > 0, out
+    assert "WRONG" not in out

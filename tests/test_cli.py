@@ -173,7 +173,9 @@ def test_item_shows_the_promise_it_is_under(fake_daemon):
 
 @pytest.mark.parametrize("args", [["item", "IT-²"], ["item", "IT-" + "9" * 5000], ["item", "[IT-x]"]])
 def test_odd_references_are_one_line_errors(tmp_path, args):
-    code, out = invoke(write_config(tmp_path), *args)
+    config = write_config(tmp_path)
+    assert invoke(config, "migrate")[0] == 0  # `item` never creates the database
+    code, out = invoke(config, *args)
     assert code == 1 and out.startswith("error: no item") and "Traceback" not in out and len(out) < 200
 
 

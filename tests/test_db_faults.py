@@ -11,6 +11,7 @@ seconds. The pure parts (which errors are an outage, what `inboxd health` says) 
 from __future__ import annotations
 
 import email
+import json
 import logging
 import os
 import signal
@@ -112,7 +113,7 @@ def status(state: str, age_seconds: float = 10, reason: str = "", read_seconds: 
     (status("stopped"), False, "stopped: inboxd (pid 4242) stopped at"),
     (status("ok", read_seconds=health.STALE_SECONDS + 1), False, "not reading mail: the mailbox was last read 301 s"),
     (status("ok", read_seconds=None), False, "not reading mail: the mailbox was last read never"),
-    (None, False, "unknown: no status in"),
+    (None, False, "unknown: no readable status in"),
 ])
 def test_health_is_ok_only_when_ok_and_fresh(found, healthy, says, tmp_path):
     ok, line = health.verdict(found, tmp_path / "h.json", NOW)
@@ -128,17 +129,30 @@ def test_the_health_file_is_replaced_whole_and_read_back(tmp_path):
     assert not state.ok()  # no change: no news
 
 
+@pytest.mark.parametrize("updated", ["yesterday", "2026-11-30T08:00:00", None, 12])
+def test_a_health_file_written_by_something_else_is_unknown_not_a_traceback(tmp_path, updated):
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"state": "ok", "reason": "", "since": "2026-11-30T08:00:00+00:00",
+                                "updated": updated, "last_imap": None, "pid": 1}))
+    assert health.read(path) is None
+    ok, line = health.verdict(None, path, datetime.now(UTC))
+    assert not ok and line.startswith("unknown: no readable status")
+
+
 def test_health_command_exit_codes(tmp_path):
     config = load_config(write_config(tmp_path))
     path = health.status_file(config)
     assert path.parent == tmp_path  # beside the SQLite database by default
     runner = CliRunner()
     result = runner.invoke(cli, ["--config", str(config.path), "health"])
-    assert result.exit_code == 1 and "unknown: no status" in result.output
+    assert result.exit_code == 1 and "unknown: no readable status" in result.output
     health.Health(path).pause("database unavailable: database or disk is full")
     result = runner.invoke(cli, ["--config", str(config.path), "health"])
     assert result.exit_code == 1 and "paused since" in result.output and "disk is full" in result.output
     health.Health(path).imap_seen()
+    result = runner.invoke(cli, ["--config", str(config.path), "health"])
+    assert result.exit_code == 1 and "database unreachable" in result.output  # no database yet: none is made
+    assert runner.invoke(cli, ["--config", str(config.path), "migrate"]).exit_code == 0
     result = runner.invoke(cli, ["--config", str(config.path), "health", "--json"])
     assert result.exit_code == 0 and '"healthy": true' in result.output and '"state": "ok"' in result.output
 

@@ -1,0 +1,57 @@
+"""`inboxd backup` and `inboxd migrate`."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from . import backup
+from .backup import sqlite_path
+from .config import Config
+from .errors import InboxdError
+from .instance import AlreadyRunning, InstanceLock
+from .models import LATEST_SCHEMA, connect_database, upgrade
+from .settings import shown_url
+
+
+def backup_database(config: Config, target: Path) -> str:
+    """Copy the SQLite database to `target` (a new file) while inboxd may run; the line to print."""
+    url = config.database_url
+    path = sqlite_path(url)
+    if path is None:
+        raise InboxdError(f"inboxd backup copies a SQLite database; {shown_url(url)} is PostgreSQL: use "
+                          f"pg_dump --format=custom --file={target} with the same URL")
+    if not path.is_file():
+        raise InboxdError(f"database {shown_url(url)}: no such file (a mistyped path?)")
+    backup.copy(path, target)
+    try:
+        with closing(sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True)) as copy:
+            version = copy.execute("SELECT MAX(version) FROM schemaversion").fetchone()[0]
+            items = copy.execute("SELECT COUNT(*) FROM item").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise InboxdError(f"{target}: copied, but it holds no inboxd data ({exc})") from None
+    return f"backed up {shown_url(url)} (schema {version}, {items} item(s)) to {target}"
+
+
+def migrate_database(config: Config) -> str:
+    """Bring the schema up to date (a SQLite database with data is backed up first); the line to print."""
+    url = config.database_url
+    database = connect_database(url)
+    lock = InstanceLock(config)
+    try:
+        lock.acquire()
+    except AlreadyRunning:
+        raise InboxdError(f"another inboxd is working on {config.mailbox.label} with this database: stop it "
+                          f"first (a migration changes the schema under it)") from None
+    try:
+        before, saved = upgrade(database, url)
+    finally:
+        lock.release()
+    where = shown_url(url)
+    if before == LATEST_SCHEMA:
+        return f"database {where}: schema version {LATEST_SCHEMA}, up to date; nothing to do"
+    if before == 0:
+        return f"database {where}: created at schema version {LATEST_SCHEMA}"
+    return (f"database {where}: schema version {before} brought up to {LATEST_SCHEMA}"
+            + (f"; the copy taken before is {saved}" if saved else ""))
