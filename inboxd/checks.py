@@ -42,6 +42,21 @@ def check_everything(config: Config) -> tuple[RuleSet, Renderer]:
     return rules, renderer
 
 
+def check_secrets(config: Config) -> None:
+    """What config loading cannot see: an OAuth2 refresh token that `inboxd auth login` has not stored yet."""
+    from .oauth2 import TokenError, read_refresh_token
+    problems = []
+    shared = config.smtp.oauth2 is config.mailbox.oauth2
+    for section, oauth2 in (("mailbox", config.mailbox.oauth2), ("smtp", None if shared else config.smtp.oauth2)):
+        if oauth2 is not None and oauth2.grant == "refresh_token":
+            try:
+                read_refresh_token(oauth2)
+            except TokenError as exc:
+                problems.append(f"{config.path}: [{section}.oauth2] refresh_token_file: {exc}")
+    if problems:
+        raise ProblemList(problems)
+
+
 def security_warnings(config: Config) -> list[str]:
     """What the admin turned off that keeps outsiders from acting as the team, in words to act on."""
     rules = config.commands

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__, init, logs
+from .cli_auth import auth, report_connections
 from .clock import SystemClock
 from .config import Config, TeamConfig, default_config_path, load_config
 from .errors import InboxdError
@@ -36,7 +37,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except InboxdError as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            ctx.exit(getattr(exc, "exit_code", 1))  # 3: logins refused (docs/cli.md)
         except peewee.PeeweeException as exc:  # a read-only mount, a wrong path, a server that is down
             where = _database_label(ctx)
             click.echo(f"error: database {where}: {' '.join(str(exc).split()) or type(exc).__name__}", err=True)
@@ -104,16 +105,20 @@ def demo(keep: bool) -> None:
 
 
 @cli.command()
+@click.option("--connect", is_flag=True, help="also log in to IMAP and SMTP (nothing is sent) and say how it went")
 @click.pass_context
-def check(ctx: click.Context) -> None:
-    """Validate config, rules and templates; exit 1 with file:line errors."""
-    from .checks import check_everything, security_warnings
-    config = _config(ctx, secrets=False)
+def check(ctx: click.Context, connect: bool) -> None:
+    """Validate config, secrets, rules and templates; exit 1 with file:line errors."""
+    from .checks import check_everything, check_secrets, security_warnings
+    config = _config(ctx)
+    check_secrets(config)
     rules, renderer = check_everything(config)
     for warning in security_warnings(config):
         click.secho(f"WARNING: {warning}", err=True, fg="red", bold=True)
     click.echo(f"ok: {config.path}: {len(rules.rules)} rule(s) in {len(rules.files)} file(s) under "
                f"{config.rules_dir}, {len(renderer.names())} template(s) under {config.templates_dir}")
+    if connect and not report_connections(config):
+        ctx.exit(1)
 
 
 @cli.group()
@@ -361,6 +366,9 @@ def _add_commands() -> None:
 
 
 _add_commands()
+
+
+cli.add_command(auth)
 
 
 def main() -> None:

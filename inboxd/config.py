@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from .settings import (
     LimitsConfig,
     MailboxConfig,
     Member,
+    OAuth2Config,
     Secret,
     ServiceConfig,
     SmtpConfig,
@@ -27,7 +29,8 @@ from .settings import (
 from .tomlfile import TomlFile, load_toml
 from .wording import did_you_mean
 
-__all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member", "Secret", "ServiceConfig",
+__all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member", "OAuth2Config", "Secret",
+           "ServiceConfig",
            "SmtpConfig", "TeamConfig", "default_config_path", "load_config", "parse_size"]
 
 TLS_MODES = ("ssl", "starttls", "none")
@@ -45,8 +48,11 @@ class _Reader:
 
     def __init__(self, doc: TomlFile, table: str, problems: list[str]) -> None:
         self.doc, self.table, self.problems = doc, table, problems
-        self.data: dict[str, Any] = doc.data.get(table, {}) if table else doc.data
-        if not isinstance(self.data, dict):
+        data: Any = doc.data
+        for part in table.split(".") if table else ():  # "mailbox.oauth2" is [mailbox.oauth2]
+            data = data.get(part, {}) if isinstance(data, dict) else None
+        self.data: dict[str, Any] = data
+        if not isinstance(data, dict):
             self.fail(None, "must be a table")
             self.data = {}
         self.used: set[str] = set()
@@ -95,28 +101,32 @@ def _email(value: str) -> str:
     return value.lower()
 
 
-def _secret(reader: _Reader, base: Path, required: bool, resolve: bool) -> Secret | None:
+def _secret(reader: _Reader, base: Path, required: bool, resolve: bool, key: str = "password") -> Secret | None:
+    """The secret that `{key}_env` or `{key}_file` names (a password, or an OAuth2 client secret)."""
     # The values of password_env and password_file are never shown in an error: an admin who wrote
     # the password itself there would see it echoed on a terminal, in a log or a CI run.
-    env, file = _unshown(reader, "password_env"), _unshown(reader, "password_file")
+    env_key, file_key = f"{key}_env", f"{key}_file"
+    env, file = _unshown(reader, env_key), _unshown(reader, file_key)
     if env and file:
-        reader.fail("password_env", "give password_env or password_file, not both")
+        reader.fail(env_key, f"give {env_key} or {file_key}, not both")
     if env and (resolve or not _ENV_NAME.fullmatch(env)) and env not in os.environ:
-        variable = f"INBOXD_{'IMAP' if reader.table == 'mailbox' else 'SMTP'}_PASSWORD"
-        reader.fail("password_env", f"names no environment variable that is set: it should be a variable's name "
-                                    f"such as {variable}, not the password ({_NOT_SHOWN})")
+        variable = "INBOXD_OAUTH2_CLIENT_SECRET" if key != "password" else \
+            f"INBOXD_{'IMAP' if reader.table == 'mailbox' else 'SMTP'}_PASSWORD"
+        reader.fail(env_key, f"names no environment variable that is set: it should be a variable's name "
+                             f"such as {variable}, not the {key.replace('_', ' ')} ({_NOT_SHOWN})")
         return None
     if not resolve:  # commands that never connect don't need the secret itself
         return None
     if env:
-        return _nonempty(reader, "password_env", os.environ[env], "the environment variable it names is set but empty")
+        return _nonempty(reader, env_key, os.environ[env], "the environment variable it names is set but empty")
     if file:
-        return _nonempty(reader, "password_file", _read_secret(reader, base, file), "the file it names is empty")
-    if "password" in reader.data:
-        reader.used.add("password")
-        reader.fail("password", "passwords are not written in the config; use password_env or password_file")
+        return _nonempty(reader, file_key, _read_secret(reader, base, file, file_key), "the file it names is empty")
+    if key in reader.data:
+        reader.used.add(key)
+        reader.fail(key, f"secrets are not written in the config; use {env_key} or {file_key}" if key != "password"
+                    else "passwords are not written in the config; use password_env or password_file")
     elif required:
-        reader.fail("password_env", "missing: set password_env or password_file")
+        reader.fail(env_key, f"missing: set {env_key} or {file_key}")
     return None
 
 
@@ -134,12 +144,12 @@ def _unshown(reader: _Reader, key: str) -> str | None:
     return value
 
 
-def _read_secret(reader: _Reader, base: Path, file: str) -> str | None:
-    """The password in the file that password_file names, or None (said why, without the file's name)."""
+def _read_secret(reader: _Reader, base: Path, file: str, key: str = "password_file") -> str | None:
+    """The secret in the file that `key` names, or None (said why, without the file's name)."""
     try:
         path = secret_path(base, file)
     except LookupError:
-        reader.fail("password_file", "starts with $CREDENTIALS_DIRECTORY, which systemd sets only inside the service "
+        reader.fail(key, "starts with $CREDENTIALS_DIRECTORY, which systemd sets only inside the service "
                                      "(LoadCredential=); outside it, set CREDENTIALS_DIRECTORY to the folder "
                                      "holding the files")
         return None
@@ -148,8 +158,9 @@ def _read_secret(reader: _Reader, base: Path, file: str) -> str | None:
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the name
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text" \
             if isinstance(exc, UnicodeDecodeError) else "not a usable path"
-        reader.fail("password_file", f"names no file that can be read ({why}): it should be the path of a file "
-                                     f"holding the password, relative to {base}, not the password ({_NOT_SHOWN})")
+        what = key.removesuffix("_file").replace("_", " ")
+        reader.fail(key, f"names no file that can be read ({why}): it should be the path of a file "
+                         f"holding the {what}, relative to {base}, not the {what} ({_NOT_SHOWN})")
         return None
 
 
@@ -191,6 +202,96 @@ def _transport(reader: _Reader, default_port: int, base: Path) -> dict[str, Any]
         reader.get("allow_plain", bool, False)
     port = reader.get("port", int, default_port if tls != "none" else None)
     return {"host": host, "port": port, "tls": tls, "ca_file": base / ca_file if ca_file else None}
+
+
+AUTH_MODES = ("password", "oauth2")
+PROVIDERS = ("microsoft", "google", "generic")
+MICROSOFT = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/"
+OUTLOOK = "https://outlook.office365.com/"
+GRANTS = ("client_credentials", "refresh_token")
+MECHANISMS = ("xoauth2", "oauthbearer")
+
+
+def _auth(reader: _Reader, doc: TomlFile, base: Path, problems: list[str], secrets: bool,
+          shared: tuple[bool, OAuth2Config | None] = (False, None)) -> tuple[bool, OAuth2Config | None]:
+    """Whether `auth = "oauth2"`, and the table's own `.oauth2` section, else the `shared` one (the mailbox's).
+
+    The section is None when it has mistakes (reported); then nothing asks for a password instead.
+    """
+    oauth2 = reader.get("auth", str, "password", _choice(AUTH_MODES)) == "oauth2"
+    reader.used.add("oauth2")
+    section = f"{reader.table}.oauth2"
+    if "oauth2" not in reader.data:
+        if oauth2 and not shared[0]:
+            reader.fail("auth", f"\"oauth2\" needs a [{section}] section (provider, client_id, ...)")
+        return oauth2, shared[1] if oauth2 else None
+    if not oauth2:
+        reader.fail("auth", f"[{section}] is given: set auth = \"oauth2\" to use it, or remove it")
+    return oauth2, _oauth2(_Reader(doc, section, problems), base, secrets)
+
+
+def _oauth2(reader: _Reader, base: Path, secrets: bool) -> OAuth2Config | None:
+    """A `[mailbox.oauth2]` or `[smtp.oauth2]` section; the named providers' endpoints and scope derived."""
+    provider = reader.get("provider", str, convert=_choice(PROVIDERS))
+    grant = reader.get("grant", str, "client_credentials", _choice(GRANTS))
+    tenant = reader.get("tenant", str, None)
+    given = {key: reader.get(key, str, None) for key in ("token_url", "scope", "device_url", "authorize_url")}
+    refresh_file = reader.get("refresh_token_file", str, None)
+    mechanism = reader.get("mechanism", str, "xoauth2", _choice(MECHANISMS))
+    client_id = reader.get("client_id", str)
+    needs_secret = grant == "client_credentials" or provider == "google"
+    secret = _secret(reader, base, required=needs_secret, resolve=secrets, key="client_secret")
+    if provider == "microsoft" and not tenant:
+        reader.fail("tenant", "missing: Microsoft needs the directory (tenant) id or domain, like \"contoso.com\"")
+    if provider == "google" and grant == "client_credentials":
+        reader.fail("grant", "Google gives IMAP and SMTP access to a user's token only: use grant = "
+                             "\"refresh_token\" and run `inboxd auth login`")
+    if provider == "generic" and not given["token_url"]:
+        reader.fail("token_url", "missing: the generic provider needs the token endpoint's URL")
+    if grant == "refresh_token" and not refresh_file:
+        reader.fail("refresh_token_file", "missing: grant = \"refresh_token\" keeps the token that "
+                                          "`inboxd auth login` gets in this file")
+    reader.finish()
+    if provider is None or client_id is None or grant is None:
+        return None
+    derived = named_endpoints(provider, tenant or "", grant)
+    return OAuth2Config(
+        provider=provider, client_id=client_id, grant=grant, client_secret=secret, tenant=tenant,
+        token_url=given["token_url"] or derived.token_url, scope=given["scope"] or derived.scope,
+        device_url=given["device_url"] or derived.device_url or None,
+        authorize_url=given["authorize_url"] or derived.authorize_url or None,
+        refresh_token_file=base / refresh_file if refresh_file else None, mechanism=mechanism or "xoauth2")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What a named provider derives: where tokens come from, and for what."""
+
+    token_url: str
+    device_url: str
+    authorize_url: str
+    scope: str
+
+
+def named_endpoints(provider: str, tenant: str, grant: str) -> Endpoints:
+    """The token and device endpoints and the scope for IMAP and SMTP of a named provider (generic: none)."""
+    if provider == "microsoft":
+        base = MICROSOFT.format(tenant=tenant)
+        scope = f"{OUTLOOK}.default" if grant == "client_credentials" else \
+            f"offline_access {OUTLOOK}IMAP.AccessAsUser.All {OUTLOOK}SMTP.Send"
+        return Endpoints(base + "token", base + "devicecode", base + "authorize", scope)
+    if provider == "google":  # its device flow refuses mail scopes: a browser sign-in instead
+        return Endpoints("https://oauth2.googleapis.com/token", "", "https://accounts.google.com/o/oauth2/v2/auth",
+                         "https://mail.google.com/")
+    return Endpoints("", "", "", "")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (not {value!r})")
+        return value
+    return check
 
 
 def _duration(value: str) -> Duration:
@@ -252,9 +353,11 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         queues_r.fail(None, "needs a \"default\" queue for mail no rule matches")
 
     mailbox_r = _Reader(doc, "mailbox", problems)
+    mailbox_auth = _auth(mailbox_r, doc, base, problems, secrets)
     mailbox = MailboxConfig(
         **_transport(mailbox_r, 993, base), user=mailbox_r.get("user", str),
-        password=_secret(mailbox_r, base, required=True, resolve=secrets),
+        password=_secret(mailbox_r, base, required=not mailbox_auth[0], resolve=secrets),
+        oauth2=mailbox_auth[1],
         folder=mailbox_r.get("folder", str, "INBOX"),
         done_folder=mailbox_r.get("done_folder", str, None),
         attention_folder=mailbox_r.get("attention_folder", str, None),
@@ -266,15 +369,18 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     mailbox_r.finish()
 
     smtp_r = _Reader(doc, "smtp", problems)
+    smtp_oauth2, smtp_oauth2_config = _auth(smtp_r, doc, base, problems, secrets, shared=mailbox_auth)
     smtp = SmtpConfig(
         **_transport(smtp_r, 587, base), user=smtp_r.get("user", str, None),
-        password=_secret(smtp_r, base, required=False, resolve=secrets),
+        password=_secret(smtp_r, base, required=False, resolve=secrets), oauth2=smtp_oauth2_config,
         connections=smtp_r.get("connections", int, 1, _positive),
         max_attempts=smtp_r.get("max_attempts", int, 10, _positive),
         retry_seconds=smtp_r.get("retry_seconds", int, 30, _positive),
         max_retry_seconds=smtp_r.get("max_retry_seconds", int, 3600, _positive),
         timeout_seconds=smtp_r.get("timeout_seconds", int, 30, _positive))
-    if secrets and smtp.user and not smtp.password:
+    if smtp_oauth2 and not smtp.user:
+        smtp_r.fail("user", "auth = \"oauth2\" needs the user to log in as (the mailbox's address)")
+    elif secrets and smtp.user and not smtp.password and not smtp_oauth2:
         smtp_r.fail("user", "a user needs password_env or password_file")
     smtp_r.finish()
 

@@ -16,7 +16,7 @@ from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
 from .domain import Reply
-from .errors import DatabaseOutage, InboxdError, SourceError, SourceHiccup
+from .errors import DatabaseOutage, InboxdError, LoginRefused, LoginsRefused, SourceError, SourceHiccup
 from .health import Health, status_file
 from .instance import InstanceLock
 from .models import (
@@ -29,6 +29,7 @@ from .models import (
     seen_inbound,
     write_transaction,
 )
+from .oauth2 import token_sources
 from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
@@ -42,6 +43,7 @@ SWEEP_SECONDS = 60  # how often the jobs ask what is due: reminders and notices 
 FETCH_ATTEMPTS = 3  # a mail the server fails to hand over this often, each time on a new connection, is set aside
 NO_REQUEST = {"subject": "", "sender": "", "sender_name": "", "summary": "", "text": "", "attachments": []}
 DATABASE_RETRY_SECONDS = 30.0  # the longest wait between tries while the database is busy, locked, full or down
+LOGIN_ATTEMPTS = 3  # logins refused in a row (IMAP or SMTP) before `run` stops: more would risk a lockout
 ONCE_PATIENCE_SECONDS = 300.0  # how long `inboxd once` waits for an unavailable database before it gives up
 
 
@@ -58,9 +60,10 @@ class Daemon:
         if schema_version_of(config.database_url) < LATEST_SCHEMA:
             log.info("%s", migrate_database(config))  # only while no other inboxd works on it, backed up first
         open_database(config.database_url)
-        self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes)
+        imap_tokens, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
+        self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes, tokens=imap_tokens)
         self.fetch_budget = FETCH_BUDGET
-        transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp)
+        transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp, smtp_tokens)
                                                                       for _ in range(config.smtp.connections)]
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
@@ -77,6 +80,9 @@ class Daemon:
         # An outage lasts until a batch of mail is done, not until the next connect: a server that
         # fails right after each login is retried with growing waits and one ERROR, not once a second.
         self._failures, self._backoff = 0, 1.0
+        self._refusals: dict[str, int] = {}  # logins refused in a row, by server
+        self.refused = ""  # why `run` stopped on refused logins
+        self.sender.on_login_refused = self._smtp_login
 
     def stop(self) -> None:
         """Ask `run` to finish: it stops reading, sends what is queued and returns."""
@@ -396,6 +402,7 @@ class Daemon:
                 self._alive()  # an outage is waited out, not cured by a restart: health and the log say it
                 try:
                     uidvalidity = self.source.open()
+                    self._refusals.pop("IMAP", None)
                     idle = getattr(self.source, "can_idle", False)
                     mode = "IDLE" if idle else f"polling every {cfg.poll_seconds}s"
                     self.health.connection("idle" if idle else "polling")
@@ -417,6 +424,12 @@ class Daemon:
                 except SourceHiccup as exc:
                     log.info("%s", exc)
                     self.source.close()
+                except LoginRefused as exc:
+                    self.source.close()
+                    self._login_refused(str(exc))
+                    self._wakeup.wait(self._backoff)
+                    self._wakeup.clear()
+                    self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
                 except SourceError as exc:
                     self._failures += 1
                     self.health.connection("down")
@@ -434,6 +447,26 @@ class Daemon:
             self._stop_sender(thread, sender_stop)
             self.health.stopped()
             log.info("stopped")
+        if self.refused:
+            raise LoginsRefused(self.refused)
+
+    def _smtp_login(self, why: str, ok: bool) -> None:
+        """The outbox's word: its login was refused (`why`), or mail goes again (`ok`)."""
+        if ok:
+            self._refusals.pop("SMTP", None)
+        else:
+            self._login_refused(why, "SMTP")
+
+    def _login_refused(self, why: str, server: str = "IMAP") -> None:
+        """One more refusal in a row; the LOGIN_ATTEMPTS-th stops `run` (a network outage never does)."""
+        count = self._refusals[server] = self._refusals.get(server, 0) + 1
+        if count < LOGIN_ATTEMPTS:
+            log.error("%s; trying again (%d of %d)", why, count, LOGIN_ATTEMPTS)
+            return
+        self.refused = (f"{why}; refused {count} times in a row, so inboxd stops rather than risk locking the "
+                        f"account: fix the credentials, try them with `inboxd check --connect`, then start again")
+        log.error("%s", self.refused)
+        self.stop()
 
 
 def start_patiently(make: Callable[[], Daemon]) -> Daemon:

@@ -6,10 +6,13 @@
     ├── TemplateError           a template is missing, broken or fails to render
     ├── MessageError            a mail cannot be decoded into an InboundMessage
     ├── SourceError             the IMAP mailbox cannot be reached or used
-    │   └── SourceHiccup        one response was unreadable: reconnect at once
+    │   ├── SourceHiccup        one response was unreadable: reconnect at once
+    │   └── LoginRefused        the server (or the OAuth2 token endpoint) refused the credentials
+    │       └── LoginsRefused   ... several times in a row: `run` stops, exit 3
     ├── DatabaseOutage          the database is busy, locked, full or down: wait, never park
     └── DeliveryError           an outgoing mail could not be handed to SMTP
         ├── SmtpUnreachable     the server could not be reached (no mail goes until it is back)
+        │   └── SmtpLoginRefused    it refused the login (535) or no OAuth2 token was given
         └── PermanentDeliveryError   the server refused it for good (5xx)
 """
 
@@ -50,6 +53,16 @@ class SourceHiccup(SourceError):
     """The server is up but one response could not be read: reconnect at once, no outage."""
 
 
+class LoginRefused(SourceError):
+    """The IMAP server, or the OAuth2 token endpoint, refused the credentials: repeated, `run` stops."""
+
+
+class LoginsRefused(LoginRefused):
+    """Logins (IMAP or SMTP) refused several times in a row: `run` stops rather than risk a lockout."""
+
+    exit_code = 3  # distinct, for a service manager and a monitor: the admin must fix the credentials
+
+
 class DatabaseOutage(InboxdError):
     """The database is busy, locked, full or unreachable: an outage to wait out, not a fault of the mail."""
 
@@ -68,3 +81,7 @@ class SmtpUnreachable(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """The SMTP server refused an outgoing mail for good."""
+
+
+class SmtpLoginRefused(SmtpUnreachable):
+    """The SMTP server refused the login (535), or the OAuth2 token endpoint refused the credentials."""

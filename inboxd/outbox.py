@@ -22,9 +22,10 @@ import peewee as pw
 from . import metrics
 from .clock import Clock
 from .config import SmtpConfig, TeamConfig
-from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpUnreachable
+from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpLoginRefused, SmtpUnreachable
 from .mailout import OutgoingMail
 from .models import Message, Outbox, create, db, forget_connection, outage, write_transaction
+from .oauth2 import HttpTokens, TokenError, TokenSource
 from .sentlog import SentLog
 from .tracker import Tracker
 
@@ -66,8 +67,9 @@ class Transport(Protocol):
 class SmtpTransport:
     """SMTP with one reused connection: TLS, STARTTLS or plain to localhost, optional login."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, tokens: TokenSource | None = None) -> None:
         self.config = config
+        self.tokens = tokens or (HttpTokens(config.oauth2) if config.oauth2 else None)
         self._smtp: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -78,12 +80,41 @@ class SmtpTransport:
         try:
             if cfg.tls == "starttls":
                 smtp.starttls(context=context)
-            if cfg.user and cfg.password:
-                smtp.login(cfg.user, cfg.password.value)
+            self._login(smtp)
         except BaseException:
             smtp.close()  # don't leave a half-open session behind
             raise
         return smtp
+
+    def check(self) -> str:
+        """Connect and log in, sending nothing (`inboxd check --connect`); what was found, or DeliveryError."""
+        cfg = self.config
+        try:
+            self._connect().quit()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise type(_classify(exc))(f"SMTP: {cfg.host}:{cfg.port} ({cfg.tls}): {_classify(exc)}") from None
+        how = "OAuth2, XOAUTH2" if self.tokens else "password" if cfg.user and cfg.password else "no login"
+        who = f"logged in as {cfg.user!r}" if cfg.user and how != "no login" else "connected"
+        return f"{who} on {cfg.host}:{cfg.port} ({cfg.tls}, {how}); nothing sent"
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        """With the password, or `AUTH XOAUTH2` with an OAuth2 token; a refusal is SmtpLoginRefused."""
+        cfg = self.config
+        try:
+            if self.tokens is not None and cfg.user:
+                smtp.ehlo_or_helo_if_needed()
+                token = self.tokens.token()
+                smtp.auth("XOAUTH2", lambda challenge=None: f"user={cfg.user}\1auth=Bearer {token}\1\1"
+                          if challenge is None else "")  # after an error challenge, an empty answer ends it
+            elif cfg.user and cfg.password:
+                smtp.login(cfg.user, cfg.password.value)
+        except smtplib.SMTPAuthenticationError as exc:
+            if self.tokens is not None:
+                self.tokens.invalidate()  # expired or revoked early: the next try fetches a new one
+            raise SmtpLoginRefused(f"SMTP: login as {cfg.user!r} on {cfg.host}:{cfg.port} was refused: "
+                                   f"{exc.smtp_code} {_decoded(exc.smtp_error)}") from None
+        except TokenError as exc:
+            raise (SmtpLoginRefused if exc.refused else SmtpUnreachable)(f"SMTP: no login: {exc}") from None
 
     def send(self, sender: str, recipients: list[str], raw: bytes) -> dict[str, str]:
         reused = self._smtp is not None
@@ -176,6 +207,8 @@ class OutboxSender:
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.wakes = [threading.Event() for _ in transports]
         self._sent_log: SentLog | None = None
+        self.on_login_refused: Callable[[str, bool], None] = lambda why, ok: None  # (why, False) per refusal;
+        # ("", True) once mail goes again
         self._settling, self._settled = threading.Lock(), False
         self.undelivered: dict[int, str] = {}  # outbox id -> why, of mail tried and not delivered to everyone
 
@@ -246,6 +279,7 @@ class OutboxSender:
         metrics.sent(row, self.clock.now())
         if self.unreachable:
             self.unreachable = False
+            self.on_login_refused("", True)
             log.info("SMTP: %s:%s is reachable again; sending what waited", self.config.host, self.config.port)
         if not_for:
             log.error("%s: %s was refused for %s", self._label(row), row.kind, not_for)
@@ -311,7 +345,9 @@ class OutboxSender:
         self.undelivered[row.id] = str(exc)
         attempts = row.attempts + 1
         now = self.clock.now()
-        dead = isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts
+        # A refused login is the credentials' fault, not the mail's: it waits for them to be fixed.
+        dead = (isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts) and \
+            not isinstance(exc, SmtpLoginRefused)
         metrics.failed(row.kind, dead)
         with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
@@ -322,6 +358,8 @@ class OutboxSender:
         if dead:
             log.error("%s: gave up sending %s to %s after %d attempt(s): %s", self._label(row), row.kind,
                       ", ".join(row.recipients), attempts, exc)
+        elif isinstance(exc, SmtpLoginRefused):
+            self.on_login_refused(f"{exc}; mail waits in the outbox", False)  # logs it; repeated, `run` stops
         elif exc.unreachable:
             # One line per outage, not one per mail and retry.
             (log.debug if self.unreachable else log.error)(

@@ -64,6 +64,23 @@ def shown_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
+class OAuth2Config:
+    """Where and how inboxd gets OAuth2 access tokens for IMAP and SMTP (`[mailbox.oauth2]`)."""
+
+    provider: str  # microsoft | google | generic
+    client_id: str
+    token_url: str  # derived for the named providers
+    scope: str  # likewise
+    grant: str = "client_credentials"  # or refresh_token (a delegated mailbox, after `inboxd auth login`)
+    client_secret: Secret | None = None
+    tenant: str | None = None  # Microsoft: the directory (tenant) id or domain
+    refresh_token_file: Path | None = None  # where `inboxd auth login` keeps the refresh token (mode 0600)
+    device_url: str | None = None  # the device authorization endpoint for `inboxd auth login`
+    authorize_url: str | None = None  # the browser sign-in for `inboxd auth login` where there is no device flow
+    mechanism: str = "xoauth2"  # IMAP SASL mechanism: xoauth2 or oauthbearer (SMTP always uses XOAUTH2)
+
+
+@dataclass(frozen=True)
 class MailboxConfig:
     """The IMAP mailbox inboxd watches."""
 
@@ -81,6 +98,7 @@ class MailboxConfig:
     batch_size: int = 100
     timeout_seconds: int = 60  # a server that answers nothing for this long is taken to be gone
     first_contact: str = "stop"  # no saved state and mail waiting: "stop" and explain (`inboxd adopt`), or "all"
+    oauth2: OAuth2Config | None = None  # set when auth = "oauth2": tokens instead of the password
 
     @property
     def label(self) -> str:
@@ -103,6 +121,7 @@ class SmtpConfig:
     retry_seconds: int = 30
     max_retry_seconds: int = 3600
     timeout_seconds: int = 30
+    oauth2: OAuth2Config | None = None  # set when auth = "oauth2"; the mailbox's section unless [smtp.oauth2]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import select
 import socket
 import ssl
@@ -17,7 +18,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from .config import MailboxConfig
-from .errors import SourceError, SourceHiccup
+from .errors import LoginRefused, SourceError, SourceHiccup
+from .oauth2 import HttpTokens, TokenError, TokenSource
 
 log = logging.getLogger(__name__)
 DONE_KEYWORD = "$InboxdDone"
@@ -108,37 +110,19 @@ CONNECTION_ERRORS = (IMAPClientError, OSError, socket.error, ssl.SSLError)
 class ImapSource:
     """An IMAP folder read by UID with imapclient."""
 
-    def __init__(self, config: MailboxConfig, max_bytes: int = 25 * 1024 * 1024, read_only: bool = False) -> None:
+    def __init__(self, config: MailboxConfig, max_bytes: int = 25 * 1024 * 1024, read_only: bool = False,
+                 tokens: TokenSource | None = None) -> None:
         self.config, self.max_bytes = config, max_bytes
         self.read_only = read_only  # a dry run: the folder is EXAMINEd, no folder is created
+        self.tokens = tokens or (HttpTokens(config.oauth2) if config.oauth2 else None)
         self.client: IMAPClient | None = None
         self.can_idle = False
         self.can_move = False
         self.use_keyword = False
 
     def open(self) -> int:
+        client = self._connect()
         cfg = self.config
-        try:
-            context = ssl.create_default_context(cafile=cfg.ca_file)
-            client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "ssl",
-                                ssl_context=context if cfg.tls == "ssl" else None, timeout=cfg.timeout_seconds)
-            # imapclient writes a command's final CRLF separately: without NODELAY, Nagle and a
-            # delayed ACK can hold every command back by ~40 ms.
-            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # imapclient turns imaplib's debug messages on (level 5) and sends them to a logger; imaplib
-            # then formats the repr of every response, a fetched mail included, even when nothing logs
-            # it: about 2.3 times a mail's size of memory for a moment. Off, a fetch holds the mail once.
-            client._imap.debug = 0
-            client.normalise_times = False  # INTERNALDATE with its offset, not in this machine's local time
-            if cfg.tls == "starttls":
-                client.starttls(context)
-            client.login(cfg.user, cfg.password.value if cfg.password else "")
-        except LoginError as exc:
-            raise SourceError(f"IMAP: login as {cfg.user!r} on {cfg.host}:{cfg.port} was refused: "
-                              f"{exc}") from None
-        except CONNECTION_ERRORS as exc:
-            raise SourceError(f"IMAP: cannot connect to {cfg.host}:{cfg.port} ({cfg.tls}): "
-                              f"{type(exc).__name__}: {exc}") from None
         self.client = client
         try:
             capabilities = client.capabilities()
@@ -154,6 +138,73 @@ class ImapSource:
             raise _fail(f"selecting folder {cfg.folder!r}", exc) from None
         self.use_keyword = b"\\*" in selected.get(b"PERMANENTFLAGS", ())
         return int(selected[b"UIDVALIDITY"])
+
+    def check(self) -> str:
+        """Log in and out, changing nothing (`inboxd check --connect`); what was found, or SourceError."""
+        cfg = self.config
+        client = self._connect()
+        try:
+            folders = {name: client.folder_exists(name) for name in
+                       filter(None, (cfg.folder, cfg.done_folder, cfg.attention_folder))}
+            mails = client.folder_status(cfg.folder, [b"MESSAGES"])[b"MESSAGES"] if folders[cfg.folder] else 0
+        except CONNECTION_ERRORS as exc:
+            raise _fail("looking at the folders", exc) from None
+        finally:
+            try:
+                client.logout()
+            except CONNECTION_ERRORS:
+                pass
+        how = f"OAuth2, {cfg.oauth2.mechanism.upper()}" if cfg.oauth2 else "password"
+        found = f"the folder {cfg.folder!r} holds {mails} mail(s)" if folders[cfg.folder] else \
+            f"but the folder {cfg.folder!r} does not exist"
+        later = [name for name, there in folders.items() if not there and name != cfg.folder]
+        return (f"logged in as {cfg.user!r} on {cfg.host}:{cfg.port} ({cfg.tls}, {how}); {found}" +
+                (f"; {', '.join(map(repr, later))} will be created at the first run" if later else ""))
+
+    def _connect(self) -> IMAPClient:
+        """A logged-in connection; LoginRefused, or SourceError when the server cannot be reached."""
+        cfg = self.config
+        try:
+            context = ssl.create_default_context(cafile=cfg.ca_file)
+            client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "ssl",
+                                ssl_context=context if cfg.tls == "ssl" else None, timeout=cfg.timeout_seconds)
+            # imapclient writes a command's final CRLF separately: without NODELAY, Nagle and a
+            # delayed ACK can hold every command back by ~40 ms.
+            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # imapclient turns imaplib's debug messages on (level 5) and sends them to a logger; imaplib
+            # then formats the repr of every response, a fetched mail included, even when nothing logs
+            # it: about 2.3 times a mail's size of memory for a moment. Off, a fetch holds the mail once.
+            client._imap.debug = 0
+            client.normalise_times = False  # INTERNALDATE with its offset, not in this machine's local time
+            if cfg.tls == "starttls":
+                client.starttls(context)
+            self._login(client)
+        except LoginError as exc:
+            client.shutdown()
+            if isinstance(exc.__context__, IMAPClient.AbortError):  # the connection broke: no refusal
+                raise SourceError(f"IMAP: the connection to {cfg.host}:{cfg.port} broke during login: {exc}") \
+                    from None
+            if self.tokens is not None:
+                self.tokens.invalidate()  # expired or revoked early: the next try fetches a new one
+            said = re.sub(r"^b(['\"])(.*)\1$", r"\2", str(exc))  # imaplib's answer is the repr of bytes
+            raise LoginRefused(f"IMAP: login as {cfg.user!r} on {cfg.host}:{cfg.port} was refused: {said}") from None
+        except TokenError as exc:
+            client.shutdown()
+            raise (LoginRefused if exc.refused else SourceError)(f"IMAP: no login: {exc}") from None
+        except CONNECTION_ERRORS as exc:
+            raise SourceError(f"IMAP: cannot connect to {cfg.host}:{cfg.port} ({cfg.tls}): "
+                              f"{type(exc).__name__}: {exc}") from None
+        return client
+
+    def _login(self, client: IMAPClient) -> None:
+        """With the password, or with an OAuth2 token (XOAUTH2 or OAUTHBEARER)."""
+        cfg = self.config
+        if self.tokens is None:
+            client.login(cfg.user, cfg.password.value if cfg.password else "")
+        elif cfg.oauth2 is not None and cfg.oauth2.mechanism == "oauthbearer":
+            client.oauthbearer_login(cfg.user, self.tokens.token())
+        else:
+            client.oauth2_login(cfg.user, self.tokens.token())
 
     def _client(self) -> IMAPClient:
         if self.client is None:
@@ -308,15 +359,19 @@ class FakeSource:
     arrived: dict[int, datetime] = field(default_factory=dict)  # INTERNALDATE; unset: when it was added
     broken: set[int] = field(default_factory=set)  # mails the server fails to deliver, as if unreadable there
     fetches: list[list[int]] = field(default_factory=list)  # each fetch asked for, in order
+    refuse_logins: int = 0  # this many opens are refused, as with a wrong password
+
+    def open(self) -> int:
+        if self.refuse_logins:
+            self.refuse_logins -= 1
+            raise LoginRefused("IMAP: login as 'inboxd' on the fake server was refused: [AUTHENTICATIONFAILED]")
+        return self.uidvalidity
 
     def add(self, raws: Iterable[bytes], at: datetime | None = None) -> None:
         """Deliver mails into the folder (as arrived `at`, if given)."""
         for raw in raws:
             uid = max([0, *self.mails, *self.done]) + 1
             self.mails[uid], self.arrived[uid] = raw, at or datetime.now(UTC)
-
-    def open(self) -> int:
-        return self.uidvalidity
 
     def new_uids(self, after: int) -> list[int]:
         return sorted(uid for uid in self.mails if uid > after)

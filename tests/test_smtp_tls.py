@@ -10,7 +10,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from inboxd.config import Secret, SmtpConfig
-from inboxd.errors import DeliveryError, PermanentDeliveryError
+from inboxd.errors import DeliveryError, SmtpLoginRefused
 from inboxd.outbox import SmtpTransport
 from inboxd.servers import free_port
 
@@ -68,9 +68,10 @@ def test_an_unknown_certificate_is_refused_by_default(tls_server):
     assert keeper.received == []
 
 
-def test_a_wrong_password_is_permanent(tls_server, certificate):
+def test_a_wrong_password_is_a_refused_login_the_mail_waits(tls_server, certificate):
     port, keeper = tls_server
     transport = SmtpTransport(config(port, ca_file=certificate[0], password=Secret("wrong")))
-    with pytest.raises(PermanentDeliveryError, match="535"):
+    # not the mail's fault: it stays pending, and repeated refusals stop `run` (test_check_connect.py)
+    with pytest.raises(SmtpLoginRefused, match="535"):
         transport.send("help@example.org", ["rosa@example.org"], MAIL)
     assert keeper.received == []

@@ -72,11 +72,13 @@ namespace inbox {{
   inbox = yes
   separator = /
 }}
+auth_mechanisms = plain login{oauth2_mechanisms}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = passwd-file
   args = username_format=%u {root}/passwd
 }}
@@ -92,16 +94,37 @@ service imap-login {{
 """
 
 
+_OAUTH2_PASSDB = """\
+auth_failure_delay = 0
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/oauth2.conf.ext
+}}
+"""
+_OAUTH2_CONF = """\
+introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
 class DovecotServer(ImapServer):
     """A private Dovecot 2.3 instance (needs root) with one maildir user, touching no system config."""
 
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
     def __init__(self, user: str = "inboxd", password: str = "secret",
-                 certificate: tuple[Path, Path] | None = None) -> None:
-        """Prepare (not start); with a (cert, key) pair, STARTTLS on `port` and TLS on `tls_port`."""
+                 certificate: tuple[Path, Path] | None = None, introspection_url: str | None = None) -> None:
+        """Prepare (not start); with a (cert, key) pair, STARTTLS on `port` and TLS on `tls_port`.
+
+        With an `introspection_url` (a `TokenServer`'s), XOAUTH2 and OAUTHBEARER logins are checked there.
+        """
         super().__init__(user, password)
         self.certificate = certificate
+        self.introspection_url = introspection_url
         self.tls_port = 0
 
     @classmethod
@@ -132,8 +155,13 @@ class DovecotServer(ImapServer):
         self.tls_port = free_port() if self.certificate else 0
         ssl = (f"ssl = yes\nssl_cert = <{self.certificate[0]}\nssl_key = <{self.certificate[1]}"
                if self.certificate else "ssl = no")
+        oauth2 = self.introspection_url is not None
+        if oauth2:
+            (tmp / "oauth2.conf.ext").write_text(_OAUTH2_CONF.format(url=self.introspection_url))
         conf.write_text(_DOVECOT_CONF.format(instance=f"inboxd-{tmp.name}", root=tmp, port=self.port,
-                                             tls_port=self.tls_port, ssl=ssl))
+                                             tls_port=self.tls_port, ssl=ssl,
+                                             oauth2_mechanisms=" xoauth2 oauthbearer" if oauth2 else "",
+                                             oauth2_passdb=_OAUTH2_PASSDB.format(root=tmp) if oauth2 else ""))
         # -F keeps the master our child, so stop() can wait() on it and leaves no zombie
         return [self.binary, "-F", "-c", str(conf)]
 

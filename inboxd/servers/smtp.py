@@ -6,14 +6,17 @@ import os
 import sys
 import threading
 import time
+from base64 import b64decode
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import HOST, _ChildServer, _Managed, free_port
 
 if TYPE_CHECKING:  # aiosmtpd is the demo extra's: imported when a capture is made, not with the package
-    from aiosmtpd.smtp import SMTP, Envelope, Session
+    from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+    from .oauth import TokenServer
 
 
 @dataclass(frozen=True)
@@ -34,17 +37,48 @@ def count_files(directory: Path) -> int:
 class SmtpCapture(_Managed):
     """An aiosmtpd server on 127.0.0.1 that keeps (and optionally files) every mail it gets."""
 
-    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
-        """Prepare a capture; with ``directory``, each mail's data also goes to a ``.eml`` file there."""
+    def __init__(self, directory: Path | None = None, port: int | None = None,
+                 login: tuple[str, str] | None = None, tokens: TokenServer | None = None) -> None:
+        """Prepare a capture; with ``directory``, each mail's data also goes to a ``.eml`` file there.
+
+        With ``login`` (user, password) or ``tokens``, mail is taken only after AUTH with that password
+        (PLAIN, LOGIN) or with a token the ``TokenServer`` issued and still honours (XOAUTH2).
+        """
         self.host = HOST
         self.port = port or free_port()
         self.directory = Path(directory) if directory is not None else None
+        self.login, self.tokens = login, tokens
+        self.refused = 0  # logins refused
         self._messages: list[CapturedMail] = []
         self._cond = threading.Condition()
         from aiosmtpd.controller import Controller
+        auth: dict[str, Any] = {}
+        if login or tokens:
+            auth = {"auth_required": True, "auth_require_tls": False, "authenticator": self._password,
+                    "auth_exclude_mechanism": [*(["XOAUTH2"] if not tokens else []),
+                                               *(["PLAIN", "LOGIN"] if not login else [])]}
         self._controller = Controller(
-            self, hostname=HOST, port=self.port, decode_data=False, enable_SMTPUTF8=True
+            self, hostname=HOST, port=self.port, decode_data=False, enable_SMTPUTF8=True, **auth
         )
+
+    def _password(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                  data: Any) -> AuthResult:
+        from aiosmtpd.smtp import AuthResult
+        ok = self.login is not None and (data.login, data.password) == tuple(s.encode() for s in self.login)
+        self.refused += not ok
+        return AuthResult(success=ok, handled=False)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 (aiosmtpd's hook name)
+        """``AUTH XOAUTH2 <base64 of user=U^Aauth=Bearer T^A^A>``: a token of ours, for our user."""
+        from aiosmtpd.smtp import AuthResult
+        try:
+            fields = dict(part.split("=", 1) for part in b64decode(args[1]).decode().split("\1") if part)
+        except (IndexError, ValueError):
+            return AuthResult(success=False, handled=False)
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        ok = self.tokens is not None and fields.get("user") == self.tokens.user and self.tokens.active(token)
+        self.refused += not ok
+        return AuthResult(success=ok, handled=False, auth_data=fields.get("user"))
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         """Store the mail (aiosmtpd handler hook)."""
@@ -78,8 +112,9 @@ class SmtpCapture(_Managed):
         self._controller.start()
 
     def stop(self) -> None:
-        """Stop listening."""
-        self._controller.stop()
+        """Stop listening (again: nothing)."""
+        if self._controller._thread is not None:
+            self._controller.stop()
 
     @staticmethod
     def spawn(directory: Path) -> SmtpProcess:
