@@ -99,7 +99,7 @@ def demo(keep: bool) -> None:
     from .servers import missing_demo_packages
     if missing := missing_demo_packages():
         raise InboxdError(f"the demo needs {' and '.join(missing)}, which a plain install leaves out: "
-                          f"pip install 'inboxd[demo]'")
+                          f"pip install {' '.join(missing)} (or '.[demo]' from a checkout)")
     from .demo import run_demo
     run_demo(keep=keep)
 

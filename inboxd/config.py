@@ -112,8 +112,12 @@ def _secret(reader: _Reader, base: Path, required: bool, resolve: bool, key: str
     if env and (resolve or not _ENV_NAME.fullmatch(env)) and env not in os.environ:
         variable = "INBOXD_OAUTH2_CLIENT_SECRET" if key != "password" else \
             f"INBOXD_{'IMAP' if reader.table == 'mailbox' else 'SMTP'}_PASSWORD"
-        reader.fail(env_key, f"names no environment variable that is set: it should be a variable's name "
-                             f"such as {variable}, not the {key.replace('_', ' ')} ({_NOT_SHOWN})")
+        if env == variable:  # the name the example config uses: no secret, safe to say
+            reader.fail(env_key, f"{variable} is not set: export it where inboxd runs (or use {file_key})")
+        else:
+            reader.fail(env_key, f"names no environment variable that is set: export it where inboxd runs; it "
+                                 f"should be a variable's name such as {variable}, not the "
+                                 f"{key.replace('_', ' ')} ({_NOT_SHOWN})")
         return None
     if not resolve:  # commands that never connect don't need the secret itself
         return None
@@ -380,7 +384,8 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         timeout_seconds=smtp_r.get("timeout_seconds", int, 30, _positive))
     if smtp_oauth2 and not smtp.user:
         smtp_r.fail("user", "auth = \"oauth2\" needs the user to log in as (the mailbox's address)")
-    elif secrets and smtp.user and not smtp.password and not smtp_oauth2:
+    elif secrets and smtp.user and not smtp.password and not smtp_oauth2 \
+            and not {"password_env", "password_file"} & set(smtp_r.data):  # a named one unset is said there
         smtp_r.fail("user", "a user needs password_env or password_file")
     smtp_r.finish()
 

@@ -26,6 +26,9 @@ FOR_SYSTEMD = [
 ]
 
 
+CREDENTIALS_VARIABLE = "$CREDENTIALS_DIRECTORY"  # how a config for the service names its secrets
+
+
 def starter_config(systemd: bool) -> str:
     """config.example.toml as a config.toml to edit; with `systemd`, set up for inboxd.service."""
     text = (SHIPPED / "config.example.toml").read_text(encoding="utf-8")
@@ -105,9 +108,14 @@ def command(directory: Path, systemd: bool) -> None:
         click.echo("  2. export INBOXD_IMAP_PASSWORD=... INBOXD_SMTP_PASSWORD=... (the variables config.toml names)\n"
                    f"  3. inboxd --config {config} check")
         return
+    if Path("config.toml") in kept and CREDENTIALS_VARIABLE not in config.read_text(encoding="utf-8"):
+        click.secho(f"WARNING: {config} was kept, and it is not set up for the service (passwords from "
+                    f"{CREDENTIALS_VARIABLE}, the database in {STATE}): init into a new folder, or move it aside "
+                    f"and run this again", err=True, fg="red")
     secrets = directory / CREDENTIALS
     secrets.mkdir(mode=0o750, exist_ok=True)
     click.echo(f"  2. useradd --system --home-dir {STATE} --shell /usr/sbin/nologin inboxd\n"
+               f"     install -d -o inboxd -g inboxd -m 700 {STATE}\n"
                f"  3. put the passwords into {secrets}/imap-password and smtp-password, then\n"
                f"     chgrp -R inboxd {secrets} && chmod 0640 {secrets}/*\n"
                f"  4. runuser -u inboxd -- env CREDENTIALS_DIRECTORY={secrets} inboxd --config {config} check\n"

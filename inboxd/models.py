@@ -474,6 +474,10 @@ def open_read_only(url: str) -> pw.Database:
 
 def connect_database(url: str) -> pw.Database:
     """Connect to the database and bind the models to it; the schema is left as it is."""
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():  # SQLite would only say "unable to open database file"
+        raise InboxdError(f"database {shown_url(url)}: the folder {path.parent} does not exist (create it, owned by "
+                          f"the user inboxd runs as, or fix [database] url)")
     return _bind(_database(url, wal=True))
 
 

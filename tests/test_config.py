@@ -126,12 +126,19 @@ def _written(tmp_path: Path, table: str, line: str, secrets: bool = True) -> str
 def test_a_password_given_as_password_env_is_explained_not_echoed(tmp_path, monkeypatch, table, variable):
     monkeypatch.delenv(PASSWORD, raising=False)
     problems = _written(tmp_path, table, f'password_env = "{PASSWORD}"')
-    assert f"[{table}] password_env: names no environment variable that is set: it should be a variable's name " \
-           f"such as {variable}, not the password" in problems
+    assert f"[{table}] password_env: names no environment variable that is set: export it where inboxd runs; it " \
+           f"should be a variable's name such as {variable}, not the password" in problems
     assert PASSWORD not in problems and "Hunter2" not in problems
     # `inboxd check` reads no secrets, but a value no variable could be named is still caught.
     problems = _written(tmp_path, table, f'password_env = "{PASSWORD}"', secrets=False)
     assert "names no environment variable that is set" in problems and PASSWORD not in problems
+
+
+def test_the_example_configs_own_variable_unset_is_named_and_nothing_else_is_said(tmp_path, monkeypatch):
+    monkeypatch.delenv("INBOXD_SMTP_PASSWORD", raising=False)
+    problems = _written(tmp_path, "smtp", 'password_env = "INBOXD_SMTP_PASSWORD"')
+    assert "[smtp] password_env: INBOXD_SMTP_PASSWORD is not set: export it where inboxd runs" in problems
+    assert "a user needs password_env or password_file" not in problems
 
 
 def test_an_unset_variable_is_named_nowhere_and_check_does_not_need_it(tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ from inboxd import health, models
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
-from inboxd.errors import DatabaseOutage, SourceError
+from inboxd.errors import DatabaseOutage, InboxdError, SourceError
 from inboxd.models import Item, Message, Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.servers import HOST, append_messages
@@ -512,6 +512,6 @@ def test_run_waits_out_a_database_locked_at_its_start_and_a_wrong_path_fails_at_
     path = write_config(tmp_path / "other")
     path.write_text(path.read_text().replace('url = "sqlite:///inboxd.db"', 'url = "sqlite:///no/such/dir/x.db"'))
     broken = load_config(path)
-    with pytest.raises(pw.OperationalError, match="unable to open"):
+    with pytest.raises(InboxdError, match="no/such/dir does not exist"):
         daemon_module.start_patiently(lambda: Daemon(broken, clock=clock, source=FakeSource(),
                                                      transport=FakeTransport()))

@@ -74,3 +74,12 @@ def test_init_systemd_writes_the_unit_and_a_config_for_the_service(tmp_path, mon
     assert config.database_url == "sqlite:////var/lib/inboxd/inboxd.db"  # the unit's StateDirectory
     checked = CliRunner().invoke(cli, ["--config", str(tmp_path / "config.toml"), "check"])
     assert checked.exit_code == 0, checked.output
+
+
+def test_init_systemd_over_a_plain_config_says_it_is_not_set_up_for_the_service(tmp_path):
+    assert CliRunner().invoke(cli, ["init", str(tmp_path)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["init", str(tmp_path), "--systemd"])
+    assert result.exit_code == 0 and (tmp_path / "inboxd.service").is_file()
+    assert "config.toml was kept, and it is not set up for the service" in result.output
+    fresh = CliRunner().invoke(cli, ["init", str(tmp_path / "fresh"), "--systemd"])
+    assert "not set up for the service" not in fresh.output
