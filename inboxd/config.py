@@ -58,7 +58,7 @@ class _Reader:
         self.used: set[str] = set()
 
     def fail(self, key: str | None, why: str) -> None:
-        name = f"[{self.table}] {key}" if key else f"[{self.table}]"
+        name = f"[{self.table}] {key}" if key and self.table else f"[{key or self.table}]"
         self.problems.append(f"{self.doc.where(self.table, key)}: {name}: {why}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...,
@@ -92,7 +92,7 @@ class _Reader:
         for key in self.data:
             if key not in known:
                 hint = did_you_mean(key, known)
-                self.fail(key, f"unknown key{hint}")
+                self.fail(key, f"unknown {'key' if self.table else 'section'}{hint}")
 
 
 def _email(value: str) -> str:

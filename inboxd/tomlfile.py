@@ -28,6 +28,8 @@ class TomlFile:
             line = self._lines.get((table, index, ".".join(parts[:end])))
             if line:
                 return line
+        if not table and parts and (parts[0], 0) in self._headers:  # a whole section at the top level
+            return self._headers[(parts[0], 0)]
         return self._headers.get((table, index), 1)
 
     def where(self, table: str, key: str | None = None, index: int = 0) -> str:
@@ -47,7 +49,8 @@ def load_toml(path: Path, error: type[Exception]) -> TomlFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"at line (\d+)", str(exc))
-        line = match.group(1) if match else "1"
+        line = match.group(1) if match else str(max(1, len(text.splitlines()))) if "end of document" in str(exc) \
+            else "1"
         raise error([f"{path}:{line}: invalid TOML: {exc}"]) from None
     lines, headers = _index_lines(text)
     return TomlFile(path, data, lines, headers)

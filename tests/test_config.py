@@ -208,3 +208,19 @@ def test_a_caps_window_that_would_switch_the_caps_off_is_refused(tmp_path, windo
     error = _broken(tmp_path, 'timezone = "Europe/Berlin"',
                     f'timezone = "Europe/Berlin"\n[limits]\nautomatic_window = "{window}"')
     assert why in "\n".join(error.problems)
+
+
+def test_a_misspelt_section_is_named_at_its_line(tmp_path):
+    error = _broken(tmp_path, "[calendar]", "[calender]")
+    (problem,) = [p for p in error.problems if "calender" in p]
+    line = next(n for n, text in enumerate((tmp_path / "config.toml").read_text().splitlines(), 1)
+                if text.startswith("[calender]"))
+    assert problem.endswith(f"config.toml:{line}: [calender]: unknown section (did you mean 'calendar'?)")
+
+
+def test_a_toml_error_at_the_end_of_the_file_names_its_last_line(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + "broken =\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"config.toml:{len(path.read_text().splitlines())}: invalid TOML" in str(caught.value)
