@@ -100,6 +100,28 @@ def by_budget(uids: list[int], sizes: Mapping[int, int], max_bytes: int,
         yield group
 
 
+def _unread(client: IMAPClient) -> bool:
+    """Whether a response already sits in a buffer (imaplib's line reader, or TLS's), where select() cannot see it.
+
+    A server's EXISTS that arrives in the same packet as IDLE's "+ idling" is read into imaplib's
+    buffer together with it; waiting on the socket would then leave that mail for the next sweep.
+    """
+    sock = client.socket()
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    reader = getattr(client._imap, "file", None)  # imaplib reads every line through this buffered file
+    if reader is None:
+        return False
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # peek() must not wait for the network: only what is buffered counts
+    try:
+        return bool(reader.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError, OSError):
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
 def _fail(action: str, exc: Exception) -> SourceError:
     return SourceError(f"IMAP: {action} failed: {type(exc).__name__}: {exc}")
 
@@ -318,6 +340,8 @@ class ImapSource:
             client.idle()
             try:
                 while not interrupt.is_set() and time.monotonic() < deadline:
+                    if _unread(client):  # came with IDLE's answer: select() below would never see it
+                        break
                     if not select.select([client.socket()], [], [], 1.0)[0]:
                         continue
                     responses = client.idle_check(timeout=0)

@@ -1,0 +1,40 @@
+"""Issue 15, item 1: a mail whose EXISTS comes together with IDLE's answer is seen at once, not at the next sweep.
+
+A proxy between inboxd and Dovecot holds the server's "+ idling" until the server has more to say,
+so both reach inboxd in one piece: the EXISTS then sits in imaplib's buffer, where select() on the
+socket cannot see it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from helpers import make_mail, write_config
+from tcpproxy import HoldingProxy
+
+from inboxd.config import load_config
+from inboxd.daemon import Daemon
+from inboxd.servers import append_messages
+
+
+def test_a_mail_arriving_with_idles_answer_is_acknowledged_within_two_seconds(tmp_path, mailbox, smtp_capture):
+    proxy = HoldingProxy(mailbox.port)
+    config = load_config(write_config(tmp_path, imap_port=proxy.port, smtp_port=smtp_capture.port,
+                                      imap_user=mailbox.user, imap_password=mailbox.password))
+    daemon = Daemon(config)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert proxy.holding.wait(30), "inboxd never started to IDLE"
+        append_messages(mailbox, [make_mail("rosa@example.org", "Printer jams", "The printer jams.")])
+        assert proxy.released.wait(10), "Dovecot said nothing to the idling connection"
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and not any("rosa@example.org" in m.rcpt_tos for m in smtp_capture.messages):
+            time.sleep(0.05)
+        assert any("rosa@example.org" in m.rcpt_tos for m in smtp_capture.messages), \
+            "the mail waited: its EXISTS stayed in the buffer"
+    finally:
+        daemon.stop()
+        thread.join(30)
+        proxy.close()
