@@ -262,7 +262,9 @@ class Daemon:
             else f"flagged, in the folder {cfg.mailbox.folder!r}"
         reason = f"UID {uid}: the server failed to hand it over {FETCH_ATTEMPTS} times: {failure}"
         log.error("%s; it is %s, the other mails go on", reason, where)
-        if seen_inbound(key, "") is not None:
+        with write_transaction():  # an outage here pauses intake like any other
+            told = seen_inbound(key, "") is not None
+        if told:
             return reason  # recorded and told before a crash, which came before it was set aside
         try:
             context = self.pipeline.composer.context(None, None, request=NO_REQUEST) | {
@@ -272,10 +274,16 @@ class Daemon:
         except InboxdError as exc:
             log.error("the lead could not be told of UID %d: %s", uid, exc)
             mails = []
+        day = now.astimezone(cfg.calendar.tz).replace(hour=0, minute=0, second=0, microsecond=0)
         with write_transaction():
             self.pipeline.tracker.record_parked(key, "", uid, "", "", 0, reason, now)
-            for mail in mails:
-                enqueue(mail, None, now)
+            # Once a day: a store failing under a whole batch must not become a mail per mail to the lead.
+            if mails and self.pipeline.tracker.claim_notice("unreadable", None, day, "lead", now):
+                for mail in mails:
+                    enqueue(mail, None, now)
+            elif mails:
+                log.info("UID %d: the lead was told of an unreadable mail today already; "
+                         "`inboxd items --all` lists them all", uid)
         self.sender.notify()
         return reason
 

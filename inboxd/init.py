@@ -23,6 +23,8 @@ FOR_SYSTEMD = [
      'password_file = "$CREDENTIALS_DIRECTORY/imap-password"   # LoadCredential= in inboxd.service'),
     (r'^password_env = "INBOXD_SMTP_PASSWORD".*$',
      'password_file = "$CREDENTIALS_DIRECTORY/smtp-password"   # LoadCredential= in inboxd.service'),
+    (r'^# state = "/var/lib/inboxd" .*$',  # the config's own folder is read-only to the service
+     f'state = "{STATE}"                # the health file: writable by the service, also with PostgreSQL'),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -63,7 +64,10 @@ def post_form(url: str, form: dict[str, str], timeout: float) -> dict[str, Any]:
                                      headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (the configured URL)
-            return dict(json.loads(answer.read()))
+            body = json.loads(answer.read())
+        if not isinstance(body, dict):
+            raise TokenError(f"OAuth2: {url} answered with something else than a JSON object", refused=False)
+        return body
     except urllib.error.HTTPError as exc:
         try:
             body = json.loads(exc.read())
@@ -72,7 +76,7 @@ def post_form(url: str, form: dict[str, str], timeout: float) -> dict[str, Any]:
         if not isinstance(body, dict) or "error" not in body:
             raise TokenError(f"OAuth2: {url} answered HTTP {exc.code}", refused=exc.code in (400, 401, 403)) from None
         return body  # an OAuth2 error: the caller says what it means
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # HTTPException: a broken or cut answer
         raise TokenError(f"OAuth2: cannot reach {url}: {getattr(exc, 'reason', exc)}", refused=False) from None
 
 
@@ -120,7 +124,10 @@ class HttpTokens:
         answer = self.post(cfg.token_url, form, self.timeout)
         if "error" in answer or not answer.get("access_token"):
             raise refused(answer, cfg.token_url, what)
-        lifetime = float(answer.get("expires_in") or 3600)
+        try:
+            lifetime = max(1.0, float(answer.get("expires_in") or 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0  # a provider's odd expires_in: assume the usual hour, renewed early anyway
         self._token = str(answer["access_token"])
         self._renew_at = started + lifetime - min(EARLY_SECONDS, lifetime / 2)
         renewed = str(answer.get("refresh_token") or "")
@@ -205,6 +212,8 @@ def browser_login(config: OAuth2Config, say: Callable[[str], None], port: int = 
     state, answer = secrets.token_urlsafe(16), {}
 
     class Redirect(BaseHTTPRequestHandler):
+        timeout = 5  # a browser's idle preconnect must not hold the wait for the real answer
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
             if query.get("state") == state:  # anything else is not the answer to our request
@@ -249,21 +258,3 @@ def _store(config: OAuth2Config, answer: dict[str, Any]) -> Path:
     if not answer.get("refresh_token"):
         raise InboxdError(f"OAuth2: {config.token_url} gave no refresh token (is offline access in the scope?)")
     return save_refresh_token(config, str(answer["refresh_token"]))
-
-
-@dataclass
-class FakeTokens:
-    """Hands out numbered tokens; can be told to refuse. For unit tests."""
-
-    handed: list[str] = field(default_factory=list)
-    refuse: bool = False
-
-    def token(self) -> str:
-        if self.refuse:
-            raise TokenError("OAuth2: refused the client id and secret (invalid_client)", refused=True)
-        if not self.handed:
-            self.handed.append(f"token-{len(self.handed) + 1}")
-        return self.handed[-1]
-
-    def invalidate(self) -> None:
-        self.handed.append(f"token-{len(self.handed) + 1}")

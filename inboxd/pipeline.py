@@ -79,7 +79,9 @@ class Pipeline:
         except DatabaseOutage:
             raise
         except pw.IntegrityError as exc:
-            if seen_inbound(msg.message_id, msg.fingerprint):  # another worker recorded it first
+            with write_transaction():  # a read too: an outage here is said as one, not as a crash
+                concurrent = seen_inbound(msg.message_id, msg.fingerprint)
+            if concurrent:  # another worker recorded it first
                 return Outcome("duplicate", msg.message_id, msg.sender, msg.subject, "recorded concurrently")
             return self._park(raw, uid, f"database refused it: {exc}", msg)
         except InboxdError as exc:

@@ -10,9 +10,12 @@ nothing (the kernel has it); no fsync, so a power cut may still repeat the mail 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 KEEP_BYTES = 64 * 1024  # emptied once longer, when every mail in it is in the database too
 
@@ -28,30 +31,46 @@ class SentLog:
         self.path = path
         self._lock = threading.Lock()
         self.unrecorded: dict[str, str] = {}  # noted here, not yet committed to the database
+        self._failing = False  # the last write failed: said once
 
     def note(self, message_id: str, refused: str) -> None:
         """The server took this mail: one write, before anything else."""
         line = (json.dumps([message_id, refused]) + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self.unrecorded[message_id] = refused  # this process never sends it again, whatever the disk says
             try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
-            self.unrecorded[message_id] = refused
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # a full or read-only disk: the database record still follows
+                (log.debug if self._failing else log.warning)(
+                    "outbox: the sent log %s cannot be written (%s); a crash before the database records "
+                    "a delivery may send that mail again", self.path, exc.strerror or exc)
+                self._failing = True
+            else:
+                self._failing = False
 
     def recorded(self, message_id: str) -> None:
         """The database has this mail too; the file is emptied when it holds nothing else worth keeping."""
         with self._lock:
             self.unrecorded.pop(message_id, None)
-            if not self.unrecorded and self.path.stat().st_size > KEEP_BYTES:
-                os.truncate(self.path, 0)
+            try:
+                if not self.unrecorded and self.path.stat().st_size > KEEP_BYTES:
+                    os.truncate(self.path, 0)
+            except OSError:
+                pass  # not written (see note) or not shrinkable now: emptied another time
 
     def taken(self) -> dict[str, str]:
         """What the file says the server took: Message-ID -> refused recipients."""
         try:
             lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.warning("outbox: the sent log %s cannot be read (%s); mail it names may go out again",
+                        self.path, exc.strerror or exc)
             return {}
         entries: dict[str, str] = {}
         for line in lines:
@@ -65,5 +84,8 @@ class SentLog:
     def clear(self) -> None:
         """Empty the file: everything in it is in the database."""
         with self._lock:
-            if self.path.exists():
-                os.truncate(self.path, 0)
+            try:
+                if self.path.is_file():
+                    os.truncate(self.path, 0)
+            except OSError:
+                pass  # a full or read-only disk: the lines left are recognised as recorded next time

@@ -150,3 +150,14 @@ def test_a_round_that_read_the_mail_ends_the_outage_and_its_backoff(tmp_path, ca
         daemon.run()
     assert waits == [1.0, 1.0, 1.0]
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 3  # three outages, one line each
+
+
+def test_a_store_failing_under_many_mails_tells_the_lead_once_a_day_and_parks_each(tmp_path, caplog):
+    source = FakeSource(broken={1, 2, 3})
+    source.add(make_mail(sender=f"user{n}@example.org") for n in range(4))
+    daemon = daemon_on(tmp_path, source)
+    with caplog.at_level(logging.INFO, logger="inboxd"):
+        daemon.ingest(source.open())
+    assert Message.select().where(Message.outcome == "parked").count() == 3 and source.aside == [1, 2, 3]
+    assert Outbox.select().where(Outbox.kind == "unreadable").count() == 1  # not one mail per mail
+    assert "the lead was told of an unreadable mail today already" in caplog.text

@@ -83,3 +83,5 @@ def test_init_systemd_over_a_plain_config_says_it_is_not_set_up_for_the_service(
     assert "config.toml was kept, and it is not set up for the service" in result.output
     fresh = CliRunner().invoke(cli, ["init", str(tmp_path / "fresh"), "--systemd"])
     assert "not set up for the service" not in fresh.output
+    written = (tmp_path / "fresh" / "config.toml").read_text()
+    assert 'state = "/var/lib/inboxd"' in written  # the health file where the service may write, PostgreSQL too

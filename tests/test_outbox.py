@@ -163,3 +163,19 @@ def test_on_dovecot_and_aiosmtpd_a_crash_after_the_250_sends_no_second_acknowled
     Daemon(config, clock=clock).once()  # the next start
     assert len(smtp_capture.messages) == 1  # the acknowledgement went out once
     assert Outbox.get().status == "sent" and Item.get().acknowledged_at == clock.now()
+
+
+def test_a_sent_log_that_cannot_be_written_costs_a_warning_not_a_second_delivery(fake_daemon, caplog):
+    """A full or read-only disk under the log: each mail still goes once, and the database records it."""
+    _one_request(fake_daemon)
+    log = fake_daemon.sender.sent_log
+    log.path.unlink(missing_ok=True)
+    log.path.mkdir()  # where the log's file should be, something that cannot be opened for writing
+    try:
+        sent = fake_daemon.sender.drain()
+        assert sent == len(fake_daemon.sender.transport.sent) and sent >= 1
+        assert fake_daemon.sender.drain() == 0 and len(fake_daemon.sender.transport.sent) == sent  # never again
+        assert Outbox.select().where(Outbox.status == "sent").count() == sent
+        assert caplog.text.count("cannot be written") == 1  # said once
+    finally:
+        log.path.rmdir()
