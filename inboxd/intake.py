@@ -103,7 +103,8 @@ def replies_for(disposition: Disposition, sender: str, owner: str | None = None,
         template = disposition.ack_template()
         team = [Reply("assigned", (owner,), threaded=False, internal=True)] if owner else \
             [Reply("new_request", queue_members, threaded=False, internal=True)] if queue_members else []
-        return team + ([Reply(template, to_sender, acknowledges=True, automatic=True)] if template and sender else [])
+        # The requester, who waits, first: the outbox sends in the order mail was queued.
+        return ([Reply(template, to_sender, acknowledges=True, automatic=True)] if template and sender else []) + team
     if isinstance(disposition, Decline):
         return [Reply(disposition.template, to_sender, automatic=True)] if sender else []
     if isinstance(disposition, Redirect):

@@ -154,7 +154,7 @@ def test_item_shows_the_whole_conversation_and_who_did_what(fake_daemon):
     assert "<- from rosa@example.org  [reply, received]" in out and "  | A Dell U2720Q." in out
     code, out = invoke(fake_daemon.config.path, "item", "IT-1", "--json")
     mail = json.loads(out)["mail"]
-    assert [m["kind"] for m in mail][:4] == ["item", "new_request", "new_request", "ack"]  # one per member
+    assert [m["kind"] for m in mail][:4] == ["item", "ack", "new_request", "new_request"]  # the requester first; one per member
     assert mail[0]["text"] == "My screen flickers since Monday."
 
 

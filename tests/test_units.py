@@ -122,8 +122,8 @@ class TestIntake:
         new = intake.plan_new_item(config, msg, decision, "ana@example.org", (), MONDAY_10)
         assert new.item.id is None and new.item.subject == "Screen flickers" and new.item.status == Status.OPEN
         assert [kind for _, kind, _ in new.events] == ["assigned"]
-        assert [(r.template, r.to) for r in new.replies] == [("assigned", ("ana@example.org",)),
-                                                             ("ack", ("rosa@example.org",))]
+        assert [(r.template, r.to) for r in new.replies] == [("ack", ("rosa@example.org",)),  # who waits, first
+                                                             ("assigned", ("ana@example.org",))]
         assert new.created == f"from rosa@example.org by rule screens: {decision.disposition}"
 
 
