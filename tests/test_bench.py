@@ -133,3 +133,15 @@ def test_scrape_bench_small() -> None:
     healthz = re.search(r"^/healthz:\s+([0-9.]+) ms$", out, re.M)
     assert baseline and scrape and healthz and float(scrape[1]) > 0, out
     assert "WRONG" not in out
+
+
+def test_latency_bench_small() -> None:
+    """bench/latency.py at a small size: every request acknowledged, the figures there; no speed asserts."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "latency.py"), "--mails", "5", "--interval", "0.3",
+                           "--json"], capture_output=True, text=True, timeout=180, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures = json.loads(done.stdout)
+    assert figures["correct"] is True and figures["acknowledged"] == 5 and figures["problems"] == []
+    assert figures["mails_out"] >= 5 and figures["ack_after_team_mail"] == 0  # the requester first
+    for which in ("ack_s", "push_s"):
+        assert 0 < figures[which]["p50"] <= figures[which]["max"]
