@@ -1,4 +1,4 @@
-"""A TCP proxy that can cut a connection after so many bytes: a network fault at an exact moment."""
+"""TCP proxies that meddle with what a server sends at an exact moment: a cut, or two answers made one."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import threading
 from inboxd.servers import HOST, free_port
 
 
-class CuttingProxy:
-    """Forwards 127.0.0.1:port to a target; the first connection is cut once the server has sent `cut_after` bytes."""
+class _Proxy:
+    """Forwards 127.0.0.1:port to a target, one thread per direction; subclasses change what the server sends."""
 
-    def __init__(self, target_port: int, cut_after: int) -> None:
-        self.target_port, self.cut_after = target_port, cut_after
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
         self.port = free_port()
-        self.cuts = 0
         self._listener = socket.create_server((HOST, self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -28,19 +27,23 @@ class CuttingProxy:
             except OSError:
                 return
             server = socket.create_connection((HOST, self.target_port))
-            budget = self.cut_after if self.cuts == 0 else None
-            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, budget), daemon=True).start()
+            from_server = self._from_server()
+            threading.Thread(target=self._pump, args=(client, server, lambda data: data), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, from_server), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, budget: int | None) -> None:
+    def _from_server(self):
+        """For a new connection: what goes on to the client of each chunk the server sent (None: cut here)."""
+        return lambda data: data
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, passed) -> None:
         try:
             while data := source.recv(65536):
-                if budget is not None:
-                    budget -= len(data)
-                    if budget <= 0:  # in the middle of whatever the server was sending
-                        self.cuts += 1
-                        break
-                sink.sendall(data)
+                data = passed(data)
+                if data is None:
+                    break
+                if data:
+                    sink.sendall(data)
         except OSError:
             pass
         for end in (source, sink):
@@ -51,51 +54,50 @@ class CuttingProxy:
             end.close()
 
 
-class HoldingProxy:
-    """Forwards 127.0.0.1:port to a target; holds the server's first IDLE continuation until it has more to say.
+class CuttingProxy(_Proxy):
+    """The first connection is cut once the server has sent `cut_after` bytes."""
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        self.cut_after, self.cuts = cut_after, 0
+        super().__init__(target_port)
+
+    def _from_server(self):
+        if self.cuts:
+            return super()._from_server()
+        left = [self.cut_after]
+
+        def passed(data: bytes) -> bytes | None:
+            left[0] -= len(data)
+            if left[0] <= 0:  # in the middle of whatever the server was sending
+                self.cuts += 1
+                return None
+            return data
+        return passed
+
+
+class HoldingProxy(_Proxy):
+    """Holds the server's first IDLE continuation until it has more to say.
 
     The client then reads "+ idling" and the next response (an EXISTS) in one piece: the window in
     which a mail that came with IDLE's answer sits in the client's buffer, unseen by select().
     """
 
     def __init__(self, target_port: int, continuation: bytes = b"+ idling") -> None:
-        self.target_port, self.continuation = target_port, continuation
-        self.port = free_port()
+        self.continuation = continuation
         self.holding = threading.Event()  # a continuation is held now
         self.released = threading.Event()  # it went out, with what came after it
-        self._listener = socket.create_server((HOST, self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def close(self) -> None:
-        self._listener.close()
+    def _from_server(self):
+        held = [b""]
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection((HOST, self.target_port))
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, from_server: bool) -> None:
-        held = b""
-        try:
-            while data := source.recv(65536):
-                if from_server and not self.released.is_set() and not held and self.continuation in data:
-                    held = data  # IDLE's answer: keep it until the server says something more
-                    self.holding.set()
-                    continue
-                if held:
-                    data, held = held + data, b""
-                    self.released.set()
-                sink.sendall(data)
-        except OSError:
-            pass
-        for end in (source, sink):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
+        def passed(data: bytes) -> bytes:
+            if not self.released.is_set() and not held[0] and self.continuation in data:
+                held[0] = data  # IDLE's answer: kept until the server says something more
+                self.holding.set()
+                return b""
+            if held[0]:
+                data, held[0] = held[0] + data, b""
+                self.released.set()
+            return data
+        return passed
