@@ -108,7 +108,7 @@ def _undelivered(daemon: Daemon) -> set[int]:
     this run gave up on or that some recipients refused."""
     from .models import Outbox
     return {row.id for row in Outbox.select(Outbox.id).where(Outbox.status == "pending")} | set(
-        daemon.sender.undelivered)
+        daemon.ledger.undelivered)
 
 
 def _span(refs: list[str]) -> str:

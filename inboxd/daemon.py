@@ -15,6 +15,7 @@ from .adopt import ALL, NOW, Adoption, FirstContact, Found, adoption, first_cont
 from .checks import check_everything, security_warnings
 from .clock import Clock, SystemClock
 from .config import Config
+from .delivery import Delivery, ProcessDelivery, ThreadDelivery, apart_possible
 from .domain import Reply
 from .errors import DatabaseOutage, InboxdError, LoginRefused, LoginsRefused, SourceError, SourceHiccup
 from .health import Health, status_file
@@ -30,7 +31,7 @@ from .models import (
     write_transaction,
 )
 from .oauth2 import token_sources
-from .outbox import OutboxSender, SmtpTransport, Transport, enqueue
+from .outbox import Ledger, OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
@@ -65,13 +66,18 @@ class Daemon:
         self.fetch_budget = FETCH_BUDGET
         transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp, smtp_tokens)
                                                                       for _ in range(config.smtp.connections)]
-        self.sender = OutboxSender(transports, self.clock, config.smtp, config.team)
+        self.ledger = Ledger()
+        self.sender = OutboxSender(transports, self.clock, config.smtp, config.team, report=self.ledger)
+        # A process of its own sends beside the intake, unless a test brought its transport or the
+        # database lives in this process's memory.
+        self.delivery: Delivery = ThreadDelivery(self.sender) if transport or not apart_possible(config.database_url) \
+            else ProcessDelivery(config, self.ledger)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False
         self.health = Health(status_file(config))
         self.notifier = Notifier.from_environment()  # systemd's Type=notify and watchdog, when it runs us
-        self._outbox: threading.Thread | None = None
+        self._delivering = False
         self._database_backoff = 1.0
         self.listeners: list[Callable[[Outcome], None]] = [metrics.mail_in]
         self.stopping = threading.Event()
@@ -82,7 +88,7 @@ class Daemon:
         self._failures, self._backoff = 0, 1.0
         self._refusals: dict[str, int] = {}  # logins refused in a row, by server
         self.refused = ""  # why `run` stopped on refused logins
-        self.sender.on_login_refused = self._smtp_login
+        self.ledger.on_login_refused = self._smtp_login
 
     def stop(self) -> None:
         """Ask `run` to finish: it stops reading, sends what is queued and returns."""
@@ -173,7 +179,7 @@ class Daemon:
             wanted = [uid for uid in chunk if uid not in skip]
             for fetched in self._fetch(wanted, uidvalidity, aside) if wanted else ():
                 outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from, fetched.uid in quiet)
-                self.sender.notify()
+                self.delivery.notify()
                 (done if outcome.mark_done else aside).append(fetched.uid)
                 del fetched  # its raw goes before the next fetch: memory is bounded per mail, not per batch
                 self._tell(outcome)
@@ -201,8 +207,8 @@ class Daemon:
         self._alive()
 
     def _alive(self) -> None:
-        """The loop turns: tell systemd's watchdog, unless the outbox thread has died (then a restart helps)."""
-        if self._outbox is not None and self._outbox.is_alive():
+        """The loop turns: tell systemd's watchdog, unless delivery has died (then a restart helps)."""
+        if self._delivering and self.delivery.alive():
             self.notifier.alive()
 
     def _fetch(self, uids: list[int], uidvalidity: int, aside: list[int]) -> Iterator[Fetched]:
@@ -284,7 +290,7 @@ class Daemon:
             elif mails:
                 log.info("UID %d: the lead was told of an unreadable mail today already; "
                          "`inboxd items --all` lists them all", uid)
-        self.sender.notify()
+        self.delivery.notify()
         return reason
 
     def sweep(self) -> list[Due]:
@@ -308,7 +314,7 @@ class Daemon:
             log.info("sweep: the jobs run again")
             self._sweep_failing = False
         if sent:
-            self.sender.notify()
+            self.delivery.notify()
         return sent
 
     def _ingest(self, uidvalidity: int, stop: threading.Event | None = None) -> int | None:
@@ -344,26 +350,20 @@ class Daemon:
         """This inboxd alone on the mailbox, with the outbox sending, until what was queued is sent."""
         lock = InstanceLock(self.config)
         lock.acquire()
-        thread, stop = self._start_sender()
+        self._start_delivery()
         try:
             yield
         finally:
-            self._stop_sender(thread, stop)
+            self._stop_delivery()
             lock.release()
 
-    def _start_sender(self) -> tuple[threading.Thread, threading.Event]:
-        stop = threading.Event()
-        thread = threading.Thread(target=self.sender.run, args=(stop,), name="outbox", daemon=True)
-        thread.start()
-        self._outbox = thread
-        return thread, stop
+    def _start_delivery(self) -> None:
+        self.delivery.start()
+        self._delivering = True
 
-    def _stop_sender(self, thread: threading.Thread, stop: threading.Event) -> None:
-        stop.set()
-        self.sender.notify()
-        thread.join()
-        self.sender.drain()  # whatever the last batch enqueued
-        self.sender.transport.close()
+    def _stop_delivery(self) -> None:
+        self._delivering = False
+        self.delivery.stop()
 
     def once(self) -> int:
         """Process the new mail, run the due jobs, send what is queued, and return the number of mails read."""
@@ -398,7 +398,7 @@ class Daemon:
             lock.release()
 
     def _watch(self) -> None:
-        thread, sender_stop = self._start_sender()
+        self._start_delivery()
         cfg = self.config.mailbox
         jobs = schedule.Scheduler()  # alongside IDLE: each wait ends in time for the next sweep
         jobs.every(SWEEP_SECONDS).seconds.do(self.sweep)
@@ -452,7 +452,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.source.close()
-            self._stop_sender(thread, sender_stop)
+            self._stop_delivery()
             self.health.stopped()
             log.info("stopped")
         if self.refused:

@@ -27,9 +27,10 @@ class InstanceLock:
     Both vanish with the process that holds them, so a killed daemon never leaves a stale lock.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, role: str = "") -> None:
+        """The lock of the daemon on this mailbox; a `role` ("delivery") is a lock of its own beside it."""
         self.url, self.label = config.database_url, config.mailbox.label
-        digest = hashlib.sha256(self.label.encode()).hexdigest()
+        digest = hashlib.sha256((self.label + (f"#{role}" if role else "")).encode()).hexdigest()
         self.key = int(digest[:15], 16)  # fits PostgreSQL's bigint
         database = Path(self.url.removeprefix("sqlite:///"))
         self.file = database.with_name(f"{database.name}.{digest[:8]}.lock") if self.url.startswith("sqlite") \

@@ -15,7 +15,6 @@ from .health import Health, look, verdict
 from .models import Item, forget_connection
 
 if TYPE_CHECKING:
-    from .models import Outbox
     from .pipeline import Outcome
 
 REGISTRY = CollectorRegistry()  # inboxd's own, so that each test's daemon adds and removes its gauges alone
@@ -36,11 +35,11 @@ def mail_in(outcome: Outcome) -> None:
     MAILS_IN.labels(outcome.kind).inc()
 
 
-def sent(row: Outbox, now: datetime) -> None:
-    """The SMTP server took a mail from the outbox; an acknowledgement's wait is observed."""
-    MAILS_SENT.labels(row.kind).inc()
-    if row.acknowledges:
-        ACK_LATENCY.observe(max(0.0, (now - row.created_at).total_seconds()))
+def sent(kind: str, ack_wait: float | None) -> None:
+    """The SMTP server took a mail from the outbox; an acknowledgement's wait (seconds) is observed."""
+    MAILS_SENT.labels(kind).inc()
+    if ack_wait is not None:
+        ACK_LATENCY.observe(ack_wait)
 
 
 def failed(kind: str, final: bool) -> None:

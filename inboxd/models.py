@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -26,19 +28,54 @@ from .settings import shown_url
 
 log = logging.getLogger(__name__)
 db = pw.DatabaseProxy()
-_write_turn = threading.Lock()
 BUSY_TIMEOUT_SECONDS = 30.0  # SQLite waits this long for another process's lock, then the database is "unavailable"
+
+
+class WriteTurn:
+    """Turns for writing: among this process's threads, and with the other processes of a SQLite file.
+
+    SQLite's busy handler sleeps in steps of up to 100 ms, so a writer that only writes now and then
+    (the outbox) would starve beside one that writes back to back (the ingest). A thread lock and,
+    across processes, `flock` on a file beside the database wake the next writer the moment the
+    last one commits.
+    """
+
+    def __init__(self) -> None:
+        self._threads = threading.Lock()
+        self._file: int | None = None
+
+    def use(self, database: Path | None) -> None:
+        """Take turns on this SQLite file (None: PostgreSQL or memory, whose writers wait on rows, not files)."""
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+        if database is not None:
+            try:
+                self._file = os.open(f"{database}.turn", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                pass  # not ours to create (another user's read-only look): SQLite's busy wait still guards
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._threads:
+            if self._file is None:
+                yield
+                return
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
+_write_turn = WriteTurn()
 
 
 @contextmanager
 def write_transaction() -> Iterator[None]:
-    """A write transaction; this process's threads take turns here, not in SQLite's busy wait.
-
-    SQLite's busy handler sleeps in steps of up to 100 ms, so a thread that only writes now and
-    then (the outbox) would starve beside one that writes back to back (the ingest).
-    """
+    """A write transaction, taken in turns (WriteTurn); an unavailable database is a DatabaseOutage."""
     try:
-        with _write_turn, db.atomic():
+        with _write_turn(), db.atomic():
             yield
     except pw.DatabaseError as exc:
         why = outage(exc)
@@ -495,6 +532,8 @@ def _database(url: str, wal: bool) -> pw.Database:
 
 def _bind(database: pw.Database) -> pw.Database:
     db.initialize(database)
+    _write_turn.use(Path(database.database) if isinstance(database, pw.SqliteDatabase)
+                    and database.database not in ("", ":memory:") else None)
     _COMPOSED.clear()
     database.connect(reuse_if_open=True)
     return database

@@ -195,22 +195,59 @@ class FakeTransport:
         pass
 
 
+class Report(Protocol):
+    """Where the sender tells what became of each try: the daemon's ledger, or a pipe to it from delivery."""
+
+    def sent(self, row_id: int, kind: str, ack_wait: float | None, not_for: str) -> None:
+        """The server took the mail (refused for `not_for`); `ack_wait`: an acknowledgement's seconds in the outbox."""
+        ...
+
+    def failed(self, row_id: int, kind: str, why: str, final: bool) -> None:
+        """A try failed; `final`: given up on."""
+        ...
+
+    def login(self, why: str, ok: bool) -> None:
+        """The SMTP login was refused (`why`), or (`ok`) mail goes again."""
+        ...
+
+
+class Ledger:
+    """What the daemon keeps of deliveries: the metrics, the mail not delivered to everyone, refused logins."""
+
+    def __init__(self) -> None:
+        self.undelivered: dict[int, str] = {}  # outbox id -> why, of mail tried and not delivered to everyone
+        self.on_login_refused: Callable[[str, bool], None] = lambda why, ok: None  # (why, False) per refusal;
+        # ("", True) once mail goes again
+
+    def sent(self, row_id: int, kind: str, ack_wait: float | None, not_for: str) -> None:
+        metrics.sent(kind, ack_wait)
+        if not_for:
+            self.undelivered[row_id] = f"refused for {not_for}"
+        else:
+            self.undelivered.pop(row_id, None)
+
+    def failed(self, row_id: int, kind: str, why: str, final: bool) -> None:
+        metrics.failed(kind, final)
+        self.undelivered[row_id] = why
+
+    def login(self, why: str, ok: bool) -> None:
+        self.on_login_refused(why, ok)
+
+
 class OutboxSender:
     """Sends due outbox mail over one or more connections; backs off and gives up into `dead`."""
 
     def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig,
-                 team: TeamConfig | None = None) -> None:
+                 team: TeamConfig | None = None, report: Report | None = None) -> None:
         self.transports, self.clock, self.config = transports, clock, config
         self.team = team
+        self.report: Report = report or Ledger()
         self.unreachable = False  # since the last failure to reach the server; logged once per outage
         self.database_down = False  # since the database was last found unavailable; logged once per outage
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.wakes = [threading.Event() for _ in transports]
         self._sent_log: SentLog | None = None
-        self.on_login_refused: Callable[[str, bool], None] = lambda why, ok: None  # (why, False) per refusal;
-        # ("", True) once mail goes again
         self._settling, self._settled = threading.Lock(), False
-        self.undelivered: dict[int, str] = {}  # outbox id -> why, of mail tried and not delivered to everyone
 
     @property
     def transport(self) -> Transport:
@@ -272,14 +309,11 @@ class OutboxSender:
         if sent_log is not None:
             sent_log.note(row.message_id, not_for)  # first of all: from here a crash no longer sends it twice
         self._record_sent(row, not_for, sent_log)
-        if not_for:
-            self.undelivered[row.id] = f"refused for {not_for}"
-        else:
-            self.undelivered.pop(row.id, None)
-        metrics.sent(row, self.clock.now())
+        wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
+        self.report.sent(row.id, row.kind, wait, not_for)
         if self.unreachable:
             self.unreachable = False
-            self.on_login_refused("", True)
+            self.report.login("", True)
             log.info("SMTP: %s:%s is reachable again; sending what waited", self.config.host, self.config.port)
         if not_for:
             log.error("%s: %s was refused for %s", self._label(row), row.kind, not_for)
@@ -342,13 +376,12 @@ class OutboxSender:
         self.database_down = True
 
     def _failed(self, row: Outbox, exc: DeliveryError) -> None:
-        self.undelivered[row.id] = str(exc)
         attempts = row.attempts + 1
         now = self.clock.now()
         # A refused login is the credentials' fault, not the mail's: it waits for them to be fixed.
         dead = (isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts) and \
             not isinstance(exc, SmtpLoginRefused)
-        metrics.failed(row.kind, dead)
+        self.report.failed(row.id, row.kind, str(exc), dead)
         with write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()
@@ -359,7 +392,7 @@ class OutboxSender:
             log.error("%s: gave up sending %s to %s after %d attempt(s): %s", self._label(row), row.kind,
                       ", ".join(row.recipients), attempts, exc)
         elif isinstance(exc, SmtpLoginRefused):
-            self.on_login_refused(f"{exc}; mail waits in the outbox", False)  # logs it; repeated, `run` stops
+            self.report.login(f"{exc}; mail waits in the outbox", False)  # logs it; repeated, `run` stops
         elif exc.unreachable:
             # One line per outage, not one per mail and retry.
             (log.debug if self.unreachable else log.error)(

@@ -13,6 +13,7 @@ import threading
 import pytest
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
+from inboxd.delivery import ProcessDelivery
 from inboxd.errors import SourceError
 from inboxd.init import starter_files
 from inboxd.outbox import FakeTransport
@@ -120,11 +121,35 @@ def test_no_watchdog_once_the_outbox_thread_has_died_though_the_loop_turns(runni
         pass
     daemon.sender.stopping.set()  # its workers end, as if they had died
     daemon.sender.notify()
-    daemon._outbox.join(10)
+    daemon.delivery.thread.join(10)
     drain(notify_socket)
     turns = source.turns
     assert_silent(notify_socket)
     assert source.turns > turns + 10  # the IMAP loop went on turning all along
+
+
+def test_no_watchdog_once_the_delivery_process_has_died_though_the_loop_turns(config, clock, notify_socket):
+    """The default: delivery in a process of its own; killed, the watchdog hears nothing more, so systemd restarts."""
+    source = StallingSource()
+    daemon = Daemon(config, clock=clock, source=source)
+    assert isinstance(daemon.delivery, ProcessDelivery)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert receive(notify_socket).startswith("READY=1")
+        while not receive(notify_socket).startswith("STATUS=watching"):
+            pass
+        assert daemon.delivery.alive()
+        daemon.delivery.process.kill()
+        daemon.delivery.process.join(10)
+        drain(notify_socket)
+        turns = source.turns
+        assert_silent(notify_socket)
+        assert source.turns > turns + 10
+    finally:
+        daemon.stop()
+        thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_mail_keeps_the_watchdog_fed_batch_by_batch(tmp_path, clock, notify_socket, monkeypatch):
@@ -134,9 +159,9 @@ def test_mail_keeps_the_watchdog_fed_batch_by_batch(tmp_path, clock, notify_sock
     monkeypatch.setenv("WATCHDOG_USEC", "1")  # ping at every chance
     daemon = Daemon(load_config(write_config(tmp_path, batch_size=1)), clock=clock, source=source,
                     transport=FakeTransport())
-    thread, stop = daemon._start_sender()
+    daemon._start_delivery()
     assert daemon.ingest(1) == 3
-    daemon._stop_sender(thread, stop)
+    daemon._stop_delivery()
     assert drain(notify_socket).count("WATCHDOG=1") == 4  # three batches, then "none left"
 
 

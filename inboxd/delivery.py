@@ -1,0 +1,206 @@
+"""Delivery beside the intake: a thread of the daemon, or (the default) a process of its own.
+
+The intake composes each mail and enqueues it in its item's transaction; delivery sends and
+records it. In one process both take turns under one interpreter lock, so the intake waited for
+the sending and the sending for the intake (issue 15). The delivery process has its own
+database connection and interpreter: it hears of new mail through a pipe (a byte per wake-up,
+never blocking the intake), tells the daemon what became of each mail (metrics, mail not
+delivered to everyone, refused logins) through another, and when the daemon closes its end or
+dies it sends what is due and ends. A lock of its own makes the delivery of a restarted daemon
+wait for the last one's, so no mail is ever sent by two.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from .backup import sqlite_path
+from .clock import SystemClock
+from .config import Config
+from .outbox import Ledger, OutboxSender, SmtpTransport
+
+log = logging.getLogger(__name__)
+IDLE_SECONDS = 5.0  # how often delivery looks for retries that fell due while nothing woke it
+
+
+def apart_possible(database_url: str) -> bool:
+    """Another process can open this database: PostgreSQL or a SQLite file, not SQLite in memory."""
+    return not database_url.startswith("sqlite") or sqlite_path(database_url) is not None
+
+
+class Delivery(Protocol):
+    """Sends the outbox while the daemon reads mail."""
+
+    def start(self) -> None:
+        """Start sending."""
+        ...
+
+    def notify(self) -> None:
+        """New mail is in the outbox."""
+        ...
+
+    def alive(self) -> bool:
+        """Still sending (for the watchdog)."""
+        ...
+
+    def stop(self) -> None:
+        """Send what is due now, then stop."""
+        ...
+
+
+class ThreadDelivery:
+    """The outbox sent by a thread of the daemon: for tests with a transport of their own, and in-memory databases."""
+
+    def __init__(self, sender: OutboxSender) -> None:
+        self.sender = sender
+        self.thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self.sender.run, args=(self._stop,), name="outbox", daemon=True)
+        self.thread.start()
+
+    def notify(self) -> None:
+        self.sender.notify()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sender.notify()
+        if self.thread is not None:
+            self.thread.join()
+        self.sender.drain()  # whatever the last batch enqueued
+        self.sender.transport.close()
+
+
+class ProcessDelivery:
+    """The outbox sent by a process of its own, which reports each delivery to the daemon's ledger."""
+
+    def __init__(self, config: Config, ledger: Ledger) -> None:
+        self.config, self.ledger = config, ledger
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self._wake: Connection | None = None
+        self._listener: threading.Thread | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: forking a threaded daemon is unsafe
+        wake_in, wake_out = context.Pipe(duplex=False)
+        reports_in, reports_out = context.Pipe(duplex=False)
+        root = logging.getLogger()
+        self.process = context.Process(target=deliver, name="inboxd-delivery", daemon=False,
+                                        args=(self.config, wake_in, reports_out, root.level))
+        self.process.start()
+        wake_in.close()  # the child's ends: only the child holds them now, so its death or ours is an EOF
+        reports_out.close()
+        os.set_blocking(wake_out.fileno(), False)
+        self._wake = wake_out
+        self._listener = threading.Thread(target=self._listen, args=(reports_in,), name="delivery-reports",
+                                          daemon=True)
+        self._listener.start()
+
+    def _listen(self, reports: Connection) -> None:
+        """Apply the delivery process's reports to the ledger until it ends."""
+        with reports:
+            while True:
+                try:
+                    name, args = reports.recv()
+                except (EOFError, OSError):
+                    return
+                getattr(self.ledger, name)(*args)
+
+    def notify(self) -> None:
+        if self._wake is None:
+            return
+        try:
+            os.write(self._wake.fileno(), b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups the process has not read yet: it is awake
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def stop(self) -> None:
+        if self._wake is not None:
+            self._wake.close()  # EOF: the process sends what is due and ends
+            self._wake = None
+        if self.process is not None:
+            self.process.join()
+            if self.process.exitcode:
+                log.error("delivery: the delivery process ended with exit code %s; unsent mail stays in the "
+                          "outbox for the next start", self.process.exitcode)
+        if self._listener is not None:
+            self._listener.join()
+
+
+class _Forward:
+    """The delivery process's side of the ledger: each report goes down the pipe to the daemon."""
+
+    def __init__(self, reports: Connection) -> None:
+        self.reports, self.broken = reports, False
+
+    def _send(self, name: str, *args: Any) -> None:
+        if self.broken:
+            return
+        try:
+            self.reports.send((name, args))
+        except OSError:
+            self.broken = True  # the daemon is gone: the database has it all, the figures are lost with it
+
+    def sent(self, row_id: int, kind: str, ack_wait: float | None, not_for: str) -> None:
+        self._send("sent", row_id, kind, ack_wait, not_for)
+
+    def failed(self, row_id: int, kind: str, why: str, final: bool) -> None:
+        self._send("failed", row_id, kind, why, final)
+
+    def login(self, why: str, ok: bool) -> None:
+        self._send("login", why, ok)
+
+
+def deliver(config: Config, wake: Connection, reports: Connection, level: int) -> None:
+    """The delivery process: send the outbox whenever woken until the daemon closes the pipe, then what is due."""
+    from . import logs
+    from .instance import InstanceLock
+    from .models import connect_database
+    from .oauth2 import token_sources
+
+    # Stopping is the daemon's to say (by closing the pipe): Ctrl-C or systemd's SIGTERM to the whole
+    # group must not cut a mail in half between the server's 250 and its record.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.setup(level <= logging.DEBUG)
+    logs.use(config.log_format)
+    lock = InstanceLock(config, role="delivery")
+    lock.acquire(standby=True)  # a killed daemon's delivery may still be finishing: never two at once
+    connect_database(config.database_url)  # the daemon has brought the schema up to date
+    _, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
+    sender = OutboxSender([SmtpTransport(config.smtp, smtp_tokens) for _ in range(config.smtp.connections)],
+                          SystemClock(), config.smtp, config.team, report=_Forward(reports))
+    stop = threading.Event()
+    worker = threading.Thread(target=sender.run, args=(stop,), name="outbox", daemon=True)
+    worker.start()
+    with wake:
+        while True:
+            try:
+                if wake.poll(IDLE_SECONDS) and not os.read(wake.fileno(), 65536):
+                    break  # EOF: the daemon stops, or died
+            except OSError:
+                break
+            sender.notify()
+    stop.set()
+    sender.notify()
+    worker.join()
+    sender.drain()
+    for transport in sender.transports:
+        transport.close()
+    reports.close()
+    lock.release()
+
