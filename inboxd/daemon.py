@@ -68,10 +68,10 @@ class Daemon:
                                                                       for _ in range(config.smtp.connections)]
         self.ledger = Ledger()
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team, report=self.ledger)
-        # A process of its own sends beside the intake, unless a test brought its transport or the
-        # database lives in this process's memory.
-        self.delivery: Delivery = ThreadDelivery(self.sender) if transport or not apart_possible(config.database_url) \
-            else ProcessDelivery(config, self.ledger)
+        # A process of its own sends beside the intake, unless the daemon runs on a clock of its own
+        # (`sweep --at`, tests), a test brought its transport, or the database lives in this process.
+        apart = isinstance(self.clock, SystemClock) and transport is None and apart_possible(config.database_url)
+        self.delivery: Delivery = ProcessDelivery(config, self.ledger) if apart else ThreadDelivery(self.sender)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False

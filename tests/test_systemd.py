@@ -128,10 +128,10 @@ def test_no_watchdog_once_the_outbox_thread_has_died_though_the_loop_turns(runni
     assert source.turns > turns + 10  # the IMAP loop went on turning all along
 
 
-def test_no_watchdog_once_the_delivery_process_has_died_though_the_loop_turns(config, clock, notify_socket):
+def test_no_watchdog_once_the_delivery_process_has_died_though_the_loop_turns(config, notify_socket):
     """The default: delivery in a process of its own; killed, the watchdog hears nothing more, so systemd restarts."""
     source = StallingSource()
-    daemon = Daemon(config, clock=clock, source=source)
+    daemon = Daemon(config, source=source)
     assert isinstance(daemon.delivery, ProcessDelivery)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()

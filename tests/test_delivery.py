@@ -1,0 +1,140 @@
+"""Delivery in a process of its own (the daemon's default on the wall clock): it sends beside the
+intake, reports each mail back to the daemon, and ends with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from inboxd.config import load_config
+from inboxd.daemon import Daemon
+from inboxd.delivery import ProcessDelivery, ThreadDelivery
+from inboxd.metrics import REGISTRY
+from inboxd.models import Item, Outbox
+from inboxd.servers import SmtpCapture, append_messages
+from inboxd.servers.base import free_port
+from inboxd.settings import Secret
+from inboxd.source import FakeSource
+
+from helpers import make_mail, write_config
+
+pytestmark = pytest.mark.server  # each test talks SMTP (or finds nobody listening)
+
+
+def requests(count: int) -> FakeSource:
+    source = FakeSource()
+    source.add([make_mail(sender=f"person{n}@example.org", subject=f"Request number {n}") for n in range(count)])
+    return source
+
+
+def sent_acks() -> float:
+    return REGISTRY.get_sample_value("inboxd_mails_sent_total", {"kind": "ack"}) or 0.0
+
+
+def test_the_daemon_on_the_wall_clock_delivers_from_a_process_and_hears_of_each_mail(tmp_path, smtp_capture):
+    daemon = Daemon(load_config(write_config(tmp_path, smtp_port=smtp_capture.port)), source=requests(3))
+    assert isinstance(daemon.delivery, ProcessDelivery)
+    before = sent_acks()
+    assert daemon.once() == 3
+    assert sorted(r for m in smtp_capture.messages for r in m.rcpt_tos if r.startswith("person")) == [
+        "person0@example.org", "person1@example.org", "person2@example.org"]
+    assert sent_acks() - before == 3  # reported back to this process's metrics
+    assert all(item.acknowledged_at for item in Item.select())
+    assert {row.status for row in Outbox.select()} == {"sent"}
+    assert not daemon.delivery.alive()
+
+
+def test_a_test_clock_or_a_database_in_memory_keeps_delivery_in_a_thread(tmp_path, clock, smtp_capture):
+    config = load_config(write_config(tmp_path, smtp_port=smtp_capture.port))
+    assert isinstance(Daemon(config, clock=clock, source=FakeSource()).delivery, ThreadDelivery)
+    in_memory = dataclasses.replace(config, database_url="sqlite:///:memory:")
+    assert isinstance(Daemon(in_memory, source=FakeSource()).delivery, ThreadDelivery)
+
+
+def test_mail_the_server_cannot_take_is_reported_undelivered_and_stays_in_the_outbox(tmp_path):
+    daemon = Daemon(load_config(write_config(tmp_path, smtp_port=free_port())), source=requests(2))  # nobody listens
+    assert daemon.once() == 2
+    pending = {row.id for row in Outbox.select().where(Outbox.status == "pending")}
+    assert len(pending) == Outbox.select().count() == 6  # two acknowledgements, four announcements
+    assert daemon.ledger.undelivered and set(daemon.ledger.undelivered) <= pending  # tried until the first failure
+    assert all("Connection refused" in why for why in daemon.ledger.undelivered.values())
+
+
+def test_a_refused_smtp_login_is_reported_to_the_daemon(tmp_path):
+    config = load_config(write_config(tmp_path))
+    with SmtpCapture(login=("help", "smtp-secret")) as smtp:
+        wrong = dataclasses.replace(config.smtp, port=smtp.port, user="help", password=Secret("not-it"))
+        daemon = Daemon(dataclasses.replace(config, smtp=wrong), source=requests(1))
+        refusals: list[tuple[str, bool]] = []
+        daemon.ledger.on_login_refused = lambda why, ok: refusals.append((why, ok))
+        daemon.once()
+        assert smtp.messages == []
+    assert refusals and all(not ok and "login as 'help'" in why for why, ok in refusals)
+
+
+def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_path, mailbox):
+    """SIGKILL to `inboxd run`: its delivery process sends what is due and ends; the next run sends the rest once."""
+    with SmtpCapture() as smtp:
+        config = write_config(tmp_path, mailbox.port, smtp.port, mailbox.user, mailbox.password)
+        append_messages(mailbox, [make_mail(sender=f"p{n}@example.org", subject=f"Request {n}") for n in range(5)])
+        command = [sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+        log = open(tmp_path / "run.log", "wb")
+        daemon = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=tmp_path)
+        assert _wait(lambda: len(_acked(smtp)) == 5), (tmp_path / "run.log").read_text()
+        children = _children(daemon.pid)
+        assert len(children) == 1  # the delivery process
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        assert _gone(children[0], 15)  # the pipe's end told it: no orphan keeps sending
+        append_messages(mailbox, [make_mail(sender="late@example.org", subject="After the crash")])
+        again = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=tmp_path)
+        try:
+            assert _wait(lambda: len(_acked(smtp)) == 6), (tmp_path / "run.log").read_text()
+            time.sleep(1)  # anything sent twice would have arrived by now
+        finally:
+            again.send_signal(signal.SIGTERM)
+            assert again.wait(30) == 0
+        assert sorted(_acked(smtp)) == ["late@example.org", *(f"p{n}@example.org" for n in range(5))]
+
+
+def _acked(smtp: SmtpCapture) -> list[str]:
+    """The requesters of the mail the capture holds, once per mail (so a mail sent twice shows twice)."""
+    return [r for m in smtp.messages for r in m.rcpt_tos if r.startswith(("p", "late@"))]
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _children(pid: int) -> list[int]:
+    """The delivery processes `pid` started (not multiprocessing's resource tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    children = [int(p) for p in path.read_text().split()] if path.exists() else []
+    return [child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def _gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"):
+            return True  # ended, waiting to be reaped by init
+        time.sleep(0.05)
+    return False
