@@ -17,16 +17,20 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from .backup import sqlite_path
 from .clock import SystemClock
 from .config import Config
+from .instance import InstanceLock
 from .outbox import Ledger, OutboxSender, SmtpTransport
 
 log = logging.getLogger(__name__)
-IDLE_SECONDS = 5.0  # how often delivery looks for retries that fell due while nothing woke it
+RESTART_SECONDS = 10.0  # a delivery process that died is started again after this long, then at doubling
+MAX_RESTART_SECONDS = 600.0  # intervals up to this
+START_RETRY_SECONDS = 30.0  # the longest wait between tries while the database is unavailable at its start
 
 
 def apart_possible(database_url: str) -> bool:
@@ -83,22 +87,28 @@ class ThreadDelivery:
 
 
 class ProcessDelivery:
-    """The outbox sent by a process of its own, which reports each delivery to the daemon's ledger."""
+    """The outbox sent by a process of its own, which reports each delivery to the daemon's ledger.
+
+    A process that dies (a bug, the OOM killer, a kill by hand) is started again, at growing
+    intervals, so that mail does not wait for a restart of the whole daemon; each time is an ERROR.
+    """
 
     def __init__(self, config: Config, ledger: Ledger) -> None:
         self.config, self.ledger = config, ledger
         self.process: multiprocessing.process.BaseProcess | None = None
         self._wake: Connection | None = None
         self._listener: threading.Thread | None = None
+        self._started, self._restart_after = 0.0, RESTART_SECONDS
+        self._running = False  # between start() and stop(): only then is a dead process started again
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: forking a threaded daemon is unsafe
         wake_in, wake_out = context.Pipe(duplex=False)
         reports_in, reports_out = context.Pipe(duplex=False)
-        root = logging.getLogger()
         self.process = context.Process(target=deliver, name="inboxd-delivery", daemon=False,
-                                        args=(self.config, wake_in, reports_out, root.level))
+                                       args=(self.config, wake_in, reports_out, logging.getLogger().level))
         self.process.start()
+        self._started, self._running = time.monotonic(), True
         wake_in.close()  # the child's ends: only the child holds them now, so its death or ours is an EOF
         reports_out.close()
         os.set_blocking(wake_out.fileno(), False)
@@ -124,19 +134,35 @@ class ProcessDelivery:
             os.write(self._wake.fileno(), b"\0")
         except BlockingIOError:
             pass  # the pipe is full of wake-ups the process has not read yet: it is awake
+        except OSError:
+            self.alive()  # it has died: started again when its time comes; the mail waits in the outbox
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        if self.process is None or self.process.is_alive():
+            return self.process is not None
+        if self._running and time.monotonic() - self._started >= self._restart_after:
+            log.error("delivery: the delivery process ended unexpectedly (exit code %s); starting it again, "
+                      "mail waits in the outbox meanwhile", self.process.exitcode)
+            self._end()
+            self._restart_after = min(self._restart_after * 2, MAX_RESTART_SECONDS)
+            self.start()
+            return True
+        return False
 
     def stop(self) -> None:
+        self._running = False
+        self._end()
+        if self.process is not None and self.process.exitcode:
+            log.error("delivery: the delivery process ended with exit code %s; unsent mail stays in the "
+                      "outbox for the next start", self.process.exitcode)
+
+    def _end(self) -> None:
+        """Close the wake-up pipe (EOF: the process sends what is due and ends) and wait for it and its reports."""
         if self._wake is not None:
-            self._wake.close()  # EOF: the process sends what is due and ends
+            self._wake.close()
             self._wake = None
         if self.process is not None:
             self.process.join()
-            if self.process.exitcode:
-                log.error("delivery: the delivery process ended with exit code %s; unsent mail stays in the "
-                          "outbox for the next start", self.process.exitcode)
         if self._listener is not None:
             self._listener.join()
 
@@ -168,8 +194,6 @@ class _Forward:
 def deliver(config: Config, wake: Connection, reports: Connection, level: int) -> None:
     """The delivery process: send the outbox whenever woken until the daemon closes the pipe, then what is due."""
     from . import logs
-    from .instance import InstanceLock
-    from .models import connect_database
     from .oauth2 import token_sources
 
     # Stopping is the daemon's to say (by closing the pipe): Ctrl-C or systemd's SIGTERM to the whole
@@ -178,9 +202,9 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.setup(level <= logging.DEBUG)
     logs.use(config.log_format)
-    lock = InstanceLock(config, role="delivery")
-    lock.acquire(standby=True)  # a killed daemon's delivery may still be finishing: never two at once
-    connect_database(config.database_url)  # the daemon has brought the schema up to date
+    lock = _started(config, wake)
+    if lock is None:
+        return
     _, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
     sender = OutboxSender([SmtpTransport(config.smtp, smtp_tokens) for _ in range(config.smtp.connections)],
                           SystemClock(), config.smtp, config.team, report=_Forward(reports))
@@ -189,11 +213,8 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     worker.start()
     with wake:
         while True:
-            try:
-                if wake.poll(IDLE_SECONDS) and not os.read(wake.fileno(), 65536):
-                    break  # EOF: the daemon stops, or died
-            except OSError:
-                break
+            if not _woken(wake, None):
+                break  # EOF: the daemon stops, or died
             sender.notify()
     stop.set()
     sender.notify()
@@ -203,4 +224,47 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
         transport.close()
     reports.close()
     lock.release()
+
+
+def _started(config: Config, wake: Connection) -> InstanceLock | None:
+    """Take the delivery lock and the database, waiting out an unavailable one; None if the daemon stops first.
+
+    The lock makes a killed daemon's delivery, which may still be finishing, and ours never send at once.
+    """
+    from .models import connect_database, forget_connection, outage
+
+    wait, said = 1.0, False
+    lock = InstanceLock(config, role="delivery")
+    while True:
+        try:
+            lock.acquire(standby=True)
+            connect_database(config.database_url)  # the daemon has brought the schema up to date
+            return lock
+        except Exception as exc:
+            why = outage(exc) or (exc.strerror if isinstance(exc, OSError) else None)
+            if why is None:
+                raise
+            forget_connection()
+            (log.debug if said else log.warning)("delivery: cannot start yet: %s; mail waits in the outbox", why)
+            said = True
+        lock.release()
+        if not _woken(wake, wait, until_eof=True):
+            return None
+        wait = min(wait * 2, START_RETRY_SECONDS)
+
+
+def _woken(wake: Connection, seconds: float | None, until_eof: bool = False) -> bool:
+    """Wait for a wake-up (or `seconds`); False at EOF: the daemon closed its end, or died."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            if not wake.poll(left):
+                return True  # the time is up
+            if not os.read(wake.fileno(), 65536):
+                return False
+        except OSError:
+            return False
+        if not until_eof:
+            return True
 

@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from inboxd import delivery
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.delivery import ProcessDelivery, ThreadDelivery
@@ -138,3 +140,30 @@ def _gone(pid: int, seconds: float) -> bool:
             return True  # ended, waiting to be reaped by init
         time.sleep(0.05)
     return False
+
+
+def test_a_delivery_process_that_died_is_started_again_and_the_mail_goes(tmp_path, smtp_capture, monkeypatch, caplog):
+    monkeypatch.setattr(delivery, "RESTART_SECONDS", 0.2)
+    source = requests(1)
+    daemon = Daemon(load_config(write_config(tmp_path, smtp_port=smtp_capture.port)), source=source)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert _wait(lambda: len(smtp_capture.messages) == 3)  # the acknowledgement and two announcements
+        first = daemon.delivery.process
+        first.kill()
+        first.join(10)
+        source.add([make_mail(sender="after@example.org", subject="After the kill")])
+        daemon._wakeup.set()
+        assert _wait(lambda: "after@example.org" in _recipients(smtp_capture))
+        assert daemon.delivery.process is not first and daemon.delivery.alive()
+    finally:
+        daemon.stop()
+        thread.join(30)
+    assert not thread.is_alive() and not daemon.delivery.alive()
+    assert "the delivery process ended unexpectedly (exit code -9); starting it again" in caplog.text
+    assert _recipients(smtp_capture).count("after@example.org") == 1
+
+
+def _recipients(smtp: SmtpCapture) -> list[str]:
+    return [r for m in smtp.messages for r in m.rcpt_tos]
