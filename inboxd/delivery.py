@@ -50,7 +50,7 @@ class Delivery(Protocol):
         ...
 
     def alive(self) -> bool:
-        """Still sending (for the watchdog)."""
+        """Still sending (for the watchdog); one that died may be started again here."""
         ...
 
     def stop(self) -> None:
@@ -140,14 +140,17 @@ class ProcessDelivery:
     def alive(self) -> bool:
         if self.process is None or self.process.is_alive():
             return self.process is not None
-        if self._running and time.monotonic() - self._started >= self._restart_after:
-            log.error("delivery: the delivery process ended unexpectedly (exit code %s); starting it again, "
-                      "mail waits in the outbox meanwhile", self.process.exitcode)
-            self._end()
-            self._restart_after = min(self._restart_after * 2, MAX_RESTART_SECONDS)
-            self.start()
-            return True
-        return False
+        since = time.monotonic() - self._started
+        if not self._running or since < self._restart_after:
+            return False
+        log.error("delivery: the delivery process ended unexpectedly (exit code %s); starting it again, mail "
+                  "waits in the outbox meanwhile", self.process.exitcode)
+        self._end()
+        # Dying again soon waits longer each time; after a long good run, the short wait again.
+        self._restart_after = RESTART_SECONDS if since > MAX_RESTART_SECONDS \
+            else min(self._restart_after * 2, MAX_RESTART_SECONDS)
+        self.start()
+        return True
 
     def stop(self) -> None:
         self._running = False
