@@ -24,7 +24,7 @@ from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpLoginRefused, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Message, Outbox, create, db, forget_connection, outage, write_transaction
+from .models import Message, Outbox, _composed, create, db, forget_connection, outage, write_transaction
 from .oauth2 import HttpTokens, TokenError, TokenSource
 from .sentlog import SentLog
 from .tracker import Tracker
@@ -43,9 +43,10 @@ def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
 
 
 def _mark_sent(row: Outbox, not_for: str, now: datetime) -> None:
-    """The row is sent and its item told, inside the caller's transaction."""
-    Outbox.update(status="sent", sent_at=now, attempts=Outbox.attempts + 1,
-                  last_error=f"refused for {not_for}" if not_for else "").where(Outbox.id == row.id).execute()
+    """The row is sent and its item told, inside the caller's transaction; the SQL is composed once (per mail)."""
+    sql = _composed("mark_sent", lambda: Outbox.update(status="sent", attempts=Outbox.attempts + 1, last_error="",
+                                                       sent_at=now).where(Outbox.id == 0))
+    db.execute_sql(sql, ["sent", 1, f"refused for {not_for}" if not_for else "", Outbox.sent_at.db_value(now), row.id])
     Tracker.delivered(row.item_id, row.acknowledges, not_for, row.kind, now)
 
 
