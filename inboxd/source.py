@@ -122,6 +122,15 @@ def _unread(client: IMAPClient) -> bool:
         sock.settimeout(timeout)
 
 
+def _reported(client: IMAPClient) -> bool:
+    """Whether the server told of new mail (EXISTS) in an answer to another command, and forget that it did.
+
+    imaplib files such a line away, and a server says it once: mail that arrived while inboxd searched,
+    fetched or moved (`* SEARCH 3` then `* 2 EXISTS`) would otherwise wait for the next push or sweep.
+    """
+    return client._imap.untagged_responses.pop("EXISTS", None) is not None
+
+
 def _fail(action: str, exc: Exception) -> SourceError:
     return SourceError(f"IMAP: {action} failed: {type(exc).__name__}: {exc}")
 
@@ -235,6 +244,7 @@ class ImapSource:
 
     def new_uids(self, after: int) -> list[int]:
         try:
+            _reported(self._client())  # what was told before this search, it finds
             uids = self._client().search(["UID", f"{after + 1}:*"])
         except CONNECTION_ERRORS as exc:
             raise _fail("searching for new mail", exc) from None
@@ -335,12 +345,15 @@ class ImapSource:
             interrupt.wait(seconds)
             return
         client = self._client()
+        if _reported(client):  # told while inboxd was busy: look at once
+            return
         deadline = time.monotonic() + min(seconds, IDLE_RENEW_SECONDS)
         try:
             client.idle()
             try:
                 while not interrupt.is_set() and time.monotonic() < deadline:
-                    if _unread(client):  # came with IDLE's answer: select() below would never see it
+                    # Told before IDLE's answer, or with it: select() below would never see it.
+                    if _reported(client) or _unread(client):
                         break
                     if not select.select([client.socket()], [], [], 1.0)[0]:
                         continue

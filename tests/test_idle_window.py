@@ -15,6 +15,7 @@ from tcpproxy import HoldingProxy
 
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
+from inboxd.source import ImapSource
 from inboxd.servers import append_messages
 
 
@@ -38,3 +39,28 @@ def test_a_mail_arriving_with_idles_answer_is_acknowledged_within_two_seconds(tm
         daemon.stop()
         thread.join(30)
         proxy.close()
+
+
+def test_a_mail_told_in_answer_to_another_command_is_looked_for_before_idling(tmp_path, mailbox):
+    """Dovecot tells of new mail once, at the end of whatever command runs (`* SEARCH` then `* 1 EXISTS`).
+
+    imaplib files that line away; idling after it, inboxd waited for the next push or the sweep
+    (issue 15: 10 s and 56 s in the latency bench). Now the wait ends before IDLE is even sent.
+    """
+    config = load_config(write_config(tmp_path, imap_port=mailbox.port, imap_user=mailbox.user,
+                                      imap_password=mailbox.password))
+    source = ImapSource(config.mailbox)
+    source.open()
+    try:
+        assert source.new_uids(0) == []
+        append_messages(mailbox, [make_mail("rosa@example.org", "Printer jams", "The printer jams.")])
+        assert source.sizes([999]) == {}  # any command: Dovecot's answer tells of the new mail
+        idled: list[bool] = []
+        client = source.client
+        real_idle = client.idle
+        client.idle = lambda: (idled.append(True), real_idle())[1]  # a spy: IDLE still goes to Dovecot if sent
+        source.wait(120, threading.Event())
+        assert idled == [], "the wait went to IDLE although the server had told of new mail"
+        assert len(source.new_uids(0)) == 1
+    finally:
+        source.close()
