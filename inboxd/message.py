@@ -333,15 +333,21 @@ def _mailbox_problem(mailbox: rfc5322.TokenList) -> str | None:
     if any(not isinstance(d, NonASCIILocalPartDefect) for d in _defects_outside_name(mailbox)):
         return "parse defects in the address"
     address = mailbox.addr_spec or ""
-    own = re.compile(rf"(?<![\w.+-])<?\s*{re.escape(address)}\s*>?(?![\w.-])", re.IGNORECASE)  # whole copies only
     for label in (_display_text(mailbox), *mailbox.comments):
-        if _MISLEADING.search(own.sub("", label)):
+        if _MISLEADING.search(label) and _MISLEADING.search(_without_copies(label, address)):
             return "an address, '<', '>' or a line break in its display name or a comment"
     local, _, domain = address.rpartition("@")
     if not local or local.startswith('"') or "." not in domain or domain.startswith("[") \
             or any(c.isspace() for c in address):
         return "an address we could not answer"
     return None
+
+
+def _without_copies(label: str, address: str) -> str:
+    """A label without whole copies of the address ("Rosa <rosa@example.org>" may name it again)."""
+    # Compiled only for a label that looks misleading at all: one pattern per sender would cost more than the mail.
+    own = re.compile(rf"(?<![\w.+-])<?\s*{re.escape(address)}\s*>?(?![\w.-])", re.IGNORECASE)
+    return own.sub("", label)
 
 
 def _defects_outside_name(token: rfc5322.TokenList) -> Iterator[Exception]:
