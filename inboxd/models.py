@@ -320,6 +320,21 @@ def item_mails_since(item_id: int, since: datetime) -> int:
     return db.execute_sql(sql, [item_id, Outbox._meta.fields["created_at"].db_value(since)]).fetchone()[0]
 
 
+def last_owner(queue: str, members: tuple[str, ...]) -> str | None:
+    """Who of these members got this queue's last assigned item: the round-robin's question, per new item."""
+    sql = _composed(("last_owner", len(members)), lambda: Item.select(Item.owner).where(
+        (Item.queue == "") & Item.owner.in_([""] * len(members))).order_by(Item.id.desc()).limit(1))
+    row = db.execute_sql(sql, [queue, *members, 1]).fetchone()
+    return row[0] if row is not None else None
+
+
+def open_counts(members: tuple[str, ...]) -> dict[str, int]:
+    """How many open items each of these members owns (absent: none): least-loaded's question, per new item."""
+    sql = _composed(("open_counts", len(members)), lambda: Item.select(Item.owner, pw.fn.COUNT(Item.id)).where(
+        Item.owner.in_([""] * len(members)) & Item.status.in_(list(OPEN_STATUSES))).group_by(Item.owner))
+    return dict(db.execute_sql(sql, [*members, *(str(s) for s in OPEN_STATUSES)]).fetchall())
+
+
 def members_away(now: datetime) -> list[tuple[str, datetime]]:
     """(member, back on) of every `#away` still running: asked for each new item an `assign` rule places."""
     sql = _composed("members_away", lambda: Absence.select(Absence.member, Absence.until).where(

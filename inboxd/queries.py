@@ -10,8 +10,8 @@ from typing import Any
 import peewee as pw
 
 from .caps import SenderSigns, subject_core
-from .domain import OPEN_STATUSES, ItemView
-from .models import Event, Item, Message, Outbox, automatic_mails_since, requests_since
+from .domain import ItemView
+from .models import Event, Item, Message, Outbox, automatic_mails_since, last_owner, open_counts, requests_since
 from .settings import TeamConfig
 
 
@@ -85,14 +85,10 @@ class StoredAssignments:
     """`intake.AssignmentHistory` answered from the database."""
 
     def last_owner(self, queue: str, members: tuple[str, ...]) -> str | None:
-        last = (Item.select(Item.owner).where((Item.queue == queue) & Item.owner.in_(members))
-                .order_by(Item.id.desc()).first())
-        return last.owner if last is not None else None
+        return last_owner(queue, members)
 
     def open_counts(self, members: tuple[str, ...]) -> dict[str, int]:
-        return dict(Item.select(Item.owner, pw.fn.COUNT(Item.id))
-                    .where(Item.owner.in_(members) & Item.status.in_(OPEN_STATUSES))
-                    .group_by(Item.owner).tuples())
+        return open_counts(members)
 
 
 def not_paused() -> pw.Expression:
