@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import email as stdlib_email
+import functools
 import hashlib
 import logging
 import mimetypes
@@ -316,7 +317,13 @@ def read_sender(values: tuple[str, ...]) -> tuple[str, str, str]:
 
 def read_recipients(values: tuple[str, ...]) -> tuple[str, ...]:
     """The clean addresses among the first MAX_ADDRESSES of an address header (To, Cc), read like a From."""
-    parsed = _address_list(_cut(_unfold(", ".join(values))))
+    return _recipients(_cut(_unfold(", ".join(values))))
+
+
+@functools.lru_cache(maxsize=256)  # at most 1 MB: ADDRESS_CHARS each
+def _recipients(value: str) -> tuple[str, ...]:
+    """`read_recipients` of one header's text within bounds; kept, as most mail names the team the same way."""
+    parsed = _address_list(value)
     if parsed is None:
         return ()
     mailboxes = [m for address in parsed.addresses for m in address.all_mailboxes][:MAX_ADDRESSES]
