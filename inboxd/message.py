@@ -18,11 +18,14 @@ from email.errors import NonASCIILocalPartDefect
 from email.header import decode_header, make_header
 from email.message import Message
 from email.mime.base import MIMEBase
+from typing import TYPE_CHECKING
 
 import mailparser
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
 
 from .errors import MessageError
+
+if TYPE_CHECKING:  # bs4 is imported when an HTML mail needs it: it costs a tenth of a second of every start
+    from bs4 import BeautifulSoup
 
 log = logging.getLogger(__name__)
 logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every unusual MIME part
@@ -481,6 +484,7 @@ def _as_file(part: Message, content_type: str) -> Message:
 
 def readable_soup(html: str) -> BeautifulSoup:
     """An HTML body parsed, without the parts nobody reads (scripts, styles, the head)."""
+    from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
         soup = BeautifulSoup(html, "html.parser")
