@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import copy
 import email as stdlib_email
 import functools
 import hashlib
@@ -159,7 +160,7 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
         sender, sender_name, sender_problem = read_sender(_raw(whole, "from") or _raw(whole, "sender"))
         to, cc = read_recipients(_raw(whole, "to")), read_recipients(_raw(whole, "cc"))
         email = _bounded(whole)
-        parsed = mailparser.MailParser(email)
+        parsed = mailparser.MailParser(_body_view(email))
     except Exception as exc:  # mail-parser raises many kinds on broken input
         raise MessageError(f"cannot parse mail: {type(exc).__name__}: {exc}") from None
     values: dict[str, list[str]] = {}
@@ -191,6 +192,18 @@ def decode(raw: bytes, cut_from: int = 0) -> InboundMessage:
         raw_size=cut_from or len(raw), cut_from=cut_from,
         quoted_ids=tuple(dict.fromkeys(q.decode() for q in _OUR_QUOTED_ID.findall(raw[:QUOTED_SCAN_BYTES])))[:20],
         files=_files(email) + tuple(loose), original=raw, body_hash=body_hash(raw, cut_from))
+
+
+def _body_view(email: Message) -> Message:
+    """The mail as mail-parser sees it: its Subject and MIME headers, the same parts, nothing else.
+
+    What inboxd takes from mail-parser is the subject, the text, the HTML and the files; its own reading
+    of From, To, Received and Date (decode reads those itself) was a third of its time.
+    """
+    view = copy.copy(email)  # the same payload and parts: nothing is parsed or decoded again
+    view._headers = [(name, value) for name, value in email.raw_items()  # type: ignore[attr-defined]
+                     if name.lower() == "subject" or name.lower().startswith(("content-", "mime-"))]
+    return view
 
 
 def _files(email: Message) -> tuple[Message, ...]:
