@@ -314,6 +314,12 @@ def read_sender(values: tuple[str, ...]) -> tuple[str, str, str]:
     value = _unfold(values[0])
     if len(value) > FROM_CHARS:
         return "", "", f"a From line of {len(value)} characters"
+    return _sender(value)
+
+
+@functools.lru_cache(maxsize=1024)  # at most 2 MB: FROM_CHARS each
+def _sender(value: str) -> tuple[str, str, str]:
+    """`read_sender` of one From line within bounds; kept, as a requester writes again and again."""
     parsed = _address_list(value)
     if parsed is None:
         return "", "", "a From line the strict parser cannot read"
@@ -325,10 +331,10 @@ def read_sender(values: tuple[str, ...]) -> tuple[str, str, str]:
     if address[0].token_type == "group":
         return "", "", "a From line with a group"
     (mailbox,) = address.all_mailboxes
-    problem = _mailbox_problem(mailbox)
+    clean, problem = _answerable(mailbox)
     if problem:
         return "", "", f"a From line with {problem}"
-    return mailbox.addr_spec.lower(), _name_of(mailbox), ""
+    return clean.lower(), _name_of(mailbox), ""
 
 
 def read_recipients(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -343,27 +349,27 @@ def _recipients(value: str) -> tuple[str, ...]:
     if parsed is None:
         return ()
     mailboxes = [m for address in parsed.addresses for m in address.all_mailboxes][:MAX_ADDRESSES]
-    return tuple(dict.fromkeys(m.addr_spec.lower() for m in mailboxes if _mailbox_problem(m) is None))
+    return tuple(dict.fromkeys(clean.lower() for clean, problem in map(_answerable, mailboxes) if not problem))
 
 
-def _mailbox_problem(mailbox: rfc5322.TokenList) -> str | None:
-    """Why one parsed mailbox is not one clear address we could answer, or None."""
+def _answerable(mailbox: rfc5322.TokenList) -> tuple[str, str]:
+    """(address, "") of one parsed mailbox that is one clear address we could answer, or ("", why not)."""
     # A Mailbox of one name-addr or addr-spec; the parser calls it invalid for any defect, also one in
     # the display name alone ("=?…?=" in quotes), which the rules below judge. Junk after it is not allowed.
     if not isinstance(mailbox, rfc5322.Mailbox) or len(mailbox) != 1 \
             or mailbox[0].token_type not in ("name-addr", "addr-spec"):
-        return "an invalid address"
+        return "", "an invalid address"
     if any(not isinstance(d, NonASCIILocalPartDefect) for d in _defects_outside_name(mailbox)):
-        return "parse defects in the address"
+        return "", "parse defects in the address"
     address = mailbox.addr_spec or ""
     for label in (_display_text(mailbox), *mailbox.comments):
         if _MISLEADING.search(label) and _MISLEADING.search(_without_copies(label, address)):
-            return "an address, '<', '>' or a line break in its display name or a comment"
+            return "", "an address, '<', '>' or a line break in its display name or a comment"
     local, _, domain = address.rpartition("@")
     if not local or local.startswith('"') or "." not in domain or domain.startswith("[") \
             or any(c.isspace() for c in address):
-        return "an address we could not answer"
-    return None
+        return "", "an address we could not answer"
+    return address, ""
 
 
 def _without_copies(label: str, address: str) -> str:
