@@ -121,6 +121,10 @@ def dump(path: Path, count: int) -> None:
     mails = make_mails(count, "dump") + [p.read_bytes() for p in corpus]
     mails.append(make_mails(1, "dump-long")[0].replace(
         b"Subject: ", b"Subject: =?utf-8?q?L=C3=A4ngere_Betreffzeile_mit_Umlauten_=C3=BC=C3=B6=C3=A4?= " * 6, 1))
+    mails += from_senders(make_mails(200, "dump-mix"), 40)  # several requests per sender: the flood caps' counts
+    for again, first in enumerate(make_mails(6, "dump-again")):  # the same text again, under other subjects
+        mails += [first.replace(b"Subject: ", prefix, 1).replace(b"@mail.example.org>", f".{n}@x>".encode(), 1)
+                  for n, prefix in enumerate((b"Subject: ", b"Subject: Re: ", b"Subject: AW: [IT-1] ", b"Subject: x"))]
     from inboxd.models import Event, Item, Message, Notice, Outbox
     with tempfile.TemporaryDirectory() as tmp:
         for announce in (False, True):

@@ -11,7 +11,17 @@ import peewee as pw
 
 from .caps import SenderSigns, subject_core
 from .domain import ItemView
-from .models import Event, Item, Message, Outbox, automatic_mails_since, last_owner, open_counts, requests_since
+from .models import (
+    Event,
+    Item,
+    Message,
+    Outbox,
+    automatic_mails_since,
+    last_owner,
+    open_counts,
+    requests_since,
+    same_text_requests,
+)
 from .settings import TeamConfig
 
 
@@ -134,12 +144,7 @@ def sender_signs(sender: str, text: str, subject: str, since: datetime, team: Te
     same = None
     if text and sender and requests:
         core = subject_core(subject)
-        theirs = Item.select(Item.id).where((Item.requester == sender) & (Item.created_at > since))
-        for earlier in Message.select(Message.item, Message.subject).where(
-                Message.item.in_(theirs) & (Message.direction == "in") & (Message.outcome == "item")
-                & (Message.body == text)):
-            if subject_core(earlier.subject) == core:
-                same = earlier
-                break
+        same = next((item_id for item_id, earlier in same_text_requests(sender, text, since)
+                     if subject_core(earlier) == core), None)
     return SenderSigns(automatic_mails_since(sender, since) if sender else 0, requests,
-                       team.ref(same.item_id) if same is not None else None)
+                       team.ref(same) if same is not None else None)
