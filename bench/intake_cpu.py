@@ -33,6 +33,7 @@ import time
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Callable
 
 import mailparser
 
@@ -154,12 +155,13 @@ def dump(path: Path, count: int) -> None:
 
 
 def startup(runs: int) -> None:
-    """Wall and CPU seconds of `inboxd --version`, and of `inboxd once` on an empty INBOX (Dovecot, a capture)."""
+    """Wall and CPU seconds of `inboxd --version`, and of `inboxd once` on an empty INBOX and on one new request."""
     from ingest import _env, _inboxd, pick_server
 
-    from inboxd.servers import SmtpCapture
+    from inboxd.servers import SmtpCapture, append_messages
 
-    def timed(command: list[str], cwd: Path) -> tuple[float, float]:
+    def timed(command: list[str], cwd: Path, before: Callable[[], object] = lambda: None) -> tuple[float, float]:
+        before()
         start = time.perf_counter()
         proc = subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -171,10 +173,14 @@ def startup(runs: int) -> None:
         work = Path(tmp) / "inboxd"
         config = write_local_config(work, server.port, smtp.port, server.user, server.password)
         server.reset()
-        for name, command in (("--version", [sys.executable, "-m", "inboxd.cli", "--version"]),
-                              ("once, empty INBOX", _inboxd(config, "once"))):
-            timed(command, work)  # warm the file cache
-            walls, cpus = zip(*(timed(command, work) for _ in range(runs)))
+        requests = iter(make_mails(runs + 1, f"startup{time.time_ns()}"))
+        for name, command, before in (
+                ("--version", [sys.executable, "-m", "inboxd.cli", "--version"], lambda: None),
+                ("once, empty INBOX", _inboxd(config, "once"), lambda: None),
+                ("once, one new request (start-up to its first item)", _inboxd(config, "once"),
+                 lambda: append_messages(server, [next(requests)]))):
+            timed(command, work, before)  # warm the file cache
+            walls, cpus = zip(*(timed(command, work, before) for _ in range(runs)))
             print(f"{name}: wall {statistics.median(walls):.3f} s ({min(walls):.3f}-{max(walls):.3f}), "
                   f"CPU {statistics.median(cpus):.3f} s, median of {runs}")
 
