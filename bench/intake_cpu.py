@@ -30,16 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Callable
 
 import mailparser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import make_mails, plain_ack  # noqa: E402
-
 from inboxd import mailout, tracker  # noqa: E402
 from inboxd.checks import check_everything  # noqa: E402
 from inboxd.clock import FixedClock  # noqa: E402
@@ -47,16 +45,17 @@ from inboxd.config import load_config  # noqa: E402
 from inboxd.localconfig import write_local_config  # noqa: E402
 from inboxd.models import db, open_database  # noqa: E402
 from inboxd.pipeline import Pipeline  # noqa: E402
+from ingest import make_mails, plain_ack  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def from_senders(mails: list[bytes], senders: int) -> list[bytes]:
-    """The mails, the i-th written by the sender of mail i mod `senders`: several requests per sender, as in the field."""
+    """The mails, the i-th from the sender of mail i mod `senders`: several requests per sender, as in the field."""
     line = re.compile(rb"^From: .*$", re.MULTILINE)
     froms = [line.search(raw).group() for raw in mails[:senders]]  # type: ignore[union-attr]
-    return [line.sub(lambda _: froms[i % senders], raw, count=1) for i, raw in enumerate(mails)]
+    return [line.sub(lambda _, sender=froms[i % senders]: sender, raw, count=1) for i, raw in enumerate(mails)]
 
 
 def pipeline(work: Path, announce_new: bool) -> Pipeline:
@@ -123,7 +122,7 @@ def dump(path: Path, count: int) -> None:
     mails.append(make_mails(1, "dump-long")[0].replace(
         b"Subject: ", b"Subject: =?utf-8?q?L=C3=A4ngere_Betreffzeile_mit_Umlauten_=C3=BC=C3=B6=C3=A4?= " * 6, 1))
     mails += from_senders(make_mails(200, "dump-mix"), 40)  # several requests per sender: the flood caps' counts
-    for again, first in enumerate(make_mails(6, "dump-again")):  # the same text again, under other subjects
+    for first in make_mails(6, "dump-again"):  # the same text again, under other subjects
         mails += [first.replace(b"Subject: ", prefix, 1).replace(b"@mail.example.org>", f".{n}@x>".encode(), 1)
                   for n, prefix in enumerate((b"Subject: ", b"Subject: Re: ", b"Subject: AW: [IT-1] ", b"Subject: x"))]
     from inboxd.models import Event, Item, Message, Notice, Outbox
@@ -148,7 +147,7 @@ def dump(path: Path, count: int) -> None:
             db.close()
             text = json.dumps(rows, default=str, indent=0, sort_keys=True)
             ids: dict[str, str] = {}
-            text = _OUR_ID.sub(lambda m: ids.setdefault(m.group(), f"<ours-{len(ids)}>"), text)
+            text = _OUR_ID.sub(lambda m, ids=ids: ids.setdefault(m.group(), f"<ours-{len(ids)}>"), text)
             with open(path, "a" if announce else "w", encoding="utf-8") as out:
                 out.write(text + "\n")
     print(f"{len(mails)} mails twice (announce_new off and on), {path.stat().st_size} bytes written to {path}")
@@ -156,9 +155,8 @@ def dump(path: Path, count: int) -> None:
 
 def startup(runs: int) -> None:
     """Wall and CPU seconds of `inboxd --version`, and of `inboxd once` on an empty INBOX and on one new request."""
-    from ingest import _env, _inboxd, pick_server
-
     from inboxd.servers import SmtpCapture, append_messages
+    from ingest import _env, _inboxd, pick_server
 
     def timed(command: list[str], cwd: Path, before: Callable[[], object] = lambda: None) -> tuple[float, float]:
         before()
@@ -180,7 +178,7 @@ def startup(runs: int) -> None:
                 ("once, one new request (start-up to its first item)", _inboxd(config, "once"),
                  lambda: append_messages(server, [next(requests)]))):
             timed(command, work, before)  # warm the file cache
-            walls, cpus = zip(*(timed(command, work, before) for _ in range(runs)))
+            walls, cpus = zip(*(timed(command, work, before) for _ in range(runs)), strict=True)
             print(f"{name}: wall {statistics.median(walls):.3f} s ({min(walls):.3f}-{max(walls):.3f}), "
                   f"CPU {statistics.median(cpus):.3f} s, median of {runs}")
 
@@ -209,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         floors.append(floor_ms(mails))
         intakes.append(intake_ms(mails, args.announce_new))
     floor, intake = statistics.median(floors), statistics.median(intakes)
-    print(f"{args.mails} mails{f' from {args.senders} senders' if args.senders else ''}, {args.runs} runs, medians (ranges): "
+    senders = f" from {args.senders} senders" if args.senders else ""
+    print(f"{args.mails} mails{senders}, {args.runs} runs, medians (ranges): "
           f"raw floor {floor:.3f} ms/mail ({min(floors):.3f}-{max(floors):.3f}), "
           f"Pipeline.process {intake:.3f} ms/mail ({min(intakes):.3f}-{max(intakes):.3f}), "
           f"{intake / floor:.2f}x the floor")
