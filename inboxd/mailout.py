@@ -16,7 +16,7 @@ from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import SMTPUTF8, compat32
+from email.policy import SMTPUTF8, Compat32
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any
 
@@ -30,7 +30,25 @@ from .threads import secret_address
 # The classic MIME classes build mail five times faster than EmailMessage; readable QP bodies.
 _UTF8 = Charset("utf-8")
 _UTF8.body_encoding = QP
-_WIRE = compat32.clone(linesep="\r\n")
+
+
+class _Wire(Compat32):
+    """compat32 on the wire, a short plain header written as it is: the bytes compat32 folds it to, without the fold.
+
+    Folding (email.header) cost more than the rest of building a mail: ten headers a mail, each through
+    `Header.encode`, though nearly all of them fit on one line as they are.
+    """
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if isinstance(value, str) and len(name) + len(value) <= _ONE_LINE and value.isascii() and name.isascii() \
+                and _PLAIN.fullmatch(value):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_ONE_LINE = 76  # compat32's 78 characters a line, less ": "
+_PLAIN = re.compile(r"[!-~](?:[ -~]*[!-~])?")  # printable ASCII, spaces only inside: nothing compat32 would change
+_WIRE = _Wire(linesep="\r\n")
 _WIRE_UTF8 = SMTPUTF8.clone(linesep="\r\n")  # jöhn@exämple.org must stay as it is (RFC 6532), not be encoded
 MAX_SUBJECT = 200  # characters: SMTP lines end at 998 bytes, and no reader wants more
 

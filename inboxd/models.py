@@ -350,11 +350,42 @@ def requests_since(requester: str, since: datetime) -> int:
     return db.execute_sql(sql, [requester, Item._meta.fields["created_at"].db_value(since)]).fetchone()[0]
 
 
+def same_text_requests(requester: str, text: str, since: datetime) -> list[tuple[int, str]]:
+    """(item id, subject) of each request this address opened after `since` with exactly this text, per mail.
+
+    CROSS JOIN keeps SQLite to the requester's few items first: left to choose, it read the record of every
+    incoming mail by the direction index (0.5 ms a mail at 1,000 items, and growing with the table). The
+    order is that index's (Message-ID, fingerprint), so which earlier item a repeat is said to repeat stays.
+    """
+    sql = _composed("same_text_requests", lambda: Item.select(Message.item, Message.subject)
+                    .join(Message, pw.JOIN.CROSS, on=None)
+                    .where((Message.item == Item.id) & (Item.requester == "") & (Item.created_at > datetime.now())
+                           & (Message.direction == "in") & (Message.outcome == "item") & (Message.body == ""))
+                    .order_by(Message.message_id, Message.fingerprint))
+    when = Item._meta.fields["created_at"].db_value(since)
+    return db.execute_sql(sql, [requester, when, "in", "item", text]).fetchall()
+
+
 def item_mails_since(item_id: int, since: datetime) -> int:
     """How many mails this item put in the outbox after `since`: the per-item bound's count, per mail."""
     sql = _composed("item_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
         (Outbox.item == 0) & (Outbox.created_at > datetime.now())))
     return db.execute_sql(sql, [item_id, Outbox._meta.fields["created_at"].db_value(since)]).fetchone()[0]
+
+
+def last_owner(queue: str, members: tuple[str, ...]) -> str | None:
+    """Who of these members got this queue's last assigned item: the round-robin's question, per new item."""
+    sql = _composed(("last_owner", len(members)), lambda: Item.select(Item.owner).where(
+        (Item.queue == "") & Item.owner.in_([""] * len(members))).order_by(Item.id.desc()).limit(1))
+    row = db.execute_sql(sql, [queue, *members, 1]).fetchone()
+    return row[0] if row is not None else None
+
+
+def open_counts(members: tuple[str, ...]) -> dict[str, int]:
+    """How many open items each of these members owns (absent: none): least-loaded's question, per new item."""
+    sql = _composed(("open_counts", len(members)), lambda: Item.select(Item.owner, pw.fn.COUNT(Item.id)).where(
+        Item.owner.in_([""] * len(members)) & Item.status.in_(list(OPEN_STATUSES))).group_by(Item.owner))
+    return dict(db.execute_sql(sql, [*members, *(str(s) for s in OPEN_STATUSES)]).fetchall())
 
 
 def members_away(now: datetime) -> list[tuple[str, datetime]]:

@@ -10,8 +10,18 @@ from typing import Any
 import peewee as pw
 
 from .caps import SenderSigns, subject_core
-from .domain import OPEN_STATUSES, ItemView
-from .models import Event, Item, Message, Outbox, automatic_mails_since, requests_since
+from .domain import ItemView
+from .models import (
+    Event,
+    Item,
+    Message,
+    Outbox,
+    automatic_mails_since,
+    last_owner,
+    open_counts,
+    requests_since,
+    same_text_requests,
+)
 from .settings import TeamConfig
 
 
@@ -85,14 +95,10 @@ class StoredAssignments:
     """`intake.AssignmentHistory` answered from the database."""
 
     def last_owner(self, queue: str, members: tuple[str, ...]) -> str | None:
-        last = (Item.select(Item.owner).where((Item.queue == queue) & Item.owner.in_(members))
-                .order_by(Item.id.desc()).first())
-        return last.owner if last is not None else None
+        return last_owner(queue, members)
 
     def open_counts(self, members: tuple[str, ...]) -> dict[str, int]:
-        return dict(Item.select(Item.owner, pw.fn.COUNT(Item.id))
-                    .where(Item.owner.in_(members) & Item.status.in_(OPEN_STATUSES))
-                    .group_by(Item.owner).tuples())
+        return open_counts(members)
 
 
 def not_paused() -> pw.Expression:
@@ -138,12 +144,7 @@ def sender_signs(sender: str, text: str, subject: str, since: datetime, team: Te
     same = None
     if text and sender and requests:
         core = subject_core(subject)
-        theirs = Item.select(Item.id).where((Item.requester == sender) & (Item.created_at > since))
-        for earlier in Message.select(Message.item, Message.subject).where(
-                Message.item.in_(theirs) & (Message.direction == "in") & (Message.outcome == "item")
-                & (Message.body == text)):
-            if subject_core(earlier.subject) == core:
-                same = earlier
-                break
+        same = next((item_id for item_id, earlier in same_text_requests(sender, text, since)
+                     if subject_core(earlier) == core), None)
     return SenderSigns(automatic_mails_since(sender, since) if sender else 0, requests,
-                       team.ref(same.item_id) if same is not None else None)
+                       team.ref(same) if same is not None else None)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import re
-
-from bs4 import BeautifulSoup
-from bs4.element import NavigableString, Tag
+from typing import TYPE_CHECKING
 
 from .message import readable_soup, tidy_lines
+
+if TYPE_CHECKING:  # bs4 is imported when an HTML mail needs it: it costs a tenth of a second of every start
+    from bs4 import BeautifulSoup
+    from bs4.element import Tag
 
 # A quoted line, however deep; leading spaces allowed because some clients indent the quote.
 _QUOTE = re.compile(r"\s*>")
@@ -157,6 +159,7 @@ def html_quotes_marked(html: str) -> str:
 
 def _rendered_lines(soup: BeautifulSoup) -> list[tuple[str, bool]]:
     """The text as lines, each with whether it is quoted; strings break lines only at non-inline tags."""
+    from bs4.element import NavigableString, Tag
     texts: list[list[str]] = [[]]
     quoted = [False]
     open_tags: list[Tag] = []  # a stack instead of recursion: malformed mail nests thousands deep

@@ -1,4 +1,4 @@
-"""bench/ingest.py runs end to end at a small size: figures printed, results correct. No speed asserts."""
+"""The benches run end to end at a small size: figures printed, results correct. No speed asserts."""
 
 from __future__ import annotations
 
@@ -68,6 +68,24 @@ def test_ingest_bench_with_announcements_sends_one_team_mail_per_request() -> No
     # Each item's owner got `assigned`, or each member of its queue `new_request` (each their own reply address):
     # five acks, one `assigned`, and four unowned items announced to each of two members.
     assert figures["captured"] == 5 + 1 + 4 * 2
+
+
+def test_intake_cpu_bench_small(tmp_path) -> None:
+    """bench/intake_cpu.py at a small size: its figures printed, and a dump of what was stored and sent."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "intake_cpu.py"), "--mails", "20", "--runs", "1",
+                           "--senders", "5"], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures = re.search(r"^20 mails from 5 senders, 1 runs, medians \(ranges\): raw floor ([0-9.]+) ms/mail .*"
+                        r"Pipeline.process ([0-9.]+) ms/mail", done.stdout, re.M)
+    assert figures and float(figures[1]) > 0 and float(figures[2]) > 0, done.stdout
+    dump = tmp_path / "dump.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "intake_cpu.py"), "--mails", "5", "--dump", str(dump)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    rows = json.JSONDecoder().raw_decode(dump.read_text())[0]
+    assert {row["table"] for row in rows} >= {"Item", "Message", "Event", "Outbox"}
+    assert all("<ours-" in row["raw"] for row in rows if row["table"] == "Outbox")  # our Message-IDs numbered
 
 
 def test_crash_trials_small() -> None:

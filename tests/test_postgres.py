@@ -13,7 +13,7 @@ from postgres import server_for_tests
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
-from inboxd.models import Item, Message, Outbox
+from inboxd.models import Event, Item, Message, Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
 
@@ -46,6 +46,25 @@ def test_pipeline_and_commands_on_postgres(tmp_path, postgres):
     result = CliRunner().invoke(cli, ["--config", str(config_path), "items", "--all", "--json"])
     assert result.exit_code == 0, result.output
     assert [(i["ref"], i["queue"]) for i in json.loads(result.output)] == [("IT-1", "facilities")]
+
+
+def test_the_per_mail_queries_composed_once_on_postgres(tmp_path, postgres):
+    """Round-robin, least-loaded and "the same text again": the composed SQL reads the same on PostgreSQL."""
+    url = postgres.create_database("inboxd_composed")
+    config_path = write_config(tmp_path)
+    config_path.write_text(config_path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    daemon = Daemon(load_config(config_path), source=FakeSource(), transport=FakeTransport())
+    echo = "I am away until Monday and will read your mail then."
+    daemon.source.add([make_mail("a@example.org", "Printer jam"), make_mail("b@example.org", "Printer jam"),
+                       make_mail("c@example.org", "Wi-Fi not working"), make_mail("d@example.org", "VPN is down"),
+                       make_mail("robot@example.net", "Re: [IT-9] We have your request", echo),
+                       make_mail("robot@example.net", "RE: [IT-10] AW: We have your request", echo)])
+    daemon.ingest(daemon.source.open())
+    owners = [(i.queue, i.owner) for i in Item.select().order_by(Item.id)][:4]
+    assert owners == [("facilities", "ana@example.org"), ("facilities", "bo@example.org"),
+                      ("ops", "ana@example.org"), ("ops", "ana@example.org")]  # round-robin; ops has one member
+    (capped,) = Event.select().where(Event.kind == "flood-cap")
+    assert "same text as IT-5" in capped.detail and capped.item_id == 6
 
 
 def test_a_conversation_and_the_v1_upgrade_on_postgres(tmp_path, postgres):

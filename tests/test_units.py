@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from inboxd import caps, intake
+from inboxd import caps, intake, mailout
 from inboxd.checks import load_rules_and_templates
 from inboxd.conversation import decide
 from inboxd.domain import ItemView, PlanKind, Reply, Status
@@ -205,6 +206,30 @@ class TestComposer:
                                   composer.context(ITEM, msg), ITEM, MONDAY_10, msg)
         names = [p.get_filename() for p in email.message_from_bytes(mail.raw).walk() if p.get_filename()]
         assert names == ["quote.pdf"]
+
+    def test_headers_are_the_bytes_compat32_folds_them_to(self, composer, monkeypatch):
+        """Short plain headers skip the folding; every mail is still byte for byte what compat32 makes."""
+        subject = "Drucker im 3. Stock druckt nur leere Seiten – bitte dringend prüfen, danke für die Hilfe " * 2
+        thread = "".join(f" <{'x' * 30}{n}@example.org>" for n in range(12))
+        msg = decode(make_mail("Zoë Müller <zoe@example.org>", subject, headers={"References": thread}))
+        replies = [Reply("ack", (msg.sender,), acknowledges=True, automatic=True),
+                   Reply("assigned", ("ana@example.org",), threaded=False, internal=True)]
+        monkeypatch.setattr(mailout, "make_msgid", lambda idstring, domain: f"<1.{idstring}@{domain}>")
+        item = replace(ITEM, subject=subject)
+        fast = composer.compose(replies, composer.context(item, msg), item, MONDAY_10, msg)
+        monkeypatch.setattr(mailout, "_WIRE", email.policy.compat32.clone(linesep="\r\n"))
+        slow = composer.compose(replies, composer.context(item, msg), item, MONDAY_10, msg)
+        assert [m.raw for m in fast] == [m.raw for m in slow]
+        assert b"\r\n =?utf-8?" in fast[0].raw and b"\r\n <xxx" in fast[0].raw  # long headers were folded
+
+    def test_the_wire_policy_folds_any_header_as_compat32_does(self):
+        rng = random.Random(15)
+        values = ["plain", "a" * 76, "a" * 77, " lead", "trail ", "tab\tinside", "two  spaces", "x\x0cy", "",
+                  "line\nbreak", "ünïcode", "a@b.org, c@d.org", "surrogate \udcff", "; ,=" * 30]
+        values += ["".join(rng.choice("ab ;,=<>@\t") for _ in range(rng.randint(0, 90))) for _ in range(3000)]
+        compat = email.policy.compat32.clone(linesep="\r\n")
+        for name in ("To", "Content-Type", "X-Inboxd-Ref"):
+            assert [mailout._WIRE.fold_binary(name, v) for v in values] == [compat.fold_binary(name, v) for v in values]
 
 
 class TestTracker:
