@@ -133,10 +133,10 @@ class ImapTap:
         try:
             while data := source.recv(65536):
                 now = time.time()
-                sink.sendall(data)  # on at once: the relay should cost inboxd as little as it can
                 *lines, rest = (rest + data).split(b"\n")
-                for line in lines:
+                for line in lines:  # before passing it on: a command is noted before its answer can come
                     each_line(line, now)
+                sink.sendall(data)
         except OSError:
             pass
         for end in (source, sink):
