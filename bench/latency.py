@@ -13,9 +13,11 @@ mail. Then it APPENDs N requests at a set interval over one connection, and for 
          "new mail" → "created" (intake), "created" → stored (delivery), and stored → "sent"
          (the bookkeeping after the SMTP 250, outside the requester's wait);
 
-and prints p50/p90/p99/max of each, and how many acknowledgements left after a team mail about the
-same request. Exits 0 even when a goal is missed (it is a benchmark), non-zero when a request was
-not acknowledged or the arrivals could not be paired with the APPENDs.
+and prints p50/p90/p99/max of each (the own share also apart for the mails told while idling and
+those told in passing), and how many acknowledgements left after a team mail about the same
+request; `--json` adds each mail's moments. Exits 0 even when a goal is missed (it is a
+benchmark), non-zero when a request was not acknowledged or the arrivals could not be paired
+with the APPENDs.
 
     python bench/latency.py [--mails N] [--interval S] [--server dovecot|pymap|auto] [--json]
 """
@@ -292,8 +294,9 @@ def report(f: dict) -> str:
                                                       for command, n in sorted(f["told_in"].items())),
         row("(ack)  APPEND → acknowledgement stored:", ack),
         row("(own)  told → acknowledgement stored:", own),
-        row(f"       of the {idling} told while idling:", f["own_idling_s"]),
-        row(f"       of the {sum(f['told_in'].values()) - idling} told in passing:", f["own_in_passing_s"]),
+        *[row(f"       of the {n} told {how}:", f[key]) for n, how, key in (
+            (idling, "while idling", "own_idling_s"),
+            (sum(f["told_in"].values()) - idling, "in passing", "own_in_passing_s")) if n],
         f"inboxd's own share, from its log ({f['split_mails']} mails; log times to the millisecond):",
         row("  told → daemon logs new mail:", split["push_to_new_mail"]),
         row("  new mail → item created:", split["new_mail_to_created"]),
