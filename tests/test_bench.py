@@ -154,12 +154,34 @@ def test_scrape_bench_small() -> None:
 
 
 def test_latency_bench_small() -> None:
-    """bench/latency.py at a small size: every request acknowledged, the figures there; no speed asserts."""
+    """bench/latency.py at a small size: every request acknowledged and paired with what inboxd was told; no timing."""
     done = subprocess.run([sys.executable, str(REPO / "bench" / "latency.py"), "--mails", "5", "--interval", "0.3",
                            "--json"], capture_output=True, text=True, timeout=180, cwd=REPO, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     figures = json.loads(done.stdout)
     assert figures["correct"] is True and figures["acknowledged"] == 5 and figures["problems"] == []
     assert figures["mails_out"] >= 5 and figures["ack_after_team_mail"] == 0  # the requester first
-    for which in ("ack_s", "push_s"):
-        assert 0 < figures[which]["p50"] <= figures[which]["max"]
+    assert sum(figures["told_in"].values()) == 5 and figures["split_mails"] == 5  # each mail in the log, told once
+    for which in ("push_s", "ack_s", "own_s"):
+        assert figures[which]["p50"] <= figures[which]["max"]
+    assert 0 < figures["push_s"]["p50"] < figures["ack_s"]["p50"]
+
+
+def test_latency_relay_counts_arrivals_net_of_expunges() -> None:
+    """The relay's reading of inboxd's connection: a mail arrives when EXISTS rises over what the EXPUNGEs left."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from latency import ConnectionView
+
+    view = ConnectionView()
+    told = []
+    for side, line in [("client", b"A1 SELECT INBOX\r\n"), ("server", b"* 0 EXISTS\r\n"),
+                       ("client", b"A2 IDLE\r\n"), ("server", b"* 1 EXISTS\r\n"),  # mail 1, pushed
+                       ("client", b"DONE\r\n"), ("client", b"A3 UID MOVE 1 Processed\r\n"),
+                       ("server", b"* 1 EXPUNGE\r\n"), ("server", b"* 2 EXISTS\r\n"),  # mails 2 and 3, in passing
+                       ("client", b"A4 IDLE\r\n"), ("server", b"* 1 EXPUNGE\r\n"), ("server", b"* 2 EXPUNGE\r\n"),
+                       ("server", b"* 1 EXISTS\r\n"), ("server", b"* 1 RECENT\r\n")]:  # mail 4 after both left
+        if side == "client":
+            view.client_line(line)
+        else:
+            told += [view.command] * view.server_line(line)
+    assert told == ["IDLE", "UID MOVE", "UID MOVE", "IDLE"] and view.count == 1
