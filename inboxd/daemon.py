@@ -224,7 +224,7 @@ class Daemon:
             return
         for group in by_budget(uids, sizes, self.config.limits.max_message_bytes, self.fetch_budget):
             try:
-                fetched = self.source.fetch(group)
+                fetched = self.source.fetch(group, sizes)  # asked once for the batch, not again per group
             except SourceError as exc:
                 log.warning("%s; reading those %d mail(s) one by one", exc, len(group))
                 yield from self._one_by_one(group, uidvalidity, aside)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -49,8 +49,8 @@ class ReadOnlySource:
     def sizes(self, uids: list[int]) -> dict[int, int]:
         return self.inner.sizes(uids)
 
-    def fetch(self, uids: list[int]) -> list[Fetched]:
-        return self.inner.fetch(uids)
+    def fetch(self, uids: list[int], sizes: Mapping[int, int] | None = None) -> list[Fetched]:
+        return self.inner.fetch(uids, sizes)
 
     def mark_done(self, uids: list[int]) -> None:
         self.done.extend(uids)

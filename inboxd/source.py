@@ -58,8 +58,8 @@ class MailSource(Protocol):
         """The size in bytes of each of these mails that is still there."""
         ...
 
-    def fetch(self, uids: list[int]) -> list[Fetched]:
-        """The raw bytes of these mails in one round, without marking them seen."""
+    def fetch(self, uids: list[int], sizes: Mapping[int, int] | None = None) -> list[Fetched]:
+        """The raw bytes of these mails in one round, without marking them seen; `sizes` if already asked."""
         ...
 
     def mark_done(self, uids: list[int]) -> None:
@@ -267,8 +267,8 @@ class ImapSource:
             raise _fail(f"asking the size of {len(uids)} mail(s)", exc) from None
         return {uid: found[uid].get(b"RFC822.SIZE", 0) for uid in uids if uid in found}
 
-    def fetch(self, uids: list[int]) -> list[Fetched]:
-        sizes = self.sizes(uids)
+    def fetch(self, uids: list[int], sizes: Mapping[int, int] | None = None) -> list[Fetched]:
+        sizes = self.sizes(uids) if sizes is None else sizes
         huge = [uid for uid in uids if sizes.get(uid, 0) > self.max_bytes]
         small = [uid for uid in uids if uid in sizes and uid not in huge]
         client = self._client()
@@ -419,7 +419,7 @@ class FakeSource:
     def sizes(self, uids: list[int]) -> dict[int, int]:
         return {uid: len(self.mails[uid]) for uid in uids if uid in self.mails}
 
-    def fetch(self, uids: list[int]) -> list[Fetched]:
+    def fetch(self, uids: list[int], sizes: Mapping[int, int] | None = None) -> list[Fetched]:
         self.fetches.append(list(uids))
         if self.broken.intersection(uids):
             raise SourceError("IMAP: fetching mail failed: FETCH failed: Internal error occurred.")

@@ -118,10 +118,15 @@ class Recording(ImapSource):
     """The real source, noting the UIDs of each fetch."""
 
     fetches: list[list[int]]
+    asked: list[list[int]]  # the sizes asked of the server
 
-    def fetch(self, uids):
+    def sizes(self, uids):
+        self.asked = [*getattr(self, "asked", []), list(uids)]
+        return super().sizes(uids)
+
+    def fetch(self, uids, sizes=None):
         self.fetches = [*getattr(self, "fetches", []), list(uids)]
-        return super().fetch(uids)
+        return super().fetch(uids, sizes)
 
 
 def test_mails_are_fetched_within_the_byte_budget(tmp_path, dovecot, smtp_capture):
@@ -132,6 +137,7 @@ def test_mails_are_fetched_within_the_byte_budget(tmp_path, dovecot, smtp_captur
     daemon.fetch_budget = 350_000  # two of these 150 kB mails (with CRLF line ends on the server)
     daemon.once()
     assert source.fetches == [[1, 2], [3, 4], [5]] and Item.select().count() == 5
+    assert source.asked == [[1, 2, 3, 4, 5]]  # once for the batch, not again for each fetch
 
 
 def test_an_over_limit_mail_is_read_from_a_capped_header_block_and_the_start_of_its_text(

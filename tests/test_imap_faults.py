@@ -236,8 +236,8 @@ def test_a_person_moving_or_deleting_mail_while_inboxd_works_on_it(tmp_path, dov
     class Meddled(ImapSource):
         """Between fetching a batch and marking it done, a person tidies the inbox."""
 
-        def fetch(self, uids):
-            fetched = super().fetch(uids)
+        def fetch(self, uids, sizes=None):
+            fetched = super().fetch(uids, sizes)
             with dovecot.connect() as person:
                 person.create_folder("Elsewhere") if not person.folder_exists("Elsewhere") else None
                 person.select_folder("INBOX")
