@@ -668,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=["dovecot", "pymap", "auto"], default="auto",
                         help="IMAP server (auto: Dovecot where available, else pymap; CI=true requires Dovecot)")
     parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="run (c) under `python -m cProfile -o FILE` (FILE-default and FILE-acks for both): "
+                        help="run (c) under `python -m cProfile -o FILE` (with both configurations, x.prof "
+                             "becomes x-default.prof and x-acks.prof): "
                              "the main thread only, not the sending one, and slower, so its rates are not figures")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args(argv)
