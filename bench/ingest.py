@@ -174,6 +174,8 @@ FILES = [("screenshot.png", "image", "png"), ("photo.jpg", "image", "jpeg"), ("e
 
 @dataclass(frozen=True)
 class Person:
+    """One requester of the field mix: the same address, mail client and signature in each of their mails."""
+
     name: str
     address: str
     client: tuple[str, str]
