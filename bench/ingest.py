@@ -39,6 +39,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections import Counter
@@ -73,6 +74,7 @@ CONFIG_TITLES = {"default": "default (shipped: announcements on, the rules' assi
 GOAL_RATIO = {"default": 0.60, "acks": 0.90}  # c/b, issue 15
 GOAL_RSS_MB = 150.0  # peak RSS of the inboxd process, issues 3 and 15
 TEAM = "help@example.org"
+PAGE = os.sysconf("SC_PAGE_SIZE")
 MEMBERS = ("ana@example.org", "bo@example.org")
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +355,10 @@ class InboxdRun:
     seconds: float = 0.0
     exit_seconds: float = 0.0
     cpu_seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # the larger of the two below: what the goal is judged on
+    largest_process_rss_mb: float = 0.0  # ru_maxrss: inboxd's, or a child's it waited for if larger
+    processes_rss_mb: float = 0.0  # inboxd and its child processes together, sampled
+    processes: int = 0  # the most processes seen at once (a delivery process counts)
     returncode: int = 0
     items: int = 0
     acked_items: int = 0
@@ -386,6 +391,47 @@ def _folder_count(server: ImapServer, folder: str) -> int:
         if not client.folder_exists(folder):
             return 0
         return int(client.select_folder(folder, readonly=True)[b"EXISTS"])
+
+
+class TreeRss:
+    """The peak RSS of a process and its descendants together, sampled from /proc: inboxd may deliver from a child."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        """Prepare (not start) sampling the tree under ``pid`` every ``interval`` seconds."""
+        self.pid, self.interval = pid, interval
+        self.peak_bytes = self.most_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total, count = self.sample()
+            self.peak_bytes, self.most_processes = max(self.peak_bytes, total), max(self.most_processes, count)
+            self._stop.wait(self.interval)
+
+    def sample(self) -> tuple[int, int]:
+        """The RSS in bytes of the process and its descendants now, and how many they are."""
+        total, count, todo = 0, 0, [self.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/statm") as fh:
+                    total += int(fh.read().split()[1]) * PAGE
+                count += 1
+                for task in os.listdir(f"/proc/{pid}/task"):  # a child belongs to the thread that started it
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        todo += map(int, fh.read().split())
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+        return total, count
 
 
 def write_config(work: Path, server: ImapServer, smtp: SmtpProcess, which: str) -> Path:
@@ -424,8 +470,10 @@ def run_inboxd(server: ImapServer, smtp: SmtpProcess, work: Path, expected: int,
         start = time.time()
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=work, env=_env())
         try:
-            # wait4 on this child alone: its own peak RSS and CPU, not the capture's or ours
-            _, status, usage = os.wait4(proc.pid, 0)
+            # wait4 on this child alone: its CPU (and that of the children it waited for), not the
+            # capture's or ours; its RSS and its children's together are sampled beside it
+            with TreeRss(proc.pid) as tree:
+                _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -434,7 +482,9 @@ def run_inboxd(server: ImapServer, smtp: SmtpProcess, work: Path, expected: int,
     proc.returncode = result.returncode = os.waitstatus_to_exitcode(status)
     result.exit_seconds = exited - start
     result.cpu_seconds = usage.ru_utime + usage.ru_stime
-    result.peak_rss_mb = usage.ru_maxrss * 1024 / 1e6  # Linux: KiB
+    result.largest_process_rss_mb = usage.ru_maxrss * 1024 / 1e6  # Linux: KiB
+    result.processes_rss_mb, result.processes = tree.peak_bytes / 1e6, tree.most_processes
+    result.peak_rss_mb = max(result.largest_process_rss_mb, result.processes_rss_mb)
     if result.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         result.problems.append(f"inboxd once exited with {result.returncode}:\n{tail}")
@@ -600,9 +650,11 @@ def measure(server: ImapServer, smtp: SmtpProcess, mails: list[bytes], work: Pat
         "c_process_seconds": round(c.exit_seconds, 3), "c_cpu_seconds": round(c.cpu_seconds, 3),
         "c_over_b": round(ratio, 4), "goal_c_over_b": GOAL_RATIO[which], "c_over_b_pass": ratio >= GOAL_RATIO[which],
         "peak_rss_mb": round(c.peak_rss_mb, 1), "goal_peak_rss_mb": GOAL_RSS_MB,
+        "largest_process_rss_mb": round(c.largest_process_rss_mb, 1), "processes_rss_mb": round(c.processes_rss_mb, 1),
         "peak_rss_pass": c.peak_rss_mb < GOAL_RSS_MB, "profile": str(profile) if profile else None,
         **{k: v for k, v in asdict(c).items()
-           if k not in ("seconds", "exit_seconds", "cpu_seconds", "peak_rss_mb", "problems")},
+           if k not in ("seconds", "exit_seconds", "cpu_seconds", "peak_rss_mb", "largest_process_rss_mb",
+                        "processes_rss_mb", "problems")},
         "correct": not c.problems, "problems": c.problems,
     }
 
@@ -641,6 +693,8 @@ def print_table(figures: dict[str, Any]) -> None:
               f"{c['goal_c_over_b'] * 100:.0f} %     {mark(c['c_over_b_pass'])}")
         print(f"  peak RSS (inboxd):            {c['peak_rss_mb']:9.1f} MB          goal < {GOAL_RSS_MB:.0f} MB     "
               f"{mark(c['peak_rss_pass'])}")
+        print(f"    ({c['processes']} process(es): {c['processes_rss_mb']:.1f} MB together, sampled; the largest one "
+              f"{c['largest_process_rss_mb']:.1f} MB, ru_maxrss)")
         print(f"  items: {c['items']}/{figures['mails']}, acknowledged: {c['captured_acks']} ack(s) for "
               f"{c['items']} item(s), captured: {c['captured']} mail(s) ({c['captured_acks']} acks, "
               f"{c['captured_assigned']} assigned, {c['captured_announcements']} announcements, "
