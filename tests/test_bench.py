@@ -78,7 +78,8 @@ def test_ingest_bench_lab_json_with_the_old_option() -> None:
     c = figures["configs"]["default"]
     assert c["items"] == c["processed"] == c["captured_acks"] == 5
     assert all(c[k] > 0 for k in ("b_raw_pipeline_per_s", "c_requests_per_s", "c_mails_out_per_s", "c_over_b",
-                                  "peak_rss_mb", "largest_process_rss_mb", "processes_rss_mb", "c_cpu_seconds"))
+                                  "peak_rss_mb", "largest_process_rss_mb", "processes_rss_mb", "processes_rss_sum_mb",
+                                  "c_cpu_seconds"))
     assert c["processes"] >= 1 and c["peak_rss_mb"] == max(c["largest_process_rss_mb"], c["processes_rss_mb"])
     # Each item's owner got `assigned`, or each member of its queue `new_request` (each their own reply address):
     # five acks, one `assigned`, and four unowned items announced to each of two members.
