@@ -66,9 +66,7 @@ listen = 127.0.0.1
 disable_plaintext_auth = no
 mail_location = maildir:~/Maildir
 mail_max_userip_connections = 100
-# throwaway mail: speed matters, durability does not
-mail_fsync = never
-namespace inbox {{
+{fsync}namespace inbox {{
   inbox = yes
   separator = /
 }}
@@ -117,14 +115,18 @@ class DovecotServer(ImapServer):
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
     def __init__(self, user: str = "inboxd", password: str = "secret",
-                 certificate: tuple[Path, Path] | None = None, introspection_url: str | None = None) -> None:
+                 certificate: tuple[Path, Path] | None = None, introspection_url: str | None = None,
+                 fsync: str | None = "never") -> None:
         """Prepare (not start); with a (cert, key) pair, STARTTLS on `port` and TLS on `tls_port`.
 
         With an `introspection_url` (a `TokenServer`'s), XOAUTH2 and OAUTHBEARER logins are checked there.
+        `fsync` is Dovecot's `mail_fsync`: "never" by default (throwaway mail: speed matters, durability
+        does not); None leaves Dovecot's own default ("optimized"), as a mail server in the field has it.
         """
         super().__init__(user, password)
         self.certificate = certificate
         self.introspection_url = introspection_url
+        self.fsync = fsync
         self.tls_port = 0
 
     @classmethod
@@ -160,10 +162,18 @@ class DovecotServer(ImapServer):
             (tmp / "oauth2.conf.ext").write_text(_OAUTH2_CONF.format(url=self.introspection_url))
         conf.write_text(_DOVECOT_CONF.format(instance=f"inboxd-{tmp.name}", root=tmp, port=self.port,
                                              tls_port=self.tls_port, ssl=ssl,
+                                             fsync=f"mail_fsync = {self.fsync}\n" if self.fsync else "",
                                              oauth2_mechanisms=" xoauth2 oauthbearer" if oauth2 else "",
                                              oauth2_passdb=_OAUTH2_PASSDB.format(root=tmp) if oauth2 else ""))
         # -F keeps the master our child, so stop() can wait() on it and leaves no zombie
         return [self.binary, "-F", "-c", str(conf)]
+
+    def setting(self, name: str) -> str:
+        """The value this running instance has for a setting, as `doveconf` reads its config (defaults included)."""
+        assert self._tmp is not None
+        doveconf = shutil.which("doveconf") or "/usr/bin/doveconf"
+        return subprocess.run([doveconf, "-c", str(self._tmp / "dovecot.conf"), "-h", name], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
 
     def pause(self) -> None:
         """Stop Dovecot with every session it serves (left alone, they would outlive the master)."""
