@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .backup import sqlite_path
 from .config import Config
 from .errors import InboxdError
 
@@ -37,6 +38,9 @@ class InstanceLock:
             else None
         self.where = f"the database {database}" if self.file else "its PostgreSQL database"
         self._held: Any = None  # the open lock file, or the connection holding the advisory lock
+        # SQLite in memory (a dry run's scratch database): no other process can reach it, so nothing to
+        # lock, and no ":memory:.….lock" file left in the working folder.
+        self.private = self.url.startswith("sqlite") and sqlite_path(self.url) is None
 
     def acquire(self, standby: bool = False, stop: threading.Event | None = None) -> bool:
         """Take the lock: AlreadyRunning, or with `standby` wait for it (False when `stop` came first)."""
@@ -63,6 +67,8 @@ class InstanceLock:
             self._held = None
 
     def _try(self) -> bool:
+        if self.private:
+            return True
         if self.file is not None:
             handle = open(self.file, "a+", encoding="utf-8")
             try:
