@@ -11,6 +11,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +31,10 @@ from .sentlog import SentLog
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
+# With the sent log holding each delivery the moment the server takes it, the database record
+# can follow for a few at once: a write turn per mail cost the intake and the sending alike.
+RECORD_BATCH = 50
+RECORD_SECONDS = 0.1
 
 
 def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
@@ -276,22 +281,34 @@ class OutboxSender:
         """Send everything due now (of one share); the number of mails sent."""
         self.settle()
         transport, sent = self.transports[share if shares > 1 else 0], 0
-        while True:
-            batch = self.due(share, shares)
-            if not batch:
-                return sent
-            progressed = False
-            for row in batch:
-                if self.send_one(row, transport):
-                    sent += 1
-                    progressed = True
-                elif self.unreachable:
-                    return sent  # the others would only fail the same way; they wait their turn
-            if not progressed:
-                return sent
+        later: list[tuple[Outbox, str]] = []  # sent, in the sent log, to be recorded together
+        try:
+            while True:
+                batch = self.due(share, shares)
+                if not batch:
+                    return sent
+                progressed, since = False, time.monotonic()
+                for row in batch:
+                    if self._send(row, transport, later):
+                        sent += 1
+                        progressed = True
+                    elif self.unreachable:
+                        return sent  # the others would only fail the same way; they wait their turn
+                    if len(later) >= RECORD_BATCH or (later and time.monotonic() - since >= RECORD_SECONDS):
+                        self._record_all(later)
+                        since = time.monotonic()
+                self._record_all(later)
+                if not progressed:
+                    return sent
+        finally:
+            self._record_all(later)
 
     def send_one(self, row: Outbox, transport: Transport | None = None) -> bool:
         """Try one mail and record the result at once, so a crash repeats at most this one."""
+        return self._send(row, transport, None)
+
+    def _send(self, row: Outbox, transport: Transport | None, later: list[tuple[Outbox, str]] | None) -> bool:
+        """Try one mail; what the server took is recorded at once, or with `later` once the sent log has it."""
         sent_log = self.sent_log
         if sent_log is not None and row.message_id in sent_log.unrecorded:  # taken, not recorded: no resend
             self._record_sent(row, sent_log.unrecorded[row.message_id], sent_log)
@@ -309,7 +326,10 @@ class OutboxSender:
         not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
         if sent_log is not None:
             sent_log.note(row.message_id, not_for)  # first of all: from here a crash no longer sends it twice
-        self._record_sent(row, not_for, sent_log)
+        if sent_log is not None and later is not None:
+            later.append((row, not_for))  # a write turn per mail cost the intake and the sending alike
+        else:
+            self._record_sent(row, not_for, sent_log)
         wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
         self.report.sent(row.id, row.kind, wait, not_for)
         if self.unreachable:
@@ -326,6 +346,21 @@ class OutboxSender:
         self._record_delivery(lambda: _mark_sent(row, not_for, now))
         if sent_log is not None:
             sent_log.recorded(row.message_id)
+
+    def _record_all(self, later: list[tuple[Outbox, str]]) -> None:
+        """Record mails the sent log already holds, in one transaction."""
+        if not later:
+            return
+        now, sent_log = self.clock.now(), self.sent_log
+
+        def record() -> None:
+            for row, not_for in later:
+                _mark_sent(row, not_for, now)
+        self._record_delivery(record)
+        if sent_log is not None:
+            for row, _ in later:
+                sent_log.recorded(row.message_id)
+        later.clear()
 
     @property
     def sent_log(self) -> SentLog | None:
