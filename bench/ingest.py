@@ -381,8 +381,11 @@ def _inboxd(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "inboxd.cli", "--config", str(config), *args]
 
 
+TREE = [REPO]  # the checkout whose inboxd (c) runs: this one, or --tree's
+
+
 def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [str(TREE[0]), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path}
 
 
@@ -739,7 +742,11 @@ def main(argv: list[str] | None = None) -> int:
                              "becomes x-default.prof and x-acks.prof): "
                              "the main thread only, not the sending one, and slower, so its rates are not figures")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    parser.add_argument("--tree", type=Path, default=REPO,
+                        help="the checkout whose inboxd (c) runs (default this one; the rules and templates are "
+                             "this one's): to measure an older inboxd beside this one in the same session")
     args = parser.parse_args(argv)
+    TREE[0] = args.tree.resolve()
     if args.mails < 1:
         parser.error("--mails must be at least 1")
     n, field_shape = args.mails, args.shape == "field"
