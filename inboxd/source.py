@@ -123,12 +123,17 @@ def _unread(client: IMAPClient) -> bool:
 
 
 def _reported(client: IMAPClient) -> bool:
-    """Whether the server told of new mail (EXISTS) in an answer to another command, and forget that it did.
+    """Whether the server told of new mail (EXISTS) in an answer to another command; then forget all it told.
 
     imaplib files such a line away, and a server says it once: mail that arrived while inboxd searched,
     fetched or moved (`* SEARCH 3` then `* 2 EXISTS`) would otherwise wait for the next push or sweep.
+    The rest nobody asks for (an EXPUNGE per mail moved, a COPYUID per move) would pile up for as long
+    as the connection lives: about 60 bytes a mail, for months.
     """
-    return client._imap.untagged_responses.pop("EXISTS", None) is not None
+    responses = client._imap.untagged_responses
+    told = "EXISTS" in responses
+    responses.clear()  # called between commands only: nothing in it belongs to a command under way
+    return told
 
 
 def _fail(action: str, exc: Exception) -> SourceError:

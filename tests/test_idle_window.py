@@ -64,3 +64,24 @@ def test_a_mail_told_in_answer_to_another_command_is_looked_for_before_idling(tm
         assert len(source.new_uids(0)) == 1
     finally:
         source.close()
+
+
+def test_what_the_server_tells_unasked_does_not_pile_up_for_the_life_of_the_connection(tmp_path, mailbox):
+    """imaplib keeps every untagged line nobody reads: an EXPUNGE per mail moved, for months of one connection."""
+    config = load_config(write_config(tmp_path, imap_port=mailbox.port, imap_user=mailbox.user,
+                                      imap_password=mailbox.password))
+    source = ImapSource(config.mailbox)
+    source.open()
+    try:
+        for round_ in range(3):
+            append_messages(mailbox, [make_mail(f"p{n}@example.org", f"Round {round_} mail {n}", "x") for n in range(5)])
+            source.client.noop()  # the session sees the new mail (a SEARCH runs on the folder as last seen)
+            uids = source.new_uids(0)
+            assert len(source.fetch(uids)) == 5
+            source.mark_done(uids)
+            kept = source.client._imap.untagged_responses
+            assert len(kept.get("EXPUNGE", [])) == 5  # this round's moves, until the next look for mail
+        source.new_uids(0)
+        assert "EXPUNGE" not in source.client._imap.untagged_responses
+    finally:
+        source.close()
