@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from .backup import sqlite_path
 from .clock import SystemClock
 from .config import Config
-from .instance import InstanceLock
+from .instance import STANDBY_POLL_SECONDS, AlreadyRunning, InstanceLock
 from .outbox import Ledger, OutboxSender, SmtpTransport
 
 log = logging.getLogger(__name__)
@@ -239,21 +239,24 @@ def _started(config: Config, wake: Connection) -> InstanceLock | None:
     wait, said = 1.0, False
     lock = InstanceLock(config, role="delivery")
     while True:
+        pause = wait
         try:
-            lock.acquire(standby=True)
+            lock.acquire()  # not standing by inside: the daemon's stop must end this wait too
             connect_database(config.database_url)  # the daemon has brought the schema up to date
             return lock
+        except AlreadyRunning:
+            why, pause = "the delivery of an inboxd that stopped or died is still sending", STANDBY_POLL_SECONDS
         except Exception as exc:
             why = outage(exc) or (exc.strerror if isinstance(exc, OSError) else None)
             if why is None:
                 raise
             forget_connection()
-            (log.debug if said else log.warning)("delivery: cannot start yet: %s; mail waits in the outbox", why)
-            said = True
+            wait = min(wait * 2, START_RETRY_SECONDS)
+        (log.debug if said else log.warning)("delivery: cannot start yet: %s; mail waits in the outbox", why)
+        said = True
         lock.release()
-        if not _woken(wake, wait, until_eof=True):
+        if not _woken(wake, pause, until_eof=True):
             return None
-        wait = min(wait * 2, START_RETRY_SECONDS)
 
 
 def _woken(wake: Connection, seconds: float | None, until_eof: bool = False) -> bool:

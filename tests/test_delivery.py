@@ -18,6 +18,7 @@ from inboxd import delivery
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.delivery import ProcessDelivery, ThreadDelivery
+from inboxd.instance import InstanceLock
 from inboxd.metrics import REGISTRY
 from inboxd.models import Item, Outbox
 from inboxd.servers import SmtpCapture, append_messages
@@ -167,3 +168,21 @@ def test_a_delivery_process_that_died_is_started_again_and_the_mail_goes(tmp_pat
 
 def _recipients(smtp: SmtpCapture) -> list[str]:
     return [r for m in smtp.messages for r in m.rcpt_tos]
+
+
+def test_a_daemon_stopped_while_the_last_delivery_still_sends_stops_without_waiting_for_it(tmp_path, smtp_capture):
+    """Its delivery process, waiting for the delivery lock, ends at the daemon's stop; the mail stays in the outbox."""
+    config = load_config(write_config(tmp_path, smtp_port=smtp_capture.port))
+    daemon = Daemon(config, source=requests(1))
+    last = InstanceLock(config, role="delivery")
+    last.acquire()  # the delivery of a killed daemon, still sending (or stuck)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    try:
+        thread.start()
+        assert _wait(lambda: Outbox.select().count() == 3)
+        daemon.stop()
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        last.release()
+    assert smtp_capture.messages == [] and {row.status for row in Outbox.select()} == {"pending"}
