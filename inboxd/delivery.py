@@ -247,9 +247,10 @@ def _started(config: Config, wake: Connection) -> InstanceLock | None:
         except AlreadyRunning:
             why, pause = "the delivery of an inboxd that stopped or died is still sending", STANDBY_POLL_SECONDS
         except Exception as exc:
-            why = outage(exc) or (exc.strerror if isinstance(exc, OSError) else None)
-            if why is None:
+            unavailable = outage(exc) or (exc.strerror if isinstance(exc, OSError) else None)
+            if unavailable is None:
                 raise
+            why = unavailable
             forget_connection()
             wait = min(wait * 2, START_RETRY_SECONDS)
         (log.debug if said else log.warning)("delivery: cannot start yet: %s; mail waits in the outbox", why)
