@@ -82,7 +82,7 @@ class ThreadDelivery:
         self.sender.notify()
         if self.thread is not None:
             self.thread.join()
-        self.sender.drain()  # whatever the last batch enqueued
+        self.sender.last_drain()  # whatever the last batch enqueued
         self.sender.transport.close()
 
 
@@ -222,7 +222,7 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     stop.set()
     sender.notify()
     worker.join()
-    sender.drain()
+    sender.last_drain()
     for transport in sender.transports:
         transport.close()
     reports.close()

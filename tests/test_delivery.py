@@ -18,6 +18,7 @@ from inboxd import delivery
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.delivery import ProcessDelivery, ThreadDelivery
+from inboxd.errors import LoginsRefused
 from inboxd.instance import InstanceLock
 from inboxd.metrics import REGISTRY
 from inboxd.models import Item, Outbox
@@ -80,6 +81,20 @@ def test_a_refused_smtp_login_is_reported_to_the_daemon(tmp_path):
         daemon.once()
         assert smtp.messages == []
     assert refusals and all(not ok and "login as 'help'" in why for why, ok in refusals)
+
+
+def test_run_stopped_by_refused_smtp_logins_tries_no_fourth_login_on_its_way_out(tmp_path):
+    """Three refusals in a row stop `run`; the last sending at its stop would only risk locking the account."""
+    config = load_config(write_config(tmp_path))
+    with SmtpCapture(login=("help", "smtp-secret")) as smtp:
+        wrong = dataclasses.replace(config.smtp, port=smtp.port, user="help", password=Secret("not-it"))
+        daemon = Daemon(dataclasses.replace(config, smtp=wrong), source=requests(1))  # three mails, tried one by one
+        refusals: list[str] = []
+        daemon.ledger.on_login_refused = lambda why, ok: (refusals.append(why), daemon._smtp_login(why, ok))
+        with pytest.raises(LoginsRefused, match="refused 3 times in a row"):
+            daemon.run()
+    assert len(refusals) == 3 and smtp.messages == []
+    assert Outbox.select().where(Outbox.status == "pending").count() == 3  # waiting for the credentials
 
 
 def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_path, mailbox):
