@@ -123,6 +123,23 @@ def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_pa
         assert sorted(_acked(smtp)) == ["late@example.org", *(f"p{n}@example.org" for n in range(5))]
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_to_the_group_while_the_delivery_process_starts_stops_it_cleanly(tmp_path, mailbox,
+                                                                                         smtp_capture, stop_signal):
+    """The signal comes before the child's interpreter could ignore it: blocked from the spawn on, it does no harm."""
+    config = write_config(tmp_path, mailbox.port, smtp_capture.port, mailbox.user, mailbox.password)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    daemon = subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                              start_new_session=True)
+    assert _wait(lambda: len(_children(daemon.pid)) == 1)
+    child = _children(daemon.pid)[0]
+    os.killpg(daemon.pid, stop_signal)  # Ctrl-C in a terminal, or systemd's stop: the whole group
+    output = daemon.communicate(timeout=60)[0].decode()
+    assert daemon.returncode == 0 and _gone(child, 5)
+    assert "exit code" not in output and "KeyboardInterrupt" not in output, output
+
+
 def _acked(smtp: SmtpCapture) -> list[str]:
     """The requesters of the mail the capture holds, once per mail (so a mail sent twice shows twice)."""
     return [r for m in smtp.messages for r in m.rcpt_tos if r.startswith(("p", "late@"))]
