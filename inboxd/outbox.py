@@ -305,10 +305,21 @@ class OutboxSender:
             self._record_all(later)
 
     def last_drain(self) -> int:
-        """At stop, what is due, unless the login was refused last: another try would risk locking the account."""
+        """At stop, what is due; not after a refused login (another try would risk locking the account), and
+        with the database unavailable what waits to be recorded waits for the next start."""
         if self.login_refused:
             return 0
-        return self.drain()
+        try:
+            return self.drain()
+        except Exception as exc:
+            why = outage(exc)
+            if why is None:
+                raise
+            forget_connection()
+            log.warning("outbox: stopping with the database unavailable (%s); %s", why,
+                        "what the SMTP server took is in the sent log and is recorded at the next start"
+                        if self.sent_log else "a mail taken but not recorded yet may go out once more at the next start")
+            return 0
 
     def send_one(self, row: Outbox, transport: Transport | None = None) -> bool:
         """Try one mail and record the result at once, so a crash repeats at most this one."""
