@@ -318,7 +318,7 @@ class OutboxSender:
             forget_connection()
             log.warning("outbox: stopping with the database unavailable (%s); %s", why,
                         "what the SMTP server took is in the sent log and is recorded at the next start"
-                        if self.sent_log else "a mail taken but not recorded yet may go out once more at the next start")
+                        if self.sent_log else "a mail taken, not recorded yet, may go out once more at the next start")
             return 0
 
     def send_one(self, row: Outbox, transport: Transport | None = None) -> bool:
