@@ -3,9 +3,11 @@ intake, reports each mail back to the daemon, and ends with it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -97,21 +99,33 @@ def test_run_stopped_by_refused_smtp_logins_tries_no_fourth_login_on_its_way_out
     assert Outbox.select().where(Outbox.status == "pending").count() == 3  # waiting for the credentials
 
 
+class SlowSmtp(SmtpCapture):
+    """A capture that takes a while over each mail, so that there is a moment in the middle of sending."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        await asyncio.sleep(0.2)
+        return await super().handle_DATA(server, session, envelope)
+
+
 def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_path, mailbox):
-    """SIGKILL to `inboxd run`: its delivery process sends what is due and ends; the next run sends the rest once."""
-    with SmtpCapture() as smtp:
+    """SIGKILL to `inboxd run` mid-send: its delivery process sends what is due and ends; the next run sends the
+    rest once."""
+    with SlowSmtp() as smtp:
         config = write_config(tmp_path, mailbox.port, smtp.port, mailbox.user, mailbox.password)
         append_messages(mailbox, [make_mail(sender=f"p{n}@example.org", subject=f"Request {n}") for n in range(5)])
         command = [sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
         log = open(tmp_path / "run.log", "wb")
         daemon = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=tmp_path)
-        assert _wait(lambda: len(_acked(smtp)) == 5), (tmp_path / "run.log").read_text()
+        assert _wait(lambda: _queued(tmp_path / "inboxd.db") == 15 and len(_acked(smtp)) >= 1), \
+            (tmp_path / "run.log").read_text()  # all five requests in, their mail going out
         children = _children(daemon.pid)
         assert len(children) == 1  # the delivery process
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
-        assert _gone(children[0], 15)  # the pipe's end told it: no orphan keeps sending
+        assert len(smtp.messages) < 15  # (five requests, three mails each) the kill came in the middle
+        assert _gone(children[0], 30)  # the pipe's end told it: no orphan keeps sending
+        assert len(smtp.messages) == 15 and sorted(_acked(smtp)) == [f"p{n}@example.org" for n in range(5)]
         append_messages(mailbox, [make_mail(sender="late@example.org", subject="After the crash")])
         again = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=tmp_path)
         try:
@@ -138,6 +152,15 @@ def test_ctrl_c_or_sigterm_to_the_group_while_the_delivery_process_starts_stops_
     output = daemon.communicate(timeout=60)[0].decode()
     assert daemon.returncode == 0 and _gone(child, 5)
     assert "exit code" not in output and "KeyboardInterrupt" not in output, output
+
+
+def _queued(database: Path) -> int:
+    """The mails in the outbox of `database`, whatever became of them (0 before it has one)."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            return connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def _acked(smtp: SmtpCapture) -> list[str]:
