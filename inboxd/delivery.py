@@ -18,19 +18,21 @@ import os
 import signal
 import threading
 import time
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from .backup import sqlite_path
 from .clock import SystemClock
 from .config import Config
-from .instance import InstanceLock
+from .instance import STANDBY_POLL_SECONDS, AlreadyRunning, InstanceLock
 from .outbox import Ledger, OutboxSender, SmtpTransport
 
 log = logging.getLogger(__name__)
 RESTART_SECONDS = 10.0  # a delivery process that died is started again after this long, then at doubling
 MAX_RESTART_SECONDS = 600.0  # intervals up to this
 START_RETRY_SECONDS = 30.0  # the longest wait between tries while the database is unavailable at its start
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # to the whole group (Ctrl-C, systemd's stop): the daemon's
 
 
 def apart_possible(database_url: str) -> bool:
@@ -82,7 +84,7 @@ class ThreadDelivery:
         self.sender.notify()
         if self.thread is not None:
             self.thread.join()
-        self.sender.drain()  # whatever the last batch enqueued
+        self.sender.last_drain()  # whatever the last batch enqueued
         self.sender.transport.close()
 
 
@@ -107,7 +109,15 @@ class ProcessDelivery:
         reports_in, reports_out = context.Pipe(duplex=False)
         self.process = context.Process(target=deliver, name="inboxd-delivery", daemon=False,
                                        args=(self.config, wake_in, reports_out, logging.getLogger().level))
-        self.process.start()
+        # Blocked across the spawn (the child inherits the mask) until the child ignores them: a Ctrl-C or a
+        # SIGTERM while its interpreter starts must not kill it. Python's resource tracker starts the same
+        # way, and unblocks them when it does: so it first.
+        resource_tracker.ensure_running()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self._started, self._running = time.monotonic(), True
         wake_in.close()  # the child's ends: only the child holds them now, so its death or ours is an EOF
         reports_out.close()
@@ -201,8 +211,9 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
 
     # Stopping is the daemon's to say (by closing the pipe): Ctrl-C or systemd's SIGTERM to the whole
     # group must not cut a mail in half between the server's 250 and its record.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the daemon until now
     logs.setup(level <= logging.DEBUG)
     logs.use(config.log_format)
     lock = _started(config, wake)
@@ -222,7 +233,7 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     stop.set()
     sender.notify()
     worker.join()
-    sender.drain()
+    sender.last_drain()
     for transport in sender.transports:
         transport.close()
     reports.close()
@@ -239,21 +250,25 @@ def _started(config: Config, wake: Connection) -> InstanceLock | None:
     wait, said = 1.0, False
     lock = InstanceLock(config, role="delivery")
     while True:
+        pause = wait
         try:
-            lock.acquire(standby=True)
+            lock.acquire()  # not standing by inside: the daemon's stop must end this wait too
             connect_database(config.database_url)  # the daemon has brought the schema up to date
             return lock
+        except AlreadyRunning:
+            why, pause = "the delivery of an inboxd that stopped or died is still sending", STANDBY_POLL_SECONDS
         except Exception as exc:
-            why = outage(exc) or (exc.strerror if isinstance(exc, OSError) else None)
-            if why is None:
+            unavailable = outage(exc) or (exc.strerror if isinstance(exc, OSError) else None)
+            if unavailable is None:
                 raise
+            why = unavailable
             forget_connection()
-            (log.debug if said else log.warning)("delivery: cannot start yet: %s; mail waits in the outbox", why)
-            said = True
+            wait = min(wait * 2, START_RETRY_SECONDS)
+        (log.debug if said else log.warning)("delivery: cannot start yet: %s; mail waits in the outbox", why)
+        said = True
         lock.release()
-        if not _woken(wake, wait, until_eof=True):
+        if not _woken(wake, pause, until_eof=True):
             return None
-        wait = min(wait * 2, START_RETRY_SECONDS)
 
 
 def _woken(wake: Connection, seconds: float | None, until_eof: bool = False) -> bool:

@@ -250,6 +250,7 @@ class OutboxSender:
         self.report: Report = report or Ledger()
         self.unreachable = False  # since the last failure to reach the server; logged once per outage
         self.database_down = False  # since the database was last found unavailable; logged once per outage
+        self.login_refused = False  # the last try ended in a refused login
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.wakes = [threading.Event() for _ in transports]
         self._sent_log: SentLog | None = None
@@ -303,6 +304,23 @@ class OutboxSender:
         finally:
             self._record_all(later)
 
+    def last_drain(self) -> int:
+        """At stop, what is due; not after a refused login (another try would risk locking the account), and
+        with the database unavailable what waits to be recorded waits for the next start."""
+        if self.login_refused:
+            return 0
+        try:
+            return self.drain()
+        except Exception as exc:
+            why = outage(exc)
+            if why is None:
+                raise
+            forget_connection()
+            log.warning("outbox: stopping with the database unavailable (%s); %s", why,
+                        "what the SMTP server took is in the sent log and is recorded at the next start"
+                        if self.sent_log else "a mail taken, not recorded yet, may go out once more at the next start")
+            return 0
+
     def send_one(self, row: Outbox, transport: Transport | None = None) -> bool:
         """Try one mail and record the result at once, so a crash repeats at most this one."""
         return self._send(row, transport, None)
@@ -332,6 +350,7 @@ class OutboxSender:
             self._record_sent(row, not_for, sent_log)
         wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
         self.report.sent(row.id, row.kind, wait, not_for)
+        self.login_refused = False
         if self.unreachable:
             self.unreachable = False
             self.report.login("", True)
@@ -438,6 +457,7 @@ class OutboxSender:
             log.warning("%s: could not send %s to %s (attempt %d, retry in %s): %s", self._label(row),
                         row.kind, ", ".join(row.recipients), attempts, self.backoff(attempts), exc)
         self.unreachable = exc.unreachable
+        self.login_refused = isinstance(exc, SmtpLoginRefused)
 
     def _label(self, row: Outbox) -> str:
         """The item's ref for log lines; mail about no item (declines, redirects) says so."""

@@ -3,9 +3,11 @@ intake, reports each mail back to the daemon, and ends with it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +20,8 @@ from inboxd import delivery
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.delivery import ProcessDelivery, ThreadDelivery
+from inboxd.errors import LoginsRefused
+from inboxd.instance import InstanceLock
 from inboxd.metrics import REGISTRY
 from inboxd.models import Item, Outbox
 from inboxd.servers import SmtpCapture, append_messages
@@ -81,21 +85,47 @@ def test_a_refused_smtp_login_is_reported_to_the_daemon(tmp_path):
     assert refusals and all(not ok and "login as 'help'" in why for why, ok in refusals)
 
 
+def test_run_stopped_by_refused_smtp_logins_tries_no_fourth_login_on_its_way_out(tmp_path):
+    """Three refusals in a row stop `run`; the last sending at its stop would only risk locking the account."""
+    config = load_config(write_config(tmp_path))
+    with SmtpCapture(login=("help", "smtp-secret")) as smtp:
+        wrong = dataclasses.replace(config.smtp, port=smtp.port, user="help", password=Secret("not-it"))
+        daemon = Daemon(dataclasses.replace(config, smtp=wrong), source=requests(1))  # three mails, tried one by one
+        refusals: list[str] = []
+        daemon.ledger.on_login_refused = lambda why, ok: (refusals.append(why), daemon._smtp_login(why, ok))
+        with pytest.raises(LoginsRefused, match="refused 3 times in a row"):
+            daemon.run()
+    assert len(refusals) == 3 and smtp.messages == []
+    assert Outbox.select().where(Outbox.status == "pending").count() == 3  # waiting for the credentials
+
+
+class SlowSmtp(SmtpCapture):
+    """A capture that takes a while over each mail, so that there is a moment in the middle of sending."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        await asyncio.sleep(0.2)
+        return await super().handle_DATA(server, session, envelope)
+
+
 def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_path, mailbox):
-    """SIGKILL to `inboxd run`: its delivery process sends what is due and ends; the next run sends the rest once."""
-    with SmtpCapture() as smtp:
+    """SIGKILL to `inboxd run` mid-send: its delivery process sends what is due and ends; the next run sends the
+    rest once."""
+    with SlowSmtp() as smtp:
         config = write_config(tmp_path, mailbox.port, smtp.port, mailbox.user, mailbox.password)
         append_messages(mailbox, [make_mail(sender=f"p{n}@example.org", subject=f"Request {n}") for n in range(5)])
         command = [sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
         log = open(tmp_path / "run.log", "wb")
         daemon = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=tmp_path)
-        assert _wait(lambda: len(_acked(smtp)) == 5), (tmp_path / "run.log").read_text()
+        assert _wait(lambda: _queued(tmp_path / "inboxd.db") == 15 and len(_acked(smtp)) >= 1), \
+            (tmp_path / "run.log").read_text()  # all five requests in, their mail going out
         children = _children(daemon.pid)
         assert len(children) == 1  # the delivery process
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
-        assert _gone(children[0], 15)  # the pipe's end told it: no orphan keeps sending
+        assert len(smtp.messages) < 15  # (five requests, three mails each) the kill came in the middle
+        assert _gone(children[0], 30)  # the pipe's end told it: no orphan keeps sending
+        assert len(smtp.messages) == 15 and sorted(_acked(smtp)) == [f"p{n}@example.org" for n in range(5)]
         append_messages(mailbox, [make_mail(sender="late@example.org", subject="After the crash")])
         again = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=tmp_path)
         try:
@@ -105,6 +135,32 @@ def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_pa
             again.send_signal(signal.SIGTERM)
             assert again.wait(30) == 0
         assert sorted(_acked(smtp)) == ["late@example.org", *(f"p{n}@example.org" for n in range(5))]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_to_the_group_while_the_delivery_process_starts_stops_it_cleanly(tmp_path, mailbox,
+                                                                                         smtp_capture, stop_signal):
+    """The signal comes before the child's interpreter could ignore it: blocked from the spawn on, it does no harm."""
+    config = write_config(tmp_path, mailbox.port, smtp_capture.port, mailbox.user, mailbox.password)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    daemon = subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                              start_new_session=True)
+    assert _wait(lambda: len(_children(daemon.pid)) == 1)
+    child = _children(daemon.pid)[0]
+    os.killpg(daemon.pid, stop_signal)  # Ctrl-C in a terminal, or systemd's stop: the whole group
+    output = daemon.communicate(timeout=60)[0].decode()
+    assert daemon.returncode == 0 and _gone(child, 5)
+    assert "exit code" not in output and "KeyboardInterrupt" not in output, output
+
+
+def _queued(database: Path) -> int:
+    """The mails in the outbox of `database`, whatever became of them (0 before it has one)."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            return connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def _acked(smtp: SmtpCapture) -> list[str]:
@@ -167,3 +223,21 @@ def test_a_delivery_process_that_died_is_started_again_and_the_mail_goes(tmp_pat
 
 def _recipients(smtp: SmtpCapture) -> list[str]:
     return [r for m in smtp.messages for r in m.rcpt_tos]
+
+
+def test_a_daemon_stopped_while_the_last_delivery_still_sends_stops_without_waiting_for_it(tmp_path, smtp_capture):
+    """Its delivery process, waiting for the delivery lock, ends at the daemon's stop; the mail stays in the outbox."""
+    config = load_config(write_config(tmp_path, smtp_port=smtp_capture.port))
+    daemon = Daemon(config, source=requests(1))
+    last = InstanceLock(config, role="delivery")
+    last.acquire()  # the delivery of a killed daemon, still sending (or stuck)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    try:
+        thread.start()
+        assert _wait(lambda: Outbox.select().count() == 3)
+        daemon.stop()
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        last.release()
+    assert smtp_capture.messages == [] and {row.status for row in Outbox.select()} == {"pending"}

@@ -1,8 +1,10 @@
 """The outbox sender: backoff, dead letters, and what a sent acknowledgement records."""
 
 import smtplib
+import sqlite3
 from datetime import timedelta
 
+import peewee as pw
 import pytest
 from helpers import make_mail, write_config
 
@@ -134,6 +136,29 @@ def test_a_record_the_database_refused_is_written_later_without_sending_again(fa
             fake_daemon.sender.drain()
     assert fake_daemon.sender.drain() == 1  # recorded now, in the same process
     assert len(fake_daemon.sender.transport.sent) == 1 and Outbox.get().status == "sent"
+
+
+def test_the_last_sending_at_stop_with_the_database_locked_leaves_the_record_to_the_next_start(
+        fake_daemon, clock, monkeypatch, caplog):
+    import inboxd.outbox
+
+    def locked(*args):
+        try:
+            raise sqlite3.OperationalError("database is locked")
+        except sqlite3.OperationalError as exc:
+            raise pw.OperationalError("database is locked") from exc
+    _one_request(fake_daemon)
+    fake_daemon.sender.stopping.set()  # as at the stop: a record the database refuses is not waited for
+    with monkeypatch.context() as patch:
+        patch.setattr(inboxd.outbox, "_mark_sent", locked)
+        assert fake_daemon.sender.last_drain() == 0  # no traceback: a warning
+    assert "stopping with the database unavailable (database is locked)" in caplog.text
+    taken = len(fake_daemon.sender.transport.sent)
+    assert taken and Outbox.get_by_id(1).status == "pending"
+    restarted = Daemon(fake_daemon.config, clock=clock, source=FakeSource(), transport=FakeTransport())
+    restarted.sender.drain()
+    assert taken + len(restarted.sender.transport.sent) == Outbox.select().count()  # none sent twice
+    assert {row.status for row in Outbox.select()} == {"sent"}
 
 
 def test_the_sent_log_is_read_by_message_id_and_emptied_at_start(fake_daemon, clock):
