@@ -117,12 +117,14 @@ def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_pa
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
         log = open(tmp_path / "run.log", "wb")
         daemon = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=tmp_path)
-        assert _wait(lambda: _queued(tmp_path / "inboxd.db") == 15 and len(_acked(smtp)) >= 1), \
-            (tmp_path / "run.log").read_text()  # all five requests in, their mail going out
-        children = _children(daemon.pid)
-        assert len(children) == 1  # the delivery process
-        daemon.send_signal(signal.SIGKILL)
-        daemon.wait(10)
+        try:
+            assert _wait(lambda: _queued(tmp_path / "inboxd.db") == 15 and len(_acked(smtp)) >= 1), \
+                (tmp_path / "run.log").read_text()  # all five requests in, their mail going out
+            children = _children(daemon.pid)
+            assert len(children) == 1  # the delivery process
+        finally:
+            daemon.send_signal(signal.SIGKILL)  # also when an assertion failed: no daemon outlives the test
+            daemon.wait(10)
         assert len(smtp.messages) < 15  # (five requests, three mails each) the kill came in the middle
         assert _gone(children[0], 30)  # the pipe's end told it: no orphan keeps sending
         assert len(smtp.messages) == 15 and sorted(_acked(smtp)) == [f"p{n}@example.org" for n in range(5)]
@@ -146,10 +148,15 @@ def test_ctrl_c_or_sigterm_to_the_group_while_the_delivery_process_starts_stops_
     daemon = subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
                               start_new_session=True)
-    assert _wait(lambda: len(_children(daemon.pid)) == 1)
-    child = _children(daemon.pid)[0]
-    os.killpg(daemon.pid, stop_signal)  # Ctrl-C in a terminal, or systemd's stop: the whole group
-    output = daemon.communicate(timeout=60)[0].decode()
+    try:
+        assert _wait(lambda: len(_children(daemon.pid)) == 1)
+        child = _children(daemon.pid)[0]
+        os.killpg(daemon.pid, stop_signal)  # Ctrl-C in a terminal, or systemd's stop: the whole group
+        output = daemon.communicate(timeout=60)[0].decode()
+    finally:
+        if daemon.poll() is None:  # an assertion failed: no daemon outlives the test
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
     assert daemon.returncode == 0 and _gone(child, 5)
     assert "exit code" not in output and "KeyboardInterrupt" not in output, output
 
