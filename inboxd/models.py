@@ -9,6 +9,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,9 +36,9 @@ class WriteTurn:
     """Turns for writing: among this process's threads, and with the other processes of a SQLite file.
 
     SQLite's busy handler sleeps in steps of up to 100 ms, so a writer that only writes now and then
-    (the outbox) would starve beside one that writes back to back (the ingest). A thread lock and,
-    across processes, `flock` on a file beside the database wake the next writer the moment the
-    last one commits.
+    (the outbox) would starve beside one that writes back to back (the ingest). A thread lock, and
+    across processes `flock` on a file beside the database tried every few milliseconds, hand the
+    turn on within about that long of the last commit.
     """
 
     def __init__(self) -> None:
@@ -61,11 +62,34 @@ class WriteTurn:
             if self._file is None:
                 yield
                 return
-            fcntl.flock(self._file, fcntl.LOCK_EX)
+            self._take(self._file)
             try:
                 yield
             finally:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _take(turn: int) -> None:
+        """The turn, within SQLite's own patience: a holder stuck for longer (stopped, hung) is an outage.
+
+        Tried every few milliseconds rather than waited for in `flock`, which has no timeout: a stopped
+        delivery process holding the turn would otherwise hang the intake for good, without a word.
+        """
+        pause, deadline = 0.0002, 0.0
+        while True:
+            try:
+                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + BUSY_TIMEOUT_SECONDS
+            elif now > deadline:
+                raise DatabaseOutage(f"database unavailable: another inboxd process has held its write turn for "
+                                     f"{BUSY_TIMEOUT_SECONDS:.0f} s (stopped or hung?)")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
 
 
 _write_turn = WriteTurn()

@@ -11,6 +11,7 @@ seconds. The pure parts (which errors are an outage, what `inboxd health` says) 
 from __future__ import annotations
 
 import email
+import fcntl
 import json
 import logging
 import os
@@ -92,6 +93,21 @@ def test_a_failed_rollback_after_a_full_disk_is_still_the_full_disk():
             raise wrapped(sqlite3.OperationalError("cannot rollback - no transaction is active")) from None
     except pw.OperationalError as exc:
         assert models.outage(exc) == "database or disk is full"
+
+
+def test_a_write_turn_held_too_long_by_another_process_is_an_outage(tmp_path, monkeypatch):
+    """A delivery process stopped (SIGSTOP) in the middle of a write: the intake says so, not hangs for good."""
+    models.open_database(f"sqlite:///{tmp_path}/inboxd.db")
+    monkeypatch.setattr(models, "BUSY_TIMEOUT_SECONDS", 0.2)
+    other = os.open(tmp_path / "inboxd.db.turn", os.O_RDWR)  # an open file of its own: another holder
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(DatabaseOutage, match="held its write turn for 0 s"), models.write_transaction():
+            pass
+    finally:
+        os.close(other)  # let go: the turn is free again
+    with models.write_transaction():
+        Item.select().count()
 
 
 # --- what `inboxd health` says -------------------------------------------------------------------
