@@ -135,7 +135,10 @@ class ProcessDelivery:
                     name, args = reports.recv()
                 except (EOFError, OSError):
                     return
-                getattr(self.ledger, name)(*args)
+                try:
+                    getattr(self.ledger, name)(*args)
+                except Exception:  # a figure lost, never the listener: without it the process would block on us
+                    log.exception("delivery: a report (%s) could not be taken", name)
 
     def notify(self) -> None:
         if self._wake is None:

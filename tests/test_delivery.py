@@ -248,3 +248,19 @@ def test_a_daemon_stopped_while_the_last_delivery_still_sends_stops_without_wait
     finally:
         last.release()
     assert smtp_capture.messages == [] and {row.status for row in Outbox.select()} == {"pending"}
+
+
+def test_a_report_the_daemon_cannot_take_costs_that_report_only(tmp_path, smtp_capture, caplog):
+    """A failing ledger must not end the listener: the delivery process would block on a full pipe."""
+    daemon = Daemon(load_config(write_config(tmp_path, smtp_port=smtp_capture.port)), source=requests(3))
+    real_sent, calls = daemon.ledger.sent, []
+
+    def failing_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a metric")
+        real_sent(*args)
+    daemon.ledger.sent = failing_once
+    assert daemon.once() == 3
+    assert len(calls) == len(smtp_capture.messages) == 9  # every report came, after the one that failed
+    assert "a report (sent) could not be taken" in caplog.text
