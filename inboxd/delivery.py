@@ -70,7 +70,7 @@ class ThreadDelivery:
 
     def start(self) -> None:
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self.sender.run, args=(self._stop,), name="outbox", daemon=True)
+        self.thread = threading.Thread(target=self.sender.serve, args=(self._stop,), name="outbox", daemon=True)
         self.thread.start()
 
     def notify(self) -> None:
@@ -84,8 +84,6 @@ class ThreadDelivery:
         self.sender.notify()
         if self.thread is not None:
             self.thread.join()
-        self.sender.last_drain()  # whatever the last batch enqueued
-        self.sender.transport.close()
 
 
 class ProcessDelivery:
@@ -226,7 +224,7 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     sender = OutboxSender([SmtpTransport(config.smtp, smtp_tokens) for _ in range(config.smtp.connections)],
                           SystemClock(), config.smtp, config.team, report=_Forward(reports))
     stop = threading.Event()
-    worker = threading.Thread(target=sender.run, args=(stop,), name="outbox", daemon=True)
+    worker = threading.Thread(target=sender.serve, args=(stop,), name="outbox", daemon=True)
     worker.start()
     with wake:
         while True:
@@ -236,9 +234,6 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     stop.set()
     sender.notify()
     worker.join()
-    sender.last_drain()
-    for transport in sender.transports:
-        transport.close()
     reports.close()
     lock.release()
 

@@ -317,7 +317,7 @@ M = TypeVar("M", bound=BaseModel)
 _COMPOSED: dict[object, str] = {}  # per database dialect (? or %s placeholders): cleared on open
 
 
-def _composed(key: object, query: Callable[[], pw.Query]) -> str:
+def composed(key: object, query: Callable[[], pw.Query]) -> str:
     """The SQL of a query that only ever changes in its parameters, composed once.
 
     peewee composes SQL anew for every query, and on the per-mail path that cost more CPU than
@@ -336,7 +336,7 @@ def create(model: type[M], **values: Any) -> M:
             values[name] = field.default() if callable(field.default) else field.default
     # In declaration order: the order peewee writes the columns in.
     columns = tuple(f.name for f in model._meta.sorted_fields if f.name in values)
-    sql = _composed((model, columns), lambda: model.insert(values))
+    sql = composed((model, columns), lambda: model.insert(values))
     fields = model._meta.fields
     cursor = db.execute_sql(sql, [fields[name].db_value(values[name]) for name in columns])
     instance = model(**values)
@@ -352,7 +352,7 @@ def seen_inbound(message_id: str, fingerprint: str, old_fingerprint: str = "", r
     its size is the same too: the same mail read again, not another that differs in a file or a letter.
     """
     columns = (Message.id, Message.outcome, Message.item, Message.uid)
-    sql = _composed("seen_inbound", lambda: Message.select(*columns).where(
+    sql = composed("seen_inbound", lambda: Message.select(*columns).where(
         (Message.direction == "in") & (Message.message_id == "")
         & ((Message.fingerprint == "") | ((Message.fingerprint == "") & (Message.raw_size == 0)))))
     return db.execute_sql(sql, ["in", message_id, fingerprint, old_fingerprint or fingerprint, raw_size]).fetchone()
@@ -360,7 +360,7 @@ def seen_inbound(message_id: str, fingerprint: str, old_fingerprint: str = "", r
 
 def automatic_mails_since(recipient: str, since: datetime) -> int:
     """How many automatic answers went to this address after `since`: the flood cap's count, per mail."""
-    sql = _composed("automatic_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
+    sql = composed("automatic_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
         (Outbox.recipient == "") & (Outbox.automatic == True) & (Outbox.created_at > datetime.now())))  # noqa: E712
     fields = Outbox._meta.fields
     return db.execute_sql(sql, [recipient, fields["automatic"].db_value(True),
@@ -369,7 +369,7 @@ def automatic_mails_since(recipient: str, since: datetime) -> int:
 
 def requests_since(requester: str, since: datetime) -> int:
     """How many items this address opened after `since`: the flood batching's count, per mail."""
-    sql = _composed("requests_since", lambda: Item.select(pw.fn.COUNT(Item.id)).where(
+    sql = composed("requests_since", lambda: Item.select(pw.fn.COUNT(Item.id)).where(
         (Item.requester == "") & (Item.created_at > datetime.now())))
     return db.execute_sql(sql, [requester, Item._meta.fields["created_at"].db_value(since)]).fetchone()[0]
 
@@ -381,7 +381,7 @@ def same_text_requests(requester: str, text: str, since: datetime) -> list[tuple
     incoming mail by the direction index (0.5 ms a mail at 1,000 items, and growing with the table). The
     order is that index's (Message-ID, fingerprint), so which earlier item a repeat is said to repeat stays.
     """
-    sql = _composed("same_text_requests", lambda: Item.select(Message.item, Message.subject)
+    sql = composed("same_text_requests", lambda: Item.select(Message.item, Message.subject)
                     .join(Message, pw.JOIN.CROSS, on=None)
                     .where((Message.item == Item.id) & (Item.requester == "") & (Item.created_at > datetime.now())
                            & (Message.direction == "in") & (Message.outcome == "item") & (Message.body == ""))
@@ -392,14 +392,14 @@ def same_text_requests(requester: str, text: str, since: datetime) -> list[tuple
 
 def item_mails_since(item_id: int, since: datetime) -> int:
     """How many mails this item put in the outbox after `since`: the per-item bound's count, per mail."""
-    sql = _composed("item_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
+    sql = composed("item_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
         (Outbox.item == 0) & (Outbox.created_at > datetime.now())))
     return db.execute_sql(sql, [item_id, Outbox._meta.fields["created_at"].db_value(since)]).fetchone()[0]
 
 
 def last_owner(queue: str, members: tuple[str, ...]) -> str | None:
     """Who of these members got this queue's last assigned item: the round-robin's question, per new item."""
-    sql = _composed(("last_owner", len(members)), lambda: Item.select(Item.owner).where(
+    sql = composed(("last_owner", len(members)), lambda: Item.select(Item.owner).where(
         (Item.queue == "") & Item.owner.in_([""] * len(members))).order_by(Item.id.desc()).limit(1))
     row = db.execute_sql(sql, [queue, *members, 1]).fetchone()
     return row[0] if row is not None else None
@@ -407,14 +407,14 @@ def last_owner(queue: str, members: tuple[str, ...]) -> str | None:
 
 def open_counts(members: tuple[str, ...]) -> dict[str, int]:
     """How many open items each of these members owns (absent: none): least-loaded's question, per new item."""
-    sql = _composed(("open_counts", len(members)), lambda: Item.select(Item.owner, pw.fn.COUNT(Item.id)).where(
+    sql = composed(("open_counts", len(members)), lambda: Item.select(Item.owner, pw.fn.COUNT(Item.id)).where(
         Item.owner.in_([""] * len(members)) & Item.status.in_(list(OPEN_STATUSES))).group_by(Item.owner))
     return dict(db.execute_sql(sql, [*members, *(str(s) for s in OPEN_STATUSES)]).fetchall())
 
 
 def members_away(now: datetime) -> list[tuple[str, datetime]]:
     """(member, back on) of every `#away` still running: asked for each new item an `assign` rule places."""
-    sql = _composed("members_away", lambda: Absence.select(Absence.member, Absence.until).where(
+    sql = composed("members_away", lambda: Absence.select(Absence.member, Absence.until).where(
         Absence.until > datetime.now()))
     until = Absence._meta.fields["until"]
     return [(member, until.python_value(back)) for member, back in db.execute_sql(sql, [until.db_value(now)])]

@@ -25,7 +25,7 @@ from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpLoginRefused, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Message, Outbox, _composed, create, db, forget_connection, outage, write_transaction
+from .models import Message, Outbox, composed, create, db, forget_connection, outage, write_transaction
 from .oauth2 import HttpTokens, TokenError, TokenSource
 from .sentlog import SentLog
 from .tracker import Tracker
@@ -49,7 +49,7 @@ def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
 
 def _mark_sent(row: Outbox, not_for: str, now: datetime) -> None:
     """The row is sent and its item told, inside the caller's transaction; the SQL is composed once (per mail)."""
-    sql = _composed("mark_sent", lambda: Outbox.update(status="sent", attempts=Outbox.attempts + 1, last_error="",
+    sql = composed("mark_sent", lambda: Outbox.update(status="sent", attempts=Outbox.attempts + 1, last_error="",
                                                        sent_at=now).where(Outbox.id == 0))
     db.execute_sql(sql, ["sent", 1, f"refused for {not_for}" if not_for else "", Outbox.sent_at.db_value(now), row.id])
     Tracker.delivered(row.item_id, row.acknowledges, not_for, row.kind, now)
@@ -329,7 +329,7 @@ class OutboxSender:
         """Try one mail; what the server took is recorded at once, or with `later` once the sent log has it."""
         sent_log = self.sent_log
         if sent_log is not None and row.message_id in sent_log.unrecorded:  # taken, not recorded: no resend
-            self._record_sent(row, sent_log.unrecorded[row.message_id], sent_log)
+            self._record_all([(row, sent_log.unrecorded[row.message_id])])
             return True
         try:
             refused = (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
@@ -347,7 +347,7 @@ class OutboxSender:
         if sent_log is not None and later is not None:
             later.append((row, not_for))  # a write turn per mail cost the intake and the sending alike
         else:
-            self._record_sent(row, not_for, sent_log)
+            self._record_all([(row, not_for)])
         wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
         self.report.sent(row.id, row.kind, wait, not_for)
         self.login_refused = False
@@ -360,14 +360,8 @@ class OutboxSender:
         log.info("%s: sent %s to %s: %s", self._label(row), row.kind, ", ".join(row.recipients), row.subject)
         return True
 
-    def _record_sent(self, row: Outbox, not_for: str, sent_log: SentLog | None) -> None:
-        now = self.clock.now()
-        self._record_delivery(lambda: _mark_sent(row, not_for, now))
-        if sent_log is not None:
-            sent_log.recorded(row.message_id)
-
     def _record_all(self, later: list[tuple[Outbox, str]]) -> None:
-        """Record mails the sent log already holds, in one transaction."""
+        """Record these mails the server took, in one transaction; then the sent log may forget them."""
         if not later:
             return
         now, sent_log = self.clock.now(), self.sent_log
@@ -464,6 +458,13 @@ class OutboxSender:
         if not row.item_id:
             return "no item"
         return self.team.ref(row.item_id) if self.team else f"item {row.item_id}"
+
+    def serve(self, stop: threading.Event) -> None:
+        """Send until `stop`, then once more what is due (the last batch's mail), and let go of the connections."""
+        self.run(stop)
+        self.last_drain()
+        for transport in self.transports:
+            transport.close()
 
     def run(self, stop: threading.Event) -> None:
         """One worker per connection until `stop`; then the caller drains what is left."""

@@ -132,7 +132,7 @@ def _reported(client: IMAPClient) -> bool:
     """
     responses = client._imap.untagged_responses
     told = "EXISTS" in responses
-    responses.clear()  # called between commands only: nothing in it belongs to a command under way
+    responses.clear()  # between commands, or once IDLE has begun: nothing in it belongs to a command under way
     return told
 
 
@@ -248,9 +248,10 @@ class ImapSource:
         return self.client
 
     def new_uids(self, after: int) -> list[int]:
+        client = self._client()
         try:
-            _reported(self._client())  # what was told before this search, it finds
-            uids = self._client().search(["UID", f"{after + 1}:*"])
+            _reported(client)  # what was told before this search, it finds
+            uids = client.search(["UID", f"{after + 1}:*"])
         except CONNECTION_ERRORS as exc:
             raise _fail("searching for new mail", exc) from None
         return sorted(uid for uid in uids if uid > after)  # n:* always includes the last UID
@@ -356,9 +357,10 @@ class ImapSource:
         try:
             client.idle()
             try:
+                if _reported(client):  # told just before IDLE's answer: nothing more will be said of it
+                    return
                 while not interrupt.is_set() and time.monotonic() < deadline:
-                    # Told before IDLE's answer, or with it: select() below would never see it.
-                    if _reported(client) or _unread(client):
+                    if _unread(client):  # came with IDLE's answer: select() below would never see it
                         break
                     if not select.select([client.socket()], [], [], 1.0)[0]:
                         continue

@@ -18,7 +18,7 @@ import peewee as pw
 from .domain import ItemView, Plan
 from .intake import NewItem
 from .message import InboundMessage
-from .models import Absence, Event, Item, Message, Notice, _composed, create, db, new_secret
+from .models import Absence, Event, Item, Message, Notice, composed, create, db, new_secret
 
 log = logging.getLogger(__name__)
 BODY_KEPT = 64 * 1024  # characters of a mail's text kept for `inboxd item`; the whole mail stays on the server
@@ -138,7 +138,7 @@ class Tracker:
     def delivered(item_id: int | None, acknowledges: bool, refused: str, kind: str, now: datetime) -> None:
         """The outbox sent a mail: an acknowledgement marks the item; recipients the server refused are noted."""
         if acknowledges and item_id:  # per acknowledgement sent: the SQL composed once
-            sql = _composed("acknowledged", lambda: Item.update(acknowledged_at=now).where(
+            sql = composed("acknowledged", lambda: Item.update(acknowledged_at=now).where(
                 (Item.id == 0) & Item.acknowledged_at.is_null()))
             db.execute_sql(sql, [Item.acknowledged_at.db_value(now), item_id])
         if refused and item_id:

@@ -28,11 +28,16 @@ sys.path.insert(0, str(REPO / "bench"))
 from ingest import make_field_mails  # noqa: E402
 
 
-def _ingest(*args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "ingest.py"), *args], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+def _bench(script: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """Run bench/`script` with `args`; it must exit 0 (a wrong result exits 1, a missed goal does not)."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr[-3000:]}"
     return done
+
+
+def _ingest(*args: str) -> subprocess.CompletedProcess[str]:
+    return _bench("ingest.py", *args)
 
 
 def test_ingest_bench_small_runs_both_configurations_correctly() -> None:
@@ -115,17 +120,12 @@ def test_field_mailbox_never_repeats_a_request_of_one_sender() -> None:
 
 def test_intake_cpu_bench_small(tmp_path) -> None:
     """bench/intake_cpu.py at a small size: its figures printed, and a dump of what was stored and sent."""
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "intake_cpu.py"), "--mails", "20", "--runs", "1",
-                           "--senders", "5"], capture_output=True, text=True, timeout=120, cwd=REPO,
-                          stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    done = _bench("intake_cpu.py", "--mails", "20", "--runs", "1", "--senders", "5")
     figures = re.search(r"^20 mails from 5 senders, 1 runs, medians \(ranges\): raw floor ([0-9.]+) ms/mail .*"
                         r"Pipeline.process ([0-9.]+) ms/mail", done.stdout, re.M)
     assert figures and float(figures[1]) > 0 and float(figures[2]) > 0, done.stdout
     dump = tmp_path / "dump.json"
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "intake_cpu.py"), "--mails", "5", "--dump", str(dump)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    done = _bench("intake_cpu.py", "--mails", "5", "--dump", str(dump))
     rows = json.JSONDecoder().raw_decode(dump.read_text())[0]
     assert {row["table"] for row in rows} >= {"Item", "Message", "Event", "Outbox"}
     assert all("<ours-" in row["raw"] for row in rows if row["table"] == "Outbox")  # our Message-IDs numbered
@@ -135,9 +135,7 @@ def test_crash_trials_small() -> None:
     """A few kills over a few mails: the harness runs, and nothing is lost or doubled."""
     if os.environ.get("CI", "").lower() == "true" and not DovecotServer.available():
         pytest.fail("CI=true but Dovecot is not available")
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "crash_trials.py"), "--kills", "3", "--mails", "30",
-                           "--json"], capture_output=True, text=True, timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    done = _bench("crash_trials.py", "--kills", "3", "--mails", "30", "--json", timeout=300)
     figures = json.loads(done.stdout)
     assert (figures["kills"], figures["mails"], figures["items"], figures["acknowledged"]) == (3, 30, 30, 30)
     assert figures["lost"] == figures["duplicate_items"] == figures["second_acks"] == 0
@@ -148,9 +146,7 @@ def test_memory_bench_small() -> None:
     """A few 2 MB mails and a request behind them: the harness runs, every mail is an item, the request acknowledged."""
     if os.environ.get("CI", "").lower() == "true" and not DovecotServer.available():
         pytest.fail("CI=true but Dovecot is not available")
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "memory.py"), "--big", "3", "--size-mb", "2", "--json"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    done = _bench("memory.py", "--big", "3", "--size-mb", "2", "--json", timeout=300)
     figures = json.loads(done.stdout)
     assert figures["correct"] is True and figures["problems"] == []
     assert figures["run"]["items"] == 4 and figures["run"]["normal_acknowledged"] is True
@@ -158,10 +154,8 @@ def test_memory_bench_small() -> None:
 
 
 def test_sweep_bench_small() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "sweep.py"), "--items", "2000", "--due", "10"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    done = _bench("sweep.py", "--items", "2000", "--due", "10")
     out = done.stdout
-    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{out}\nstderr:\n{done.stderr[-3000:]}"
     assert re.search(r"^inboxd sweep benchmark: 2000 open items \(SQLite\), 10 falling due$", out, re.M), out
     baseline = re.search(r"^baseline, load every open item:\s+([0-9.]+) s", out, re.M)
     run = re.search(r"^run \(send 30 mail\(s\)\):\s+([0-9.]+) s\s+goal < 1 s\s+(PASS|MISS)$", out, re.M)
@@ -175,19 +169,15 @@ def test_sweep_bench_small() -> None:
 
 def test_hostile_bench_small() -> None:
     """Every hostile shape, shrunk a hundredfold, becomes an item with its lookups bounded."""
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "hostile.py"), "--scale", "0.01", "--repeat", "1",
-                           "--json"], capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    done = _bench("hostile.py", "--scale", "0.01", "--repeat", "1", "--json")
     figures = json.loads(done.stdout)
     assert figures["wrong"] == [] and len(figures["shapes"]) == 9
     assert all(s["outcomes"] == ["item"] and s["seconds"] > 0 and s["lookups"] <= 5 for s in figures["shapes"])
 
 
 def test_scrape_bench_small() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "scrape.py"), "--items", "2000"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    done = _bench("scrape.py", "--items", "2000")
     out = done.stdout
-    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{out}\nstderr:\n{done.stderr[-3000:]}"
     assert re.search(r"^inboxd scrape benchmark: 2000 items, 4000 outgoing mails \(SQLite\)$", out, re.M), out
     baseline = re.search(r"^baseline \(COUNT\(\*\) over the items\):\s+([0-9.]+) ms$", out, re.M)
     scrape = re.search(r"^/metrics scrape:\s+([0-9.]+) ms\s+goal < 100 ms\s+(PASS|MISS)$", out, re.M)
@@ -198,9 +188,7 @@ def test_scrape_bench_small() -> None:
 
 def test_latency_bench_small() -> None:
     """bench/latency.py at a small size: every request acknowledged and paired with what inboxd was told; no timing."""
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "latency.py"), "--mails", "5", "--interval", "0.3",
-                           "--json"], capture_output=True, text=True, timeout=180, cwd=REPO, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    done = _bench("latency.py", "--mails", "5", "--interval", "0.3", "--json", timeout=180)
     figures = json.loads(done.stdout)
     assert figures["correct"] is True and figures["acknowledged"] == 5 and figures["problems"] == []
     assert figures["mails_out"] >= 5 and figures["ack_after_team_mail"] == 0  # the requester first
