@@ -503,10 +503,45 @@ def new_secret() -> str:
     return secrets.token_hex(16)
 
 
+SEARCH_INDEX = "message_search"  # the full-text index of every mail's subject and text (inboxd/search.py)
+
+
+def fts5_available(database: pw.Database) -> bool:
+    """This SQLite has FTS5 (a build without it searches with LIKE)."""
+    return bool(database.execute_sql("SELECT sqlite_compileoption_used('ENABLE_FTS5')").fetchone()[0])
+
+
+def _v10_search(database: pw.Database) -> None:
+    """A full-text index of every mail's subject and text, for `inboxd items --search`.
+
+    SQLite: an FTS5 table over `message` (external content: the text is not stored twice), kept
+    up to date by triggers and filled from the mail already stored; none where SQLite lacks FTS5.
+    PostgreSQL: a GIN index on the expression `search.py` matches with `@@`.
+    """
+    if isinstance(database, pw.PostgresqlDatabase):
+        database.execute_sql(f"CREATE INDEX IF NOT EXISTS {SEARCH_INDEX} ON message USING GIN "
+                             f"(to_tsvector('simple', subject || ' ' || body))")
+        return
+    if not fts5_available(database):
+        log.warning("database: this SQLite has no FTS5: `inboxd items --search` will read every mail (LIKE)")
+        return
+    add, remove = (f"INSERT INTO {SEARCH_INDEX}(rowid, subject, body) VALUES (new.id, new.subject, new.body);",
+                   f"INSERT INTO {SEARCH_INDEX}({SEARCH_INDEX}, rowid, subject, body) "
+                   f"VALUES ('delete', old.id, old.subject, old.body);")
+    for statement in (
+            f"CREATE VIRTUAL TABLE {SEARCH_INDEX} USING fts5(subject, body, content='message', content_rowid='id')",
+            f"CREATE TRIGGER {SEARCH_INDEX}_insert AFTER INSERT ON message BEGIN {add} END",
+            f"CREATE TRIGGER {SEARCH_INDEX}_delete AFTER DELETE ON message BEGIN {remove} END",
+            f"CREATE TRIGGER {SEARCH_INDEX}_update AFTER UPDATE OF subject, body ON message BEGIN {remove} {add} END",
+            f"INSERT INTO {SEARCH_INDEX}({SEARCH_INDEX}) VALUES ('rebuild')"):  # the mail stored before
+        database.execute_sql(statement)
+
+
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
-    (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact)]
+    (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact),
+    (10, _v10_search)]
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]
