@@ -15,8 +15,9 @@ from . import __version__, init, logs
 from .cli_auth import auth, report_connections
 from .clock import SystemClock
 from .config import Config, TeamConfig, default_config_path, load_config
+from .domain import STATUSES
 from .errors import InboxdError
-from .wording import local_time, short_time
+from .wording import local_day, local_time, short_time
 
 if TYPE_CHECKING:
     from .queries import ItemRecord
@@ -162,33 +163,44 @@ def item_json(item: Any, team: TeamConfig) -> dict[str, Any]:
 @click.option("--all", "which", flag_value="all", help="every item")
 @click.option("--queue", help="only this queue")
 @click.option("--owner", help="only this owner's items")
+@click.option("--requester", metavar="ADDR", help="only the items this address asked for (in any case)")
+@click.option("--search", "text", metavar="TEXT",
+              help="only items with every word of TEXT in their mail, in or out (subject or text), in any order")
+@click.option("--since", metavar="DATE", help="only items created since this ISO 8601 date or moment "
+                                              "(without an offset, in the team's timezone)")
+@click.option("--status", type=click.Choice([str(s) for s in STATUSES]),
+              help="only items in this status (open or not)")
+@click.option("--tag", help="only items with this tag")
 @click.option("--json", "as_json", is_flag=True, help="a JSON array")
 @click.pass_context
-def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, as_json: bool) -> None:
-    """List items (open ones unless --all)."""
-    from .domain import OPEN_STATUSES
-    from .models import Item
+def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, requester: str | None,
+          text: str | None, since: str | None, status: str | None, tag: str | None, as_json: bool) -> None:
+    """List items (open ones unless --all or --status); the filters given must all hold."""
+    from .search import Filters, matching, since_moment
     config = _open_db(ctx)
-    query = Item.select().order_by(Item.id)
-    if which == "open":
-        query = query.where(Item.status.in_(OPEN_STATUSES))
-    if queue:
-        query = query.where(Item.queue == queue)
-    if owner:
-        query = query.where(Item.owner == owner.lower())
     tz = config.calendar.tz
+    try:
+        start = since_moment(since, tz) if since is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    filters = Filters(queue=queue, owner=owner, requester=requester, text=text, since=start, status=status,
+                      tag=tag, open_only=which == "open")
+    found = matching(filters)
     if as_json:
-        click.echo(json.dumps([item_json(i, config.team) for i in query], indent=2, ensure_ascii=False))
+        click.echo(json.dumps([item_json(i, config.team) for i in found], indent=2, ensure_ascii=False))
         return
-    rows = list(query)
-    if not rows:
-        click.echo("no items" + (" open" if which == "open" else ""))
-    else:
-        click.echo(f"{'REF':<9} {'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
-    for i in rows:
+    count = 0
+    for i in found:
+        if not count:
+            click.echo(f"{'REF':<9} {'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
+        count += 1
         due = short_time(i.due_at, tz) if i.due_at else "-"
         click.echo(f"{config.team.ref(i.id):<9} {i.status:<10} {i.priority:<7} {i.queue:<12} "
                    f"{(i.owner or '-'):<22} {due:<16} {i.subject[:60]}")
+    if filters.given():
+        click.echo(f"{count} item(s) match")
+    elif not count:
+        click.echo("no items" + (" open" if which == "open" else ""))
     _needs_attention(config, everything=which == "all")
 
 
@@ -215,8 +227,9 @@ def _needs_attention(config: Config, everything: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON with fields and events")
 @click.pass_context
 def item(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Show one item (like IT-42): fields, history, every mail in and out."""
+    """Show one item (like IT-42): fields, the requester's other items, history, every mail in and out."""
     from .queries import item_record
+    from .search import others
     config = _open_db(ctx)
     team, tz = config.team, config.calendar.tz
     number = ref.upper().strip("[] ").removeprefix(team.ref_prefix + "-")
@@ -224,26 +237,34 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
         and len(number) <= 12 else None
     if found is None:
         raise InboxdError(f"no item {ref[:40]!r} (references look like {team.ref(42)})")
+    theirs = others(int(number), found.item.requester)
     if as_json:
-        click.echo(json.dumps(_item_details_json(found, team), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(_item_details_json(found, theirs, team), indent=2, ensure_ascii=False))
     else:
-        _print_item(found, team, tz)
+        _print_item(found, theirs, team, tz)
 
 
-def _item_details_json(record: ItemRecord, team: TeamConfig) -> dict[str, Any]:
-    """`item --json`: the fields of `items --json`, the promise, every event and every mail."""
+def _other_json(other: Any, team: TeamConfig) -> dict[str, Any]:
+    """One of the requester's other items, in `item --json`."""
+    return {"ref": team.ref(other.id), "status": other.status, "created_at": _iso(other.created_at),
+            "subject": other.subject}
+
+
+def _item_details_json(record: ItemRecord, others: list[Any], team: TeamConfig) -> dict[str, Any]:
+    """`item --json`: the fields of `items --json`, the promise, the requester's other items, every event and mail."""
     found = record.item
     data = item_json(found, team)
     data["follows"] = team.ref(found.follows_id) if found.follows_id else None
     data |= {"requested_due_at": _iso(found.requested_due_at), "on_track": bool(found.on_track),
              "paused_at": _iso(found.paused_at), "last_told_at": _iso(found.last_told_at)}
+    data["others"] = [_other_json(other, team) for other in others]
     data["events"] = [{**e, "at": _iso(e["at"])} for e in record.events]
     data["mail"] = [{**m, "at": _iso(m["at"])} for m in record.mail]
     return data
 
 
-def _print_item(record: ItemRecord, team: TeamConfig, tz: tzinfo) -> None:
-    """`item`: the fields, the history and the conversation, for people."""
+def _print_item(record: ItemRecord, others: list[Any], team: TeamConfig, tz: tzinfo) -> None:
+    """`item`: the fields, the requester's other items, the history and the conversation, for people."""
     found = record.item
 
     def when(moment: datetime | None) -> str:
@@ -262,6 +283,12 @@ def _print_item(record: ItemRecord, team: TeamConfig, tz: tzinfo) -> None:
     if found.paused_at:
         click.echo(f"{'paused_at:':<19} {when(found.paused_at)} (waiting on the requester: the date is on hold)")
     click.echo(f"{'last_told_at:':<19} {when(found.last_told_at)} (the requester's last mail from us)")
+    if found.requester:
+        click.echo(f"\nother items from {found.requester} (newest first):" if others else
+                   f"\nother items from {found.requester}: none")
+    for other in others:
+        click.echo(f"  {team.ref(other.id):<9} {other.status:<10} {local_day(other.created_at, tz)}  "
+                   f"{other.subject[:60]}")
     click.echo("\nhistory:")
     for e in record.events:
         click.echo(f"  {when(e['at'])}  {e['actor']:<24} {e['kind']:<16} {e['detail']}")
