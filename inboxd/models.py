@@ -503,7 +503,7 @@ def new_secret() -> str:
     return secrets.token_hex(16)
 
 
-SEARCH_INDEX = "message_search"  # the full-text index of every mail's subject and text (inboxd/search.py)
+SEARCH_INDEX = "message_search"  # the full-text index of the mail people wrote (inboxd/search.py)
 
 
 def fts5_available(database: pw.Database) -> bool:
@@ -512,28 +512,34 @@ def fts5_available(database: pw.Database) -> bool:
 
 
 def _v10_search(database: pw.Database) -> None:
-    """A full-text index of every mail's subject and text, for `inboxd items --search`.
+    """A full-text index of the subject and text of every incoming mail, for `inboxd items --search`.
 
+    Incoming only: our own mail is templates around what people wrote, and each item stores two or
+    three of those for each mail in, so indexing them would triple the index's cost per mail.
     SQLite: an FTS5 table over `message` (external content: the text is not stored twice), kept
     up to date by triggers and filled from the mail already stored; none where SQLite lacks FTS5.
-    PostgreSQL: a GIN index on the expression `search.py` matches with `@@`.
+    PostgreSQL: a partial GIN index on the expression `search.py` matches with `@@`.
     """
     if isinstance(database, pw.PostgresqlDatabase):
         database.execute_sql(f"CREATE INDEX IF NOT EXISTS {SEARCH_INDEX} ON message USING GIN "
-                             f"(to_tsvector('simple', subject || ' ' || body))")
+                             f"(to_tsvector('simple', subject || ' ' || body)) WHERE direction = 'in'")
         return
     if not fts5_available(database):
         log.warning("database: this SQLite has no FTS5: `inboxd items --search` will read every mail (LIKE)")
         return
-    add, remove = (f"INSERT INTO {SEARCH_INDEX}(rowid, subject, body) VALUES (new.id, new.subject, new.body);",
-                   f"INSERT INTO {SEARCH_INDEX}({SEARCH_INDEX}, rowid, subject, body) "
-                   f"VALUES ('delete', old.id, old.subject, old.body);")
+    add = f"INSERT INTO {SEARCH_INDEX}(rowid, subject, body) SELECT new.id, new.subject, new.body"
+    remove = (f"INSERT INTO {SEARCH_INDEX}({SEARCH_INDEX}, rowid, subject, body) "
+              f"SELECT 'delete', old.id, old.subject, old.body")
     for statement in (
             f"CREATE VIRTUAL TABLE {SEARCH_INDEX} USING fts5(subject, body, content='message', content_rowid='id')",
-            f"CREATE TRIGGER {SEARCH_INDEX}_insert AFTER INSERT ON message BEGIN {add} END",
-            f"CREATE TRIGGER {SEARCH_INDEX}_delete AFTER DELETE ON message BEGIN {remove} END",
-            f"CREATE TRIGGER {SEARCH_INDEX}_update AFTER UPDATE OF subject, body ON message BEGIN {remove} {add} END",
-            f"INSERT INTO {SEARCH_INDEX}({SEARCH_INDEX}) VALUES ('rebuild')"):  # the mail stored before
+            f"CREATE TRIGGER {SEARCH_INDEX}_insert AFTER INSERT ON message WHEN new.direction = 'in' "
+            f"BEGIN {add}; END",
+            f"CREATE TRIGGER {SEARCH_INDEX}_delete AFTER DELETE ON message WHEN old.direction = 'in' "
+            f"BEGIN {remove}; END",
+            f"CREATE TRIGGER {SEARCH_INDEX}_update AFTER UPDATE OF direction, subject, body ON message "
+            f"BEGIN {remove} WHERE old.direction = 'in'; {add} WHERE new.direction = 'in'; END",
+            f"INSERT INTO {SEARCH_INDEX}(rowid, subject, body) SELECT id, subject, body FROM message "
+            f"WHERE direction = 'in'"):  # the mail stored before
         database.execute_sql(statement)
 
 

@@ -1,8 +1,9 @@
 """History and search: the items `inboxd items` filters for, and a requester's other items.
 
-Words are looked up in the full-text index of migration 10 (`models._v10_search`): SQLite's FTS5
-or PostgreSQL's text search. Where there is none (a SQLite without FTS5, or its index gone),
-LIKE reads every mail instead: slower, and it finds a word inside a longer one too.
+Words are looked up in what people wrote, the incoming mail stored for each item (our own mail is
+templates around it), through the full-text index of migration 10 (`models._v10_search`):
+SQLite's FTS5 or PostgreSQL's text search. Where there is none (a SQLite without FTS5, or its
+index gone), LIKE reads every mail instead: slower, and it finds a word inside a longer one too.
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def engine() -> str:
 
 
 def _items_with(word: str, how: str) -> pw.SelectQuery:
-    """The ids of the items with a mail (in or out) whose subject or text holds this word."""
-    mails = Message.select(Message.item).where(Message.item.is_null(False))
-    if how == "postgres":  # the expression of the GIN index, to the letter, so that the index is used
+    """The ids of the items with an incoming mail whose subject or text holds this word."""
+    mails = Message.select(Message.item).where(Message.item.is_null(False) & (Message.direction == "in"))
+    if how == "postgres":  # the expression and condition of the GIN index, to the letter, so that it is used
         text = pw.fn.to_tsvector("simple", Message.subject.concat(" ").concat(Message.body))
         return mails.where(pw.Expression(text, "@@", pw.fn.plainto_tsquery("simple", word)))
     if how == "fts5":  # a quoted phrase: FTS5's syntax (* - : ^ NEAR AND OR NOT parentheses) is only text

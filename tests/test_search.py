@@ -77,7 +77,8 @@ def test_a_word_of_the_opening_mail_or_of_a_later_reply_finds_the_item(desk):
     assert refs(desk, "--search", "intranet") == ["IT-2"]
     assert refs(desk, "--search", "paper intranet") == []
     assert refs(desk, "--search", "jam") == ["IT-1"]  # the subject
-    assert refs(desk, "--search", "request") == ["IT-1", "IT-2", "IT-3"]  # our acknowledgements say it
+    ours = Message.select().where((Message.direction == "out") & Message.body.contains("in our queue"))
+    assert ours.count() == 2 and refs(desk, "--search", "queue") == []  # what people wrote, not our templates
 
 
 def test_the_requester_any_case_and_the_filters_together(desk):
@@ -143,7 +144,8 @@ def test_the_index_is_what_answers(tmp_path, request, database):
         plan = str(db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall())
         assert f"SCAN {SEARCH_INDEX} VIRTUAL TABLE INDEX" in plan
     else:
-        db.execute_sql("SET enable_seqscan = off")  # a few rows: the planner would rather read them all
+        db.execute_sql("SET enable_seqscan = off")  # a few rows: the planner would rather read them all,
+        db.execute_sql("DROP INDEX message_direction_message_id_fingerprint")  # or the incoming ones by this
         plan = str(db.execute_sql("EXPLAIN " + sql, params).fetchall())
         assert f"Bitmap Index Scan on {SEARCH_INDEX}" in plan
 
