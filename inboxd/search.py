@@ -70,14 +70,15 @@ def engine() -> str:
 
 def _items_with(word: str, how: str) -> pw.SelectQuery:
     """The ids of the items with an incoming mail whose subject or text holds this word."""
-    mails = Message.select(Message.item).where(Message.item.is_null(False) & (Message.direction == "in"))
+    mails = Message.select(Message.item).where(Message.item.is_null(False))
+    if how == "fts5":  # it holds incoming mail only; asked about its direction, SQLite would read each one
+        phrase = '"' + word.replace('"', '""') + '"'  # FTS5's syntax (* - : ^ NEAR AND OR NOT parentheses) is text
+        return mails.where(Message.id.in_(
+            pw.SQL(f"(SELECT rowid FROM {SEARCH_INDEX} WHERE {SEARCH_INDEX} MATCH ?)", [phrase])))
+    mails = mails.where(Message.direction == "in")
     if how == "postgres":  # the expression and condition of the GIN index, to the letter, so that it is used
         text = pw.fn.to_tsvector("simple", Message.subject.concat(" ").concat(Message.body))
         return mails.where(pw.Expression(text, "@@", pw.fn.plainto_tsquery("simple", word)))
-    if how == "fts5":  # a quoted phrase: FTS5's syntax (* - : ^ NEAR AND OR NOT parentheses) is only text
-        phrase = '"' + word.replace('"', '""') + '"'
-        return mails.where(Message.id.in_(
-            pw.SQL(f"(SELECT rowid FROM {SEARCH_INDEX} WHERE {SEARCH_INDEX} MATCH ?)", [phrase])))
     return mails.where(Message.subject.contains(word) | Message.body.contains(word))
 
 
