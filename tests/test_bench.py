@@ -186,6 +186,16 @@ def test_scrape_bench_small() -> None:
     assert "WRONG" not in out
 
 
+def test_search_bench_small() -> None:
+    """bench/search.py at 2,000 items: every search finds what it asks for; no speed asserts."""
+    out = _bench("search.py", "--items", "2000").stdout
+    assert re.search(r"^inboxd search benchmark: 2000 items, 5000 mails \(SQLite, FTS5\)$", out, re.M), out
+    timed = re.findall(r"^[a-z(][^:]*:\s+([0-9.]+) ms\s+goal < 1 s\s+(?:PASS|MISS)$", out, re.M)
+    assert len(timed) == 7 and all(float(t) > 0 for t in timed), out
+    assert re.search(r"^storing an incoming mail: \d+ us with the index, \d+ us without", out, re.M), out
+    assert "WRONG" not in out
+
+
 def test_latency_bench_small() -> None:
     """bench/latency.py at a small size: every request acknowledged and paired with what inboxd was told; no timing."""
     done = _bench("latency.py", "--mails", "5", "--interval", "0.3", "--json", timeout=180)
