@@ -18,6 +18,7 @@ import peewee as pw
 from .clock import Duration
 from .domain import OPEN_STATUSES, Status
 from .models import DateMove, Event, Item, Message, Notice, Outbox, db
+from .promises import AT_RISK_WITHIN
 from .queries import not_paused
 from .settings import Config
 
@@ -74,8 +75,12 @@ def breakdown(config: Config, scope: Scope, now: datetime, by: str) -> list[dict
     return [{"key": key or "(nobody)", **figures(config, part, now)} for key, part in zip(keys, parts, strict=True)]
 
 
-def open_now(config: Config, now: datetime, scope: Scope, at_risk_by: datetime) -> dict[str, Any]:
-    """The open items past their date, and those due by `at_risk_by` that nobody confirmed (#ontrack)."""
+def open_now(config: Config, now: datetime, scope: Scope, at_risk_by: datetime | None = None) -> dict[str, Any]:
+    """The open items past their date, and those due by `at_risk_by` that nobody confirmed (#ontrack).
+
+    `at_risk_by` is by default the end of the next workday (the digest's sweep passes its own).
+    """
+    at_risk_by = at_risk_by or config.calendar.add(now, AT_RISK_WITHIN)
     running = scope.items() & Item.status.in_(OPEN_STATUSES) & not_paused()
     late = Item.select().where(running & (Item.due_at < now)).order_by(Item.due_at)
     risky = Item.select().where(running & (Item.due_at >= now) & (Item.due_at <= at_risk_by)
