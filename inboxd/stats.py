@@ -23,7 +23,7 @@ from .queries import not_paused
 from .settings import Config
 
 ACK_WITHIN_SECONDS = 60  # "acknowledged within a minute": the promise to the requester
-SILENCE_GRACE = timedelta(minutes=10)  # a status update goes out within a sweep or two of being due
+SILENCE_GRACE = timedelta(hours=1)  # a status update due goes out at the next sweep: every minute, or hourly by cron
 LISTED = 25  # late and at-risk items named; the counts are always whole
 FIRST_RESPONSE_BUCKETS = (("≤ 15 min", 15), ("≤ 1 h", 60), ("≤ 4 h", 240))  # then ≤ 1 and ≤ 3 business days, more
 OPEN_AGES = (("< 1 day", 1), ("1–3 days", 3), ("3–7 days", 7), ("1–4 weeks", 28))  # then "4 weeks or more"
@@ -149,16 +149,21 @@ def _done(scope: Scope) -> dict[str, Any]:
     return {"done": done, "done_on_time": in_time, "done_on_time_pct": _pct(in_time, done)}
 
 
-def _told_before(item: pw.Node, date: pw.Node) -> pw.Expression:
-    """The requester got the "we may not make it" notice for this date before the date."""
-    return pw.fn.EXISTS(Notice.select(Notice.id).where(
+def _noticed_before(item: pw.Node, date: pw.Node) -> pw.Expression:
+    """The requester's "we may not make it" notice for this date left before the date."""
+    mail = Outbox.alias()
+    return pw.fn.EXISTS(Notice.select(Notice.id).join(mail, on=(mail.item == Notice.item)).where(
         (Notice.item == item) & (Notice.kind == "deadline_notice") & (Notice.for_date == date)
-        & (Notice.created_at <= date)))
+        & (mail.kind == "deadline_notice") & (mail.sent_at >= Notice.created_at) & (mail.sent_at <= date)))
 
 
 def _date_moves(scope: Scope) -> dict[str, Any]:
-    """Dates moved later by a member; told before: moved (and so the requester told) before the old date passed."""
-    told = (DateMove.at <= DateMove.old_due) | _told_before(DateMove.item, DateMove.old_due)
+    """Dates moved later by a member; told before: the new date's mail, or the notice, left before the old date."""
+    mail = Outbox.alias()
+    moved_in_time = pw.fn.EXISTS(mail.select(mail.id).where(
+        (mail.item == DateMove.item) & (mail.kind == "deadline_changed") & (mail.sent_at >= DateMove.at)
+        & (mail.sent_at <= DateMove.old_due)))
+    told = moved_in_time | _noticed_before(DateMove.item, DateMove.old_due)
     moved, in_time = DateMove.select(pw.fn.COUNT(DateMove.id), _count_if(told)).join(Item).where(
         scope.items() & scope.within(DateMove.at)).tuples().get()
     return {"dates_moved": moved, "dates_moved_told_before": in_time,
@@ -169,24 +174,26 @@ def _late_without_notice(scope: Scope, as_of: datetime) -> int:
     """Promised dates in the period that passed with the item not done and the requester not told before.
 
     A date passed when a member moved it only after it had gone by, or when the item is still open past it
-    (its clock running: not waiting on the requester), or was closed after it.
+    (its clock running: not waiting on the requester), or was closed after it. Told: the notice for that
+    date left (not only was queued) before it.
     """
     moved_late = DateMove.select(pw.fn.COUNT(DateMove.id)).join(Item).where(
         scope.items() & scope.within(DateMove.old_due) & (DateMove.old_due < DateMove.at)
-        & ~_told_before(DateMove.item, DateMove.old_due)).scalar()
+        & ~_noticed_before(DateMove.item, DateMove.old_due)).scalar()
     missed = (Item.status.in_(OPEN_STATUSES) & not_paused()) | \
         (Item.status.not_in(OPEN_STATUSES) & (Item.resolved_at > Item.due_at))
     late = Item.select(pw.fn.COUNT(Item.id)).where(
         scope.items() & scope.within(Item.due_at) & (Item.due_at < as_of) & missed
-        & ~_told_before(Item.id, Item.due_at)).scalar()
+        & ~_noticed_before(Item.id, Item.due_at)).scalar()
     return moved_late + late
 
 
 def _silence(config: Config, scope: Scope, as_of: datetime) -> dict[str, Any]:
     """Requests whose requester heard nothing from us for longer than `update_every` (business time), in the period.
 
-    A silence belongs to the period in which it ran over. Heard: the acknowledgement and every other
-    mail to the requester, and a member's own answer to them with the team copied.
+    A silence belongs to the period in which it ran over. Heard: when the acknowledgement or any other
+    mail to the requester left (mail still in the outbox was not heard), and a member's own answer to
+    them with the team copied. A wait on the requester (#waiting) counts: no status update goes out then.
     """
     calendar, every = config.calendar, config.service.update_every
     silent: set[int] = set()
@@ -216,8 +223,8 @@ def _long_gaps(scope: Scope, as_of: datetime, at_least: float) -> Iterator[tuple
     alive = scope.items() & (Item.created_at < min(scope.until, as_of)) & (end_of >= scope.since) & \
         (_seconds(end_of, Item.created_at) >= at_least)
     told = (Item.select(Item.id.alias("item_id"), Item.created_at.alias("at")).where(alive)
-            .union_all(Outbox.select(Outbox.item, Outbox.created_at).join(Item).where(
-                alive & (Outbox.recipient == Item.requester) & (Outbox.created_at < end_of)))
+            .union_all(Outbox.select(Outbox.item, Outbox.sent_at).join(Item).where(
+                alive & (Outbox.recipient == Item.requester) & (Outbox.sent_at < end_of)))
             .union_all(Event.select(Event.item, Event.at).join(Item).where(  # a member's answer, the team copied
                 alive & (Event.kind == "answered") & (Event.actor != Item.requester) & (Event.at < end_of)))
             .union_all(Item.select(Item.id, end_of).where(alive)))

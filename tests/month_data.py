@@ -3,7 +3,8 @@
 Requests arrive over three weeks; members answer, take, move dates (in time and too late),
 confirm and then forget, decline, redirect and close; requesters rate and reopen; inboxd sends
 its acknowledgements, notices and status updates through the outbox, on a fixed clock with a
-sweep every hour. Most acknowledgements leave at once; a few wait for the next sweep.
+sweep every hour. Most acknowledgements leave at once; a few wait for the next sweep, and for three
+days in the second week the SMTP server is away: what is queued then leaves when it is back.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ START = datetime(2026, 11, 2, 0, 0, tzinfo=BERLIN)  # a Monday
 END = START + timedelta(days=28)
 REQUESTS = 1000
 SWEEP = timedelta(hours=1)
+SMTP_AWAY = (START + timedelta(days=9, hours=9), START + timedelta(days=12, hours=9))  # Wed 09:00 to Sat 09:00
 _ids = itertools.count(1)
 
 
@@ -75,12 +77,13 @@ def simulate(directory: Path, requests: int = REQUESTS) -> Month:
             if mail is not None:
                 assert daemon.pipeline.process(mail).kind != "parked"
                 index += 1
-                if index not in slow_acks:
+                if index not in slow_acks and not SMTP_AWAY[0] <= clock.now() < SMTP_AWAY[1]:
                     daemon.sender.drain()
             upcoming = next(pending, None)
         clock.moment = hour_end
         daemon.sweep()
-        daemon.sender.drain()
+        if not SMTP_AWAY[0] <= clock.now() < SMTP_AWAY[1]:
+            daemon.sender.drain()
     return Month(path, config, END, did)
 
 
