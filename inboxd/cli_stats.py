@@ -106,18 +106,19 @@ def _shown(value: Any, unit: str) -> str:
 @click.option("--queue", help="only this queue")
 @click.option("--owner", metavar="ADDRESS", help="only this owner's items")
 @click.option("--by", type=click.Choice(BREAKDOWNS), help="one row per week, month, queue or owner")
+@click.option("--at", metavar="ISO-8601", help="count as of this moment, e.g. 2026-11-30T00:00+01:00 (default: now)")
 @click.option("--json", "as_json", is_flag=True, help="JSON for tools")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV for spreadsheets: one row per period (or per --by row)")
 @click.pass_context
 def stats(ctx: click.Context, since: str | None, until: str | None, queue: str | None, owner: str | None,
-          by: str | None, as_json: bool, as_csv: bool) -> None:
+          by: str | None, at: str | None, as_json: bool, as_csv: bool) -> None:
     """The team's figures over a period, from the database alone (docs/stats.md says what each means)."""
     from . import stats as figures_of
-    from .cli import _open_db
+    from .cli import _moment, _open_db
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
     config = _open_db(ctx)
-    now = SystemClock().now()
+    now = _moment(at, config) if at else SystemClock().now()
     scope = scope_from(config, since, until, queue, owner, now.astimezone(config.calendar.tz).date())
     total = figures_of.figures(config, scope, now)
     rows = figures_of.breakdown(config, scope, now, by) if by else []
