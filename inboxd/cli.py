@@ -388,8 +388,10 @@ cli.add_command(init.command)
 
 def _add_commands() -> None:
     from .cli_adopt import adopt, once  # they use _config above
+    from .cli_stats import stats
     cli.add_command(once)
     cli.add_command(adopt)
+    cli.add_command(stats)
 
 
 _add_commands()
