@@ -165,7 +165,7 @@ def item_json(item: Any, team: TeamConfig) -> dict[str, Any]:
 @click.option("--owner", help="only this owner's items")
 @click.option("--requester", metavar="ADDR", help="only the items this address asked for (in any case)")
 @click.option("--search", "text", metavar="TEXT",
-              help="only items with every word of TEXT in their mail, in or out (subject or text), in any order")
+              help="only items with every word of TEXT, in any order, in the mail people sent them (subject or text)")
 @click.option("--since", metavar="DATE", help="only items created since this ISO 8601 date or moment "
                                               "(without an offset, in the team's timezone)")
 @click.option("--status", type=click.Choice([str(s) for s in STATUSES]),
