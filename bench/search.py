@@ -118,6 +118,7 @@ def main() -> int:
         without_index()
         fill(n, rng)
         mails = Message.select().count()
+        incoming = Message.select().where(Message.direction == "in").count()
         start = time.perf_counter()
         apply_migrations(database)  # migration 10: the index of the mail already stored
         migration = time.perf_counter() - start
@@ -160,7 +161,7 @@ def main() -> int:
         bare = min(store_mails(2000, 8000), store_mails(2000, 12000))
     figures = {"items": n, "mails": mails, "baseline_count_seconds": count_seconds,
                "baseline_load_seconds": load_seconds, "like_seconds": like_seconds,
-               "searches_seconds": seconds, "migration_seconds": migration,
+               "searches_seconds": seconds, "migration_seconds": migration, "incoming_mails": incoming,
                "store_mail_us": {"indexed": with_index * 1e6, "bare": bare * 1e6}, "problems": problems}
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -174,7 +175,7 @@ def main() -> int:
             print(f"{label + ':':<40}{spent * 1000:9.2f} ms   " + (
                 f"{spent / load_seconds:.2f} x reading every item" if label.startswith("common") else
                 f"goal < {GOAL_SECONDS:.0f} s   {goal}"))
-        print(f"migration 10 (index {mails} mails):     {migration:9.2f} s")
+        print(f"migration 10 ({incoming} mails in):{migration:13.2f} s")
         print(f"storing an incoming mail: {with_index * 1e6:.0f} us with the index, {bare * 1e6:.0f} us without "
               f"(+{(with_index - bare) * 1e6:.0f} us)")
         for problem in problems:
