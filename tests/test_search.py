@@ -113,7 +113,6 @@ def test_a_tag_is_matched_whole_not_as_a_prefix(desk):
     assert refs(desk, "--tag", "printer") == ["IT-1"]
     assert refs(desk, "--tag", "print") == ["IT-2"]
     assert refs(desk, "--tag", "prin") == [] and refs(desk, "--tag", "PRINT") == []
-    assert refs(desk, "--tag", "access", "--tag", "print") == ["IT-2"]  # the last one given counts (click)
 
 
 @pytest.mark.parametrize("text", ['"sticky"', "mouse*", "-- desk", "NEAR(", "NEAR the desk", "floor:3",
