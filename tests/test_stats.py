@@ -144,21 +144,22 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
                 (i.status not in OPEN_STATUSES and i.resolved_at and i.resolved_at > i.due_at):
             late.append(i)
 
-    answers = defaultdict(list)
-    for e in Event.select().where(Event.kind == "answered"):
-        answers[e.item_id].append((e.actor, e.at))
+    # Heard: each mail to the requester that left, and a member's direct answer; a reopening starts afresh.
+    heard = defaultdict(list)
+    for e in Event.select().where(Event.kind.in_(["answered", "reopened"])):
+        if e.kind == "reopened" or e.actor != e.item.requester:
+            heard[e.item_id].append((e.at, e.kind == "reopened"))
     silent, longest = set(), None
     for i in items:
-        end = as_of if i.status in OPEN_STATUSES else i.resolved_at
-        if not (i.created_at < as_of and end >= since):
-            continue
-        heard = sorted([i.created_at] + [at for _, to, at in sent[i.id] if to == i.requester and at < end]
-                       + [at for actor, at in answers[i.id] if actor != i.requester and at < end]) + [end]
-        for start, stop in zip(heard, heard[1:], strict=False):
+        moments = sorted([(i.created_at, False)] + heard[i.id]
+                         + [(at, False) for _, to, at in sent[i.id] if to == i.requester])
+        if i.status in OPEN_STATUSES:
+            moments.append((as_of, False))
+        for (start, _), (stop, afresh) in zip(moments, moments[1:], strict=False):
             overdue = calendar.add(start, every)
-            if stop > overdue + timedelta(hours=1) and since <= overdue < until:
+            if not afresh and min(stop, as_of) > overdue + timedelta(hours=1) and since <= overdue < until:
                 silent.add(i.id)
-                gap = calendar.working_minutes(start, stop)
+                gap = calendar.working_minutes(start, min(stop, as_of))
                 longest = gap if longest is None else max(longest, gap)
 
     reopened = {e.item_id for e in Event.select().where(Event.kind == "reopened") if e.item_id in ids and within(e.at)}
