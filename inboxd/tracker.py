@@ -44,7 +44,7 @@ class Silences:
         if row is None or row[0] != recipient:
             return
         previous = Item.heard_at.python_value(row[1] or row[2])
-        if previous is None or at <= previous:
+        if previous is None or at < previous:
             return
         overdue = self.calendar.add(previous, self.every)
         if at > overdue + SILENCE_GRACE:

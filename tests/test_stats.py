@@ -194,3 +194,25 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
         "open_now": len(open_now), "open_by_age_counts": by_age,
         "declined": turned["declined"], "redirected": turned["redirected"],
     }
+
+
+def test_a_silence_is_written_when_the_requester_hears_again_and_a_reopening_starts_afresh(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.models import Silence
+    talk = Conversation(fake_daemon)  # Monday 23 Nov 2026: the acknowledgement leaves at once
+    assert talk.item.heard_at == talk.item.acknowledged_at and talk.item.acknowledged_quickly
+    assert Silence.select().count() == 0
+    clock.advance(timedelta(days=2))  # within three business days: no silence
+    talk.owner_says("#take\nRosa, see my mail.", headers={"Cc": "rosa@example.org"})
+    assert Silence.select().count() == 0 and talk.item.heard_at == clock.now()
+    clock.advance(timedelta(days=7))  # no sweep ran: nobody told Rosa anything for a week
+    talk.owner_says("Rosa, the part is here.", headers={"Cc": "rosa@example.org"})  # her word, the team copied
+    silence = Silence.get()
+    assert silence.heard_at == clock.now() - timedelta(days=7) and silence.ended_at == clock.now()
+    assert silence.overdue_at == fake_daemon.config.calendar.add(silence.heard_at, fake_daemon.config.service.update_every)
+    assert silence.minutes == fake_daemon.config.calendar.working_minutes(silence.heard_at, silence.ended_at)
+    talk.owner_says("#done")  # the thank-you leaves at once: heard
+    clock.advance(timedelta(days=5))  # five days closed (longer than update_every), then reopened: no silence
+    talk.requester_says("It is broken again.")
+    assert talk.item.status == "open" and Silence.select().count() == 1
