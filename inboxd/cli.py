@@ -371,6 +371,38 @@ _add_commands()
 cli.add_command(auth)
 
 
+@cli.command()
+@click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="write the page to this file")
+@click.option("--since", metavar="DATE", help="from this day on (YYYY-MM-DD; default: 12 weeks back, from a Monday)")
+@click.option("--until", metavar="DATE", help="up to the start of this day (YYYY-MM-DD; default: now)")
+@click.option("--queue", help="only this queue")
+@click.option("--owner", help="only this owner's items")
+@click.pass_context
+def report(ctx: click.Context, html_file: Path, since: str | None, until: str | None, queue: str | None,
+           owner: str | None) -> None:
+    """Write one self-contained HTML page of the figures, with charts and the late and at-risk items."""
+    from dataclasses import replace
+
+    from .report import default_scope, gather, page
+    config = _open_db(ctx)
+    now = SystemClock().now()
+    scope = default_scope(config, now, queue, owner.lower() if owner else None)
+    scope = replace(scope, since=_day(since, "--since", config) if since else scope.since,
+                    until=_day(until, "--until", config) if until else scope.until)
+    html_file.write_text(page(config, gather(config, scope, now), now), encoding="utf-8")
+    click.echo(f"wrote {html_file}")
+
+
+def _day(text: str, option: str, config: Config) -> datetime:
+    """`2026-11-02` -> midnight at its start in the team's timezone."""
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a day like 2026-11-02", param_hint=option) from None
+    return day.replace(tzinfo=config.calendar.tz)
+
+
 def main() -> None:
     """Entry point of the `inboxd` console script."""
     cli(prog_name="inboxd")
