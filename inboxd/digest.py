@@ -63,3 +63,13 @@ def _line(item: Item, config: Config) -> dict[str, Any]:
     owner = config.team.member(item.owner) if item.owner else None
     return {"ref": config.team.ref(item.id), "subject": item.subject, "due_at": item.due_at,
             "owner_name": owner.name if owner else (item.owner or "nobody"), "status": item.status}
+
+
+def picture(config: Config, now: datetime, slot: datetime, owner: str | None = None) -> dict[str, Any]:
+    """What the HTML part draws: the week's figures (`stats`'), its charts and the weeks before, as the report."""
+    from .report import HEADLINE, WEEKS, chart_rows, gather, shown, week_start
+    from .stats import Scope
+    trend = Scope(since=week_start(slot, config, WEEKS), until=week_start(slot, config), owner=owner)  # whole weeks
+    data = gather(config, Scope(since=week_before(slot, config), until=slot, owner=owner), now, trend)
+    found = data["figures"]
+    return {"figures": found, "shown": {key: shown(key, found[key]) for key in HEADLINE}, "charts": chart_rows(data)}

@@ -8,7 +8,6 @@ none, so a subject that slipped through escaping still could not run), safe to a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
 from importlib.resources import files
@@ -43,17 +42,21 @@ LABELS = {
     "declined": "Declined", "redirected": "Redirected"}
 
 
+def week_start(moment: datetime, config: Config, weeks_back: int = 0) -> datetime:
+    """Monday 00:00 in the team's timezone of the moment's week, or of a week that many weeks before."""
+    local = moment.astimezone(config.calendar.tz)
+    monday = (local - timedelta(days=local.weekday() + 7 * weeks_back)).date()
+    return datetime(monday.year, monday.month, monday.day, tzinfo=config.calendar.tz)
+
+
 def default_scope(config: Config, now: datetime, queue: str | None = None, owner: str | None = None) -> Scope:
-    """The last WEEKS weeks up to now: from a Monday's midnight in the team's timezone, this week included."""
-    local = now.astimezone(config.calendar.tz)
-    monday = (local - timedelta(days=local.weekday() + 7 * (WEEKS - 1))).date()
-    since = datetime(monday.year, monday.month, monday.day, tzinfo=config.calendar.tz)
-    return Scope(since=since, until=now, queue=queue, owner=owner)
+    """The last WEEKS weeks up to now, whole weeks from a Monday in the team's timezone, this week included."""
+    return Scope(since=week_start(now, config, WEEKS - 1), until=now, queue=queue, owner=owner)
 
 
-def gather(config: Config, scope: Scope, now: datetime, trend_since: datetime | None = None) -> dict[str, Any]:
-    """The period's figures, its weeks (from `trend_since` if given) and the items late or at risk now."""
-    weeks = breakdown(config, replace(scope, since=trend_since) if trend_since else scope, now, by="week")
+def gather(config: Config, scope: Scope, now: datetime, trend: Scope | None = None) -> dict[str, Any]:
+    """The period's figures, its weeks (or `trend`'s) and the items late or at risk now."""
+    weeks = breakdown(config, trend or scope, now, by="week")
     return {"figures": figures(config, scope, now), "weeks": weeks, "open": open_now(config, now, scope)}
 
 
