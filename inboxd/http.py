@@ -97,16 +97,19 @@ def _report(environ: dict[str, Any], start_response: Any, config: Config, clock:
 
 @contextmanager
 def read_only() -> Iterator[None]:
-    """A connection of this thread's own for the block, which cannot write (the daemon's stay its own)."""
+    """A new connection of this thread's own for the block, which cannot write (the daemon's stay as they are)."""
     import peewee as pw
 
     from .models import db
-    with db.connection_context():
+    db.connect()  # peewee's connections are per thread: this one is new (an open one would be an error here)
+    try:
         if isinstance(db.obj, pw.SqliteDatabase):
             db.execute_sql("PRAGMA query_only = ON")
         else:
             db.execute_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         yield
+    finally:
+        db.close()
 
 
 @contextmanager
