@@ -361,8 +361,10 @@ cli.add_command(init.command)
 
 def _add_commands() -> None:
     from .cli_adopt import adopt, once  # they use _config above
+    from .cli_stats import stats
     cli.add_command(once)
     cli.add_command(adopt)
+    cli.add_command(stats)
 
 
 _add_commands()
@@ -374,33 +376,23 @@ cli.add_command(auth)
 @cli.command()
 @click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="write the page to this file")
-@click.option("--since", metavar="DATE", help="from this day on (YYYY-MM-DD; default: 12 weeks back, from a Monday)")
-@click.option("--until", metavar="DATE", help="up to the start of this day (YYYY-MM-DD; default: now)")
+@click.option("--since", metavar="DATE", help="first day, like 2026-11-02 (default: a Monday 11 weeks back)")
+@click.option("--until", metavar="DATE", help="last day, included (default: today)")
 @click.option("--queue", help="only this queue")
-@click.option("--owner", help="only this owner's items")
+@click.option("--owner", metavar="ADDRESS", help="only this owner's items")
+@click.option("--at", metavar="ISO-8601", help="count as of this moment (default: now), as `stats --at`")
 @click.pass_context
 def report(ctx: click.Context, html_file: Path, since: str | None, until: str | None, queue: str | None,
-           owner: str | None) -> None:
+           owner: str | None, at: str | None) -> None:
     """Write one self-contained HTML page of the figures, with charts and the late and at-risk items."""
-    from dataclasses import replace
-
-    from .report import default_scope, gather, page
+    from .cli_stats import scope_from
+    from .report import WEEKS, gather, page, week_start
     config = _open_db(ctx)
-    now = SystemClock().now()
-    scope = default_scope(config, now, queue, owner.lower() if owner else None)
-    scope = replace(scope, since=_day(since, "--since", config) if since else scope.since,
-                    until=_day(until, "--until", config) if until else scope.until)
+    now = _moment(at, config) if at else SystemClock().now()
+    first = since or week_start(now, config, WEEKS - 1).date().isoformat()
+    scope = scope_from(config, first, until, queue, owner, now.astimezone(config.calendar.tz).date())
     html_file.write_text(page(config, gather(config, scope, now), now), encoding="utf-8")
     click.echo(f"wrote {html_file}")
-
-
-def _day(text: str, option: str, config: Config) -> datetime:
-    """`2026-11-02` -> midnight at its start in the team's timezone."""
-    try:
-        day = datetime.strptime(text, "%Y-%m-%d")
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a day like 2026-11-02", param_hint=option) from None
-    return day.replace(tzinfo=config.calendar.tz)
 
 
 def main() -> None:

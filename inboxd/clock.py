@@ -113,6 +113,11 @@ class BusinessCalendar:
     extra_holidays: frozenset[date] = frozenset()
     _public: dict = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def day_minutes(self) -> int:
+        """The business minutes of one working day."""
+        return (self.closes.hour * 60 + self.closes.minute) - (self.opens.hour * 60 + self.opens.minute)
+
     def is_workday(self, day: date) -> bool:
         """True when the team works on this date."""
         return day.weekday() in self.workdays and day not in self.extra_holidays \

@@ -212,6 +212,8 @@ def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, s
     changes = changes_between(before, commands.state)
     if item.first_response_at is None and (copied and message or any(m.to_requester for m in mails)):
         changes["first_response_at"] = now
+        if item.created_at is not None:
+            changes["first_response_minutes"] = config.calendar.working_minutes(item.created_at, now)
     if copied and message:  # the requester heard from the owner: the status-update clock starts again
         changes["last_told_at"] = now
     kind = PlanKind.COMMAND if effects else PlanKind.NOTED if kept else \

@@ -5,14 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import peewee as pw
-
-from .domain import OPEN_STATUSES
-from .models import Item, Message, Outbox
-from .queries import not_paused
+from . import stats
+from .models import Message, Outbox
 from .settings import Config
-
-LISTED = 25  # items named per list; the counts are always whole
+from .stats import Scope
 
 
 def week_before(slot: datetime, config: Config) -> datetime:
@@ -23,27 +19,21 @@ def week_before(slot: datetime, config: Config) -> datetime:
 
 def digest(config: Config, now: datetime, slot: datetime, at_risk_by: datetime, owner: str | None = None
            ) -> dict[str, Any]:
-    """The figures for the week up to `slot`, and the open items as of `now`, for the team or one owner."""
+    """The figures for the week up to `slot`, and the open items as of `now`, for the team or one owner.
+
+    The same definitions as `inboxd stats` (inboxd/stats.py computes both).
+    """
     start = week_before(slot, config)
-    mine = (Item.owner == owner) if owner else (Item.id.is_null(False))
-    opened = Item.status.in_(OPEN_STATUSES) & mine
-    week = (Item.resolved_at >= start) & (Item.resolved_at < slot) & mine
-    done = list(Item.select(Item.resolved_at, Item.due_at).where((Item.status == "done") & week).tuples())
-    on_time = sum(1 for resolved, due in done if due is None or resolved <= due)
-    rated = Item.select(pw.fn.COUNT(Item.satisfaction), pw.fn.AVG(Item.satisfaction)).where(
-        week & Item.satisfaction.is_null(False)).tuples().get()
-    late = Item.select().where(opened & not_paused() & (Item.due_at < now)).order_by(Item.due_at)
-    risky = Item.select().where(opened & not_paused() & (Item.due_at >= now) & (Item.due_at <= at_risk_by)
-                                & (Item.on_track == False)).order_by(Item.due_at)  # noqa: E712
+    scope = Scope(start, slot, owner=owner)
+    week = stats.figures(config, scope, now)
     figures = {
         "owner": owner or "", "owner_name": _name(owner, config), "week_from": start, "week_to": slot,
-        "new": Item.select().where((Item.created_at >= start) & (Item.created_at < slot) & mine).count(),
-        "done": len(done), "on_time": on_time,
-        "on_time_rate": round(100 * on_time / len(done)) if done else None,
-        "ratings": rated[0], "satisfaction": round(float(rated[1]), 1) if rated[0] else None,
-        "open": Item.select().where(opened).count(),
-        "late_count": late.count(), "late": [_line(i, config) for i in late.limit(LISTED)],
-        "at_risk_count": risky.count(), "at_risk": [_line(i, config) for i in risky.limit(LISTED)],
+        "new": week["requests"], "done": week["done"], "on_time": week["done_on_time"],
+        "on_time_rate": round(100 * week["done_on_time"] / week["done"]) if week["done"] else None,
+        "ratings": week["rated"],
+        "satisfaction": round(sum(int(score) * n for score, n in week["satisfaction"].items()) / week["rated"], 1)
+        if week["rated"] else None,
+        "open": week["open_now"], **stats.open_now(config, now, scope, at_risk_by),
         "dead_mail": 0, "needs_attention": 0,
     }
     if owner is None:  # what only the lead can act on: mail that could not go out or could not be read
@@ -59,16 +49,9 @@ def _name(address: str | None, config: Config) -> str:
     return member.name if member else (address or "")
 
 
-def _line(item: Item, config: Config) -> dict[str, Any]:
-    owner = config.team.member(item.owner) if item.owner else None
-    return {"ref": config.team.ref(item.id), "subject": item.subject, "due_at": item.due_at,
-            "owner_name": owner.name if owner else (item.owner or "nobody"), "status": item.status}
-
-
 def picture(config: Config, now: datetime, slot: datetime, owner: str | None = None) -> dict[str, Any]:
     """What the HTML part draws: the week's figures (`stats`'), its charts and the weeks before, as the report."""
     from .report import HEADLINE, WEEKS, chart_rows, gather, shown, week_start
-    from .stats import Scope
     trend = Scope(since=week_start(slot, config, WEEKS), until=week_start(slot, config), owner=owner)  # whole weeks
     data = gather(config, Scope(since=week_before(slot, config), until=slot, owner=owner), now, trend)
     found = data["figures"]

@@ -202,10 +202,12 @@ class Item(BaseModel):
     paused_at = UtcDateTimeField(null=True)  # waiting on the requester since: the date's clock stands still
     requested_due_at = UtcDateTimeField(null=True)  # the date the requester asked for, if they named one
     participants = JsonField(default=list)  # others on the request's To/Cc: their replies count as the requester's side
+    first_response_minutes = pw.IntegerField(null=True)  # business minutes from created_at to first_response_at
 
     class Meta:
         # The sweep's questions: open items by date, and by how long their requester heard nothing.
-        indexes = ((("status", "due_at"), False), (("status", "last_told_at"), False))
+        indexes = ((("status", "due_at"), False), (("status", "last_told_at"), False),
+                   (("created_at",), False), (("resolved_at",), False))  # and `stats`' periods
 
 
 class Message(BaseModel):
@@ -240,6 +242,9 @@ class Event(BaseModel):
     kind = pw.CharField()
     detail = pw.TextField(default="")
     trace = JsonField(null=True)
+
+    class Meta:
+        indexes = ((("kind", "at"), False),)  # `stats`: reopened items in a period
 
 
 class Outbox(BaseModel):
@@ -285,6 +290,15 @@ class Notice(BaseModel):
 
 Notice.add_index(Notice.index(Notice.kind, Notice.audience, Notice.for_date, unique=True,
                               where=Notice.item.is_null(), name="notice_digest_once"))
+
+
+class DateMove(BaseModel):
+    """A promised date moved later by a member (#eta): the figures count the moves, and those told in time."""
+
+    item = pw.ForeignKeyField(Item, backref="date_moves", on_delete="CASCADE")
+    at = UtcDateTimeField(index=True)
+    old_due = UtcDateTimeField(index=True)
+    new_due = UtcDateTimeField()
 
 
 class Absence(BaseModel):
@@ -420,7 +434,7 @@ def members_away(now: datetime) -> list[tuple[str, datetime]]:
     return [(member, until.python_value(back)) for member, back in db.execute_sql(sql, [until.db_value(now)])]
 
 
-ALL_MODELS = [Item, Message, Event, Outbox, MailboxState, Notice, Absence]
+ALL_MODELS = [Item, Message, Event, Outbox, MailboxState, Notice, Absence, DateMove]
 
 
 def _v1_initial(database: pw.Database) -> None:
@@ -498,6 +512,17 @@ def _v8_first_contact(database: pw.Database) -> None:
     _add_missing(database, MailboxState, ("backlog_uid", "backlog_since", "backlog_ack"))
 
 
+def _v9_figures(database: pw.Database) -> None:
+    """What `inboxd stats` asks in SQL: business minutes to the first response, date moves, indexes by time.
+
+    Items answered before this version get their minutes when the daemon next starts (it has the calendar).
+    """
+    _add_missing(database, Item, ("first_response_minutes",), index=("created_at",))
+    _add_missing(database, Item, (), index=("resolved_at",))
+    _add_missing(database, Event, (), index=("kind", "at"))
+    database.create_tables([DateMove])
+
+
 def new_secret() -> str:
     """A per-item key (128 bits) from which each member's reply-address token is derived (threads.member_token)."""
     return secrets.token_hex(16)
@@ -506,7 +531,7 @@ def new_secret() -> str:
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
-    (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact)]
+    (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact), (9, _v9_figures)]
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]

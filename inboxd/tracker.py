@@ -15,10 +15,11 @@ from typing import Any, overload
 
 import peewee as pw
 
+from .clock import BusinessCalendar
 from .domain import ItemView, Plan
 from .intake import NewItem
 from .message import InboundMessage
-from .models import Absence, Event, Item, Message, Notice, composed, create, db, new_secret
+from .models import Absence, DateMove, Event, Item, Message, Notice, composed, create, db, new_secret
 
 log = logging.getLogger(__name__)
 BODY_KEPT = 64 * 1024  # characters of a mail's text kept for `inboxd item`; the whole mail stays on the server
@@ -88,6 +89,10 @@ class Tracker:
         if plan.changes and item is not None:
             Item.update(**{name: _stored(value) for name, value in plan.changes.items()}) \
                 .where(Item.id == item.id).execute()
+            moved_to = plan.changes.get("due_at")
+            if moved_to and item.due_at and moved_to > item.due_at and \
+                    any(mail.template == "deadline_changed" for mail in plan.mails):  # a member's later #eta
+                create(DateMove, item=item.id, at=now, old_due=item.due_at, new_due=moved_to)
         for actor, kind, detail in plan.events:
             self.event(item.id if item is not None else None, record, now, actor, kind, detail)
         return item.changed(plan.changes) if item is not None else None
@@ -98,6 +103,20 @@ class Tracker:
             Absence.delete().where(Absence.member == member).execute()
             if until is not None:
                 Absence.create(member=member, until=until, since=now)
+
+    @staticmethod
+    def fill_first_response_minutes(calendar: BusinessCalendar) -> int:
+        """Business minutes to the first response for items answered before inboxd kept them; how many."""
+        filled = 0
+        while True:
+            rows = list(Item.select(Item.id, Item.created_at, Item.first_response_at).where(
+                Item.first_response_at.is_null(False) & Item.first_response_minutes.is_null()).limit(500))
+            for row in rows:
+                minutes = calendar.working_minutes(row.created_at, row.first_response_at)
+                Item.update(first_response_minutes=minutes).where(Item.id == row.id).execute()
+            filled += len(rows)
+            if len(rows) < 500:
+                return filled
 
     @staticmethod
     def event(item_id: int | None, record: Message | None, now: datetime, actor: str, kind: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -13,6 +14,9 @@ from .errors import InboxdError
 from .instance import AlreadyRunning, InstanceLock
 from .models import LATEST_SCHEMA, connect_database, upgrade
 from .settings import shown_url
+from .tracker import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def backup_database(config: Config, target: Path) -> str:
@@ -46,6 +50,10 @@ def migrate_database(config: Config) -> str:
                           f"first (a migration changes the schema under it)") from None
     try:
         before, saved = upgrade(database, url)
+        if 0 < before < 9:  # the figures' business minutes need the calendar, which migrations do not have
+            with database.atomic():
+                filled = Tracker.fill_first_response_minutes(config.calendar)
+            log.info("database: business minutes to the first response filled in for %d item(s)", filled)
     finally:
         lock.release()
     where = shown_url(url)

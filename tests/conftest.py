@@ -36,6 +36,8 @@ MONDAY_10 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 # Fixtures that start (or stand for) a real server: a test using one is marked `server`.
 SERVER_FIXTURES = {"imap_server", "mailbox", "smtp_capture", "certificate", "dovecot", "dovecot_tls", "pymap",
                    "imap", "tls_server", "postgres"}
+# Fixtures that take seconds to build: a test using one is marked `slow`.
+SLOW_FIXTURES = {"month"}
 # Modules whose tests make servers or child processes themselves, not through a fixture.
 MODULE_MARKS = {
     "test_bench": ("server", "slow"),  # runs bench/*.py: real servers, thousands of mails
@@ -60,6 +62,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marks = set(MODULE_MARKS.get(item.path.stem, ()))
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             marks.add("server")
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            marks.add("slow")
         for mark in sorted(marks):
             item.add_marker(mark)
 
@@ -103,6 +107,13 @@ def clock() -> FixedClock:
 def fake_daemon(config: Config, clock: FixedClock) -> Daemon:
     """A daemon on an in-memory mailbox and transport, for pipeline tests without servers."""
     return Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport())
+
+
+@pytest.fixture(scope="session")
+def month(tmp_path_factory):
+    """A simulated month of 1,000 requests (tests/month_data.py), built once for the session: read, don't change."""
+    from month_data import simulate
+    return simulate(tmp_path_factory.mktemp("month"))
 
 
 @pytest.fixture(scope="session")
