@@ -73,6 +73,30 @@ def svg_bars(key: str, title: str, rows: Sequence[Row], unit: str = "", top: flo
     return _frame(key, title, _describe(rows, unit), body, high, unit)
 
 
+def svg_hbars(key: str, title: str, rows: Sequence[Row], unit: str = "", colour: str = BLUE) -> str:
+    """Bars lying down, for long labels (a distribution's buckets): label on the left, value after the bar."""
+    label_width, row, value_room = 150, 30, 56
+    height = TOP - 20 + row * len(rows) + 8
+    high = _top([v for _, v in rows], None)
+    room = WIDTH - label_width - value_room
+    body = []
+    for i, (label, value) in enumerate(rows):
+        y = TOP - 20 + row * i
+        length = room * (value or 0) / high
+        body.append(f'<text x="{label_width - 8}" y="{y + 19}" text-anchor="end" class="axis">{escape(label)}</text>')
+        body.append(f'<rect x="{label_width}" y="{y + 5}" width="{length:.1f}" height="{row - 10}" fill="{colour}">'
+                    f'<title>{escape(label)}: {escape(number(value, unit))}</title></rect>')
+        body.append(f'<text x="{label_width + length + 6:.1f}" y="{y + 19}" class="value">'
+                    f'{escape(number(value, unit))}</text>')
+    return "\n".join([
+        f'<svg class="chart" id="chart-{escape(key)}" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'aria-labelledby="chart-{escape(key)}-title chart-{escape(key)}-desc" xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="chart-{escape(key)}-title">{escape(title)}</title>',
+        f'<desc id="chart-{escape(key)}-desc">{escape(_describe(rows, unit))}</desc>',
+        f'<line x1="{label_width}" y1="{TOP - 20}" x2="{label_width}" y2="{height - 8}" stroke="#555"/>',
+        *body, "</svg>"])
+
+
 def svg_lines(key: str, title: str, labels: Sequence[str], series: Sequence[tuple[str, str, Sequence[float | None]]],
               unit: str = " %", top: float = 100) -> str:
     """Lines over time (name, colour, values per label); a missing value breaks the line."""

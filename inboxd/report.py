@@ -110,11 +110,11 @@ def page(config: Config, data: dict[str, Any], now: datetime) -> str:
             "rates", t, labels, [("Done on time", charts.GREEN, [v for _, v in rows["on_time"]]),
                                  ("Told before a date moved", charts.ORANGE, [v for _, v in rows["told_before"]])])),
         ("First response in business time (requests)",
-         lambda t: charts.svg_bars("first-response", t, rows["first_response"])),
+         lambda t: charts.svg_hbars("first-response", t, rows["first_response"])),
         ("Satisfaction, 1 (poor) to 5 (great) (ratings)",
          lambda t: charts.svg_bars("satisfaction", t, rows["satisfaction"], colour=charts.GREEN)),
-        ("Open now, by age (items)", lambda t: charts.svg_bars("open-by-age", t, rows["open_by_age"],
-                                                                colour=charts.GREY)),
+        ("Open now, by age (items)", lambda t: charts.svg_hbars("open-by-age", t, rows["open_by_age"],
+                                                                 colour=charts.GREY)),
     ]
     until = found["until"] if isinstance(found["until"], datetime) else now
     return _template().render(

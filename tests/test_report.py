@@ -12,12 +12,13 @@ from __future__ import annotations
 import email
 import json
 import os
-import random
 import re
 import shutil
+import sqlite3
 import subprocess
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -26,6 +27,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 from inboxd import charts, http, report
+from inboxd.backup import sqlite_path
 from inboxd.cli import cli
 from inboxd.clock import FixedClock
 from inboxd.config import load_config
@@ -38,11 +40,11 @@ from inboxd.source import FakeSource
 from markupsafe import escape
 
 from helpers import REPO, make_mail, write_config
+from month_data import END, START
 
 BERLIN = ZoneInfo("Europe/Berlin")
-START = datetime(2026, 10, 26, 8, 0, tzinfo=BERLIN)  # a Monday; four weeks of requests follow
 HOSTILE = "<script>alert('x')</script> printer on fire"
-PERIOD = ["--since", "2026-10-26", "--until", "2026-11-30"]
+PERIOD = ["--since", "2026-11-02", "--until", "2026-11-29", "--at", END.isoformat()]  # the month, as test_stats
 ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -56,6 +58,13 @@ def test_svg_bars_carry_their_numbers_and_escape_their_labels():
     assert svg.count("<rect") == 3 and "<b>" not in svg
     heights = [float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', svg)]
     assert heights[0] == pytest.approx(4 * heights[1]) and heights[2] == 0
+
+
+def test_svg_hbars_lay_long_labels_beside_their_bars():
+    svg = charts.svg_hbars("ages", "Open <now>", [("≤ 3 business days", 10), ("4 weeks or more", 5)])
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', svg)]
+    assert widths[0] == pytest.approx(2 * widths[1]) and "≤ 3 business days: 10; 4 weeks or more: 5" in svg
+    assert "Open &lt;now&gt;" in svg and "<now>" not in svg
 
 
 def test_svg_lines_break_where_a_week_has_no_value():
@@ -119,49 +128,20 @@ def test_report_refuses_a_client_from_elsewhere_and_writes_nothing(tmp_path):
     assert answer == ["403 Forbidden"] and b"this machine only" in body and b"<" not in body
 
 
-# --- the data: four weeks of requests through the real pipeline --------------------------------------------------
-
-def build_team(directory: Path) -> Path:
-    """Four weeks of mail through the pipeline and the sweeps on a FixedClock: done, moved, late, rated."""
-    config = load_config(write_config(directory))
-    clock = FixedClock(START)
-    daemon = Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport())
-    rng = random.Random(16)
-    timeline: list[tuple[datetime, bytes]] = []
-    arrivals = sorted(START + timedelta(days=rng.randrange(26), hours=rng.randrange(9)) for _ in range(24))
-    for n, arrival in enumerate(arrivals, 1):  # in order of arrival: request n becomes IT-n
-        subject = HOSTILE if n == 7 else f"Request {n}: the {rng.choice(['printer', 'laptop', 'VPN'])} again"
-        timeline.append((arrival, make_mail(f"user{n}@example.org", subject, "Please help.")))
-
-        def later(hours: float, body: str, sender: str = "ana@example.org") -> tuple[datetime, bytes]:
-            return arrival + timedelta(hours=hours), make_mail(sender, f"Re: [IT-{n}] {subject}", body)  # noqa: B023
-        if n % 4 == 0:
-            timeline += [later(rng.uniform(1, 30), "#done Fixed it."),
-                         later(40, str(n % 5 + 1), sender=f"user{n}@example.org")]  # the rating
-        elif n % 4 == 1:
-            timeline += [later(rng.uniform(1, 20), "#eta +5d the part is on back order"),
-                         later(rng.uniform(80, 120), "#done Replaced it.")]
-        elif n % 4 == 3:
-            timeline.append(later(rng.uniform(0.5, 3), "#take\nLooking into it."))
-    timeline.sort(key=lambda step: step[0])
-    items = 0
-    while clock.now() < START + timedelta(days=34):
-        step_end = clock.now() + timedelta(hours=2)
-        while timeline and timeline[0][0] < step_end:
-            clock.moment, raw = timeline.pop(0)
-            assert daemon.pipeline.process(raw).kind != "parked"
-            daemon.sender.drain()
-            items = Item.select().count()
-        clock.moment = step_end
-        daemon.sweep()
-        daemon.sender.drain()
-    assert items == 24
-    return config.path
-
+# --- the data: the simulated month (tests/month_data.py), and one subject that is HTML -------------------------------
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory) -> Path:
-    return build_team(tmp_path_factory.mktemp("team"))
+def team(month, tmp_path_factory) -> Path:
+    """A copy of the month's database with one more request, older than the rest and late: a subject in HTML."""
+    directory = tmp_path_factory.mktemp("team")
+    path = write_config(directory, extra="\n[service]\ndigest = false\n")  # the month's config, this database
+    with closing(sqlite3.connect(sqlite_path(month.config.database_url))) as source, \
+            closing(sqlite3.connect(directory / "inboxd.db")) as copy:
+        source.backup(copy)
+    daemon = Daemon(load_config(path), clock=FixedClock(START - timedelta(days=1)), source=FakeSource(),
+                    transport=FakeTransport())
+    assert daemon.pipeline.process(make_mail("mallory@example.org", HOSTILE)).kind == "item"
+    return path
 
 
 # --- Chromium ------------------------------------------------------------------------------------------------------
@@ -221,7 +201,7 @@ def test_report_renders_in_chromium_with_the_numbers_of_stats_json(team, tmp_pat
     for key, values in shown.found.items():
         expected = stats[key]
         assert values == {"" if expected is None else str(expected)}, key
-    assert stats["requests"] == 24 and stats["done"] > 0 and stats["dates_moved"] > 0  # the data means something
+    assert stats["requests"] == 1000 and stats["done"] and stats["dates_moved"] and stats["rated"]  # it means something
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     _, console = chromium(page, screenshot=shot)
@@ -262,7 +242,7 @@ def test_report_over_http_on_loopback(team, free_listen):
     config = load_config(team)
     open_database(config.database_url, migrate=False)
     with http.serving(free_listen, Health(team.parent / "health.json"), lambda: config,
-                      FixedClock(START + timedelta(days=34))):
+                      FixedClock(END)):
         with urllib.request.urlopen(f"http://127.0.0.1:{free_listen[1]}/report?queue=facilities") as answer:
             body = answer.read().decode()
             assert answer.status == 200 and answer.headers["Cache-Control"] == "no-store"
@@ -355,10 +335,11 @@ def test_report_over_http_on_postgres_from_a_connection_that_cannot_write(tmp_pa
     daemon.source.add([make_mail("rosa@example.org", HOSTILE), make_mail("ken@example.org", "VPN is down")])
     daemon.ingest(daemon.source.open())
     listen = ("127.0.0.1", free_port())
-    with http.serving(listen, Health(tmp_path / "health.json"), lambda: config, FixedClock(START + timedelta(days=1))):
+    with http.serving(listen, Health(tmp_path / "health.json"), lambda: config, FixedClock(START + timedelta(days=5))):
         with urllib.request.urlopen(f"http://127.0.0.1:{listen[1]}/report") as answer:
             body = answer.read().decode()
-    assert 'data-figure="requests" data-value="2"' in body and "&lt;script&gt;alert(" in body
+    assert 'data-figure="requests" data-value="2"' in body and "<h2>Late now (2)</h2>" in body
+    assert "&lt;script&gt;alert(" in body
     assert "read-only transaction" in write_from_another_thread()
     Item.create(subject="y", requester="r@example.org", queue="default", created_at=START)  # this thread's still can
     assert Item.select().count() == 3
