@@ -209,7 +209,16 @@ def test_report_renders_in_chromium_with_the_numbers_of_stats_json(team, tmp_pat
     print(f"screenshot of the report: {shot}")
 
 
-@pytest.mark.slow
+def test_report_by_default_covers_twelve_weeks_from_a_monday(team, tmp_path):
+    page = tmp_path / "report.html"
+    run(team, "report", "--html", str(page), "--at", END.isoformat())
+    html = page.read_text()
+    assert "<p>Mon 14 Sep 2026 to Mon 30 Nov 2026; made Mon 30 Nov 00:00.</p>" in html
+    assert '<desc id="chart-requests-desc">W38: 0; W39: 0; W40: 0; W41: 0; W42: 0; W43: 0; W44: 1; W45: 359; ' \
+           'W46: 332; W47: 309; W48: 0; W49: 0</desc>' in html  # W44: the HTML subject, a day before the month
+    assert 'data-figure="requests" data-value="1001"' in html
+
+
 def test_report_is_read_only_and_refuses_a_missing_database(tmp_path):
     config = write_config(tmp_path)
     result = CliRunner().invoke(cli, ["--config", str(config), "report", "--html", str(tmp_path / "r.html")])
@@ -238,7 +247,9 @@ def test_the_http_threads_connection_cannot_write(tmp_path):
     assert [i.subject for i in Item.select()] == ["y"]
 
 
-def test_report_over_http_on_loopback(team, free_listen):
+@pytest.mark.server  # it listens on a port
+def test_report_over_http_on_loopback(team):
+    free_listen = ("127.0.0.1", free_port())
     config = load_config(team)
     open_database(config.database_url, migrate=False)
     with http.serving(free_listen, Health(team.parent / "health.json"), lambda: config,
@@ -248,11 +259,6 @@ def test_report_over_http_on_loopback(team, free_listen):
             assert answer.status == 200 and answer.headers["Cache-Control"] == "no-store"
             assert answer.headers["Content-Security-Policy"].startswith(report.POLICY)
     assert body.count("<svg") == 5 and ", queue facilities;" in body
-
-
-@pytest.fixture
-def free_listen(imap_server) -> tuple[str, int]:  # imap_server: marks the test `server` (it binds a port)
-    return ("127.0.0.1", free_port())
 
 
 # --- the digest's HTML part -----------------------------------------------------------------------------------------
