@@ -51,9 +51,11 @@ class Month:
 Step = tuple[datetime, Callable[[], bytes | None]]
 
 
-def simulate(directory: Path, requests: int = REQUESTS) -> Month:
-    """Build the month's database in `directory`; return its config and a tally of what was done."""
+def simulate(directory: Path, requests: int = REQUESTS, database_url: str | None = None) -> Month:
+    """Build the month's database in `directory` (or at `database_url`); return its config and a tally."""
     path = write_config(directory, extra="\n[service]\ndigest = false\n")
+    if database_url:
+        path.write_text(path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{database_url}"'))
     config = load_config(path)
     clock = FixedClock(START)
     daemon = Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport())

@@ -161,3 +161,23 @@ def test_a_dry_run_on_postgres_rolls_everything_back(tmp_path, postgres):
     report = preview_once(config, source=daemon.source)
     assert "would create IT-2" in report and "would send ack to ken@example.org" in report
     assert rows() == before and daemon.source.done == [1]
+
+
+def test_the_figures_on_postgres_equal_sqlite_and_the_events(tmp_path, postgres):
+    from month_data import END, START, simulate
+    from test_stats import PERIOD, comparable, independent_figures
+
+    def figures(month):
+        result = CliRunner().invoke(cli, ["--config", str(month.config_path), "stats", *PERIOD, "--by", "week",
+                                          "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    on_sqlite = figures(simulate(tmp_path / "sqlite", requests=200))
+    month = simulate(tmp_path / "pg", requests=200, database_url=postgres.create_database("inboxd_figures"))
+    on_postgres = figures(month)
+    assert on_postgres == on_sqlite
+    total = comparable(on_postgres["total"])
+    expected = independent_figures(month, START, END, END)
+    assert {key: total[key] for key in expected} == expected
+    assert total["late_without_notice"] > 0 and total["silent"] > 0 and total["dates_moved"] > 0
