@@ -394,7 +394,7 @@ class Daemon:
         if not lock.acquire(standby, self.stopping):
             return
         try:
-            with http.serving(self.config.http_listen, self.health):
+            with http.serving(self.config.http_listen, self.health, lambda: self.config, self.clock):
                 self._watch()
         finally:
             lock.release()
