@@ -46,10 +46,14 @@ class Silences:
         previous = Item.heard_at.python_value(row[1] or row[2])
         if previous is None or at < previous:
             return
-        overdue = self.calendar.add(previous, self.every)
-        if at > overdue + SILENCE_GRACE:
-            create(Silence, item=item_id, heard_at=previous, overdue_at=overdue, ended_at=at,
-                   minutes=self.calendar.working_minutes(previous, at))
+        try:
+            overdue = self.calendar.add(previous, self.every)
+            minutes = self.calendar.working_minutes(previous, at) if at > overdue + SILENCE_GRACE else None
+        except Exception:  # a figure must never stop a delivery from being recorded
+            log.exception("IT-%d: the silence before this mail could not be measured; not counted", item_id)
+            minutes = None
+        if minutes is not None:
+            create(Silence, item=item_id, heard_at=previous, overdue_at=overdue, ended_at=at, minutes=minutes)
         sql = composed("heard_at", lambda: Item.update(heard_at=at).where(Item.id == 0))
         db.execute_sql(sql, [Item.heard_at.db_value(at), item_id])
 
