@@ -50,7 +50,7 @@ class Silences:
             overdue = self.calendar.add(previous, self.every)
             minutes = self.calendar.working_minutes(previous, at) if at > overdue + SILENCE_GRACE else None
         except Exception:  # a figure must never stop a delivery from being recorded
-            log.exception("IT-%d: the silence before this mail could not be measured; not counted", item_id)
+            log.exception("item %d: the silence before this mail could not be measured; not counted", item_id)
             minutes = None
         if minutes is not None:
             create(Silence, item=item_id, heard_at=previous, overdue_at=overdue, ended_at=at, minutes=minutes)
