@@ -139,4 +139,14 @@ def sample_digest(now: datetime, item: ItemView, owner: str | None) -> dict[str,
     return {"owner": owner or "", "owner_name": "Ana" if owner else "", "week_from": now - timedelta(days=7),
             "week_to": now, "new": 12, "done": 9, "on_time": 8, "on_time_rate": 89, "ratings": 4,
             "satisfaction": 4.5, "open": 7, "late_count": 30, "late": [line], "at_risk_count": 1,
-            "at_risk": [line], "dead_mail": 0 if owner else 2, "needs_attention": 0 if owner else 1}
+            "at_risk": [line], "dead_mail": 0 if owner else 2, "needs_attention": 0 if owner else 1,
+            "picture": sample_picture()}
+
+
+def sample_picture() -> dict[str, Any]:
+    """Made-up figures and chart rows in the shape `digest.picture` returns."""
+    from .report import HEADLINE
+    weeks = [("W46", 10.0), ("W47", None), ("W48", 87.5)]
+    return {"figures": {"late_without_notice": 1}, "shown": dict.fromkeys(HEADLINE, "87.5 %"),
+            "charts": dict.fromkeys(("requests", "on_time", "told_before", "first_response", "satisfaction",
+                                     "open_by_age"), weeks)}

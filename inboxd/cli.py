@@ -400,6 +400,28 @@ _add_commands()
 cli.add_command(auth)
 
 
+@cli.command()
+@click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="write the page to this file")
+@click.option("--since", metavar="DATE", help="first day, like 2026-11-02 (default: a Monday 11 weeks back)")
+@click.option("--until", metavar="DATE", help="last day, included (default: today)")
+@click.option("--queue", help="only this queue")
+@click.option("--owner", metavar="ADDRESS", help="only this owner's items")
+@click.option("--at", metavar="ISO-8601", help="count as of this moment (default: now), as `stats --at`")
+@click.pass_context
+def report(ctx: click.Context, html_file: Path, since: str | None, until: str | None, queue: str | None,
+           owner: str | None, at: str | None) -> None:
+    """Write one self-contained HTML page of the figures, with charts and the late and at-risk items."""
+    from .cli_stats import scope_from
+    from .report import WEEKS, gather, page, week_start
+    config = _open_db(ctx)
+    now = _moment(at, config) if at else SystemClock().now()
+    first = since or week_start(now, config, WEEKS - 1).date().isoformat()
+    scope = scope_from(config, first, until, queue, owner, now.astimezone(config.calendar.tz).date())
+    html_file.write_text(page(config, gather(config, scope, now), now), encoding="utf-8")
+    click.echo(f"wrote {html_file}")
+
+
 def main() -> None:
     """Entry point of the `inboxd` console script."""
     cli(prog_name="inboxd")

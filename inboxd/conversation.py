@@ -215,7 +215,7 @@ def _from_team(config: Config, item: ItemView, msg: InboundMessage, text: str, s
         if item.created_at is not None:
             changes["first_response_minutes"] = config.calendar.working_minutes(item.created_at, now)
     if copied and message:  # the requester heard from the owner: the status-update clock starts again
-        changes["last_told_at"] = now
+        changes["last_told_at"] = changes["heard_at"] = now
     kind = PlanKind.COMMAND if effects else PlanKind.NOTED if kept else \
         PlanKind.RELAYED if any(m.template == "relay" for m in mails) else PlanKind.RECORDED
     if kind == PlanKind.RECORDED:
@@ -270,7 +270,7 @@ def _from_outside(config: Config, item: ItemView, msg: InboundMessage, text: str
             return _Draft(PlanKind.NEW_ITEM)
         draft = _forward(config, item, who, text, reopened=True)
         draft.kind = PlanKind.REOPENED
-        draft.changes.update(status=_reopened_status(item), resolved_at=None, on_track=False)
+        draft.changes.update(status=_reopened_status(item), resolved_at=None, on_track=False, heard_at=now)
         draft.events.insert(0, (who, "reopened", f"reopened by a reply from {who} after it was {item.status}"))
         return draft
     draft = _forward(config, item, who, text)

@@ -36,6 +36,7 @@ from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
 from .systemd import Notifier
+from .tracker import Silences
 from .upkeep import migrate_database
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class Daemon:
         transports: list[Transport] = [transport] if transport else [SmtpTransport(config.smtp, smtp_tokens)
                                                                       for _ in range(config.smtp.connections)]
         self.ledger = Ledger()
-        self.sender = OutboxSender(transports, self.clock, config.smtp, config.team, report=self.ledger)
+        self.sender = OutboxSender(transports, self.clock, config.smtp, config.team, report=self.ledger,
+                                   silences=Silences(config.calendar, config.service.update_every))
         # A process of its own sends beside the intake, unless the daemon runs on a clock of its own
         # (`sweep --at`, tests), a test brought its transport, or the database lives in this process.
         apart = isinstance(self.clock, SystemClock) and transport is None and apart_possible(config.database_url)
@@ -392,7 +394,7 @@ class Daemon:
         if not lock.acquire(standby, self.stopping):
             return
         try:
-            with http.serving(self.config.http_listen, self.health):
+            with http.serving(self.config.http_listen, self.health, lambda: self.config, self.clock):
                 self._watch()
         finally:
             lock.release()

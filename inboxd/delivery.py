@@ -27,6 +27,7 @@ from .clock import SystemClock
 from .config import Config
 from .instance import STANDBY_POLL_SECONDS, AlreadyRunning, InstanceLock
 from .outbox import Ledger, OutboxSender, SmtpTransport
+from .tracker import Silences
 
 log = logging.getLogger(__name__)
 RESTART_SECONDS = 10.0  # a delivery process that died is started again after this long, then at doubling
@@ -222,7 +223,8 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
         return
     _, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
     sender = OutboxSender([SmtpTransport(config.smtp, smtp_tokens) for _ in range(config.smtp.connections)],
-                          SystemClock(), config.smtp, config.team, report=_Forward(reports))
+                          SystemClock(), config.smtp, config.team, report=_Forward(reports),
+                          silences=Silences(config.calendar, config.service.update_every))
     stop = threading.Event()
     worker = threading.Thread(target=sender.serve, args=(stop,), name="outbox", daemon=True)
     worker.start()

@@ -47,3 +47,12 @@ def digest(config: Config, now: datetime, slot: datetime, at_risk_by: datetime, 
 def _name(address: str | None, config: Config) -> str:
     member = config.team.member(address) if address else None
     return member.name if member else (address or "")
+
+
+def picture(config: Config, now: datetime, slot: datetime, owner: str | None = None) -> dict[str, Any]:
+    """What the HTML part draws: the week's figures (`stats`'), its charts and the weeks before, as the report."""
+    from .report import HEADLINE, WEEKS, chart_rows, gather, shown, week_start
+    trend = Scope(since=week_start(slot, config, WEEKS), until=week_start(slot, config), owner=owner)  # whole weeks
+    data = gather(config, Scope(since=week_before(slot, config), until=slot, owner=owner), now, trend)
+    found = data["figures"]
+    return {"figures": found, "shown": {key: shown(key, found[key]) for key in HEADLINE}, "charts": chart_rows(data)}

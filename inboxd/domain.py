@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +28,7 @@ class Status(StrEnum):
 
 STATUSES = tuple(Status)
 OPEN_STATUSES = (Status.NEW, Status.OPEN, Status.WORKING, Status.WAITING)
+ACK_WITHIN = timedelta(seconds=60)  # the promise to a requester: acknowledged within a minute
 
 
 class Priority(StrEnum):

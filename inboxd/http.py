@@ -1,24 +1,29 @@
-"""`[http] listen`: /healthz and /metrics for a monitor, served from a thread of the daemon."""
+"""`[http] listen`: /healthz and /metrics for a monitor, and /report for this machine, from a thread of the daemon."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from .clock import Clock, SystemClock
 from .errors import InboxdError
 from .health import Health, look, verdict
 from .metrics import REGISTRY, Live
+from .settings import Config
 
 log = logging.getLogger(__name__)
+_WALL = SystemClock()
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -34,13 +39,15 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def _app(health: Health) -> Any:
+def _app(health: Health, config: Callable[[], Config] | None = None, clock: Clock = _WALL) -> Any:
     metrics = make_wsgi_app(REGISTRY)
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return metrics(environ, start_response)
+        if path == "/report" and config is not None:
+            return _report(environ, start_response, config(), clock)
         if path == "/healthz":
             healthy, summary = verdict(health.status, health.path, datetime.now(UTC))
             database = look()
@@ -50,19 +57,71 @@ def _app(health: Health) -> Any:
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [f"{summary}\n".encode()]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"inboxd serves /healthz and /metrics\n"]
+        return [b"inboxd serves /healthz, /metrics and (to this machine) /report\n"]
     return app
 
 
+def _loopback(address: str) -> bool:
+    """Whether a client's address is this machine's own (127.0.0.0/8, ::1, or 127.x as IPv4-mapped IPv6)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
+
+
+def _report(environ: dict[str, Any], start_response: Any, config: Config, clock: Clock) -> Iterable[bytes]:
+    """The report page: subjects and names are personal data, so only clients on this machine get it."""
+    text = [("Content-Type", "text/plain; charset=utf-8")]
+    if not _loopback(environ.get("REMOTE_ADDR", "")):
+        start_response("403 Forbidden", text)
+        return [b"/report answers clients on this machine only: use ssh -L, or a proxy there that authenticates\n"]
+    from .report import POLICY, default_scope, gather, page  # the stats queries load only when asked
+    asked = parse_qs(environ.get("QUERY_STRING", ""))
+    now = clock.now()
+    scope = default_scope(config, now, queue=asked.get("queue", [None])[0],
+                          owner=(asked.get("owner", [""])[0].lower() or None))
+    try:
+        with read_only():
+            body = page(config, gather(config, scope, now), now).encode()
+    except Exception as exc:  # the database away, a figure failing: a line for the admin, not a traceback
+        log.warning("http: /report failed: %s", " ".join(str(exc).split()) or type(exc).__name__)
+        start_response("503 Service Unavailable", text)
+        return [b"the report cannot be made now; the log says why\n"]
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+                              ("Content-Security-Policy", f"{POLICY}; frame-ancestors 'none'"),
+                              ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")])
+    return [body]
+
+
 @contextmanager
-def serving(listen: tuple[str, int] | None, health: Health) -> Iterator[None]:
-    """Serve /healthz and /metrics on `listen` while the block runs; nothing when it is None."""
+def read_only() -> Iterator[None]:
+    """A new connection of this thread's own for the block, which cannot write (the daemon's stay as they are)."""
+    import peewee as pw
+
+    from .models import db
+    db.connect()  # peewee's connections are per thread: this one is new (an open one would be an error here)
+    try:
+        if isinstance(db.obj, pw.SqliteDatabase):
+            db.execute_sql("PRAGMA query_only = ON")
+        else:
+            db.execute_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        yield
+    finally:
+        db.close()
+
+
+@contextmanager
+def serving(listen: tuple[str, int] | None, health: Health, config: Callable[[], Config] | None = None,
+            clock: Clock = _WALL) -> Iterator[None]:
+    """Serve /healthz, /metrics and (given the config) /report on `listen` while the block runs; nothing if None."""
     if listen is None:
         yield
         return
     host, port = listen
     try:
-        server = make_server(host, port, _app(health), server_class=_Server6 if ":" in host else _Server,
+        server = make_server(host, port, _app(health, config, clock), server_class=_Server6 if ":" in host else _Server,
                              handler_class=_Quiet)
     except OSError as exc:
         raise InboxdError(f"[http] listen = \"{host}:{port}\": cannot listen there: {exc.strerror or exc}") from None

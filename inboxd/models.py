@@ -23,7 +23,7 @@ from playhouse.migrate import migrate as migrate_schema
 
 from . import backup
 from .backup import sqlite_path
-from .domain import OPEN_STATUSES
+from .domain import ACK_WITHIN, OPEN_STATUSES
 from .errors import DatabaseOutage, InboxdError
 from .settings import shown_url
 
@@ -191,6 +191,7 @@ class Item(BaseModel):
     created_at = UtcDateTimeField()
     due_at = UtcDateTimeField(null=True)
     acknowledged_at = UtcDateTimeField(null=True)
+    acknowledged_quickly = pw.BooleanField(null=True)  # the acknowledgement left within ACK_WITHIN of created_at
     first_response_at = UtcDateTimeField(null=True)
     resolved_at = UtcDateTimeField(null=True)
     satisfaction = pw.IntegerField(null=True)
@@ -203,6 +204,7 @@ class Item(BaseModel):
     requested_due_at = UtcDateTimeField(null=True)  # the date the requester asked for, if they named one
     participants = JsonField(default=list)  # others on the request's To/Cc: their replies count as the requester's side
     first_response_minutes = pw.IntegerField(null=True)  # business minutes from created_at to first_response_at
+    heard_at = UtcDateTimeField(null=True)  # the requester last heard from us: a mail to them left (silences)
 
     class Meta:
         # The sweep's questions: open items by date, and by how long their requester heard nothing.
@@ -299,6 +301,16 @@ class DateMove(BaseModel):
     at = UtcDateTimeField(index=True)
     old_due = UtcDateTimeField(index=True)
     new_due = UtcDateTimeField()
+
+
+class Silence(BaseModel):
+    """A requester left without word longer than `update_every`, written when the silence ends (`stats`)."""
+
+    item = pw.ForeignKeyField(Item, backref="silences", on_delete="CASCADE")
+    heard_at = UtcDateTimeField()  # the requester's last word from us before it
+    overdue_at = UtcDateTimeField(index=True)  # when `update_every` ran out: the period the silence counts in
+    ended_at = UtcDateTimeField()  # when they heard from us again
+    minutes = pw.IntegerField()  # business minutes from heard_at to ended_at
 
 
 class Absence(BaseModel):
@@ -434,7 +446,7 @@ def members_away(now: datetime) -> list[tuple[str, datetime]]:
     return [(member, until.python_value(back)) for member, back in db.execute_sql(sql, [until.db_value(now)])]
 
 
-ALL_MODELS = [Item, Message, Event, Outbox, MailboxState, Notice, Absence, DateMove]
+ALL_MODELS = [Item, Message, Event, Outbox, MailboxState, Notice, Absence, DateMove, Silence]
 
 
 def _v1_initial(database: pw.Database) -> None:
@@ -513,14 +525,25 @@ def _v8_first_contact(database: pw.Database) -> None:
 
 
 def _v9_figures(database: pw.Database) -> None:
-    """What `inboxd stats` asks in SQL: business minutes to the first response, date moves, indexes by time.
+    """What `inboxd stats` asks in SQL: minutes to the first response, date moves, silences, indexes by time.
 
-    Items answered before this version get their minutes when the daemon next starts (it has the calendar).
+    Items answered before this version get their minutes from `inboxd migrate` (it has the calendar);
+    silences are recorded from this version on, counted from the last mail each requester was sent.
     """
-    _add_missing(database, Item, ("first_response_minutes",), index=("created_at",))
+    _add_missing(database, Item, ("first_response_minutes", "heard_at", "acknowledged_quickly"), index=("created_at",))
     _add_missing(database, Item, (), index=("resolved_at",))
     _add_missing(database, Event, (), index=("kind", "at"))
-    database.create_tables([DateMove])
+    database.create_tables([DateMove, Silence])
+    latest = (Outbox.select(pw.fn.MAX(Outbox.sent_at))
+              .where((Outbox.item == Item.id) & (Outbox.recipient == Item.requester)))
+    Item.update(heard_at=pw.fn.COALESCE(latest, Item.created_at)).where(Item.heard_at.is_null()).execute()
+    acknowledged = Item.select(Item.id, Item.created_at, Item.acknowledged_at).where(
+        Item.acknowledged_at.is_null(False) & Item.acknowledged_quickly.is_null())
+    quick = {row.id: row.acknowledged_at - row.created_at <= ACK_WITHIN for row in acknowledged}
+    for answer in (True, False):
+        ids = [item_id for item_id, value in quick.items() if value is answer]
+        for start in range(0, len(ids), 500):
+            Item.update(acknowledged_quickly=answer).where(Item.id.in_(ids[start:start + 500])).execute()
 
 
 def new_secret() -> str:

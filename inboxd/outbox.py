@@ -28,7 +28,7 @@ from .mailout import OutgoingMail
 from .models import Message, Outbox, composed, create, db, forget_connection, outage, write_transaction
 from .oauth2 import HttpTokens, TokenError, TokenSource
 from .sentlog import SentLog
-from .tracker import Tracker
+from .tracker import Silences, Tracker
 
 log = logging.getLogger(__name__)
 # With the sent log holding each delivery the moment the server takes it, the database record
@@ -47,12 +47,14 @@ def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
                   next_attempt_at=now, created_at=now)
 
 
-def _mark_sent(row: Outbox, not_for: str, now: datetime) -> None:
+def _mark_sent(row: Outbox, not_for: str, now: datetime, silences: Silences | None) -> None:
     """The row is sent and its item told, inside the caller's transaction; the SQL is composed once (per mail)."""
     sql = composed("mark_sent", lambda: Outbox.update(status="sent", attempts=Outbox.attempts + 1, last_error="",
                                                        sent_at=now).where(Outbox.id == 0))
     db.execute_sql(sql, ["sent", 1, f"refused for {not_for}" if not_for else "", Outbox.sent_at.db_value(now), row.id])
     Tracker.delivered(row.item_id, row.acknowledges, not_for, row.kind, now)
+    if silences is not None and row.item_id and row.recipient:
+        silences.heard(row.item_id, row.recipient, now)
 
 
 class Transport(Protocol):
@@ -244,9 +246,10 @@ class OutboxSender:
     """Sends due outbox mail over one or more connections; backs off and gives up into `dead`."""
 
     def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig,
-                 team: TeamConfig | None = None, report: Report | None = None) -> None:
+                 team: TeamConfig | None = None, report: Report | None = None,
+                 silences: Silences | None = None) -> None:
         self.transports, self.clock, self.config = transports, clock, config
-        self.team = team
+        self.team, self.silences = team, silences  # silences: the requester's word from us is noted as it leaves
         self.report: Report = report or Ledger()
         self.unreachable = False  # since the last failure to reach the server; logged once per outage
         self.database_down = False  # since the database was last found unavailable; logged once per outage
@@ -368,7 +371,7 @@ class OutboxSender:
 
         def record() -> None:
             for row, not_for in later:
-                _mark_sent(row, not_for, now)
+                _mark_sent(row, not_for, now, self.silences)
         self._record_delivery(record)
         if sent_log is not None:
             for row, _ in later:
@@ -396,7 +399,7 @@ class OutboxSender:
                 with write_transaction():
                     pending = Outbox.select().where(Outbox.message_id.in_(list(taken)) & (Outbox.status == "pending"))
                     for row in pending:
-                        _mark_sent(row, taken[row.message_id], now)
+                        _mark_sent(row, taken[row.message_id], now, self.silences)
                         count += 1
                 if count:
                     log.warning("outbox: %d mail(s) the SMTP server took before the last stop were not recorded "

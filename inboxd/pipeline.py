@@ -26,7 +26,7 @@ from .outbox import enqueue
 from .render import Renderer
 from .routing import Decision, Decline, Ignore, Queue, Redirect, RuleSet
 from .threads import find_thread, item_answered_automatically
-from .tracker import BODY_KEPT, Tracker
+from .tracker import BODY_KEPT, Silences, Tracker
 
 log = logging.getLogger(__name__)
 MAIL_HELD = "mail_held"  # the lead's mail, once a day, when an item's mail is held (the template's name too)
@@ -56,7 +56,7 @@ class Pipeline:
 
     def __init__(self, config: Config, rules: RuleSet, renderer: Renderer, clock: Clock) -> None:
         self.config, self.rules, self.clock = config, rules, clock
-        self.tracker = Tracker(config.mailbox.label)
+        self.tracker = Tracker(config.mailbox.label, Silences(config.calendar, config.service.update_every))
         self.composer = Composer(config, renderer)
         self.threads = queries.StoredThreads()
         self._quiet = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .clock import BusinessCalendar, Duration
@@ -13,6 +13,7 @@ from .settings import ServiceConfig
 from .wording import local_time
 
 AT_RISK_WITHIN = Duration(1, "days", business=True)  # the digest's "at risk": due by the end of the next workday
+SILENCE_GRACE = timedelta(hours=1)  # a status update due goes out at the next sweep: every minute, or hourly by cron
 
 
 def promised_date(calendar: BusinessCalendar, service: ServiceConfig, created: datetime,

@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
+from .charts import table_bars
 from .errors import TemplateError
 
 REQUIRED_TEMPLATES = ("ack", "ack_urgent", "assigned", "new_request", "declined", "redirected", "forwarded",
@@ -30,7 +32,11 @@ class Rendered:
 
 
 class Renderer:
-    """Renders the admin's templates; `NAME.txt` starts with a `Subject:` line, `NAME.html` is optional."""
+    """Renders the admin's templates; `NAME.txt` starts with a `Subject:` line, `NAME.html` is optional.
+
+    An HTML template escapes every value it writes (subjects come from strangers); `bars` draws a bar
+    chart as a table, which mail clients show where they show no SVG or data: images.
+    """
 
     def __init__(self, directory: Path, tz: ZoneInfo) -> None:
         if not directory.is_dir():
@@ -39,9 +45,11 @@ class Renderer:
         self.tz = tz
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
+            keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False))
         self.env.filters["when"] = self.when
         self.env.filters["day"] = self.day
+        self.env.filters["bars"] = bars
 
     def names(self) -> frozenset[str]:
         """The templates that exist."""
@@ -95,6 +103,11 @@ class Renderer:
             return "not set"
         local = moment.astimezone(self.tz)
         return f"{local:%A} {local.day} {local:%B}"
+
+
+def bars(rows: list[tuple[str, float | None]], title: str, unit: str = "", top: float | None = None) -> Markup:
+    """`{{ digest.picture.charts.requests | bars("Requests per week") }}`: a bar chart for mail."""
+    return Markup(table_bars(title, [(str(label), value) for label, value in rows], unit, top))  # escapes its texts
 
 
 def _line_of(exc: Exception) -> int:

@@ -11,24 +11,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import peewee as pw
 
 from .clock import Duration
 from .domain import OPEN_STATUSES, Status
-from .models import DateMove, Event, Item, Message, Notice, Outbox, db
-from .promises import AT_RISK_WITHIN
+from .models import DateMove, Event, Item, Message, Notice, Outbox, Silence
+from .promises import AT_RISK_WITHIN, SILENCE_GRACE
 from .queries import not_paused
 from .settings import Config
 
-ACK_WITHIN_SECONDS = 60  # "acknowledged within a minute": the promise to the requester
-SILENCE_GRACE = timedelta(hours=1)  # a status update due goes out at the next sweep: every minute, or hourly by cron
 LISTED = 25  # late and at-risk items named; the counts are always whole
 FIRST_RESPONSE_BUCKETS = (("≤ 15 min", 15), ("≤ 1 h", 60), ("≤ 4 h", 240))  # then ≤ 1 and ≤ 3 business days, more
 OPEN_AGES = (("< 1 day", 1), ("1–3 days", 3), ("3–7 days", 7), ("1–4 weeks", 28))  # then "4 weeks or more"
 BREAKDOWNS = ("week", "month", "queue", "owner")
 UNOWNED = ""  # Scope.owner for items nobody owns
+KEYS = ("since", "until", "queue", "owner", "requests", "acknowledged", "acknowledged_in_60s",
+        "acknowledged_in_60s_pct", "first_response_count", "first_response_median_minutes",
+        "first_response_p90_minutes", "first_response_histogram", "done", "done_on_time", "done_on_time_pct",
+        "dates_moved", "dates_moved_told_before", "dates_moved_told_before_pct", "late_without_notice", "silent",
+        "longest_silence_minutes", "reopened", "reopened_pct", "satisfaction_average", "satisfaction", "rated",
+        "rating_response_pct", "open_now", "open_by_age", "declined", "redirected")  # in the order shown
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,13 @@ class Scope:
 def figures(config: Config, scope: Scope, now: datetime) -> dict[str, Any]:
     """Every figure of the period, as of `now` (for a period that ends later, what happened up to now)."""
     as_of = min(scope.until, now)
-    return {"since": scope.since, "until": scope.until, "queue": scope.queue, "owner": scope.owner,
-            **_requests(scope), **_first_response(config, scope), **_done(scope), **_date_moves(scope),
-            "late_without_notice": _late_without_notice(scope, as_of), **_silence(config, scope, as_of),
-            **_reopened(scope), **_satisfaction(scope), **_open_by_age(scope, now), **_turned_away(scope)}
+    found = _items(config, scope)
+    for outcome, count in _rules_turned_away(scope).items():
+        found[outcome] += count
+    ordered = {"since": scope.since, "until": scope.until, "queue": scope.queue, "owner": scope.owner, **found,
+               **_date_moves(scope), "late_without_notice": _late_without_notice(scope, as_of),
+               **_silence(config, scope, as_of), **_reopened(scope, found["done"]), **_open_by_age(scope, now)}
+    return {key: ordered[key] for key in KEYS}
 
 
 def breakdown(config: Config, scope: Scope, now: datetime, by: str) -> list[dict[str, Any]]:
@@ -103,50 +110,69 @@ def _count_if(condition: pw.Expression) -> pw.Expression:
     return pw.fn.COALESCE(pw.fn.SUM(pw.Case(None, [(condition, 1)], 0)), 0)
 
 
-def _seconds(later: pw.Node, earlier: pw.Node) -> pw.Node:
-    """Wall-clock seconds from `earlier` to `later`, in this database's SQL."""
-    if isinstance(db.obj, pw.PostgresqlDatabase):
-        return pw.fn.EXTRACT(pw.NodeList((pw.SQL("EPOCH FROM"), pw.NodeList((later, pw.SQL("-"), earlier)))))
-    return (pw.fn.julianday(later) - pw.fn.julianday(earlier)) * 86400.0
+def _items(config: Config, scope: Scope) -> dict[str, Any]:
+    """The figures read off the items themselves: one pass over those created in the period, one over those closed.
 
-
-def _requests(scope: Scope) -> dict[str, Any]:
-    quick = Item.acknowledged_at.is_null(False) & \
-        (_seconds(Item.acknowledged_at, Item.created_at) <= ACK_WITHIN_SECONDS + 0.001)
-    requests, acknowledged, quickly = Item.select(
-        pw.fn.COUNT(Item.id), pw.fn.COUNT(Item.acknowledged_at), _count_if(quick)).where(
-        scope.items() & scope.within(Item.created_at)).tuples().get()
-    return {"requests": requests, "acknowledged": acknowledged, "acknowledged_in_60s": quickly,
-            "acknowledged_in_60s_pct": _pct(quickly, requests)}
-
-
-def _first_response(config: Config, scope: Scope) -> dict[str, Any]:
-    """Business minutes from a request to the first word a person sent its requester: median, p90, histogram."""
-    answered = scope.items() & scope.within(Item.created_at) & Item.first_response_minutes.is_null(False)
+    The created ones come grouped by their minutes to the first response (a few thousand rows at most,
+    whatever the number of items): the median, p90 and histogram are counted from the groups.
+    """
     minutes = Item.first_response_minutes
+    groups = Item.select(minutes, pw.fn.COUNT(Item.id), pw.fn.COUNT(Item.acknowledged_at),
+                         _count_if(Item.acknowledged_quickly == True)).where(  # noqa: E712  (kept when it left)
+        scope.items() & scope.within(Item.created_at)).group_by(minutes).order_by(minutes).tuples()
+    n = {"requests": 0, "acknowledged": 0, "acknowledged_in_60s": 0}
+    answered: list[tuple[int, int]] = []  # (minutes, items), ascending
+    for value, count, acknowledged, quickly in groups:
+        n["requests"] += count
+        n["acknowledged"] += acknowledged
+        n["acknowledged_in_60s"] += int(quickly)
+        if value is not None:
+            answered.append((value, count))
+    n["first_response_count"] = sum(count for _, count in answered)
     day = config.calendar.day_minutes
-    bounds = [*FIRST_RESPONSE_BUCKETS, ("≤ 1 business day", day), ("≤ 3 business days", 3 * day)]
-    counts = Item.select(pw.fn.COUNT(Item.id), *[_count_if(minutes <= upto) for _, upto in bounds]).where(
-        answered).tuples().get()
-    count, cumulative = counts[0], [*counts[1:], counts[0]]
-    histogram = [{"label": label, "upto_minutes": upto, "count": cumulative[n] - (cumulative[n - 1] if n else 0)}
-                 for n, (label, upto) in enumerate([*bounds, ("more", None)])]
+    bounds = [*FIRST_RESPONSE_BUCKETS, ("≤ 1 business day", day), ("≤ 3 business days", 3 * day), ("more", None)]
+    histogram = [{"label": label, "upto_minutes": upto, "count": sum(
+        count for value, count in answered if (upto is None or value <= upto) and (low is None or value > low))}
+        for (label, upto), low in zip(bounds, [None, *(upto for _, upto in bounds[:-1])], strict=True)]
+    median, p90 = _ranks(answered, n["first_response_count"], (50, 90))
+    done = Item.status == Status.DONE
+    resolved = {"done": done, "done_on_time": done & (Item.due_at.is_null() | (Item.resolved_at <= Item.due_at)),
+                **{f"rated_{score}": done & (Item.satisfaction == score) for score in range(1, 6)},
+                "declined": Item.status == Status.DECLINED, "redirected": Item.status == Status.REDIRECTED}
+    row = Item.select(*[_count_if(condition) for condition in resolved.values()]).where(
+        scope.items() & scope.within(Item.resolved_at)).tuples().get()
+    n |= dict(zip(resolved, (int(value) for value in row), strict=True))
+    ratings = {str(score): n[f"rated_{score}"] for score in range(1, 6)}
+    rated = sum(ratings.values())
+    average = sum(int(score) * count for score, count in ratings.items()) / rated if rated else None
+    return {"requests": n["requests"], "acknowledged": n["acknowledged"],
+            "acknowledged_in_60s": n["acknowledged_in_60s"],
+            "acknowledged_in_60s_pct": _pct(n["acknowledged_in_60s"], n["requests"]),
+            "first_response_count": n["first_response_count"], "first_response_median_minutes": median,
+            "first_response_p90_minutes": p90, "first_response_histogram": histogram,
+            "done": n["done"], "done_on_time": n["done_on_time"],
+            "done_on_time_pct": _pct(n["done_on_time"], n["done"]),
+            "satisfaction_average": round(average, 2) if average is not None else None,
+            "satisfaction": ratings, "rated": rated, "rating_response_pct": _pct(rated, n["done"]),
+            "declined": n["declined"], "redirected": n["redirected"]}
 
-    def rank(share: float) -> int | None:  # nearest rank: the smallest value with at least `share` of all at or below
-        if not count:
-            return None
-        offset = -(-count * int(share * 100) // 100) - 1
-        return Item.select(minutes).where(answered).order_by(minutes).limit(1).offset(offset).scalar()
 
-    return {"first_response_count": count, "first_response_median_minutes": rank(0.5),
-            "first_response_p90_minutes": rank(0.9), "first_response_histogram": histogram}
+def _ranks(counted: Any, total: int, percents: tuple[int, ...]) -> list[int | None]:
+    """Nearest-rank percentiles (the smallest value with at least p % of all at or below it) of (value, count) rows.
 
-
-def _done(scope: Scope) -> dict[str, Any]:
-    on_time = Item.due_at.is_null() | (Item.resolved_at <= Item.due_at)
-    done, in_time = Item.select(pw.fn.COUNT(Item.id), _count_if(on_time)).where(
-        scope.items() & (Item.status == Status.DONE) & scope.within(Item.resolved_at)).tuples().get()
-    return {"done": done, "done_on_time": in_time, "done_on_time_pct": _pct(in_time, done)}
+    The rows come sorted from a GROUP BY: memory grows with the distinct values, never with the items.
+    """
+    wanted = [-(-total * p // 100) for p in percents]  # the 1-based rank of each
+    found: list[int | None] = [None] * len(percents)
+    seen = 0
+    for value, count in counted:
+        seen += count
+        for k, rank in enumerate(wanted):
+            if found[k] is None and seen >= rank > 0:
+                found[k] = value
+        if all(f is not None for f in found):
+            break
+    return found
 
 
 def _noticed_before(item: pw.Node, date: pw.Node) -> pw.Expression:
@@ -191,18 +217,31 @@ def _late_without_notice(scope: Scope, as_of: datetime) -> int:
 def _silence(config: Config, scope: Scope, as_of: datetime) -> dict[str, Any]:
     """Requests whose requester heard nothing from us for longer than `update_every` (business time), in the period.
 
-    A silence belongs to the period in which it ran over. Heard: when the acknowledgement or any other
-    mail to the requester left (mail still in the outbox was not heard), and a member's own answer to
-    them with the team copied. A wait on the requester (#waiting) counts: no status update goes out then.
+    A silence belongs to the period in which it ran over. Those that ended were written down when they
+    ended (`tracker.Silences`); those still running are the open items not heard from for that long.
     """
     calendar, every = config.calendar, config.service.update_every
     silent: set[int] = set()
     longest = None
-    for item_id, heard, next_heard in _long_gaps(scope, as_of, _shortest_wall_seconds(every)):
+    ended = Silence.select(Silence.item, Silence.heard_at, Silence.overdue_at, Silence.ended_at, Silence.minutes) \
+        .join(Item).where(scope.items() & scope.within(Silence.overdue_at) & (Silence.overdue_at < as_of)).tuples()
+    since_heard = pw.fn.COALESCE(Item.heard_at, Item.created_at)
+    running = Item.select(Item.id, since_heard).where(
+        scope.items() & Item.status.in_(OPEN_STATUSES)
+        & (since_heard < as_of - timedelta(seconds=_shortest_wall_seconds(every)))).tuples()
+    def moment(value: Any) -> datetime:  # never NULL in these columns
+        return cast(datetime, Item.heard_at.python_value(value))
+
+    stretches = [(item_id, moment(heard), moment(overdue), moment(end), minutes)
+                 for item_id, heard, overdue, end, minutes in ended]
+    for item_id, heard in running:
+        heard = moment(heard)
         overdue = calendar.add(heard, every)
-        if next_heard > overdue + SILENCE_GRACE and scope.since <= overdue < scope.until:
+        stretches.append((item_id, heard, overdue, as_of, None))
+    for item_id, heard, overdue, end, minutes in stretches:
+        if min(end, as_of) > overdue + SILENCE_GRACE and scope.since <= overdue < scope.until:
             silent.add(item_id)
-            minutes = calendar.working_minutes(heard, next_heard)
+            minutes = minutes if minutes is not None and end <= as_of else calendar.working_minutes(heard, as_of)
             longest = minutes if longest is None else max(longest, minutes)
     return {"silent": len(silent), "longest_silence_minutes": longest}
 
@@ -213,50 +252,10 @@ def _shortest_wall_seconds(duration: Duration) -> float:
     return max(0, duration.amount * unit - 3600)
 
 
-def _long_gaps(scope: Scope, as_of: datetime, at_least: float) -> Iterator[tuple[int, datetime, datetime]]:
-    """(item, heard, next heard or the end) of each wall-clock gap of `at_least` seconds in items alive in the period.
-
-    The end of an item is when it was closed, or `as_of` while it is open. Computed in SQL (a window
-    over the moments each requester heard from us), so only the long gaps reach Python.
-    """
-    end_of = pw.Case(None, [(Item.status.in_(OPEN_STATUSES), as_of)], Item.resolved_at)
-    alive = scope.items() & (Item.created_at < min(scope.until, as_of)) & (end_of >= scope.since) & \
-        (_seconds(end_of, Item.created_at) >= at_least)
-    told = (Item.select(Item.id.alias("item_id"), Item.created_at.alias("at")).where(alive)
-            .union_all(Outbox.select(Outbox.item, Outbox.sent_at).join(Item).where(
-                alive & (Outbox.recipient == Item.requester) & (Outbox.sent_at < end_of)))
-            .union_all(Event.select(Event.item, Event.at).join(Item).where(  # a member's answer, the team copied
-                alive & (Event.kind == "answered") & (Event.actor != Item.requester) & (Event.at < end_of)))
-            .union_all(Item.select(Item.id, end_of).where(alive)))
-    moments = told.cte("told", columns=("item_id", "at"))
-    previous = pw.fn.LAG(moments.c.at).over(partition_by=[moments.c.item_id], order_by=[moments.c.at])
-    gaps = (pw.Select([moments], [moments.c.item_id, previous.alias("heard"), moments.c.at.alias("next")])
-            .cte("gaps", columns=("item_id", "heard", "next")))
-    query = (pw.Select([gaps], [gaps.c.item_id, gaps.c.heard, gaps.c.next])
-             .where(gaps.c.heard.is_null(False) & (_seconds(gaps.c.next, gaps.c.heard) >= at_least))
-             .with_cte(moments, gaps).bind(db))
-    moment = Item.created_at.python_value
-    for item_id, heard, next_heard in query.tuples():
-        yield item_id, moment(heard), moment(next_heard)  # type: ignore[misc]  # never NULL: filtered above
-
-
-def _reopened(scope: Scope) -> dict[str, Any]:
+def _reopened(scope: Scope, done: int) -> dict[str, Any]:
     reopened = Event.select(pw.fn.COUNT(Event.item.distinct())).join(Item).where(
         scope.items() & (Event.kind == "reopened") & scope.within(Event.at)).scalar()
-    done = Item.select(pw.fn.COUNT(Item.id)).where(
-        scope.items() & (Item.status == Status.DONE) & scope.within(Item.resolved_at)).scalar()
     return {"reopened": reopened, "reopened_pct": _pct(reopened, done)}
-
-
-def _satisfaction(scope: Scope) -> dict[str, Any]:
-    done = scope.items() & (Item.status == Status.DONE) & scope.within(Item.resolved_at)
-    rows = Item.select(Item.satisfaction, pw.fn.COUNT(Item.id)).where(done).group_by(Item.satisfaction).tuples()
-    counts = {score: n for score, n in rows}
-    ratings = {str(score): counts.get(score, 0) for score in range(1, 6)}
-    rated, total = sum(ratings.values()), sum(counts.values())
-    average = sum(int(score) * n for score, n in ratings.items()) / rated if rated else None
-    return {"satisfaction_average": round(average, 2) if average is not None else None,
-            "satisfaction": ratings, "rated": rated, "rating_response_pct": _pct(rated, total)}
 
 
 def _open_by_age(scope: Scope, now: datetime) -> dict[str, Any]:
@@ -270,18 +269,13 @@ def _open_by_age(scope: Scope, now: datetime) -> dict[str, Any]:
         {"label": label, "count": cumulative[n] - (cumulative[n - 1] if n else 0)} for n, label in enumerate(labels)]}
 
 
-def _turned_away(scope: Scope) -> dict[str, Any]:
-    """Items declined or handed to another team by a member, and mail a rule declined or redirected."""
-    closed = Item.select(Item.status, pw.fn.COUNT(Item.id)).where(
-        scope.items() & Item.status.in_([Status.DECLINED, Status.REDIRECTED]) & scope.within(Item.resolved_at)
-    ).group_by(Item.status).tuples()
-    counts = {str(status): n for status, n in closed}
-    if scope.queue is None and scope.owner is None:  # a rule's answer belongs to no queue or owner
-        for outcome, n in Message.select(Message.outcome, pw.fn.COUNT(Message.id)).where(
-                (Message.direction == "in") & Message.outcome.in_(["declined", "redirected"])
-                & scope.within(Message.created_at)).group_by(Message.outcome).tuples():
-            counts[outcome] = counts.get(outcome, 0) + n
-    return {"declined": counts.get("declined", 0), "redirected": counts.get("redirected", 0)}
+def _rules_turned_away(scope: Scope) -> dict[str, int]:
+    """Mail a rule declined or redirected: it belongs to no queue or owner, so only the whole team's figures have it."""
+    if scope.queue is not None or scope.owner is not None:
+        return {}
+    return dict(Message.select(Message.outcome, pw.fn.COUNT(Message.id)).where(
+        (Message.direction == "in") & Message.outcome.in_(["declined", "redirected"])
+        & scope.within(Message.created_at)).group_by(Message.outcome).tuples())
 
 
 def _periods(config: Config, scope: Scope, by: str) -> Iterator[tuple[str, Scope]]:

@@ -11,7 +11,7 @@ import peewee as pw
 
 from . import metrics, queries
 from .absence import absence_notes, away
-from .digest import digest
+from .digest import digest, picture
 from .domain import OPEN_STATUSES, ItemView, Reply
 from .errors import DatabaseOutage, InboxdError
 from .mailout import Composer
@@ -150,14 +150,16 @@ class Sweeper:
         found = []
         if "team" not in sent:
             found.append(Due("digest", None, slot, (self.config.team.lead,), f"weekly digest ({weekly})", "team",
-                             {"digest": digest(self.config, now, slot, cut.at_risk)}))
+                             {"digest": digest(self.config, now, slot, cut.at_risk)
+                              | {"picture": picture(self.config, now, slot)}}))
         for member in self.config.team.members:
             if member.email in sent or member.email in gone:
                 continue
             figures = digest(self.config, now, slot, cut.at_risk, member.email)
             if figures["open"] or figures["new"] or figures["done"]:
                 found.append(Due("digest", None, slot, (member.email,), f"weekly digest for {member.name}",
-                                 member.email, {"digest": figures}))
+                                 member.email, {"digest": figures | {"picture": picture(self.config, now, slot,
+                                                                                        member.email)}}))
         return found
 
     def _held_requests(self, now: datetime, gone: dict[str, datetime | None]) -> list[Due]:

@@ -15,16 +15,47 @@ from typing import Any, overload
 
 import peewee as pw
 
-from .clock import BusinessCalendar
-from .domain import ItemView, Plan
+from .clock import BusinessCalendar, Duration
+from .domain import ACK_WITHIN, OPEN_STATUSES, ItemView, Plan
 from .intake import NewItem
 from .message import InboundMessage
-from .models import Absence, DateMove, Event, Item, Message, Notice, composed, create, db, new_secret
+from .models import Absence, DateMove, Event, Item, Message, Notice, Silence, composed, create, db, new_secret
+from .promises import SILENCE_GRACE
 
 log = logging.getLogger(__name__)
 BODY_KEPT = 64 * 1024  # characters of a mail's text kept for `inboxd item`; the whole mail stays on the server
 HELD, HELD_ANNOUNCED = "held", "held_announced"  # a new item's announcement waits for a batch; then it went
 _COLUMNS = {f.name for f in fields(ItemView)} - {"id", "follows_id", "secret"}
+
+
+class Silences:
+    """Notes when a requester hears from us, and writes down the silence before it if it ran over `update_every`.
+
+    Heard: a mail to them left the outbox, or a member answered them directly with the team copied.
+    """
+
+    def __init__(self, calendar: BusinessCalendar, every: Duration) -> None:
+        self.calendar, self.every = calendar, every
+
+    def heard(self, item_id: int, recipient: str, at: datetime) -> None:
+        """The item's requester (if `recipient` is them) heard from us at `at`; per mail, the SQL composed once."""
+        sql = composed("heard", lambda: Item.select(Item.requester, Item.heard_at, Item.created_at).where(Item.id == 0))
+        row = db.execute_sql(sql, [item_id]).fetchone()
+        if row is None or row[0] != recipient:
+            return
+        previous = Item.heard_at.python_value(row[1] or row[2])
+        if previous is None or at < previous:
+            return
+        try:
+            overdue = self.calendar.add(previous, self.every)
+            minutes = self.calendar.working_minutes(previous, at) if at > overdue + SILENCE_GRACE else None
+        except Exception:  # a figure must never stop a delivery from being recorded
+            log.exception("item %d: the silence before this mail could not be measured; not counted", item_id)
+            minutes = None
+        if minutes is not None:
+            create(Silence, item=item_id, heard_at=previous, overdue_at=overdue, ended_at=at, minutes=minutes)
+        sql = composed("heard_at", lambda: Item.update(heard_at=at).where(Item.id == 0))
+        db.execute_sql(sql, [Item.heard_at.db_value(at), item_id])
 
 
 def _stored(value: Any) -> Any:
@@ -37,8 +68,9 @@ def _stored(value: Any) -> Any:
 class Tracker:
     """Writes what was decided about mail and items, in the caller's transaction."""
 
-    def __init__(self, mailbox: str) -> None:
+    def __init__(self, mailbox: str, silences: Silences | None = None) -> None:
         self.mailbox = mailbox  # the label incoming mail is recorded under
+        self.silences = silences  # a member's direct answer to the requester ends a silence
 
     def record_inbound(self, msg: InboundMessage, uid: int | None, now: datetime, outcome: str, reason: str,
                        item_id: int | None = None, body: str = "") -> Message:
@@ -86,6 +118,9 @@ class Tracker:
         A member's `#away`/`#back` in a new mail is about no item: only the absence and its lines are written.
         """
         self.set_away_all(plan.away, now)
+        if item is not None and item.id is not None and "heard_at" in plan.changes and self.silences is not None \
+                and item.status in OPEN_STATUSES:  # reopened: the silence counts afresh from now
+            self.silences.heard(item.id, item.requester, now)  # a member answered them, the team copied
         if plan.changes and item is not None:
             Item.update(**{name: _stored(value) for name, value in plan.changes.items()}) \
                 .where(Item.id == item.id).execute()
@@ -157,9 +192,11 @@ class Tracker:
     def delivered(item_id: int | None, acknowledges: bool, refused: str, kind: str, now: datetime) -> None:
         """The outbox sent a mail: an acknowledgement marks the item; recipients the server refused are noted."""
         if acknowledges and item_id:  # per acknowledgement sent: the SQL composed once
-            sql = composed("acknowledged", lambda: Item.update(acknowledged_at=now).where(
+            sql = composed("acknowledged", lambda: Item.update(
+                acknowledged_at=now, acknowledged_quickly=Item.created_at >= now).where(
                 (Item.id == 0) & Item.acknowledged_at.is_null()))
-            db.execute_sql(sql, [Item.acknowledged_at.db_value(now), item_id])
+            when = Item.acknowledged_at.db_value
+            db.execute_sql(sql, [when(now), when(now - ACK_WITHIN), item_id])
         if refused and item_id:
             Event.create(item=item_id, at=now, actor="inboxd", kind="delivery-failed",
                          detail=f"{kind} not delivered to {refused}")

@@ -1,7 +1,7 @@
 """A simulated month of 1,000 requests with everything the figures count: for `stats` and the report.
 
 Requests arrive over three weeks; members answer, take, move dates (in time and too late),
-confirm and then forget, decline, redirect and close; requesters rate and reopen; inboxd sends
+confirm and then forget, decline, redirect, ask and wait, and close; requesters rate and reopen; inboxd sends
 its acknowledgements, notices and status updates through the outbox, on a fixed clock with a
 sweep every hour. Most acknowledgements leave at once; a few wait for the next sweep, and for three
 days in the second week the SMTP server is away: what is queued then leaves when it is back.
@@ -140,6 +140,8 @@ def _story(rng: random.Random, daemon: Daemon, n: int, arrival: datetime, did: d
         steps.append((later(1, 40), says("#decline We only support company laptops.", "decline")))
     elif choice < 0.73:
         steps.append((later(1, 40), says("#redirect payroll@example.org this is about pay", "redirect")))
+    elif choice < 0.76:  # a question the requester never answers: the clock stands still, and no update goes
+        steps.append((later(1, 30), says("#waiting Could you send a photo of the error?", "waiting")))
     if done_at is not None:
         after = rng.random()
         if after < 0.5:

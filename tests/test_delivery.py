@@ -53,6 +53,8 @@ def test_the_daemon_on_the_wall_clock_delivers_from_a_process_and_hears_of_each_
         "person0@example.org", "person1@example.org", "person2@example.org"]
     assert sent_acks() - before == 3  # reported back to this process's metrics
     assert all(item.acknowledged_at for item in Item.select())
+    # The process notes what the figures need as each acknowledgement leaves: in time, and heard then.
+    assert all(item.acknowledged_quickly and item.heard_at == item.acknowledged_at for item in Item.select())
     assert {row.status for row in Outbox.select()} == {"sent"}
     assert not daemon.delivery.alive()
 

@@ -88,6 +88,16 @@ def test_migrate_backs_an_old_database_up_first_then_brings_it_up_to_date(tmp_pa
     assert len(list(tmp_path.glob("*.bak"))) == 1  # nothing to migrate: no copy
 
 
+def test_migrate_fills_in_what_the_figures_need_for_items_from_before(tmp_path):
+    database = v1_database(tmp_path)
+    with sqlite3.connect(database) as conn:  # acknowledged after 30 s; answered at 10:00 Berlin on Monday
+        conn.execute("UPDATE item SET acknowledged_at = '2026-11-01 09:00:30', first_response_at = '2026-11-02 09:00:00'")
+    assert invoke(write_config(tmp_path), "migrate")[0] == 0
+    with sqlite3.connect(database) as conn:
+        row = conn.execute("SELECT first_response_minutes, acknowledged_quickly, heard_at FROM item").fetchone()
+    assert row == (60, 1, "2026-11-01 09:00:00")  # Berlin opens at 09:00 (08:00 UTC); heard: when it came in
+
+
 def test_run_and_once_migrate_after_the_same_backup(tmp_path):
     v1_database(tmp_path)
     Daemon(load_config(write_config(tmp_path)), source=FakeSource(), transport=FakeTransport())

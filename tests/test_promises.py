@@ -109,6 +109,12 @@ def test_the_weekly_digest_counts_the_week_once(tmp_path):
     mail = next(email.message_from_bytes(raw) for _, to, raw in daemon.sender.transport.sent
                 if to == ["lead@example.org"] and b"Weekly digest" in raw)
     assert "[IT-2] Screen flickers again" in text_of(mail) and "5.0 of 5 from 1 rating(s)" in text_of(mail)
+    assert [p.get_content_type() for p in mail.walk()] == ["multipart/alternative", "text/plain", "text/html"]
+    daemon.clock.moment = at(30, 8, 5)  # a week later: the next week's digests, each once
+    assert sorted(d.audience for d in daemon.sweep() if d.kind == "digest") == ["ana@example.org", "team"]
+    daemon.clock.advance(timedelta(minutes=1))
+    assert [d for d in daemon.sweep() if d.kind == "digest"] == []
+    assert Notice.select().where(Notice.kind == "digest").count() == 4
 
 
 def test_no_digest_for_a_week_before_inboxd_was_used(tmp_path):

@@ -144,21 +144,22 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
                 (i.status not in OPEN_STATUSES and i.resolved_at and i.resolved_at > i.due_at):
             late.append(i)
 
-    answers = defaultdict(list)
-    for e in Event.select().where(Event.kind == "answered"):
-        answers[e.item_id].append((e.actor, e.at))
+    # Heard: each mail to the requester that left, and a member's direct answer; a reopening starts afresh.
+    heard = defaultdict(list)
+    for e in Event.select().where(Event.kind.in_(["answered", "reopened"])):
+        if e.kind == "reopened" or e.actor != e.item.requester:
+            heard[e.item_id].append((e.at, e.kind == "reopened"))
     silent, longest = set(), None
     for i in items:
-        end = as_of if i.status in OPEN_STATUSES else i.resolved_at
-        if not (i.created_at < as_of and end >= since):
-            continue
-        heard = sorted([i.created_at] + [at for _, to, at in sent[i.id] if to == i.requester and at < end]
-                       + [at for actor, at in answers[i.id] if actor != i.requester and at < end]) + [end]
-        for start, stop in zip(heard, heard[1:], strict=False):
+        moments = sorted([(i.created_at, False)] + heard[i.id]
+                         + [(at, False) for _, to, at in sent[i.id] if to == i.requester])
+        if i.status in OPEN_STATUSES:
+            moments.append((as_of, False))
+        for (start, _), (stop, afresh) in zip(moments, moments[1:], strict=False):
             overdue = calendar.add(start, every)
-            if stop > overdue + timedelta(hours=1) and since <= overdue < until:
+            if not afresh and min(stop, as_of) > overdue + timedelta(hours=1) and since <= overdue < until:
                 silent.add(i.id)
-                gap = calendar.working_minutes(start, stop)
+                gap = calendar.working_minutes(start, min(stop, as_of))
                 longest = gap if longest is None else max(longest, gap)
 
     reopened = {e.item_id for e in Event.select().where(Event.kind == "reopened") if e.item_id in ids and within(e.at)}
@@ -193,3 +194,25 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
         "open_now": len(open_now), "open_by_age_counts": by_age,
         "declined": turned["declined"], "redirected": turned["redirected"],
     }
+
+
+def test_a_silence_is_written_when_the_requester_hears_again_and_a_reopening_starts_afresh(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.models import Silence
+    talk = Conversation(fake_daemon)  # Monday 23 Nov 2026: the acknowledgement leaves at once
+    assert talk.item.heard_at == talk.item.acknowledged_at and talk.item.acknowledged_quickly
+    assert Silence.select().count() == 0
+    clock.advance(timedelta(days=2))  # within three business days: no silence
+    talk.owner_says("#take\nRosa, see my mail.", headers={"Cc": "rosa@example.org"})
+    assert Silence.select().count() == 0 and talk.item.heard_at == clock.now()
+    clock.advance(timedelta(days=7))  # no sweep ran: nobody told Rosa anything for a week
+    talk.owner_says("Rosa, the part is here.", headers={"Cc": "rosa@example.org"})  # her word, the team copied
+    silence = Silence.get()
+    assert silence.heard_at == clock.now() - timedelta(days=7) and silence.ended_at == clock.now()
+    assert silence.overdue_at == fake_daemon.config.calendar.add(silence.heard_at, fake_daemon.config.service.update_every)
+    assert silence.minutes == fake_daemon.config.calendar.working_minutes(silence.heard_at, silence.ended_at)
+    talk.owner_says("#done")  # the thank-you leaves at once: heard
+    clock.advance(timedelta(days=5))  # five days closed (longer than update_every), then reopened: no silence
+    talk.requester_says("It is broken again.")
+    assert talk.item.status == "open" and Silence.select().count() == 1
