@@ -217,33 +217,34 @@ def _late_without_notice(scope: Scope, as_of: datetime) -> int:
 def _silence(config: Config, scope: Scope, as_of: datetime) -> dict[str, Any]:
     """Requests whose requester heard nothing from us for longer than `update_every` (business time), in the period.
 
-    A silence belongs to the period in which it ran over. Those that ended were written down when they
-    ended (`tracker.Silences`); those still running are the open items not heard from for that long.
+    A silence belongs to the period in which it ran over. Those that ended by `as_of` were written
+    down when they ended (`tracker.Silences`) and are counted in SQL; those still running then (the
+    open items not heard from for that long, and rows that ended only later) are measured here, so
+    Python holds only the items silent right now, never every silence of the period.
     """
     calendar, every = config.calendar, config.service.update_every
-    silent: set[int] = set()
-    longest = None
-    ended = Silence.select(Silence.item, Silence.heard_at, Silence.overdue_at, Silence.ended_at, Silence.minutes) \
-        .join(Item).where(scope.items() & scope.within(Silence.overdue_at) & (Silence.overdue_at < as_of)).tuples()
+    in_period = scope.items() & scope.within(Silence.overdue_at) & (Silence.overdue_at < as_of)
+    ended = in_period & (Silence.ended_at <= as_of)
+    count, longest = Silence.select(pw.fn.COUNT(Silence.item.distinct()), pw.fn.MAX(Silence.minutes)).join(Item) \
+        .where(ended).tuples().get()
     since_heard = pw.fn.COALESCE(Item.heard_at, Item.created_at)
-    running = Item.select(Item.id, since_heard).where(
+    still = [(item_id, heard, as_of) for item_id, heard in Item.select(Item.id, since_heard).where(
         scope.items() & Item.status.in_(OPEN_STATUSES)
-        & (since_heard < as_of - timedelta(seconds=_shortest_wall_seconds(every)))).tuples()
-    def moment(value: Any) -> datetime:  # never NULL in these columns
-        return cast(datetime, Item.heard_at.python_value(value))
-
-    stretches = [(item_id, moment(heard), moment(overdue), moment(end), minutes)
-                 for item_id, heard, overdue, end, minutes in ended]
-    for item_id, heard in running:
-        heard = moment(heard)
+        & (since_heard < as_of - timedelta(seconds=_shortest_wall_seconds(every)))).tuples().iterator()]
+    still.extend(Silence.select(Silence.item, Silence.heard_at, Silence.ended_at).join(Item).where(
+        in_period & (Silence.ended_at > as_of)).tuples().iterator())
+    running: set[int] = set()
+    for item_id, heard_at, _ in still:
+        heard = cast(datetime, Item.heard_at.python_value(heard_at))
         overdue = calendar.add(heard, every)
-        stretches.append((item_id, heard, overdue, as_of, None))
-    for item_id, heard, overdue, end, minutes in stretches:
-        if min(end, as_of) > overdue + SILENCE_GRACE and scope.since <= overdue < scope.until:
-            silent.add(item_id)
-            minutes = minutes if minutes is not None and end <= as_of else calendar.working_minutes(heard, as_of)
+        if as_of > overdue + SILENCE_GRACE and scope.since <= overdue < scope.until:
+            running.add(item_id)
+            minutes = calendar.working_minutes(heard, as_of)
             longest = minutes if longest is None else max(longest, minutes)
-    return {"silent": len(silent), "longest_silence_minutes": longest}
+    if running:  # an item may have had a silence that ended and have another one running
+        count -= Silence.select(pw.fn.COUNT(Silence.item.distinct())).join(Item).where(
+            ended & Silence.item.in_(list(running))).scalar()
+    return {"silent": count + len(running), "longest_silence_minutes": longest}
 
 
 def _shortest_wall_seconds(duration: Duration) -> float:
