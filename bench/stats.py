@@ -12,10 +12,10 @@ reopening for a few. Then it runs the real command line in a child process, as a
   by week:  the same with `--by week` (53 periods);
 
 each the median of several runs, with the child's peak RSS (VmHWM), and `stats.figures` alone
-in this process (no start-up). Run at N/10, N/2 and N: memory must not grow with N (SQLite's
-page cache, 2 MB by default, fills by N/10 and stays).
+in this process (no start-up) with its Python heap's peak (tracemalloc). Run at N/10, N/2 and N:
+memory must not grow with N (SQLite's page cache, 2 MB by default, fills by N/2 and stays).
 
-    python bench/stats.py [--items N] [--json]
+    python bench/stats.py [--items N] [--runs R] [--json]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ from inboxd.stats import Scope, figures
 GOAL_SECONDS = 1.0
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 YEAR = timedelta(days=365)
-RUNS = 5
 
 
 def fill(count: int, rng: random.Random, calendar: BusinessCalendar, every: Duration) -> None:
@@ -112,7 +112,7 @@ def run_cli(config: Path, *args: str) -> tuple[float, float]:
     return elapsed, int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
-def measure(count: int, folder: Path) -> dict[str, Any]:
+def measure(count: int, folder: Path, runs: int) -> dict[str, Any]:
     """The figures for one database of `count` items: the command line's time and memory, and figures() alone."""
     folder.mkdir()
     config_path = write_local_config(folder, 1143, 1025, "inboxd", "secret")
@@ -124,17 +124,21 @@ def measure(count: int, folder: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"items": count}
     for name, args in (("stats", ("--since", since, "--json")), ("by_week", ("--since", since, "--by", "week",
                                                                              "--json"))):
-        runs = [run_cli(config_path, *args) for _ in range(RUNS)]
-        result[f"{name}_seconds"] = statistics.median(r[0] for r in runs)
-        result[f"{name}_rss_mb"] = max(r[1] for r in runs)
+        timed = [run_cli(config_path, *args) for _ in range(runs)]
+        result[f"{name}_seconds"] = statistics.median(r[0] for r in timed)
+        result[f"{name}_rss_mb"] = max(r[1] for r in timed)
     open_database(config.database_url, migrate=False)
     scope = Scope(NOW - YEAR, NOW + timedelta(days=1))
     times = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         started = time.perf_counter()
         found = figures(config, scope, NOW)
         times.append(time.perf_counter() - started)
     db.close()
+    tracemalloc.start()
+    figures(config, scope, NOW)
+    result["heap_peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
     result["figures_seconds"] = statistics.median(times)
     result["requests"] = found["requests"]
     return result
@@ -143,16 +147,20 @@ def measure(count: int, folder: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each measurement (the median is shown)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(n, Path(tmp) / f"n{n}") for n in (0, options.items // 10, options.items // 2, options.items)]
-    print(f"inboxd stats on SQLite, {os.cpu_count()} CPUs; median of {RUNS} runs; goal: < {GOAL_SECONDS:.0f} s at "
+        rows = [measure(n, Path(tmp) / f"n{n}", options.runs)
+                for n in (0, options.items // 10, options.items // 2, options.items)]
+    print(f"inboxd stats on SQLite, {os.cpu_count()} CPUs; median of {options.runs} runs; goal: < {GOAL_SECONDS:.0f} s at "
           f"{options.items:,} items, memory flat")
-    print(f"{'items':>9}  {'stats (CLI)':>11}  {'--by week':>9}  {'figures()':>9}  {'peak RSS':>8}  {'by week RSS':>11}")
+    print(f"{'items':>9}  {'stats (CLI)':>11}  {'--by week':>9}  {'figures()':>9}  {'peak RSS':>8}  "
+          f"{'by week RSS':>11}  {'Python heap':>11}")
     for row in rows:
         print(f"{row['items']:>9,}  {row['stats_seconds']:>9.3f} s  {row['by_week_seconds']:>7.3f} s  "
-              f"{row['figures_seconds']:>7.3f} s  {row['stats_rss_mb']:>5.1f} MB  {row['by_week_rss_mb']:>8.1f} MB")
+              f"{row['figures_seconds']:>7.3f} s  {row['stats_rss_mb']:>5.1f} MB  {row['by_week_rss_mb']:>8.1f} MB  "
+              f"{row['heap_peak_mb']:>8.2f} MB")
     base, top = rows[0], rows[-1]
     print(f"over the baseline (no items): +{top['stats_seconds'] - base['stats_seconds']:.3f} s, "
           f"+{top['stats_rss_mb'] - base['stats_rss_mb']:.1f} MB at {top['items']:,} items; "

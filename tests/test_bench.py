@@ -196,6 +196,16 @@ def test_search_bench_small() -> None:
     assert "WRONG" not in out
 
 
+def test_stats_bench_small() -> None:
+    """bench/stats.py at 2,000 items: the command line and figures() count every item filled; no speed asserts."""
+    out = _bench("stats.py", "--items", "2000", "--runs", "1", "--json").stdout
+    rows = json.loads(out[out.index("["):])
+    assert [row["items"] for row in rows] == [0, 200, 1000, 2000]
+    assert all(row["requests"] == row["items"] and row["stats_seconds"] > 0 and row["stats_rss_mb"] > 0
+               for row in rows), rows
+    assert re.search(r"^over the baseline \(no items\): \+[0-9.]+ s, \+-?[0-9.]+ MB at 2,000 items", out, re.M), out
+
+
 def test_latency_bench_small() -> None:
     """bench/latency.py at a small size: every request acknowledged and paired with what inboxd was told; no timing."""
     done = _bench("latency.py", "--mails", "5", "--interval", "0.3", "--json", timeout=180)
