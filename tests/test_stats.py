@@ -216,3 +216,19 @@ def test_a_silence_is_written_when_the_requester_hears_again_and_a_reopening_sta
     clock.advance(timedelta(days=5))  # five days closed (longer than update_every), then reopened: no silence
     talk.requester_says("It is broken again.")
     assert talk.item.status == "open" and Silence.select().count() == 1
+
+
+def test_a_date_moved_while_waiting_on_the_requester_is_no_missed_date(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    talk = Conversation(fake_daemon)  # due Thursday 26 Nov
+    talk.owner_says("#take")
+    talk.owner_says("#waiting")  # the date's clock stands still from Monday
+    clock.advance(timedelta(days=7))  # the old date went by while paused: it had not passed
+    talk.owner_says("#eta 2026-12-10")
+    move = DateMove.get()
+    assert move.old_due > clock.now()  # the date as it stood, the week's pause counted: still ahead
+    shown = figures(fake_daemon.config, Scope(clock.now() - timedelta(days=14), clock.now() + timedelta(days=1)),
+                    clock.now())
+    assert (shown["dates_moved"], shown["dates_moved_told_before"], shown["late_without_notice"]) == (1, 1, 0)
