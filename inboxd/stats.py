@@ -253,9 +253,12 @@ def _shortest_wall_seconds(duration: Duration) -> float:
 
 
 def _reopened(scope: Scope, done: int) -> dict[str, Any]:
-    reopened = Event.select(pw.fn.COUNT(Event.item.distinct())).join(Item).where(
-        scope.items() & (Event.kind == "reopened") & scope.within(Event.at)).scalar()
-    return {"reopened": reopened, "reopened_pct": _pct(reopened, done)}
+    """Items reopened in the period; the share is of those done in it and those reopened in it (done before)."""
+    done_here = (Item.status == Status.DONE) & scope.within(Item.resolved_at)
+    reopened, not_done_here = Event.select(pw.fn.COUNT(Event.item.distinct()), pw.fn.COUNT(pw.Case(
+        None, [(~done_here, Event.item)]).distinct())).join(Item).where(
+        scope.items() & (Event.kind == "reopened") & scope.within(Event.at)).tuples().get()
+    return {"reopened": reopened, "reopened_pct": _pct(reopened, done + not_done_here)}
 
 
 def _open_by_age(scope: Scope, now: datetime) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
         "dates_moved": len(moved), "dates_moved_told_before": len(told),
         "dates_moved_told_before_pct": pct(len(told), len(moved)),
         "late_without_notice": len(late), "silent": len(silent), "longest_silence_minutes": longest,
-        "reopened": len(reopened), "reopened_pct": pct(len(reopened), len(done)),
+        "reopened": len(reopened), "reopened_pct": pct(len(reopened), len({i.id for i in done} | reopened)),
         "satisfaction": ratings, "rated": rated, "rating_response_pct": pct(rated, len(done)),
         "satisfaction_average": round(sum(int(k) * n for k, n in ratings.items()) / rated, 2) if rated else None,
         "open_now": len(open_now), "open_by_age_counts": by_age,
@@ -232,3 +232,19 @@ def test_a_date_moved_while_waiting_on_the_requester_is_no_missed_date(fake_daem
     shown = figures(fake_daemon.config, Scope(clock.now() - timedelta(days=14), clock.now() + timedelta(days=1)),
                     clock.now())
     assert (shown["dates_moved"], shown["dates_moved_told_before"], shown["late_without_notice"]) == (1, 1, 0)
+
+
+def test_reopened_is_never_more_than_the_items_it_is_a_share_of(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    first, second = (Conversation(fake_daemon, subject=f"Broken {n}", sender=f"r{n}@example.org") for n in (1, 2))
+    for talk in (first, second):
+        talk.owner_says("#done")  # done on Monday
+    clock.advance(timedelta(days=1))
+    since = clock.now()
+    Conversation(fake_daemon, subject="Another", sender="r3@example.org").owner_says("#done")  # done on Tuesday
+    first.requester_says("It is broken again.")
+    second.requester_says("Mine too.")  # both reopened on Tuesday, still open
+    shown = figures(fake_daemon.config, Scope(since, since + timedelta(days=1)), clock.now())
+    assert (shown["done"], shown["reopened"], shown["reopened_pct"]) == (1, 2, round(100 * 2 / 3, 1))
