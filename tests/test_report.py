@@ -274,10 +274,10 @@ TEXT_BEFORE = (
     "  [IT-3] Printer jam on floor 2, due Thursday 19 November 2026, 10:00, Ana\r\n\r\nIT Help\r\n")
 
 
-def digest_week(tmp_path: Path) -> Daemon:
+def digest_week(tmp_path: Path, templates: Path | None = None) -> Daemon:
     """A week of three requests (one done and rated, two late), swept at the digest's moment."""
     from conversation_helpers import Conversation
-    config = load_config(write_config(tmp_path))
+    config = load_config(write_config(tmp_path, templates=templates))
     daemon = Daemon(config, clock=FixedClock(datetime(2026, 11, 16, 10, 0, tzinfo=BERLIN)), source=FakeSource(),
                     transport=FakeTransport())
     done = Conversation(daemon, sender="a@example.org")
@@ -349,3 +349,19 @@ def test_report_over_http_on_postgres_from_a_connection_that_cannot_write(tmp_pa
     assert "read-only transaction" in write_from_another_thread()
     Item.create(subject="y", requester="r@example.org", queue="default", created_at=START)  # this thread's still can
     assert Item.select().count() == 3
+
+
+def test_an_admins_old_templates_without_digest_html_send_the_text_digest_once(tmp_path):
+    old = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", old)
+    (old / "digest.html").unlink()
+    (tmp_path / "week").mkdir()
+    daemon = digest_week(tmp_path / "week", templates=old)
+    sent = digests(daemon)
+    assert set(sent) == {"lead@example.org", "ana@example.org"}
+    assert all(mail.get_content_type() == "text/plain" for mail in sent.values())
+    assert sent["lead@example.org"].get_payload(decode=True).decode() == TEXT_BEFORE.format(whose="IT Help's")
+    daemon.clock.moment += timedelta(minutes=1)
+    daemon.sweep()  # a week's digest goes once per audience
+    daemon.sender.drain()
+    assert len(digests(daemon)) == 2 and sum(b"Weekly digest" in raw for _, _, raw in daemon.sender.transport.sent) == 2
