@@ -297,6 +297,20 @@ def digests(daemon: Daemon) -> dict[str, email.message.Message]:
             if b"Weekly digest" in raw}
 
 
+@pytest.mark.parametrize("host, named_here", [("evil.example:9425", False), ("evil.example", False),
+                                              ("127.0.0.1:9425", True), ("localhost:9425", True),
+                                              ("[::1]:9425", True), ("LOCALHOST", True), (None, True)])
+def test_report_answers_only_a_host_named_as_this_machine_against_dns_rebinding(tmp_path, host, named_here):
+    """A web page whose name its DNS points at 127.0.0.1 reaches the port from the browser: its Host gives it away."""
+    config = load_config(write_config(tmp_path))
+    app = http._app(Health(tmp_path / "health.json"), lambda: config)
+    answer: list[str] = []
+    environ = {"PATH_INFO": "/report", "REMOTE_ADDR": "127.0.0.1"} | ({"HTTP_HOST": host} if host else {})
+    body = b"".join(app(environ, lambda status, _: answer.append(status)))
+    assert (answer != ["403 Forbidden"]) is named_here  # no database here: 503 past the guard
+    assert named_here or b"Host" in body
+
+
 def part(mail: email.message.Message, kind: str) -> bytes:
     return next(p for p in mail.walk() if p.get_content_type() == kind).get_payload(decode=True)
 
