@@ -71,7 +71,7 @@ def main() -> None:
     print(f"{args.mails} mails recorded over {args.items} items, µs per mail:")
     print(f"  baseline (no silences)       {baseline:8.0f}")
     print(f"  heard, no silence            {heard:8.0f}   (+{heard - baseline:.0f})")
-    print(f"  heard, ending a silence {silent:8.0f}   (+{silent - baseline:.0f})")
+    print(f"  heard, ending a silence      {silent:8.0f}   (+{silent - baseline:.0f})")
 
 
 if __name__ == "__main__":

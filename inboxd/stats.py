@@ -200,13 +200,13 @@ def _late_without_notice(scope: Scope, as_of: datetime) -> int:
     """Promised dates in the period that passed with the item not done and the requester not told before.
 
     A date passed when a member moved it only after it had gone by, or when the item is still open past it
-    (its clock running: not waiting on the requester), or was closed after it. Told: the notice for that
+    (its clock running, or paused only after the date), or was closed after it. Told: the notice for that
     date left (not only was queued) before it.
     """
     moved_late = DateMove.select(pw.fn.COUNT(DateMove.id)).join(Item).where(
         scope.items() & scope.within(DateMove.old_due) & (DateMove.old_due < DateMove.at)
         & ~_noticed_before(DateMove.item, DateMove.old_due)).scalar()
-    missed = (Item.status.in_(OPEN_STATUSES) & not_paused()) | \
+    missed = (Item.status.in_(OPEN_STATUSES) & (not_paused() | (Item.paused_at >= Item.due_at))) | \
         (Item.status.not_in(OPEN_STATUSES) & (Item.resolved_at > Item.due_at))
     late = Item.select(pw.fn.COUNT(Item.id)).where(
         scope.items() & scope.within(Item.due_at) & (Item.due_at < as_of) & missed

@@ -140,7 +140,8 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
     for i in items:
         if not (within(i.due_at) and i.due_at < as_of) or noticed(i.id, i.due_at):
             continue
-        if (i.status in OPEN_STATUSES and not paused(i.status, i.waiting_on)) or \
+        running = not paused(i.status, i.waiting_on) or i.paused_at >= i.due_at  # paused after it: missed
+        if (i.status in OPEN_STATUSES and running) or \
                 (i.status not in OPEN_STATUSES and i.resolved_at and i.resolved_at > i.due_at):
             late.append(i)
 
@@ -248,3 +249,20 @@ def test_reopened_is_never_more_than_the_items_it_is_a_share_of(fake_daemon, clo
     second.requester_says("Mine too.")  # both reopened on Tuesday, still open
     shown = figures(fake_daemon.config, Scope(since, since + timedelta(days=1)), clock.now())
     assert (shown["done"], shown["reopened"], shown["reopened_pct"]) == (1, 2, round(100 * 2 / 3, 1))
+
+
+def test_a_date_missed_before_a_wait_on_the_requester_stays_missed(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    talk = Conversation(fake_daemon)
+    talk.owner_says("#take")
+    due = talk.item.due_at  # Thursday; no sweep runs, nobody tells Rosa
+    clock.advance(timedelta(days=4))
+    talk.owner_says("#waiting")  # Friday, the date gone by: waiting on her does not hide it
+    scope = Scope(clock.now() - timedelta(days=14), clock.now() + timedelta(days=14))
+    assert figures(fake_daemon.config, scope, clock.now())["late_without_notice"] == 1
+    clock.advance(timedelta(days=14))
+    talk.requester_says("Here is what you asked for.")  # the wait ends two weeks on: the date is not moved past it
+    assert talk.item.due_at == due and talk.item.status == "open"
+    assert figures(fake_daemon.config, scope, clock.now())["late_without_notice"] == 1
