@@ -113,6 +113,15 @@ def test_the_page_escapes_the_database_and_marks_every_figure(config):
     assert f'content="{escape(report.POLICY)}"' in page and 'name="viewport"' in page
 
 
+def test_the_page_stays_bounded_with_huge_subjects_and_many_late_items(config):
+    line = {"ref": "IT-7", "subject": "x" * 100_000, "due_at": START, "owner_name": "Ana", "status": "open"}
+    data = {"figures": figures_of(), "weeks": [],
+            "open": {"late_count": 5000, "late": [line] * 25, "at_risk_count": 0, "at_risk": []}}
+    page = report.page(config, data, START)
+    assert len(page) < 50_000 and "… and 4975 more" in page
+    assert "x" * 200 not in page and "x" * 150 in page  # shortened as the mail's subjects are
+
+
 @pytest.mark.parametrize("address, mine", [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True),
                                            ("::ffff:127.0.0.1", True), ("192.0.2.7", False),
                                            ("::ffff:192.0.2.7", False), ("2001:db8::1", False), ("", False)])
