@@ -226,9 +226,9 @@ def _silence(config: Config, scope: Scope, as_of: datetime) -> dict[str, Any]:
     ended = Silence.select(Silence.item, Silence.heard_at, Silence.overdue_at, Silence.ended_at, Silence.minutes) \
         .join(Item).where(scope.items() & scope.within(Silence.overdue_at) & (Silence.overdue_at < as_of)).tuples()
     since_heard = pw.fn.COALESCE(Item.heard_at, Item.created_at)
+    cutoff = as_of - timedelta(seconds=_shortest_wall_seconds(every))  # stored as columns are: COALESCE has no type
     running = Item.select(Item.id, since_heard).where(
-        scope.items() & Item.status.in_(OPEN_STATUSES)
-        & (since_heard < as_of - timedelta(seconds=_shortest_wall_seconds(every)))).tuples()
+        scope.items() & Item.status.in_(OPEN_STATUSES) & (since_heard < Item.heard_at.db_value(cutoff))).tuples()
     def moment(value: Any) -> datetime:  # never NULL in these columns
         return cast(datetime, Item.heard_at.python_value(value))
 

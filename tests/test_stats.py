@@ -266,3 +266,17 @@ def test_a_date_missed_before_a_wait_on_the_requester_stays_missed(fake_daemon, 
     talk.requester_says("Here is what you asked for.")  # the wait ends two weeks on: the date is not moved past it
     assert talk.item.due_at == due and talk.item.status == "open"
     assert figures(fake_daemon.config, scope, clock.now())["late_without_notice"] == 1
+
+
+def test_a_running_silence_counts_whatever_the_offset_of_the_periods_end(fake_daemon, clock):
+    """The period's end in a zone west of UTC (a team in Honolulu asks): compared as a moment, not as text."""
+    from zoneinfo import ZoneInfo
+
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    talk = Conversation(fake_daemon)  # heard Monday 09:00 UTC; three business days later it ran over
+    until = (talk.item.heard_at + timedelta(days=3, hours=6)).astimezone(ZoneInfo("Pacific/Honolulu"))
+    clock.advance(timedelta(days=7))
+    shown = figures(fake_daemon.config, Scope(talk.item.created_at, until), clock.now())
+    assert shown["silent"] == 1 and shown["longest_silence_minutes"] > 0
