@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from socketserver import ThreadingMixIn
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
@@ -71,12 +71,31 @@ def _loopback(address: str) -> bool:
     return (mapped or ip).is_loopback
 
 
+def _named_here(host: str | None) -> bool:
+    """Whether the Host header names this machine as `localhost` or by an address, not by a name.
+
+    A web page can point its own name at 127.0.0.1 (DNS rebinding) and read what a browser on this
+    machine, or at the end of an ssh tunnel, fetches from it; its Host header is then that name.
+    """
+    if host is None:
+        return True  # only HTTP/1.0 clients send none, and no browser
+    name = urlsplit(f"//{host}").hostname or ""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name == "localhost"
+    return True
+
+
 def _report(environ: dict[str, Any], start_response: Any, config: Config, clock: Clock) -> Iterable[bytes]:
     """The report page: subjects and names are personal data, so only clients on this machine get it."""
     text = [("Content-Type", "text/plain; charset=utf-8")]
     if not _loopback(environ.get("REMOTE_ADDR", "")):
         start_response("403 Forbidden", text)
         return [b"/report answers clients on this machine only: use ssh -L, or a proxy there that authenticates\n"]
+    if not _named_here(environ.get("HTTP_HOST")):
+        start_response("403 Forbidden", text)
+        return [b"/report answers a Host of localhost or an address only (a proxy: set Host to 127.0.0.1)\n"]
     from .report import POLICY, default_scope, gather, page  # the stats queries load only when asked
     asked = parse_qs(environ.get("QUERY_STRING", ""))
     now = clock.now()

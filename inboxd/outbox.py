@@ -346,7 +346,8 @@ class OutboxSender:
         # Taken for the others, so never sent again: the refused ones are noted on the item.
         not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
         if sent_log is not None:
-            sent_log.note(row.message_id, not_for)  # first of all: from here a crash no longer sends it twice
+            # First of all: from here a crash no longer sends it twice (and the next start knows when it left).
+            sent_log.note(row.message_id, not_for, self.clock.now())
         if sent_log is not None and later is not None:
             later.append((row, not_for))  # a write turn per mail cost the intake and the sending alike
         else:
@@ -398,8 +399,9 @@ class OutboxSender:
                 now = self.clock.now()
                 with write_transaction():
                     pending = Outbox.select().where(Outbox.message_id.in_(list(taken)) & (Outbox.status == "pending"))
-                    for row in pending:
-                        _mark_sent(row, taken[row.message_id], now, self.silences)
+                    for row in pending:  # when it left, not now: an acknowledgement, a silence are timed by it
+                        refused, left = taken[row.message_id]
+                        _mark_sent(row, refused, left or now, self.silences)
                         count += 1
                 if count:
                     log.warning("outbox: %d mail(s) the SMTP server took before the last stop were not recorded "

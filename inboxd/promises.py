@@ -50,13 +50,25 @@ def clock_changes(before: Mapping[str, Any], changes: Mapping[str, Any], now: da
     if was and not now_paused:
         if "due_at" in changes or before["due_at"] is None or after["status"] not in OPEN_STATUSES:
             return {"paused_at": None}, None  # a new date was set, or the item closed: nothing to move
+        if before["due_at"] <= before["paused_at"]:
+            return {"paused_at": None}, "the date's clock runs again; the date had passed before the wait, so it stays"
         stood = calendar.working_minutes(before["paused_at"], now)
-        due = calendar.extend(before["due_at"], stood)
+        due = date_in_force(before["due_at"], before["paused_at"], now, calendar)
         hours, minutes = divmod(stood, 60)
         return ({"paused_at": None, "due_at": due},
                 f"the date's clock runs again: paused {hours}h{minutes:02d} of business time, so the date "
                 f"moves to {local_time(due, calendar.tz)}")
     return {}, None
+
+
+def date_in_force(due: datetime, paused_at: datetime | None, now: datetime, calendar: BusinessCalendar) -> datetime:
+    """The promised date as it stands at `now`: while the clock is paused it moves on with the pause.
+
+    A date that had passed when the wait began stays where it is: no pause gives back a missed date.
+    """
+    if paused_at is None or due <= paused_at:
+        return due
+    return calendar.extend(due, calendar.working_minutes(paused_at, now))
 
 
 @dataclass(frozen=True)

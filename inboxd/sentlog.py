@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ KEEP_BYTES = 64 * 1024  # emptied once longer, when every mail in it is in the d
 
 
 class SentLog:
-    """An append-only file of (Message-ID, refused recipients) lines, beside a SQLite database.
+    """An append-only file of (Message-ID, refused recipients, when) lines, beside a SQLite database.
 
     Keyed by the mail's Message-ID, unique in the outbox, so a log left beside a new database
     never matches its mail.
@@ -33,9 +34,9 @@ class SentLog:
         self.unrecorded: dict[str, str] = {}  # noted here, not yet committed to the database
         self._failing = False  # the last write failed: said once
 
-    def note(self, message_id: str, refused: str) -> None:
-        """The server took this mail: one write, before anything else."""
-        line = (json.dumps([message_id, refused]) + "\n").encode()
+    def note(self, message_id: str, refused: str, at: datetime) -> None:
+        """The server took this mail at `at`: one write, before anything else."""
+        line = (json.dumps([message_id, refused, at.isoformat()]) + "\n").encode()
         with self._lock:
             self.unrecorded[message_id] = refused  # this process never sends it again, whatever the disk says
             try:
@@ -62,8 +63,8 @@ class SentLog:
             except OSError:
                 pass  # not written (see note) or not shrinkable now: emptied another time
 
-    def taken(self) -> dict[str, str]:
-        """What the file says the server took: Message-ID -> refused recipients."""
+    def taken(self) -> dict[str, tuple[str, datetime | None]]:
+        """What the file says the server took: Message-ID -> (refused recipients, when; None in older lines)."""
         try:
             lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
@@ -72,11 +73,11 @@ class SentLog:
             log.warning("outbox: the sent log %s cannot be read (%s); mail it names may go out again",
                         self.path, exc.strerror or exc)
             return {}
-        entries: dict[str, str] = {}
+        entries: dict[str, tuple[str, datetime | None]] = {}
         for line in lines:
             try:
-                message_id, refused = json.loads(line)
-                entries[str(message_id)] = str(refused)
+                message_id, refused, *at = json.loads(line)
+                entries[str(message_id)] = (str(refused), datetime.fromisoformat(at[0]) if at else None)
             except (ValueError, TypeError):
                 continue  # not a line of ours
         return entries

@@ -200,13 +200,13 @@ def _late_without_notice(scope: Scope, as_of: datetime) -> int:
     """Promised dates in the period that passed with the item not done and the requester not told before.
 
     A date passed when a member moved it only after it had gone by, or when the item is still open past it
-    (its clock running: not waiting on the requester), or was closed after it. Told: the notice for that
+    (its clock running, or paused only after the date), or was closed after it. Told: the notice for that
     date left (not only was queued) before it.
     """
     moved_late = DateMove.select(pw.fn.COUNT(DateMove.id)).join(Item).where(
         scope.items() & scope.within(DateMove.old_due) & (DateMove.old_due < DateMove.at)
         & ~_noticed_before(DateMove.item, DateMove.old_due)).scalar()
-    missed = (Item.status.in_(OPEN_STATUSES) & not_paused()) | \
+    missed = (Item.status.in_(OPEN_STATUSES) & (not_paused() | (Item.paused_at >= Item.due_at))) | \
         (Item.status.not_in(OPEN_STATUSES) & (Item.resolved_at > Item.due_at))
     late = Item.select(pw.fn.COUNT(Item.id)).where(
         scope.items() & scope.within(Item.due_at) & (Item.due_at < as_of) & missed
@@ -228,9 +228,10 @@ def _silence(config: Config, scope: Scope, as_of: datetime) -> dict[str, Any]:
     count, longest = Silence.select(pw.fn.COUNT(Silence.item.distinct()), pw.fn.MAX(Silence.minutes)).join(Item) \
         .where(ended).tuples().get()
     since_heard = pw.fn.COALESCE(Item.heard_at, Item.created_at)
+    cutoff = as_of - timedelta(seconds=_shortest_wall_seconds(every))  # stored as columns are: COALESCE has no type
     still = [(item_id, heard, as_of) for item_id, heard in Item.select(Item.id, since_heard).where(
-        scope.items() & Item.status.in_(OPEN_STATUSES)
-        & (since_heard < as_of - timedelta(seconds=_shortest_wall_seconds(every)))).tuples().iterator()]
+        scope.items() & Item.status.in_(OPEN_STATUSES) & (since_heard < Item.heard_at.db_value(cutoff)))
+        .tuples().iterator()]
     still.extend(Silence.select(Silence.item, Silence.heard_at, Silence.ended_at).join(Item).where(
         in_period & (Silence.ended_at > as_of)).tuples().iterator())
     running: set[int] = set()
@@ -254,9 +255,12 @@ def _shortest_wall_seconds(duration: Duration) -> float:
 
 
 def _reopened(scope: Scope, done: int) -> dict[str, Any]:
-    reopened = Event.select(pw.fn.COUNT(Event.item.distinct())).join(Item).where(
-        scope.items() & (Event.kind == "reopened") & scope.within(Event.at)).scalar()
-    return {"reopened": reopened, "reopened_pct": _pct(reopened, done)}
+    """Items reopened in the period; the share is of those done in it and those reopened in it (done before)."""
+    done_here = (Item.status == Status.DONE) & scope.within(Item.resolved_at)
+    reopened, not_done_here = Event.select(pw.fn.COUNT(Event.item.distinct()), pw.fn.COUNT(pw.Case(
+        None, [(~done_here, Event.item)]).distinct())).join(Item).where(
+        scope.items() & (Event.kind == "reopened") & scope.within(Event.at)).tuples().get()
+    return {"reopened": reopened, "reopened_pct": _pct(reopened, done + not_done_here)}
 
 
 def _open_by_age(scope: Scope, now: datetime) -> dict[str, Any]:

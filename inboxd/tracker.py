@@ -20,7 +20,7 @@ from .domain import ACK_WITHIN, OPEN_STATUSES, ItemView, Plan
 from .intake import NewItem
 from .message import InboundMessage
 from .models import Absence, DateMove, Event, Item, Message, Notice, Silence, composed, create, db, new_secret
-from .promises import SILENCE_GRACE
+from .promises import SILENCE_GRACE, date_in_force
 
 log = logging.getLogger(__name__)
 BODY_KEPT = 64 * 1024  # characters of a mail's text kept for `inboxd item`; the whole mail stays on the server
@@ -124,13 +124,20 @@ class Tracker:
         if plan.changes and item is not None:
             Item.update(**{name: _stored(value) for name, value in plan.changes.items()}) \
                 .where(Item.id == item.id).execute()
-            moved_to = plan.changes.get("due_at")
-            if moved_to and item.due_at and moved_to > item.due_at and \
-                    any(mail.template == "deadline_changed" for mail in plan.mails):  # a member's later #eta
-                create(DateMove, item=item.id, at=now, old_due=item.due_at, new_due=moved_to)
+            self._date_moved(item, plan, now)
         for actor, kind, detail in plan.events:
             self.event(item.id if item is not None else None, record, now, actor, kind, detail)
         return item.changed(plan.changes) if item is not None else None
+
+    def _date_moved(self, item: ItemView, plan: Plan, now: datetime) -> None:
+        """A member's later #eta is a date move; from the date as it stood (a pause moved it on, not passed it)."""
+        moved_to, old = plan.changes.get("due_at"), item.due_at
+        if not moved_to or old is None or not any(mail.template == "deadline_changed" for mail in plan.mails):
+            return
+        if self.silences is not None:  # the calendar comes with the silences: the sweep, without, moves no date
+            old = date_in_force(old, item.paused_at, now, self.silences.calendar)
+        if moved_to > old:
+            create(DateMove, item=item.id, at=now, old_due=old, new_due=moved_to)
 
     def set_away_all(self, away: tuple[tuple[str, datetime | None], ...], now: datetime) -> None:
         """Record `#away until DATE` (or `#back`, with None) for each member named."""

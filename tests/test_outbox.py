@@ -166,7 +166,7 @@ def test_the_sent_log_is_read_by_message_id_and_emptied_at_start(fake_daemon, cl
     log = fake_daemon.sender.sent_log
     log.path.write_text('["<old-ack@example.org>", ""]\nnot json\n')  # left beside a database since replaced
     assert fake_daemon.sender.drain() == 1  # the pending ack is not mistaken for a sent one
-    assert log.path.read_text() == '["' + Outbox.get().message_id + '", ""]\n'  # noted; emptied at start
+    assert log.path.read_text() == f'["{Outbox.get().message_id}", "", "{clock.now().isoformat()}"]\n'  # noted
     assert log.unrecorded == {}
 
 
@@ -204,3 +204,19 @@ def test_a_sent_log_that_cannot_be_written_costs_a_warning_not_a_second_delivery
         assert caplog.text.count("cannot be written") == 1  # said once
     finally:
         log.path.rmdir()
+
+
+def test_a_mail_recorded_from_the_sent_log_after_a_long_stop_counts_when_it_left(fake_daemon, clock):
+    """The requester heard at the 250, not at the next start days later: no silence, acknowledged in time."""
+    from inboxd.models import Silence
+    _one_request(fake_daemon)
+    ack = Outbox.get()
+    left = clock.now()
+    fake_daemon.sender.sent_log.note(ack.message_id, "", left)  # the server took it; the process died
+    clock.advance(timedelta(days=6))  # and was started again a week later
+    restarted = Daemon(fake_daemon.config, clock=clock, source=FakeSource(), transport=FakeTransport())
+    restarted.sender.drain()
+    assert restarted.sender.transport.sent == []  # not sent twice
+    item = Item.get()
+    assert Outbox.get().sent_at == left and item.acknowledged_at == left and item.acknowledged_quickly
+    assert item.heard_at == left and Silence.select().count() == 0

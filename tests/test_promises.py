@@ -176,6 +176,9 @@ def test_clock_changes_pause_and_restart_purely():
     assert clock_changes(paused, {"status": "done", "waiting_on": None}, at(24, 12), CAL) == ({"paused_at": None}, None)
     assert clock_changes(paused, {"status": "open", "due_at": at(30, 10)}, at(24, 12), CAL) == (
         {"paused_at": None}, None)  # the same mail set a new date: it stands
+    missed = {**paused, "due_at": at(23, 10)}  # the date had passed when the wait began: no pause gives it back
+    changes, line = clock_changes(missed, {"status": "open", "waiting_on": None}, at(24, 12), CAL)
+    assert changes == {"paused_at": None} and "had passed" in line
 
 
 @pytest.mark.parametrize("sender, body, problem", [

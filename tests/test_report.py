@@ -113,6 +113,15 @@ def test_the_page_escapes_the_database_and_marks_every_figure(config):
     assert f'content="{escape(report.POLICY)}"' in page and 'name="viewport"' in page
 
 
+def test_the_page_stays_bounded_with_huge_subjects_and_many_late_items(config):
+    line = {"ref": "IT-7", "subject": "x" * 100_000, "due_at": START, "owner_name": "Ana", "status": "open"}
+    data = {"figures": figures_of(), "weeks": [],
+            "open": {"late_count": 5000, "late": [line] * 25, "at_risk_count": 0, "at_risk": []}}
+    page = report.page(config, data, START)
+    assert len(page) < 50_000 and "… and 4975 more" in page
+    assert "x" * 200 not in page and "x" * 150 in page  # shortened as the mail's subjects are
+
+
 @pytest.mark.parametrize("address, mine", [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True),
                                            ("::ffff:127.0.0.1", True), ("192.0.2.7", False),
                                            ("::ffff:192.0.2.7", False), ("2001:db8::1", False), ("", False)])
@@ -274,10 +283,10 @@ TEXT_BEFORE = (
     "  [IT-3] Printer jam on floor 2, due Thursday 19 November 2026, 10:00, Ana\r\n\r\nIT Help\r\n")
 
 
-def digest_week(tmp_path: Path) -> Daemon:
+def digest_week(tmp_path: Path, templates: Path | None = None) -> Daemon:
     """A week of three requests (one done and rated, two late), swept at the digest's moment."""
     from conversation_helpers import Conversation
-    config = load_config(write_config(tmp_path))
+    config = load_config(write_config(tmp_path, templates=templates))
     daemon = Daemon(config, clock=FixedClock(datetime(2026, 11, 16, 10, 0, tzinfo=BERLIN)), source=FakeSource(),
                     transport=FakeTransport())
     done = Conversation(daemon, sender="a@example.org")
@@ -295,6 +304,20 @@ def digest_week(tmp_path: Path) -> Daemon:
 def digests(daemon: Daemon) -> dict[str, email.message.Message]:
     return {to[0]: email.message_from_bytes(raw) for _, to, raw in daemon.sender.transport.sent
             if b"Weekly digest" in raw}
+
+
+@pytest.mark.parametrize("host, named_here", [("evil.example:9425", False), ("evil.example", False),
+                                              ("127.0.0.1:9425", True), ("localhost:9425", True),
+                                              ("[::1]:9425", True), ("LOCALHOST", True), (None, True)])
+def test_report_answers_only_a_host_named_as_this_machine_against_dns_rebinding(tmp_path, host, named_here):
+    """A web page whose name its DNS points at 127.0.0.1 reaches the port from the browser: its Host gives it away."""
+    config = load_config(write_config(tmp_path))
+    app = http._app(Health(tmp_path / "health.json"), lambda: config)
+    answer: list[str] = []
+    environ = {"PATH_INFO": "/report", "REMOTE_ADDR": "127.0.0.1"} | ({"HTTP_HOST": host} if host else {})
+    body = b"".join(app(environ, lambda status, _: answer.append(status)))
+    assert (answer != ["403 Forbidden"]) is named_here  # no database here: 503 past the guard
+    assert named_here or b"Host" in body
 
 
 def part(mail: email.message.Message, kind: str) -> bytes:
@@ -349,3 +372,19 @@ def test_report_over_http_on_postgres_from_a_connection_that_cannot_write(tmp_pa
     assert "read-only transaction" in write_from_another_thread()
     Item.create(subject="y", requester="r@example.org", queue="default", created_at=START)  # this thread's still can
     assert Item.select().count() == 3
+
+
+def test_an_admins_old_templates_without_digest_html_send_the_text_digest_once(tmp_path):
+    old = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", old)
+    (old / "digest.html").unlink()
+    (tmp_path / "week").mkdir()
+    daemon = digest_week(tmp_path / "week", templates=old)
+    sent = digests(daemon)
+    assert set(sent) == {"lead@example.org", "ana@example.org"}
+    assert all(mail.get_content_type() == "text/plain" for mail in sent.values())
+    assert sent["lead@example.org"].get_payload(decode=True).decode() == TEXT_BEFORE.format(whose="IT Help's")
+    daemon.clock.moment += timedelta(minutes=1)
+    daemon.sweep()  # a week's digest goes once per audience
+    daemon.sender.drain()
+    assert len(digests(daemon)) == 2 and sum(b"Weekly digest" in raw for _, _, raw in daemon.sender.transport.sent) == 2

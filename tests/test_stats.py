@@ -140,7 +140,8 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
     for i in items:
         if not (within(i.due_at) and i.due_at < as_of) or noticed(i.id, i.due_at):
             continue
-        if (i.status in OPEN_STATUSES and not paused(i.status, i.waiting_on)) or \
+        running = not paused(i.status, i.waiting_on) or i.paused_at >= i.due_at  # paused after it: missed
+        if (i.status in OPEN_STATUSES and running) or \
                 (i.status not in OPEN_STATUSES and i.resolved_at and i.resolved_at > i.due_at):
             late.append(i)
 
@@ -188,7 +189,7 @@ def independent_figures(month, since: datetime, until: datetime, now: datetime, 
         "dates_moved": len(moved), "dates_moved_told_before": len(told),
         "dates_moved_told_before_pct": pct(len(told), len(moved)),
         "late_without_notice": len(late), "silent": len(silent), "longest_silence_minutes": longest,
-        "reopened": len(reopened), "reopened_pct": pct(len(reopened), len(done)),
+        "reopened": len(reopened), "reopened_pct": pct(len(reopened), len({i.id for i in done} | reopened)),
         "satisfaction": ratings, "rated": rated, "rating_response_pct": pct(rated, len(done)),
         "satisfaction_average": round(sum(int(k) * n for k, n in ratings.items()) / rated, 2) if rated else None,
         "open_now": len(open_now), "open_by_age_counts": by_age,
@@ -216,3 +217,66 @@ def test_a_silence_is_written_when_the_requester_hears_again_and_a_reopening_sta
     clock.advance(timedelta(days=5))  # five days closed (longer than update_every), then reopened: no silence
     talk.requester_says("It is broken again.")
     assert talk.item.status == "open" and Silence.select().count() == 1
+
+
+def test_a_date_moved_while_waiting_on_the_requester_is_no_missed_date(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    talk = Conversation(fake_daemon)  # due Thursday 26 Nov
+    talk.owner_says("#take")
+    talk.owner_says("#waiting")  # the date's clock stands still from Monday
+    clock.advance(timedelta(days=7))  # the old date went by while paused: it had not passed
+    talk.owner_says("#eta 2026-12-10")
+    move = DateMove.get()
+    assert move.old_due > clock.now()  # the date as it stood, the week's pause counted: still ahead
+    shown = figures(fake_daemon.config, Scope(clock.now() - timedelta(days=14), clock.now() + timedelta(days=1)),
+                    clock.now())
+    assert (shown["dates_moved"], shown["dates_moved_told_before"], shown["late_without_notice"]) == (1, 1, 0)
+
+
+def test_reopened_is_never_more_than_the_items_it_is_a_share_of(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    first, second = (Conversation(fake_daemon, subject=f"Broken {n}", sender=f"r{n}@example.org") for n in (1, 2))
+    for talk in (first, second):
+        talk.owner_says("#done")  # done on Monday
+    clock.advance(timedelta(days=1))
+    since = clock.now()
+    Conversation(fake_daemon, subject="Another", sender="r3@example.org").owner_says("#done")  # done on Tuesday
+    first.requester_says("It is broken again.")
+    second.requester_says("Mine too.")  # both reopened on Tuesday, still open
+    shown = figures(fake_daemon.config, Scope(since, since + timedelta(days=1)), clock.now())
+    assert (shown["done"], shown["reopened"], shown["reopened_pct"]) == (1, 2, round(100 * 2 / 3, 1))
+
+
+def test_a_date_missed_before_a_wait_on_the_requester_stays_missed(fake_daemon, clock):
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    talk = Conversation(fake_daemon)
+    talk.owner_says("#take")
+    due = talk.item.due_at  # Thursday; no sweep runs, nobody tells Rosa
+    clock.advance(timedelta(days=4))
+    talk.owner_says("#waiting")  # Friday, the date gone by: waiting on her does not hide it
+    scope = Scope(clock.now() - timedelta(days=14), clock.now() + timedelta(days=14))
+    assert figures(fake_daemon.config, scope, clock.now())["late_without_notice"] == 1
+    clock.advance(timedelta(days=14))
+    talk.requester_says("Here is what you asked for.")  # the wait ends two weeks on: the date is not moved past it
+    assert talk.item.due_at == due and talk.item.status == "open"
+    assert figures(fake_daemon.config, scope, clock.now())["late_without_notice"] == 1
+
+
+def test_a_running_silence_counts_whatever_the_offset_of_the_periods_end(fake_daemon, clock):
+    """The period's end in a zone west of UTC (a team in Honolulu asks): compared as a moment, not as text."""
+    from zoneinfo import ZoneInfo
+
+    from conversation_helpers import Conversation
+
+    from inboxd.stats import Scope, figures
+    talk = Conversation(fake_daemon)  # heard Monday 09:00 UTC; three business days later it ran over
+    until = (talk.item.heard_at + timedelta(days=3, hours=6)).astimezone(ZoneInfo("Pacific/Honolulu"))
+    clock.advance(timedelta(days=7))
+    shown = figures(fake_daemon.config, Scope(talk.item.created_at, until), clock.now())
+    assert shown["silent"] == 1 and shown["longest_silence_minutes"] > 0
