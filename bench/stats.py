@@ -162,10 +162,10 @@ def main() -> None:
               f"{row['figures_seconds']:>7.3f} s  {row['stats_rss_mb']:>5.1f} MB  {row['by_week_rss_mb']:>8.1f} MB  "
               f"{row['heap_peak_mb']:>8.2f} MB")
     base, top = rows[0], rows[-1]
-    print(f"over the baseline (no items): +{top['stats_seconds'] - base['stats_seconds']:.3f} s, "
-          f"+{top['stats_rss_mb'] - base['stats_rss_mb']:.1f} MB at {top['items']:,} items; "
-          f"+{rows[1]['stats_rss_mb'] - base['stats_rss_mb']:.1f} MB at {rows[1]['items']:,}, "
-          f"+{rows[2]['stats_rss_mb'] - base['stats_rss_mb']:.1f} MB at {rows[2]['items']:,}")
+    print(f"over the baseline (no items): {top['stats_seconds'] - base['stats_seconds']:+.3f} s, "
+          f"{top['stats_rss_mb'] - base['stats_rss_mb']:+.1f} MB at {top['items']:,} items; "
+          f"{rows[1]['stats_rss_mb'] - base['stats_rss_mb']:+.1f} MB at {rows[1]['items']:,}, "
+          f"{rows[2]['stats_rss_mb'] - base['stats_rss_mb']:+.1f} MB at {rows[2]['items']:,}")
     if options.json:
         print(json.dumps(rows, indent=2))
 
