@@ -98,9 +98,12 @@ def _report(environ: dict[str, Any], start_response: Any, config: Config, clock:
         return [b"/report answers a Host of localhost or an address only (a proxy: set Host to 127.0.0.1)\n"]
     from .report import POLICY, default_scope, gather, page  # the stats queries load only when asked
     asked = parse_qs(environ.get("QUERY_STRING", ""))
+    queue, owner = asked.get("queue", [None])[0], (asked.get("owner", [""])[0].lower() or None)
+    if any(value is not None and (len(value) > 320 or not value.isprintable()) for value in (queue, owner)):
+        start_response("400 Bad Request", text)
+        return [b"/report takes ?queue=NAME and ?owner=ADDRESS: printable text, at most 320 characters\n"]
     now = clock.now()
-    scope = default_scope(config, now, queue=asked.get("queue", [None])[0],
-                          owner=(asked.get("owner", [""])[0].lower() or None))
+    scope = default_scope(config, now, queue=queue, owner=owner)
     try:
         with read_only():
             body = page(config, gather(config, scope, now), now).encode()

@@ -16,6 +16,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -268,6 +269,11 @@ def test_report_over_http_on_loopback(team):
             assert answer.status == 200 and answer.headers["Cache-Control"] == "no-store"
             assert answer.headers["Content-Security-Policy"].startswith(report.POLICY)
     assert body.count("<svg") == 5 and ", queue facilities;" in body
+    for odd in ("owner=%00", "queue=a%0Ab", f"owner={'x' * 400}"):  # PostgreSQL refuses a NUL: say so, not 503
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            with http.serving(free_listen, Health(team.parent / "health.json"), lambda: config, FixedClock(END)):
+                urllib.request.urlopen(f"http://127.0.0.1:{free_listen[1]}/report?{odd}")
+        assert refused.value.code == 400 and b"printable text" in refused.value.read()
 
 
 # --- the digest's HTML part -----------------------------------------------------------------------------------------
