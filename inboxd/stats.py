@@ -54,6 +54,7 @@ class Scope:
         return condition
 
     def within(self, moment: pw.Field) -> pw.Expression:
+        """This moment of an item (or a row about one) falls in the period."""
         return (moment >= self.since) & (moment < self.until)
 
 
