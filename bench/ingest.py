@@ -24,7 +24,7 @@ N mails, freshly appended to an emptied INBOX. Exits 0 even when a goal is misse
 benchmark), non-zero when the result is wrong (items, acks, other mail, mailbox state).
 
     python bench/ingest.py [--mails N] [--config default|acks|both] [--field|--lab]
-                           [--server dovecot|pymap|auto] [--profile FILE] [--json]
+                           [--server dovecot|pymap|auto] [--profile FILE] [--json] [--smaps]
 """
 
 from __future__ import annotations
