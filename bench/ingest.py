@@ -460,7 +460,8 @@ class Breakdown:
     maps_rss_kb: int = 0
 
     def take(self, rollup: dict[str, int], status: dict[str, int]) -> None:
-        for kind, value in [*((k, rollup.get(k, 0)) for k in ROLLUP_KINDS), *((k, status.get(k, 0)) for k in STATUS_KINDS)]:
+        for kind in ROLLUP_KINDS + STATUS_KINDS:
+            value = rollup.get(kind, 0) if kind in ROLLUP_KINDS else status.get(kind, 0)
             self.peak_kb[kind] = max(self.peak_kb.get(kind, 0), value)
 
     def take_maps(self, pid: int) -> None:
@@ -474,7 +475,7 @@ class TreeRss:
     """The peak RSS of a process and its descendants together, sampled from /proc: inboxd may deliver from a child."""
 
     def __init__(self, pid: int, interval: float = 0.02, breakdown: bool = False) -> None:
-        """Prepare (not start) sampling the tree under ``pid`` every ``interval`` seconds (``breakdown``: per process and kind)."""
+        """Prepare (not start) sampling the tree under ``pid`` every ``interval`` seconds (``breakdown``: each too)."""
         self.pid, self.interval = pid, interval
         self.peak_rss = self.peak_rss_sum = self.most_processes = self.largest = 0
         self.breakdown: dict[str, Breakdown] | None = {} if breakdown else None
@@ -703,6 +704,12 @@ def server_label(server: ImapServer) -> str:
 
 def load(server: ImapServer, mails: list[bytes]) -> None:
     """An emptied INBOX holding exactly ``mails``."""
+    with server.connect() as client:  # in chunks first: reset's one UID STORE of all is too long for Dovecot at 20,000
+        client.select_folder("INBOX")
+        uids = client.search("ALL")
+        for start in range(0, len(uids), 5000):
+            client.delete_messages(uids[start:start + 5000])
+        client.expunge()
     server.reset()
     if append_messages(server, mails) != len(mails) or _folder_count(server, "INBOX") != len(mails):
         raise SystemExit("error: appending the mails to the INBOX failed")
