@@ -24,7 +24,7 @@ N mails, freshly appended to an emptied INBOX. Exits 0 even when a goal is misse
 benchmark), non-zero when the result is wrong (items, acks, other mail, mailbox state).
 
     python bench/ingest.py [--mails N] [--config default|acks|both] [--field|--lab]
-                           [--server dovecot|pymap|auto] [--profile FILE] [--json]
+                           [--server dovecot|pymap|auto] [--profile FILE] [--json] [--smaps]
 """
 
 from __future__ import annotations
@@ -374,6 +374,7 @@ class InboxdRun:
     first_item_seconds: float = 0.0  # from the process start to the first item: start-up
     acked_during_ingest: int = 0  # acknowledged before the last item was created
     ack_tail_seconds: float = 0.0  # from the last item created to the last acknowledgement
+    breakdown: dict[str, Any] = field(default_factory=dict)  # --smaps: per process, kB by kind (Breakdown)
     problems: list[str] = field(default_factory=list)
 
 
@@ -382,6 +383,7 @@ def _inboxd(config: Path, *args: str) -> list[str]:
 
 
 TREE = [REPO]  # the checkout whose inboxd (c) runs: this one, or --tree's
+SMAPS = [False]  # --smaps: break (c)'s memory down per process and kind
 
 
 def _env() -> dict[str, str]:
@@ -396,13 +398,88 @@ def _folder_count(server: ImapServer, folder: str) -> int:
         return int(client.select_folder(folder, readonly=True)[b"EXISTS"])
 
 
+ROLLUP_KINDS = ("Rss", "Anonymous", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty")
+STATUS_KINDS = ("RssAnon", "RssFile", "RssShmem", "Threads")
+MAPS_EVERY = 10  # samples: the whole of /proc/PID/smaps is read every 10th (200 ms), smaps_rollup every time
+
+
+def role_of(pid: int) -> str:
+    """Which of inboxd's processes ``pid`` is, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            command = fh.read()
+    except OSError:
+        return "?"
+    if b"resource_tracker" in command:
+        return "resource tracker"
+    return "delivery" if b"multiprocessing" in command else "intake"
+
+
+def mapping_group(name: str, start: int, flags: str) -> str:
+    """What a mapping of /proc/PID/smaps holds, by its name; anonymous ones by their shape."""
+    if name == "[heap]":
+        return "[heap] (main arena: malloc of the main thread)"
+    if name.endswith("-shm"):
+        return "sqlite -shm (WAL index)"
+    if name.endswith((".db", "-wal")):
+        return "sqlite database / WAL file"
+    if ".so" in name or name.endswith("python3") or "/python3." in name:
+        return "interpreter and libraries (files)"
+    if name.startswith("[stack"):
+        return "[stack]"
+    if name.startswith("["):
+        return "[vdso, vvar, …]"
+    if name:
+        return "other files"
+    if start % (64 << 20) == 0 and "w" in flags:  # glibc gives each thread's arena a 64 MiB-aligned heap
+        return "anon: malloc arenas of threads"
+    return "anon: other (pymalloc arenas, mmapped blocks, thread stacks)"
+
+
+def smaps_groups(pid: int) -> dict[str, dict[str, int]]:
+    """/proc/PID/smaps summed per mapping group: Rss, Anonymous and Private_Dirty in kB."""
+    groups: dict[str, dict[str, int]] = {}
+    group: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            head = line.split(maxsplit=5)
+            if "-" in head[0] and not head[0].endswith(":"):  # "7f..-7f.. rw-p 0 00:00 0   name"
+                start = int(head[0].split("-")[0], 16)
+                group = groups.setdefault(mapping_group(head[5].strip() if len(head) > 5 else "", start, head[1]), {})
+            elif head[0] in ("Rss:", "Anonymous:", "Private_Dirty:"):
+                group[head[0][:-1]] = group.get(head[0][:-1], 0) + int(head[1])
+    return groups
+
+
+@dataclass
+class Breakdown:
+    """One process's memory by kind: the peak of each over the run, and its mappings when its Rss was largest."""
+
+    peak_kb: dict[str, int] = field(default_factory=dict)
+    maps_at_peak: dict[str, dict[str, int]] = field(default_factory=dict)
+    maps_rss_kb: int = 0
+
+    def take(self, rollup: dict[str, int], status: dict[str, int]) -> None:
+        for kind in ROLLUP_KINDS + STATUS_KINDS:
+            value = rollup.get(kind, 0) if kind in ROLLUP_KINDS else status.get(kind, 0)
+            self.peak_kb[kind] = max(self.peak_kb.get(kind, 0), value)
+
+    def take_maps(self, pid: int) -> None:
+        groups = smaps_groups(pid)
+        rss = sum(g.get("Rss", 0) for g in groups.values())
+        if rss >= self.maps_rss_kb:
+            self.maps_rss_kb, self.maps_at_peak = rss, groups
+
+
 class TreeRss:
     """The peak RSS of a process and its descendants together, sampled from /proc: inboxd may deliver from a child."""
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        """Prepare (not start) sampling the tree under ``pid`` every ``interval`` seconds."""
+    def __init__(self, pid: int, interval: float = 0.02, breakdown: bool = False) -> None:
+        """Prepare (not start) sampling the tree under ``pid`` every ``interval`` seconds (``breakdown``: each too)."""
         self.pid, self.interval = pid, interval
         self.peak_rss = self.peak_rss_sum = self.most_processes = self.largest = 0
+        self.breakdown: dict[str, Breakdown] | None = {} if breakdown else None
+        self._samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
 
@@ -429,6 +506,7 @@ class TreeRss:
         would also divide the pages shared with unrelated processes (ours among them).
         """
         private, shared, rss_sum, count, todo = 0, 0, 0, 0, [self.pid]
+        self._samples += 1
         while todo:
             pid = todo.pop()
             try:
@@ -439,8 +517,13 @@ class TreeRss:
                 rss_sum += kb["Rss"] * 1024
                 count += 1
                 with open(f"/proc/{pid}/status") as fh:  # VmHWM: its own peak, exact even between samples
-                    hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-                self.largest = max(self.largest, hwm * 1024)
+                    status = {f[0].rstrip(":"): int(f[1]) for f in map(str.split, fh) if len(f) > 1 and f[1].isdigit()}
+                self.largest = max(self.largest, status["VmHWM"] * 1024)
+                if self.breakdown is not None:
+                    mine = self.breakdown.setdefault(f"{role_of(pid)} ({pid})", Breakdown())
+                    mine.take(kb, status)
+                    if self._samples % MAPS_EVERY == 1:
+                        mine.take_maps(pid)
                 for task in os.listdir(f"/proc/{pid}/task"):  # a child belongs to the thread that started it
                     with open(f"/proc/{pid}/task/{task}/children") as fh:
                         todo += map(int, fh.read().split())
@@ -487,7 +570,7 @@ def run_inboxd(server: ImapServer, smtp: SmtpProcess, work: Path, expected: int,
         try:
             # wait4 on this child alone: its CPU (and that of the children it waited for), not the
             # capture's or ours; its RSS and its children's together are sampled beside it
-            with TreeRss(proc.pid) as tree:
+            with TreeRss(proc.pid, breakdown=SMAPS[0]) as tree:
                 _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
             proc.kill()
@@ -502,6 +585,7 @@ def run_inboxd(server: ImapServer, smtp: SmtpProcess, work: Path, expected: int,
     result.largest_process_rss_mb = tree.largest / 1e6
     result.processes_rss_mb, result.processes_rss_sum_mb = tree.peak_rss / 1e6, tree.peak_rss_sum / 1e6
     result.processes = tree.most_processes
+    result.breakdown = {name: asdict(b) for name, b in (tree.breakdown or {}).items()}
     result.peak_rss_mb = max(result.largest_process_rss_mb, result.processes_rss_mb)
     if result.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
@@ -620,6 +704,12 @@ def server_label(server: ImapServer) -> str:
 
 def load(server: ImapServer, mails: list[bytes]) -> None:
     """An emptied INBOX holding exactly ``mails``."""
+    with server.connect() as client:  # in chunks first: reset's one UID STORE of all is too long for Dovecot at 20,000
+        client.select_folder("INBOX")
+        uids = client.search("ALL")
+        for start in range(0, len(uids), 5000):
+            client.delete_messages(uids[start:start + 5000])
+        client.expunge()
     server.reset()
     if append_messages(server, mails) != len(mails) or _folder_count(server, "INBOX") != len(mails):
         raise SystemExit("error: appending the mails to the INBOX failed")
@@ -714,6 +804,11 @@ def print_table(figures: dict[str, Any]) -> None:
         print(f"    ({c['processes']} process(es) together, sampled: {c['processes_rss_mb']:.1f} MB, shared pages "
               f"once ({c['processes_rss_sum_mb']:.1f} MB summed); the largest process "
               f"{c['largest_process_rss_mb']:.1f} MB, VmHWM)")
+        for name, b in c["breakdown"].items():
+            print(f"    {name}: peak kB " + ", ".join(f"{k} {v}" for k, v in b["peak_kb"].items()))
+            for group, kb in sorted(b["maps_at_peak"].items(), key=lambda g: -g[1].get("Rss", 0)):
+                print(f"      {kb.get('Rss', 0):7d} kB Rss, {kb.get('Anonymous', 0):7d} anon, "
+                      f"{kb.get('Private_Dirty', 0):7d} private dirty  {group}")
         print(f"  items: {c['items']}/{figures['mails']}, acknowledged: {c['captured_acks']} ack(s) for "
               f"{c['items']} item(s), captured: {c['captured']} mail(s) ({c['captured_acks']} acks, "
               f"{c['captured_assigned']} assigned, {c['captured_announcements']} announcements, "
@@ -747,11 +842,15 @@ def main(argv: list[str] | None = None) -> int:
                              "becomes x-default.prof and x-acks.prof): "
                              "the main thread only, not the sending one, and slower, so its rates are not figures")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    parser.add_argument("--smaps", action="store_true",
+                        help="break (c)'s memory down per process: the peak of each kind of smaps_rollup and status, "
+                             "and /proc/PID/smaps by mapping when its RSS was largest (read every 200 ms)")
     parser.add_argument("--tree", type=Path, default=REPO,
                         help="the checkout whose inboxd (c) runs (default this one; the rules and templates are "
                              "this one's): to measure an older inboxd beside this one in the same session")
     args = parser.parse_args(argv)
     TREE[0] = args.tree.resolve()
+    SMAPS[0] = args.smaps
     if args.mails < 1:
         parser.error("--mails must be at least 1")
     n, field_shape = args.mails, args.shape == "field"

@@ -86,17 +86,17 @@ def _record(daemon: Daemon, chosen: str | datetime, ack: bool) -> tuple[Adoption
 def _one_pass(daemon: Daemon) -> tuple[str, bool]:
     """`once`, counting what became of each mail and what could not be delivered: its last line, and any trouble."""
     kinds: Counter[str] = Counter()
-    created: list[str] = []
+    created = Created()
 
     def count(outcome: Outcome) -> None:
         kinds[outcome.kind] += 1
         if outcome.kind == "item" and outcome.ref:
-            created.append(outcome.ref)
+            created.add(outcome.ref)
 
     daemon.listeners.append(count)
     read = daemon.once()
     undelivered, parked = len(_undelivered(daemon)), kinds["parked"]
-    items = f" ({len(created)} new item(s): {_span(created)})" if created else ""
+    items = f" ({created.count} new item(s): {created})" if created.count else ""
     line = (f"once: {read} new mail(s) processed{items}; {parked} parked"
             f"{' (inboxd items --all lists them)' if parked else ''}, {undelivered} undelivered"
             f"{' (the log above says why; what can be retried stays in the outbox)' if undelivered else ''}")
@@ -111,5 +111,19 @@ def _undelivered(daemon: Daemon) -> set[int]:
         daemon.ledger.undelivered)
 
 
-def _span(refs: list[str]) -> str:
-    return ", ".join(refs) if len(refs) <= 3 else f"{refs[0]} … {refs[-1]}"
+class Created:
+    """The items one pass created, for its last line: how many, and the first three and the last of their refs.
+
+    Not every ref: a pass over a backlog of 10,000 mails would hold them all (0.6 MB) for one line.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.kept: list[str] = []
+
+    def add(self, ref: str) -> None:
+        self.count += 1
+        self.kept[3:] = [ref]  # the first three stay; the fourth place holds the latest
+
+    def __str__(self) -> str:
+        return ", ".join(self.kept) if self.count <= 3 else f"{self.kept[0]} … {self.kept[-1]}"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import make_mail, write_config
 
+from inboxd.cli_adopt import Created
 from inboxd.adopt import ALL, NOW, Adoption, Found, adoption, describe, first_contact_message, left_alone, parse_choice
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
@@ -219,3 +220,13 @@ def test_first_contact_in_the_config_is_stop_or_all(tmp_path):
     path.write_text(path.read_text().replace('first_contact = "all"', 'first_contact = "answer"'))
     with pytest.raises(ConfigError, match=r"\[mailbox\] first_contact: must be \"stop\""):
         load_config(path)
+
+
+def test_once_keeps_four_refs_of_the_items_it_created_however_many() -> None:
+    created = Created()
+    for number in range(1, 3):
+        created.add(f"IT-{number}")
+    assert (created.count, str(created)) == (2, "IT-1, IT-2")
+    for number in range(3, 10_001):
+        created.add(f"IT-{number}")
+    assert (created.count, created.kept, str(created)) == (10_000, ["IT-1", "IT-2", "IT-3", "IT-10000"], "IT-1 … IT-10000")

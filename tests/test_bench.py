@@ -103,6 +103,18 @@ def test_ingest_bench_profiles_inboxd(tmp_path: Path) -> None:
     assert any("inboxd" in f and f.endswith(":ingest") for f in functions), sorted(functions)[:20]
 
 
+def test_ingest_bench_breaks_memory_down_per_process() -> None:
+    """--smaps: each of inboxd's processes by role, the peak of each kind, and its mappings summed by what they hold."""
+    figures = json.loads(_ingest("--mails", "5", "--server", "pymap", "--json", "--config", "acks", "--smaps").stdout)
+    breakdown = figures["configs"]["acks"]["breakdown"]
+    roles = {name.split(" (")[0] for name in breakdown}
+    assert {"intake", "delivery"} <= roles, breakdown.keys()
+    intake = next(b for name, b in breakdown.items() if name.startswith("intake") and b["maps_at_peak"])
+    assert intake["peak_kb"]["Rss"] >= intake["peak_kb"]["Anonymous"] > 0
+    assert intake["maps_at_peak"]["[heap] (main arena: malloc of the main thread)"]["Rss"] > 0
+    assert intake["maps_rss_kb"] == sum(group["Rss"] for group in intake["maps_at_peak"].values())
+
+
 def test_field_mailbox_never_repeats_a_request_of_one_sender() -> None:
     """No sender sends one subject or text twice (caps.py would rightly withhold the second ack); under the caps."""
     mails = [BytesParser(policy=policy.default).parsebytes(raw) for raw in make_field_mails(400, "t")]
