@@ -109,6 +109,14 @@ def fake_daemon(config: Config, clock: FixedClock) -> Daemon:
     return Daemon(config, clock=clock, source=FakeSource(), transport=FakeTransport())
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL cluster for the module (tests/postgres.py)."""
+    from postgres import server_for_tests
+    with server_for_tests() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def month(tmp_path_factory):
     """A simulated month of 1,000 requests (tests/month_data.py), built once for the session: read, don't change."""

@@ -8,7 +8,6 @@ from contextlib import closing
 import pytest
 from click.testing import CliRunner
 from helpers import make_mail, write_config
-from postgres import server_for_tests
 
 from inboxd.cli import cli
 from inboxd.config import load_config
@@ -16,12 +15,6 @@ from inboxd.daemon import Daemon
 from inboxd.models import Event, Item, Message, Outbox
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    with server_for_tests() as server:
-        yield server
 
 
 def test_pipeline_and_commands_on_postgres(tmp_path, postgres):

@@ -354,13 +354,6 @@ def test_the_digest_has_an_html_part_that_renders_and_the_same_text(tmp_path):
 
 # --- PostgreSQL: the http thread's own read-only connection -------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def postgres():
-    from postgres import server_for_tests
-    with server_for_tests() as server:
-        yield server
-
-
 def test_report_over_http_on_postgres_from_a_connection_that_cannot_write(tmp_path, postgres):
     url = postgres.create_database("inboxd_report")
     path = write_config(tmp_path)

@@ -24,13 +24,6 @@ from helpers import make_mail, write_config
 _databases = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def postgres_server():
-    from postgres import server_for_tests
-    with server_for_tests() as server:
-        yield server
-
-
 def invoke(daemon: Daemon, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["--config", str(daemon.config.path), *args])
     return result.exit_code, result.output
@@ -52,7 +45,7 @@ def desk(request, tmp_path) -> Daemon:
     """
     config_path = write_config(tmp_path)
     if request.param == "postgres":
-        url = request.getfixturevalue("postgres_server").create_database(f"inboxd_search_{next(_databases)}")
+        url = request.getfixturevalue("postgres").create_database(f"inboxd_search_{next(_databases)}")
         config_path.write_text(config_path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
     daemon = Daemon(load_config(config_path), clock=FixedClock(MONDAY_10), source=FakeSource(),
                     transport=FakeTransport())
@@ -135,7 +128,7 @@ def test_fts_syntax_is_read_as_words(desk):
 def test_the_index_is_what_answers(tmp_path, request, database):
     """The query plan reads the full-text index: no mail is read one by one."""
     url = f"sqlite:///{tmp_path / 'inboxd.db'}" if database == "sqlite" else \
-        request.getfixturevalue("postgres_server").create_database(f"inboxd_search_{next(_databases)}")
+        request.getfixturevalue("postgres").create_database(f"inboxd_search_{next(_databases)}")
     open_database(url)
     assert search.engine() == ("fts5" if database == "sqlite" else "postgres")
     sql, params = search._items_with("printer", search.engine()).sql()
