@@ -30,6 +30,7 @@ benchmark), non-zero when the result is wrong (items, acks, other mail, mailbox 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -410,9 +411,9 @@ def role_of(pid: int) -> str:
             command = fh.read()
     except OSError:
         return "?"
-    if b"resource_tracker" in command:
+    if b"resource_tracker" in command:  # multiprocessing's: inboxd before its delivery process was a plain one
         return "resource tracker"
-    return "delivery" if b"multiprocessing" in command else "intake"
+    return "delivery" if b"multiprocessing" in command or b"inboxd-delivery" in command else "intake"
 
 
 def mapping_group(name: str, start: int, flags: str) -> str:
@@ -861,6 +862,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(message, file=sys.stderr, flush=True)
 
+    # As installed by pip, which writes the bytecode of every module: without it each process of (c) compiles
+    # inboxd's sources anew at its start (with PYTHONDONTWRITEBYTECODE set, at every start), which the field doesn't.
+    compileall.compile_dir(str(TREE[0] / "inboxd"), quiet=1)
     load_at_start = os.getloadavg()[0]
 
     with ExitStack() as stack:

@@ -13,13 +13,15 @@ wait for the last one's, so no mail is ever sent by two.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Protocol
 
 from .backup import sqlite_path
@@ -96,34 +98,42 @@ class ProcessDelivery:
 
     def __init__(self, config: Config, ledger: Ledger) -> None:
         self.config, self.ledger = config, ledger
-        self.process: multiprocessing.process.BaseProcess | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._wake: Connection | None = None
         self._listener: threading.Thread | None = None
         self._started, self._restart_after = 0.0, RESTART_SECONDS
         self._running = False  # between start() and stop(): only then is a dead process started again
 
     def start(self) -> None:
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: forking a threaded daemon is unsafe
-        wake_in, wake_out = context.Pipe(duplex=False)
-        reports_in, reports_out = context.Pipe(duplex=False)
-        self.process = context.Process(target=deliver, name="inboxd-delivery", daemon=False,
-                                       args=(self.config, wake_in, reports_out, logging.getLogger().level))
-        # Blocked across the spawn (the child inherits the mask) until the child ignores them: a Ctrl-C or a
-        # SIGTERM while its interpreter starts must not kill it. Python's resource tracker starts the same
-        # way, and unblocks them when it does: so it first.
-        resource_tracker.ensure_running()
+        wake_in, wake_out = os.pipe()
+        reports_in, reports_out = os.pipe()
+        # A fresh interpreter that imports only the delivery (multiprocessing's spawn would also run the
+        # daemon's main module again and start its resource tracker: a third process), on our sys.path.
+        path = os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        command = [sys.executable, "-c", "from inboxd.delivery import main; main()", "inboxd-delivery",
+                   str(wake_in), str(reports_out), str(logging.getLogger().level)]
+        # Blocked across the start (the child inherits the mask) until the child ignores them: a Ctrl-C or
+        # a SIGTERM while its interpreter starts must not kill it.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            self.process.start()
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(wake_in, reports_out),
+                                            env=env)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            os.close(wake_in)  # the child's ends: only the child holds them now, so its death or ours is an EOF
+            os.close(reports_out)
         self._started, self._running = time.monotonic(), True
-        wake_in.close()  # the child's ends: only the child holds them now, so its death or ours is an EOF
-        reports_out.close()
-        os.set_blocking(wake_out.fileno(), False)
-        self._wake = wake_out
-        self._listener = threading.Thread(target=self._listen, args=(reports_in,), name="delivery-reports",
-                                          daemon=True)
+        assert self.process.stdin is not None
+        try:
+            with self.process.stdin:
+                self.process.stdin.write(pickle.dumps(self.config))
+        except BrokenPipeError:
+            pass  # it died at once: alive() says so and starts another
+        os.set_blocking(wake_out, False)
+        self._wake = Connection(wake_out, readable=False)
+        self._listener = threading.Thread(target=self._listen, args=(Connection(reports_in, writable=False),),
+                                          name="delivery-reports", daemon=True)
         self._listener.start()
 
     def _listen(self, reports: Connection) -> None:
@@ -150,13 +160,13 @@ class ProcessDelivery:
             self.alive()  # it has died: started again when its time comes; the mail waits in the outbox
 
     def alive(self) -> bool:
-        if self.process is None or self.process.is_alive():
+        if self.process is None or self.process.poll() is None:
             return self.process is not None
         since = time.monotonic() - self._started
         if not self._running or since < self._restart_after:
             return False
         log.error("delivery: the delivery process ended unexpectedly (exit code %s); starting it again, mail "
-                  "waits in the outbox meanwhile", self.process.exitcode)
+                  "waits in the outbox meanwhile", self.process.returncode)
         self._end()
         # Dying again soon waits longer each time; after a long good run, the short wait again.
         self._restart_after = RESTART_SECONDS if since > MAX_RESTART_SECONDS \
@@ -167,9 +177,9 @@ class ProcessDelivery:
     def stop(self) -> None:
         self._running = False
         self._end()
-        if self.process is not None and self.process.exitcode:
+        if self.process is not None and self.process.returncode:
             log.error("delivery: the delivery process ended with exit code %s; unsent mail stays in the "
-                      "outbox for the next start", self.process.exitcode)
+                      "outbox for the next start", self.process.returncode)
 
     def _end(self) -> None:
         """Close the wake-up pipe (EOF: the process sends what is due and ends) and wait for it and its reports."""
@@ -177,7 +187,7 @@ class ProcessDelivery:
             self._wake.close()
             self._wake = None
         if self.process is not None:
-            self.process.join()
+            self.process.wait()
         if self._listener is not None:
             self._listener.join()
 
@@ -204,6 +214,14 @@ class _Forward:
 
     def login(self, why: str, ok: bool) -> None:
         self._send("login", why, ok)
+
+
+def main() -> None:
+    """The delivery process's entry: its pipes and log level from the command line, the config on stdin."""
+    wake, reports, level = (int(value) for value in sys.argv[2:5])
+    config = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    deliver(config, Connection(wake, writable=False), Connection(reports, readable=False), level)
 
 
 def deliver(config: Config, wake: Connection, reports: Connection, level: int) -> None:

@@ -174,7 +174,7 @@ class Pipeline:
             item, record = self.tracker.open_item(new, msg, uid, now, follows.id if follows else None)
             replies = new.replies if self._quiet else self._within_caps(msg.sender, signs, new.replies, item, record,
                                                                          now)
-            self._send(replies, self.composer.context(item, msg), item, now, msg)
+            self._send(replies, self.composer.context(item, msg), item, now, msg, new=True)
             log.info("%s: created from %s (%s), queue %s, owner %s, due %s", team.ref(item.id),
                      msg.sender or "unknown sender", new.how,
                      item.queue, owner or "none",
@@ -213,8 +213,11 @@ class Pipeline:
         return kept
 
     def _send(self, replies: Sequence[Reply], context: dict, item: ItemView | None, now: datetime,
-              msg: InboundMessage, opening_id: str | None = None) -> None:
-        """Compose the mails and put them in the outbox, in this transaction; an item past its bound sends none."""
+              msg: InboundMessage, opening_id: str | None = None, new: bool = False) -> None:
+        """Compose the mails and put them in the outbox, in this transaction; an item past its bound sends none.
+
+        `new`: the item was opened in this transaction, so it has sent nothing yet.
+        """
         if self._quiet:
             unsent = "; ".join(f"{r.template} to {', '.join(r.to)}" for r in replies) or "none"
             if item is not None:
@@ -227,7 +230,7 @@ class Pipeline:
         history = queries.history(item.id) if item is not None and item.id is not None \
             and any(r.with_history for r in replies) else None
         mails = self.composer.compose(replies, context, item, now, msg, opening_id, history)
-        if item is not None and item.id is not None:
+        if item is not None and item.id is not None and not new:
             sent = item_mails_since(item.id, caps.window_start(self.config, now))
             why = caps.why_item_held(self.config, sent)
             if why is not None:

@@ -187,10 +187,10 @@ def _wait(condition: Callable[[], bool], seconds: float = 30) -> bool:
 
 
 def _children(pid: int) -> list[int]:
-    """The delivery processes `pid` started (not multiprocessing's resource tracker)."""
+    """The delivery processes `pid` started."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
     children = [int(p) for p in path.read_text().split()] if path.exists() else []
-    return [child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    return [child for child in children if b"inboxd-delivery" in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
 def _gone(pid: int, seconds: float) -> bool:
@@ -217,7 +217,7 @@ def test_a_delivery_process_that_died_is_started_again_and_the_mail_goes(tmp_pat
         assert _wait(lambda: len(smtp_capture.messages) == 3)  # the acknowledgement and two announcements
         first = daemon.delivery.process
         first.kill()
-        first.join(10)
+        first.wait(10)
         source.add([make_mail(sender="after@example.org", subject="After the kill")])
         daemon._wakeup.set()
         assert _wait(lambda: "after@example.org" in _recipients(smtp_capture))

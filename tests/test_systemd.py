@@ -141,7 +141,7 @@ def test_no_watchdog_once_the_delivery_process_has_died_though_the_loop_turns(co
             pass
         assert daemon.delivery.alive()
         daemon.delivery.process.kill()
-        daemon.delivery.process.join(10)
+        daemon.delivery.process.wait(10)
         drain(notify_socket)
         turns = source.turns
         assert_silent(notify_socket)
