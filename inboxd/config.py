@@ -26,12 +26,12 @@ from .settings import (
     TeamConfig,
     shown_url,
 )
-from .tomlfile import TomlFile, load_toml
+from .tomlfile import Layered, TomlFile, load_toml
 from .wording import did_you_mean
 
 __all__ = ["CommandsConfig", "Config", "LimitsConfig", "MailboxConfig", "Member", "OAuth2Config", "Secret",
            "ServiceConfig",
-           "SmtpConfig", "TeamConfig", "default_config_path", "load_config", "parse_size"]
+           "SmtpConfig", "TeamConfig", "default_config_path", "load_config", "load_teams", "parse_size"]
 
 TLS_MODES = ("ssl", "starttls", "none")
 LOG_FORMATS = ("text", "json")  # [log] format: inboxd.logs.formatter
@@ -46,7 +46,7 @@ def _is_email(value: str) -> bool:
 class _Reader:
     """Takes typed values out of one TOML table, collecting every problem."""
 
-    def __init__(self, doc: TomlFile, table: str, problems: list[str]) -> None:
+    def __init__(self, doc: TomlFile | Layered, table: str, problems: list[str]) -> None:
         self.doc, self.table, self.problems = doc, table, problems
         data: Any = doc.data
         for part in table.split(".") if table else ():  # "mailbox.oauth2" is [mailbox.oauth2]
@@ -56,6 +56,10 @@ class _Reader:
             self.fail(None, "must be a table")
             self.data = {}
         self.used: set[str] = set()
+
+    def folder(self, key: str) -> Path:
+        """What a relative path in this table's `key` is relative to: the folder of the file that wrote it."""
+        return self.doc.folder(self.table, key)
 
     def fail(self, key: str | None, why: str) -> None:
         name = f"[{self.table}] {key}" if key and self.table else f"[{key or self.table}]"
@@ -101,7 +105,7 @@ def _email(value: str) -> str:
     return value.lower()
 
 
-def _secret(reader: _Reader, base: Path, required: bool, resolve: bool, key: str = "password") -> Secret | None:
+def _secret(reader: _Reader, required: bool, resolve: bool, key: str = "password") -> Secret | None:
     """The secret that `{key}_env` or `{key}_file` names (a password, or an OAuth2 client secret)."""
     # The values of password_env and password_file are never shown in an error: an admin who wrote
     # the password itself there would see it echoed on a terminal, in a log or a CI run.
@@ -124,7 +128,8 @@ def _secret(reader: _Reader, base: Path, required: bool, resolve: bool, key: str
     if env:
         return _nonempty(reader, env_key, os.environ[env], "the environment variable it names is set but empty")
     if file:
-        return _nonempty(reader, file_key, _read_secret(reader, base, file, file_key), "the file it names is empty")
+        return _nonempty(reader, file_key, _read_secret(reader, reader.folder(file_key), file, file_key),
+                         "the file it names is empty")
     if key in reader.data:
         reader.used.add(key)
         reader.fail(key, f"secrets are not written in the config; use {env_key} or {file_key}" if key != "password"
@@ -191,9 +196,10 @@ def _nonempty(reader: _Reader, key: str, value: str | None, empty: str) -> Secre
     return Secret(value) if value else None
 
 
-def _transport(reader: _Reader, default_port: int, base: Path) -> dict[str, Any]:
+def _transport(reader: _Reader, default_port: int) -> dict[str, Any]:
     host = reader.get("host", str)
     ca_file = reader.get("ca_file", str, None)
+    base = reader.folder("ca_file")
     if ca_file and not (base / ca_file).is_file():
         reader.fail("ca_file", f"no such file: {base / ca_file}")
     tls = reader.get("tls", str, "ssl" if default_port == 993 else "starttls")
@@ -216,7 +222,7 @@ GRANTS = ("client_credentials", "refresh_token")
 MECHANISMS = ("xoauth2", "oauthbearer")
 
 
-def _auth(reader: _Reader, doc: TomlFile, base: Path, problems: list[str], secrets: bool,
+def _auth(reader: _Reader, doc: TomlFile | Layered, problems: list[str], secrets: bool,
           shared: tuple[bool, OAuth2Config | None] = (False, None)) -> tuple[bool, OAuth2Config | None]:
     """Whether `auth = "oauth2"`, and the table's own `.oauth2` section, else the `shared` one (the mailbox's).
 
@@ -231,10 +237,10 @@ def _auth(reader: _Reader, doc: TomlFile, base: Path, problems: list[str], secre
         return oauth2, shared[1] if oauth2 else None
     if not oauth2:
         reader.fail("auth", f"[{section}] is given: set auth = \"oauth2\" to use it, or remove it")
-    return oauth2, _oauth2(_Reader(doc, section, problems), base, secrets)
+    return oauth2, _oauth2(_Reader(doc, section, problems), secrets)
 
 
-def _oauth2(reader: _Reader, base: Path, secrets: bool) -> OAuth2Config | None:
+def _oauth2(reader: _Reader, secrets: bool) -> OAuth2Config | None:
     """A `[mailbox.oauth2]` or `[smtp.oauth2]` section; the named providers' endpoints and scope derived."""
     provider = reader.get("provider", str, convert=_choice(PROVIDERS))
     grant = reader.get("grant", str, "client_credentials", _choice(GRANTS))
@@ -244,7 +250,7 @@ def _oauth2(reader: _Reader, base: Path, secrets: bool) -> OAuth2Config | None:
     mechanism = reader.get("mechanism", str, "xoauth2", _choice(MECHANISMS))
     client_id = reader.get("client_id", str)
     needs_secret = grant == "client_credentials" or provider == "google"
-    secret = _secret(reader, base, required=needs_secret, resolve=secrets, key="client_secret")
+    secret = _secret(reader, required=needs_secret, resolve=secrets, key="client_secret")
     if provider == "microsoft" and not tenant:
         reader.fail("tenant", "missing: Microsoft needs the directory (tenant) id or domain, like \"contoso.com\"")
     if provider == "google" and grant == "client_credentials":
@@ -264,7 +270,8 @@ def _oauth2(reader: _Reader, base: Path, secrets: bool) -> OAuth2Config | None:
         token_url=given["token_url"] or derived.token_url, scope=given["scope"] or derived.scope,
         device_url=given["device_url"] or derived.device_url or None,
         authorize_url=given["authorize_url"] or derived.authorize_url or None,
-        refresh_token_file=base / refresh_file if refresh_file else None, mechanism=mechanism or "xoauth2")
+        refresh_token_file=reader.folder("refresh_token_file") / refresh_file if refresh_file else None,
+        mechanism=mechanism or "xoauth2")
 
 
 @dataclass(frozen=True)
@@ -313,17 +320,63 @@ def _window(value: str) -> Duration:
     return window
 
 
+SECTIONS = ("team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits",
+            "log", "http")
+SHARED = {"database": None, "log": None, "http": None, "paths": ("state", "teams")}  # one per deployment
+TEAMS_FOLDER = "teams.d"
+
+
 def load_config(path: Path, secrets: bool = True) -> Config:
-    """Read and validate a config file, reporting every problem at once.
+    """Read and validate a config file of one team, reporting every problem at once (the first team of several).
 
     With secrets=False passwords are not read (for commands that never connect).
     """
-    doc = load_toml(path, ConfigError)
+    return load_teams(path, secrets)[0]
+
+
+def load_teams(path: Path, secrets: bool = True) -> tuple[Config, ...]:
+    """Every team of a deployment: each file in the teams folder over the shared config, or the config alone.
+
+    All problems of all files at once; a reference prefix, alias or mailbox that two teams share is one.
+    """
+    shared = load_toml(path, ConfigError)
+    paths = shared.data.get("paths")
+    folder = path.parent / str(paths.get("teams", TEAMS_FOLDER) if isinstance(paths, dict) else TEAMS_FOLDER)
+    files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    if not files:
+        return (_load(path, shared, secrets),)
+    teams, problems = [], []
+    for file in files:
+        try:
+            teams.append(_load(path, Layered(load_toml(file, ConfigError), shared), secrets))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    seen: dict[tuple[str, str], Path] = {}
+    for config in teams:
+        assert config.team_file is not None
+        for what, value in (("ref_prefix", config.team.ref_prefix.upper()), ("address", config.team.address),
+                            ("mailbox", config.mailbox.label)):
+            first = seen.setdefault((what, value), config.team_file)
+            if first != config.team_file:
+                problems.append(f"{config.team_file}: [{'mailbox' if what == 'mailbox' else 'team'}] "
+                                f"{'user' if what == 'mailbox' else what}: {value!r} is already {first.name}'s: "
+                                f"each team needs its own")
+    if problems:
+        raise ConfigError(problems)
+    return tuple(teams)
+
+
+def _load(path: Path, doc: TomlFile | Layered, secrets: bool) -> Config:
+    """One team's config from its file (over the shared one)."""
     base = path.parent
     problems: list[str] = []
-    sections = ["team", "queues", "mailbox", "smtp", "database", "paths", "calendar", "service", "commands", "limits",
-                "log", "http"]
-    _Reader(doc, "", problems).finish(sections)
+    _Reader(doc, "", problems).finish(list(SECTIONS))
+    if isinstance(doc, Layered):
+        for section, keys in SHARED.items():
+            for key in keys or (None,):
+                if _written(doc.top.data, section, key):
+                    problems.append(f"{doc.top.where(section, key)}: [{section}]{f' {key}' if key else ''}: shared "
+                                    f"by all teams: set it in {path.name}, not in a team's file")
 
     team_r = _Reader(doc, "team", problems)
     members = []
@@ -357,10 +410,10 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         queues_r.fail(None, "needs a \"default\" queue for mail no rule matches")
 
     mailbox_r = _Reader(doc, "mailbox", problems)
-    mailbox_auth = _auth(mailbox_r, doc, base, problems, secrets)
+    mailbox_auth = _auth(mailbox_r, doc, problems, secrets)
     mailbox = MailboxConfig(
-        **_transport(mailbox_r, 993, base), user=mailbox_r.get("user", str),
-        password=_secret(mailbox_r, base, required=not mailbox_auth[0], resolve=secrets),
+        **_transport(mailbox_r, 993), user=mailbox_r.get("user", str),
+        password=_secret(mailbox_r, required=not mailbox_auth[0], resolve=secrets),
         oauth2=mailbox_auth[1],
         folder=mailbox_r.get("folder", str, "INBOX"),
         done_folder=mailbox_r.get("done_folder", str, None),
@@ -373,10 +426,10 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     mailbox_r.finish()
 
     smtp_r = _Reader(doc, "smtp", problems)
-    smtp_oauth2, smtp_oauth2_config = _auth(smtp_r, doc, base, problems, secrets, shared=mailbox_auth)
+    smtp_oauth2, smtp_oauth2_config = _auth(smtp_r, doc, problems, secrets, shared=mailbox_auth)
     smtp = SmtpConfig(
-        **_transport(smtp_r, 587, base), user=smtp_r.get("user", str, None),
-        password=_secret(smtp_r, base, required=False, resolve=secrets), oauth2=smtp_oauth2_config,
+        **_transport(smtp_r, 587), user=smtp_r.get("user", str, None),
+        password=_secret(smtp_r, required=False, resolve=secrets), oauth2=smtp_oauth2_config,
         connections=smtp_r.get("connections", int, 1, _positive),
         max_attempts=smtp_r.get("max_attempts", int, 10, _positive),
         retry_seconds=smtp_r.get("retry_seconds", int, 30, _positive),
@@ -397,9 +450,10 @@ def load_config(path: Path, secrets: bool = True) -> Config:
         url = "sqlite:///" + str(base / relative) if relative != ":memory:" else url
 
     paths_r = _Reader(doc, "paths", problems)
-    rules_dir = base / paths_r.get("rules", str, "rules")
-    templates_dir = base / paths_r.get("templates", str, "templates")
+    rules_dir = paths_r.folder("rules") / paths_r.get("rules", str, "rules")
+    templates_dir = paths_r.folder("templates") / paths_r.get("templates", str, "templates")
     state = paths_r.get("state", str, None)
+    paths_r.get("teams", str, TEAMS_FOLDER)  # read by load_teams
     paths_r.finish()
 
     cal_r = _Reader(doc, "calendar", problems)
@@ -448,7 +502,14 @@ def load_config(path: Path, secrets: bool = True) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(path, team, queues, mailbox, smtp, url, rules_dir, templates_dir, calendar, service, commands,
-                  limits, base / state if state else None, log_format=log_format, http_listen=listen)
+                  limits, base / state if state else None, log_format=log_format, http_listen=listen,
+                  team_file=doc.path if isinstance(doc, Layered) else None)
+
+
+def _written(data: dict[str, Any], section: str, key: str | None) -> bool:
+    """Whether a file writes `[section]` (or its `key`)."""
+    table = data.get(section)
+    return table is not None and (key is None or (isinstance(table, dict) and key in table))
 
 
 def _first_contact(value: str) -> str:

@@ -175,3 +175,4 @@ class Config:
     state_dir: Path | None = None  # where the health file lives; None: beside the SQLite database or the config
     log_format: str = "text"  # [log] format: text | json
     http_listen: tuple[str, int] | None = None  # [http] listen: where /healthz and /metrics are served; None: not
+    team_file: Path | None = None  # the team's own file in the teams folder, over `path`; None: `path` alone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ class TomlFile:
     def where(self, table: str, key: str | None = None, index: int = 0) -> str:
         """`file:line` for a key, for error messages."""
         return f"{self.path}:{self.line_of(table, key, index)}"
+
+    def folder(self, table: str, key: str) -> Path:
+        """What a relative path in `[table] key` is relative to: this file's folder."""
+        return self.path.parent
 
 
 def load_toml(path: Path, error: type[Exception]) -> TomlFile:
@@ -77,3 +82,53 @@ def _index_lines(text: str) -> tuple[dict[tuple[str, int, str], int], dict[tuple
             lines.setdefault((table, index, dotted), number)
             lines.setdefault((table, index, dotted.split(".")[0]), number)
     return lines, headers
+
+
+def _lookup(data: dict[str, Any], table: str, key: str | None) -> bool:
+    """Whether `[table] key` (or the table itself, without a key) is written in `data`."""
+    for part in [*(table.split(".") if table else []), *([key] if key else [])]:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+WHOLE_TABLES = ("queues",)  # a team's own replaces the shared one: its names are the team's members'
+
+
+@dataclass(frozen=True)
+class Layered:
+    """A team's file over the shared config: a key the team writes wins; errors name the file that wrote it."""
+
+    top: TomlFile  # the team's file
+    under: TomlFile  # the shared config
+
+    @property
+    def path(self) -> Path:
+        return self.top.path
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        return _merged(self.under.data, self.top.data, "")
+
+    def origin(self, table: str, key: str | None = None) -> TomlFile:
+        """The file a key comes from: the team's if it writes it (or the key is nowhere), else the shared one."""
+        return self.under if not _lookup(self.top.data, table, key) and _lookup(self.under.data, table, key) \
+            else self.top
+
+    def where(self, table: str, key: str | None = None, index: int = 0) -> str:
+        return self.origin(table, key).where(table, key, index)
+
+    def folder(self, table: str, key: str) -> Path:
+        """What a relative path in `[table] key` is relative to: the folder of the file that wrote it."""
+        return self.origin(table, key).path.parent
+
+
+def _merged(under: dict[str, Any], top: dict[str, Any], table: str) -> dict[str, Any]:
+    """`top` over `under`, table by table and key by key (WHOLE_TABLES taken whole)."""
+    merged = dict(under)
+    for key, value in top.items():
+        name = f"{table}.{key}" if table else key
+        both_tables = isinstance(value, dict) and isinstance(under.get(key), dict)
+        merged[key] = _merged(under[key], value, name) if both_tables and name not in WHOLE_TABLES else value
+    return merged
