@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, Protocol
 
 from .backup import sqlite_path
@@ -108,17 +107,15 @@ class ProcessDelivery:
         wake_in, wake_out = os.pipe()
         reports_in, reports_out = os.pipe()
         # A fresh interpreter that imports only the delivery (multiprocessing's spawn would also run the
-        # daemon's main module again and start its resource tracker: a third process), on our sys.path.
-        path = os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONPATH": path}
-        command = [sys.executable, "-c", "from inboxd.delivery import main; main()", "inboxd-delivery",
-                   str(wake_in), str(reports_out), str(logging.getLogger().level)]
+        # daemon's main module again and start its resource tracker: a third process). Our sys.path comes first
+        # on its stdin, so it imports this very inboxd, then the config.
+        command = [sys.executable, "-c", _CHILD, "inboxd-delivery", str(wake_in), str(reports_out),
+                   str(logging.getLogger().level)]
         # Blocked across the start (the child inherits the mask) until the child ignores them: a Ctrl-C or
         # a SIGTERM while its interpreter starts must not kill it.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(wake_in, reports_out),
-                                            env=env)
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(wake_in, reports_out))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             os.close(wake_in)  # the child's ends: only the child holds them now, so its death or ours is an EOF
@@ -127,7 +124,7 @@ class ProcessDelivery:
         assert self.process.stdin is not None
         try:
             with self.process.stdin:
-                self.process.stdin.write(pickle.dumps(self.config))
+                self.process.stdin.write(pickle.dumps(sys.path) + pickle.dumps(self.config))
         except BrokenPipeError:
             pass  # it died at once: alive() says so and starts another
         os.set_blocking(wake_out, False)
@@ -214,6 +211,9 @@ class _Forward:
 
     def login(self, why: str, ok: bool) -> None:
         self._send("login", why, ok)
+
+
+_CHILD = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from inboxd.delivery import main; main()"
 
 
 def main() -> None:
