@@ -14,7 +14,7 @@ import click
 from . import __version__, init, logs
 from .cli_auth import auth, report_connections
 from .clock import SystemClock
-from .config import Config, TeamConfig, default_config_path, load_config
+from .config import Config, TeamConfig, default_config_path, load_config, load_teams
 from .domain import STATUSES
 from .errors import InboxdError
 from .wording import local_day, local_time, short_time
@@ -67,14 +67,40 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     ctx.obj = config_path or default_config_path()
 
 
-def _config(ctx: click.Context, secrets: bool = True) -> Config:
+def _teams(ctx: click.Context, secrets: bool = True) -> tuple[Config, ...]:
+    """The teams a command is about: the one `--team` names, else all of the config's (teams.d) or its one."""
     path: Path = ctx.find_root().obj
     if not path.exists():
         raise InboxdError(f"{path}: config file not found (pass --config FILE, set INBOXD_CONFIG, "
                           f"or write a starter one with `inboxd init DIR`)")
-    config = load_config(path, secrets=secrets)
-    logs.use(config.log_format)
-    return config
+    teams = load_teams(path, secrets=secrets)
+    logs.use(teams[0].log_format)
+    wanted = ctx.meta.get(TEAM_OPTION)
+    if wanted is None:
+        return teams
+    chosen = [c for c in teams if wanted.upper() == c.team.key.upper()
+              or (c.team_file is not None and wanted == c.team_file.stem)]
+    if not chosen:
+        raise InboxdError(f"--team {wanted}: no such team (the teams are {_names(teams)})")
+    return tuple(chosen)
+
+
+def _names(teams: tuple[Config, ...]) -> str:
+    return "|".join(c.team.key for c in teams)
+
+
+def _config(ctx: click.Context, secrets: bool = True, any_team: bool = False) -> Config:
+    """The one team a command works for (`--team`; a teams.d deployment needs it), set as this thread's team.
+
+    any_team: the command is about what the teams share (the database), and the first one does.
+    """
+    from .models import use_team
+    teams = _teams(ctx, secrets)
+    if len(teams) > 1 and not any_team:
+        raise InboxdError(f"several teams: pick one with --team {_names(teams)}; running them all in one process "
+                          f"comes next")
+    use_team(teams[0].team.key)
+    return teams[0]
 
 
 @cli.command()
@@ -143,6 +169,14 @@ def _open_db(ctx: click.Context) -> Config:
     return config
 
 
+def _open_db_all(ctx: click.Context) -> tuple[Config, ...]:
+    """The teams asked about (`--team`, else every one), with their shared database opened read-only."""
+    from .models import open_database
+    teams = _teams(ctx, secrets=False)
+    open_database(teams[0].database_url, migrate=False)
+    return teams
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
@@ -175,47 +209,55 @@ def item_json(item: Any, team: TeamConfig) -> dict[str, Any]:
 @click.pass_context
 def items(ctx: click.Context, which: str, queue: str | None, owner: str | None, requester: str | None,
           text: str | None, since: str | None, status: str | None, tag: str | None, as_json: bool) -> None:
-    """List items (open ones unless --all or --status); the filters given must all hold."""
+    """List items (open ones unless --all or --status) of every team or of `--team`; the filters must all hold."""
     from .search import Filters, matching, since_moment
-    config = _open_db(ctx)
+    teams = _open_db_all(ctx)
+    config = teams[0]  # --since without an offset is in the first team's timezone
+    several = len(teams) > 1
+    by_key = {c.team.key: c for c in teams}
     tz = config.calendar.tz
     try:
         start = since_moment(since, tz) if since is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     filters = Filters(queue=queue, owner=owner, requester=requester, text=text, since=start, status=status,
-                      tag=tag, open_only=which == "open")
+                      tag=tag, open_only=which == "open", teams=tuple(by_key))
     found = matching(filters)
     if as_json:
-        click.echo(json.dumps([item_json(i, config.team) for i in found], indent=2, ensure_ascii=False))
+        click.echo(json.dumps([item_json(i, by_key[i.team].team) | ({"team": i.team} if several else {})
+                               for i in found], indent=2, ensure_ascii=False))
         return
     count = 0
     for i in found:
+        team = by_key[i.team]
         if not count:
-            click.echo(f"{'REF':<9} {'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
+            click.echo(f"{'REF':<9} " + (f"{'TEAM':<14} " if several else "")
+                       + f"{'STATUS':<10} {'PRIO':<7} {'QUEUE':<12} {'OWNER':<22} {'DUE':<16} SUBJECT")
         count += 1
-        due = short_time(i.due_at, tz) if i.due_at else "-"
-        click.echo(f"{config.team.ref(i.id):<9} {i.status:<10} {i.priority:<7} {i.queue:<12} "
-                   f"{(i.owner or '-'):<22} {due:<16} {i.subject[:60]}")
+        due = short_time(i.due_at, team.calendar.tz) if i.due_at else "-"
+        click.echo(f"{team.team.ref(i.id):<9} " + (f"{team.team.name[:14]:<14} " if several else "")
+                   + f"{i.status:<10} {i.priority:<7} {i.queue:<12} {(i.owner or '-'):<22} {due:<16} {i.subject[:60]}")
     if filters.given():
         click.echo(f"{count} item(s) match")
     elif not count:
         click.echo("no items" + (" open" if which == "open" else ""))
-    _needs_attention(config, everything=which == "all")
+    for team in teams:
+        _needs_attention(team, everything=which == "all", named=several)
 
 
-def _needs_attention(config: Config, everything: bool) -> None:
+def _needs_attention(config: Config, everything: bool, named: bool = False) -> None:
     """Mail inboxd could not handle: kept on the server, listed here until a person deals with it."""
     from .models import Message
-    parked = list(Message.select().where((Message.direction == "in") & (Message.outcome == "parked"))
-                  .order_by(Message.id))
+    parked = list(Message.select().where((Message.team == config.team.key) & (Message.direction == "in")
+                                         & (Message.outcome == "parked")).order_by(Message.id))
     if not parked:
         return
     where = config.mailbox.attention_folder or config.mailbox.folder
+    whose = f"{config.team.name}: " if named else ""
     if not everything:
-        click.echo(f"\n{len(parked)} mail(s) need attention (kept in {where!r}): inboxd items --all lists them")
+        click.echo(f"\n{whose}{len(parked)} mail(s) need attention (kept in {where!r}): inboxd items --all lists them")
         return
-    click.echo(f"\nneeds attention: {len(parked)} mail(s) inboxd could not handle, kept in {where!r}")
+    click.echo(f"\n{whose}needs attention: {len(parked)} mail(s) inboxd could not handle, kept in {where!r}")
     for m in parked:
         when = short_time(m.created_at, config.calendar.tz)
         click.echo(f"  {when}  {m.sender or '(no sender)':<28} {m.subject[:50] or '(no subject)'}\n"
@@ -228,11 +270,20 @@ def _needs_attention(config: Config, everything: bool) -> None:
 @click.pass_context
 def item(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show one item (like IT-42): fields, the requester's other items, history, every mail in and out."""
+    from .models import use_team
     from .queries import item_record
     from .search import others
-    config = _open_db(ctx)
+    teams = _open_db_all(ctx)
+    prefix = ref.upper().strip("[] ").rpartition("-")[0]  # the team a reference names, of those asked about
+    config = next((c for c in teams if c.team.ref_prefix.upper() == prefix), None) if prefix or len(teams) == 1 \
+        else None
+    if config is None and len(teams) > 1:
+        raise InboxdError(f"no item {ref[:40]!r}: name it with its team's prefix "
+                          f"({', '.join(c.team.ref(42) for c in teams)})")
+    config = config or teams[0]
+    use_team(config.team.key)
     team, tz = config.team, config.calendar.tz
-    number = ref.upper().strip("[] ").removeprefix(team.ref_prefix + "-")
+    number = ref.upper().strip("[] ").removeprefix(team.ref_prefix.upper() + "-")
     found = item_record(int(number), team.address) if number.isascii() and number.isdigit() \
         and len(number) <= 12 else None
     if found is None:
@@ -361,7 +412,7 @@ def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
 def backup(ctx: click.Context, file: Path) -> None:
     """Copy the SQLite database to FILE while inboxd runs (PostgreSQL: use pg_dump)."""
     from .upkeep import backup_database
-    click.echo(backup_database(_config(ctx, secrets=False), file))
+    click.echo(backup_database(_config(ctx, secrets=False, any_team=True), file))  # the teams share it
 
 
 @cli.command()
@@ -398,6 +449,25 @@ _add_commands()
 
 
 cli.add_command(auth)
+TEAM_OPTION = "inboxd.team"
+
+
+def _remember_team(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[TEAM_OPTION] = value
+
+
+def _add_team_option(group: click.Group) -> None:
+    """Every command that reads the config takes `--team KEY` (the reference prefix, or the team file's name)."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            _add_team_option(command)
+        elif name not in ("init", "demo"):
+            command.params.append(click.Option(
+                ["--team"], metavar="KEY", expose_value=False, callback=_remember_team,
+                help="the team (its reference prefix, or its file's name in teams.d); needed with several teams, "
+                     "except by items and stats (all teams without it)"))
+
 
 
 @cli.command()
@@ -420,6 +490,9 @@ def report(ctx: click.Context, html_file: Path, since: str | None, until: str | 
     scope = scope_from(config, first, until, queue, owner, now.astimezone(config.calendar.tz).date())
     html_file.write_text(page(config, gather(config, scope, now), now), encoding="utf-8")
     click.echo(f"wrote {html_file}")
+
+
+_add_team_option(cli)
 
 
 def main() -> None:

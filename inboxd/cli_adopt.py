@@ -106,9 +106,9 @@ def _one_pass(daemon: Daemon) -> tuple[str, bool]:
 def _undelivered(daemon: Daemon) -> set[int]:
     """The outbox rows left unsent (waiting for a retry, or never tried while the server was away), and those
     this run gave up on or that some recipients refused."""
-    from .models import Outbox
-    return {row.id for row in Outbox.select(Outbox.id).where(Outbox.status == "pending")} | set(
-        daemon.ledger.undelivered)
+    from .models import Outbox, team
+    pending = Outbox.select(Outbox.id).where((Outbox.team == team()) & (Outbox.status == "pending"))
+    return {row.id for row in pending} | set(daemon.ledger.undelivered)
 
 
 class Created:

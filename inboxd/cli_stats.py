@@ -61,7 +61,7 @@ def scope_from(config: Config, since: str | None, until: str | None, queue: str 
     if last < first:
         raise click.BadParameter(f"{last} is before --since {first}", param_hint="--until")
     return Scope(datetime.combine(first, time(), tz), datetime.combine(last + timedelta(days=1), time(), tz),
-                 queue=queue, owner=owner.lower() if owner else None)
+                 queue=queue, owner=owner.lower() if owner else None, team=config.team.key)
 
 
 def jsonable(value: Any) -> Any:
@@ -112,28 +112,37 @@ def _shown(value: Any, unit: str) -> str:
 @click.pass_context
 def stats(ctx: click.Context, since: str | None, until: str | None, queue: str | None, owner: str | None,
           by: str | None, at: str | None, as_json: bool, as_csv: bool) -> None:
-    """The team's figures over a period, from the database alone (docs/stats.md says what each means)."""
+    """The team's figures over a period, from the database alone (docs/stats.md says what each means).
+
+    With several teams and no --team: each team's, one after the other (JSON: by team key; CSV: a team column).
+    """
     from . import stats as figures_of
-    from .cli import _moment, _open_db
+    from .cli import _moment, _open_db_all
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
-    config = _open_db(ctx)
-    now = _moment(at, config) if at else SystemClock().now()
-    scope = scope_from(config, since, until, queue, owner, now.astimezone(config.calendar.tz).date())
-    total = figures_of.figures(config, scope, now)
-    rows = figures_of.breakdown(config, scope, now, by) if by else []
+    teams = _open_db_all(ctx)
+    several = len(teams) > 1
+    found, lines, tables = {}, [], []
+    for config in teams:  # each in its own calendar: business time is the team's
+        now = _moment(at, config) if at else SystemClock().now()
+        scope = scope_from(config, since, until, queue, owner, now.astimezone(config.calendar.tz).date())
+        total = figures_of.figures(config, scope, now)
+        rows = figures_of.breakdown(config, scope, now, by) if by else []
+        found[config.team.key] = {"by": by, "rows": jsonable(rows), "total": jsonable(total)} if by \
+            else jsonable(total)
+        team = {"team": config.team.key} if several else {}
+        lines += [team | flat({"key": row["key"], **row}) for row in rows] or [team | flat({"key": "total", **total})]
+        tables.append(_table(config, scope, total, rows, by))
     if as_json:
-        found = {"by": by, "rows": jsonable(rows), "total": jsonable(total)} if by else jsonable(total)
-        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(found if several else found[teams[0].team.key], indent=2, ensure_ascii=False))
     elif as_csv:
-        lines = [flat({"key": row["key"], **row}) for row in rows] or [flat({"key": "total", **total})]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(lines[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(lines)
         click.echo(out.getvalue(), nl=False)
     else:
-        click.echo(_table(config, scope, total, rows, by))
+        click.echo("\n\n".join(tables))
 
 
 def _table(config: Config, scope: Scope, total: dict[str, Any], rows: list[dict[str, Any]], by: str | None) -> str:

@@ -28,6 +28,7 @@ from .models import (
     outage,
     schema_version_of,
     seen_inbound,
+    use_team,
     write_transaction,
 )
 from .oauth2 import token_sources
@@ -37,7 +38,7 @@ from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailS
 from .sweep import Due, Sweeper
 from .systemd import Notifier
 from .tracker import Silences
-from .upkeep import migrate_database
+from .upkeep import adopt_old_rows, migrate_database
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60
@@ -62,6 +63,8 @@ class Daemon:
         if schema_version_of(config.database_url) < LATEST_SCHEMA:
             log.info("%s", migrate_database(config))  # only while no other inboxd works on it, backed up first
         open_database(config.database_url)
+        adopt_old_rows(config)
+        use_team(config.team.key)  # each entry point (once, run, ingest, sweep) says it again: a thread may be new
         imap_tokens, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes, tokens=imap_tokens)
         self.fetch_budget = FETCH_BUDGET
@@ -69,7 +72,8 @@ class Daemon:
                                                                       for _ in range(config.smtp.connections)]
         self.ledger = Ledger()
         self.sender = OutboxSender(transports, self.clock, config.smtp, config.team, report=self.ledger,
-                                   silences=Silences(config.calendar, config.service.update_every))
+                                   silences=Silences(config.calendar, config.service.update_every),
+                                   sent_log_name=config.sent_log_name)
         # A process of its own sends beside the intake, unless the daemon runs on a clock of its own
         # (`sweep --at`, tests), a test brought its transport, or the database lives in this process.
         apart = isinstance(self.clock, SystemClock) and transport is None and apart_possible(config.database_url)
@@ -165,6 +169,7 @@ class Daemon:
 
     def ingest(self, uidvalidity: int, stop: threading.Event | None = None) -> int:
         """Process every new mail in batches; a batch is marked done only after its items are committed."""
+        use_team(self.config.team.key)
         state = self._state(uidvalidity)
         uids = self.source.new_uids(state.last_uid)
         skip, quiet = self._backlog(state, uids)
@@ -297,6 +302,7 @@ class Daemon:
 
     def sweep(self) -> list[Due]:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
+        use_team(self.config.team.key)
         try:
             sent = self.sweeper.run(self.clock.now())
         except Exception as exc:  # one line per outage, not one a minute
@@ -344,6 +350,7 @@ class Daemon:
 
     def sweep_once(self) -> list[Due]:
         """Run the jobs once and send what they queued (`inboxd sweep`); refuses while another inboxd runs."""
+        use_team(self.config.team.key)
         with self._one_shot():
             return self.sweep()
 
@@ -369,6 +376,7 @@ class Daemon:
 
     def once(self) -> int:
         """Process the new mail, run the due jobs, send what is queued, and return the number of mails read."""
+        use_team(self.config.team.key)  # before the delivery starts: its thread works for this one's team
         with self._one_shot():
             uidvalidity = self.source.open()
             give_up = time.monotonic() + ONCE_PATIENCE_SECONDS
@@ -390,6 +398,7 @@ class Daemon:
         Another inboxd on the same mailbox and database makes this one refuse to start, or, with
         `standby`, wait until that one stops.
         """
+        use_team(self.config.team.key)
         lock = InstanceLock(self.config)
         if not lock.acquire(standby, self.stopping):
             return

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextvars import copy_context
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from .backup import sqlite_path
 from .clock import SystemClock
 from .config import Config
 from .instance import STANDBY_POLL_SECONDS, AlreadyRunning, InstanceLock
+from .models import use_team
 from .outbox import Ledger, OutboxSender, SmtpTransport
 from .tracker import Silences
 
@@ -72,7 +74,8 @@ class ThreadDelivery:
 
     def start(self) -> None:
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self.sender.serve, args=(self._stop,), name="outbox", daemon=True)
+        self.thread = threading.Thread(target=copy_context().run, args=(self.sender.serve, self._stop), name="outbox",
+                                       daemon=True)  # for the starting thread's team
         self.thread.start()
 
     def notify(self) -> None:
@@ -236,15 +239,17 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the daemon until now
     logs.setup(level <= logging.DEBUG)
     logs.use(config.log_format)
+    use_team(config.team.key)  # its team's mail only: the SMTP server and sender are the team's
     lock = _started(config, wake)
     if lock is None:
         return
     _, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
     sender = OutboxSender([SmtpTransport(config.smtp, smtp_tokens) for _ in range(config.smtp.connections)],
                           SystemClock(), config.smtp, config.team, report=_Forward(reports),
-                          silences=Silences(config.calendar, config.service.update_every))
+                          silences=Silences(config.calendar, config.service.update_every),
+                          sent_log_name=config.sent_log_name)
     stop = threading.Event()
-    worker = threading.Thread(target=sender.serve, args=(stop,), name="outbox", daemon=True)
+    worker = threading.Thread(target=copy_context().run, args=(sender.serve, stop), name="outbox", daemon=True)
     worker.start()
     with wake:
         while True:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import stats
-from .models import Message, Outbox
+from .models import Message, Outbox, team
 from .settings import Config
 from .stats import Scope
 
@@ -24,7 +24,7 @@ def digest(config: Config, now: datetime, slot: datetime, at_risk_by: datetime, 
     The same definitions as `inboxd stats` (inboxd/stats.py computes both).
     """
     start = week_before(slot, config)
-    scope = Scope(start, slot, owner=owner)
+    scope = Scope(start, slot, owner=owner, team=team())
     week = stats.figures(config, scope, now)
     figures = {
         "owner": owner or "", "owner_name": _name(owner, config), "week_from": start, "week_to": slot,
@@ -37,10 +37,10 @@ def digest(config: Config, now: datetime, slot: datetime, at_risk_by: datetime, 
         "dead_mail": 0, "needs_attention": 0,
     }
     if owner is None:  # what only the lead can act on: mail that could not go out or could not be read
-        figures["dead_mail"] = Outbox.select().where(
-            (Outbox.status == "dead") & (Outbox.created_at >= start) & (Outbox.created_at < slot)).count()
+        figures["dead_mail"] = Outbox.select().where((Outbox.team == team()) & (Outbox.status == "dead") & (
+            Outbox.created_at >= start) & (Outbox.created_at < slot)).count()
         figures["needs_attention"] = Message.select().where(
-            (Message.direction == "in") & (Message.outcome == "parked")).count()
+            (Message.team == team()) & (Message.direction == "in") & (Message.outcome == "parked")).count()
     return figures
 
 
@@ -52,7 +52,8 @@ def _name(address: str | None, config: Config) -> str:
 def picture(config: Config, now: datetime, slot: datetime, owner: str | None = None) -> dict[str, Any]:
     """What the HTML part draws: the week's figures (`stats`'), its charts and the weeks before, as the report."""
     from .report import HEADLINE, WEEKS, chart_rows, gather, shown, week_start
-    trend = Scope(since=week_start(slot, config, WEEKS), until=week_start(slot, config), owner=owner)  # whole weeks
-    data = gather(config, Scope(since=week_before(slot, config), until=slot, owner=owner), now, trend)
+    trend = Scope(since=week_start(slot, config, WEEKS), until=week_start(slot, config), owner=owner,
+                  team=team())  # whole weeks
+    data = gather(config, Scope(since=week_before(slot, config), until=slot, owner=owner, team=team()), now, trend)
     found = data["figures"]
     return {"figures": found, "shown": {key: shown(key, found[key]) for key in HEADLINE}, "charts": chart_rows(data)}

@@ -20,6 +20,7 @@ from .clock import Clock, SystemClock
 from .errors import InboxdError
 from .health import Health, look, verdict
 from .metrics import REGISTRY, Live
+from .models import use_team
 from .settings import Config
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def _app(health: Health, config: Callable[[], Config] | None = None, clock: Cloc
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if config is not None:
+            use_team(config().team.key)  # a thread per request: the counts are this daemon's team's
         if path == "/metrics":
             return metrics(environ, start_response)
         if path == "/report" and config is not None:

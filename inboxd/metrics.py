@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .health import Health, look, verdict
-from .models import Item, forget_connection
+from .models import Item, forget_connection, team
 
 if TYPE_CHECKING:
     from .pipeline import Outcome
@@ -89,7 +89,8 @@ class Live(Collector):
 def _items() -> Iterator[Metric]:
     items = GaugeMetricFamily("inboxd_items", "Items by status", labels=["status"])
     try:
-        for status, count in Item.select(Item.status, pw.fn.COUNT(Item.id)).group_by(Item.status).tuples():
+        for status, count in Item.select(Item.status, pw.fn.COUNT(Item.id)).where(Item.team == team()) \
+                .group_by(Item.status).tuples():
             items.add_metric([status], count)
     except pw.PeeweeException:
         return  # gone since the outbox was counted: inboxd_database_up says so at the next scrape

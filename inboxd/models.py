@@ -10,8 +10,9 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,19 @@ from .settings import shown_url
 
 log = logging.getLogger(__name__)
 db = pw.DatabaseProxy()
+# The team this thread works for (its key, the reference prefix): what every row it writes belongs to, and
+# what every question it asks is about. Each thread sets it once (a new thread starts without it: "").
+TEAM: ContextVar[str] = ContextVar("team", default="")
+
+
+def use_team(key: str) -> None:
+    """This thread (and what it calls) works for this team from now on."""
+    TEAM.set(key)
+
+
+def team() -> str:
+    """The key of the team this thread works for ("": none set, as in a test of one module)."""
+    return TEAM.get()
 BUSY_TIMEOUT_SECONDS = 30.0  # SQLite waits this long for another process's lock, then the database is "unavailable"
 
 
@@ -179,6 +193,7 @@ class BaseModel(pw.Model):
 class Item(BaseModel):
     """A tracked request."""
 
+    team = pw.CharField(default=team, index=True)  # the team's key; item ids are global: IT-5 and HR-6, never both 5
     subject = pw.TextField()
     requester = pw.CharField(index=True)
     requester_name = pw.TextField(default="")
@@ -215,6 +230,7 @@ class Item(BaseModel):
 class Message(BaseModel):
     """Every mail in or out, keyed by Message-ID and content fingerprint per direction."""
 
+    team = pw.CharField(default=team)  # the same mail to two teams' addresses is a request to each
     message_id = pw.CharField()
     fingerprint = pw.CharField(default="")
     direction = pw.CharField()  # in | out
@@ -231,12 +247,13 @@ class Message(BaseModel):
     created_at = UtcDateTimeField()
 
     class Meta:
-        indexes = ((("direction", "message_id", "fingerprint"), True), (("message_id",), False))
+        indexes = ((("team", "direction", "message_id", "fingerprint"), True), (("message_id",), False))
 
 
 class Event(BaseModel):
     """The audit trail: who did what to which item, and why."""
 
+    team = pw.CharField(default=team)
     item = pw.ForeignKeyField(Item, null=True, backref="events", on_delete="CASCADE")
     message = pw.ForeignKeyField(Message, null=True, on_delete="SET NULL")
     at = UtcDateTimeField()
@@ -252,6 +269,7 @@ class Event(BaseModel):
 class Outbox(BaseModel):
     """An outgoing mail, rendered in full, waiting to be sent or given up on."""
 
+    team = pw.CharField(default=team)  # whose SMTP sends it
     item = pw.ForeignKeyField(Item, null=True, backref="outgoing", on_delete="SET NULL")
     kind = pw.CharField()
     recipients = JsonField()
@@ -277,9 +295,10 @@ class Notice(BaseModel):
     """One proactive mail sent (or decided against) for an item's date or a week: never twice.
 
     Item notices are unique per (item, kind, for_date), so a new promised date starts a new cycle;
-    digests have no item and are unique per (kind, audience, for_date).
+    digests have no item and are unique per (team, kind, audience, for_date).
     """
 
+    team = pw.CharField(default=team)
     item = pw.ForeignKeyField(Item, null=True, backref="notices", on_delete="CASCADE")
     kind = pw.CharField()  # owner_reminder | deadline_notice | escalation | status_update | digest
     for_date = UtcDateTimeField()  # the promised date, the last mail the requester got, or the digest's week
@@ -290,8 +309,8 @@ class Notice(BaseModel):
         indexes = ((("item", "kind", "for_date"), True), (("kind", "for_date"), False))
 
 
-Notice.add_index(Notice.index(Notice.kind, Notice.audience, Notice.for_date, unique=True,
-                              where=Notice.item.is_null(), name="notice_digest_once"))
+Notice.add_index(Notice.index(Notice.team, Notice.kind, Notice.audience, Notice.for_date, unique=True,
+                              where=Notice.item.is_null(), name="notice_team_digest_once"))
 
 
 class DateMove(BaseModel):
@@ -379,13 +398,17 @@ def seen_inbound(message_id: str, fingerprint: str, old_fingerprint: str = "", r
     """
     columns = (Message.id, Message.outcome, Message.item, Message.uid)
     sql = composed("seen_inbound", lambda: Message.select(*columns).where(
-        (Message.direction == "in") & (Message.message_id == "")
+        (Message.team == "") & (Message.direction == "in") & (Message.message_id == "")
         & ((Message.fingerprint == "") | ((Message.fingerprint == "") & (Message.raw_size == 0)))))
-    return db.execute_sql(sql, ["in", message_id, fingerprint, old_fingerprint or fingerprint, raw_size]).fetchone()
+    return db.execute_sql(sql, [team(), "in", message_id, fingerprint, old_fingerprint or fingerprint,
+                                raw_size]).fetchone()
 
 
 def automatic_mails_since(recipient: str, since: datetime) -> int:
-    """How many automatic answers went to this address after `since`: the flood cap's count, per mail."""
+    """How many automatic answers went to this address after `since`: the flood cap's count, per mail.
+
+    Across teams: a sender flooding two aliases is capped once, so no two teams can be made to loop.
+    """
     sql = composed("automatic_mails_since", lambda: Outbox.select(pw.fn.COUNT(Outbox.id)).where(
         (Outbox.recipient == "") & (Outbox.automatic == True) & (Outbox.created_at > datetime.now())))  # noqa: E712
     fields = Outbox._meta.fields
@@ -394,7 +417,7 @@ def automatic_mails_since(recipient: str, since: datetime) -> int:
 
 
 def requests_since(requester: str, since: datetime) -> int:
-    """How many items this address opened after `since`: the flood batching's count, per mail."""
+    """How many items this address opened after `since`, with any team: the flood batching's count, per mail."""
     sql = composed("requests_since", lambda: Item.select(pw.fn.COUNT(Item.id)).where(
         (Item.requester == "") & (Item.created_at > datetime.now())))
     return db.execute_sql(sql, [requester, Item._meta.fields["created_at"].db_value(since)]).fetchone()[0]
@@ -410,10 +433,11 @@ def same_text_requests(requester: str, text: str, since: datetime) -> list[tuple
     sql = composed("same_text_requests", lambda: Item.select(Message.item, Message.subject)
                     .join(Message, pw.JOIN.CROSS, on=None)
                     .where((Message.item == Item.id) & (Item.requester == "") & (Item.created_at > datetime.now())
-                           & (Message.direction == "in") & (Message.outcome == "item") & (Message.body == ""))
+                           & (Item.team == "") & (Message.direction == "in") & (Message.outcome == "item")
+                           & (Message.body == ""))
                     .order_by(Message.message_id, Message.fingerprint))
     when = Item._meta.fields["created_at"].db_value(since)
-    return db.execute_sql(sql, [requester, when, "in", "item", text]).fetchall()
+    return db.execute_sql(sql, [requester, when, team(), "in", "item", text]).fetchall()
 
 
 def item_mails_since(item_id: int, since: datetime) -> int:
@@ -424,15 +448,15 @@ def item_mails_since(item_id: int, since: datetime) -> int:
 
 
 def last_owner(queue: str, members: tuple[str, ...]) -> str | None:
-    """Who of these members got this queue's last assigned item: the round-robin's question, per new item."""
+    """Who of these members got this team's queue's last assigned item: the round-robin's question, per new item."""
     sql = composed(("last_owner", len(members)), lambda: Item.select(Item.owner).where(
-        (Item.queue == "") & Item.owner.in_([""] * len(members))).order_by(Item.id.desc()).limit(1))
-    row = db.execute_sql(sql, [queue, *members, 1]).fetchone()
+        (Item.team == "") & (Item.queue == "") & Item.owner.in_([""] * len(members))).order_by(Item.id.desc()).limit(1))
+    row = db.execute_sql(sql, [team(), queue, *members, 1]).fetchone()
     return row[0] if row is not None else None
 
 
 def open_counts(members: tuple[str, ...]) -> dict[str, int]:
-    """How many open items each of these members owns (absent: none): least-loaded's question, per new item."""
+    """How many open items each of these members owns, in any team (their whole load): least-loaded's question."""
     sql = composed(("open_counts", len(members)), lambda: Item.select(Item.owner, pw.fn.COUNT(Item.id)).where(
         Item.owner.in_([""] * len(members)) & Item.status.in_(list(OPEN_STATUSES))).group_by(Item.owner))
     return dict(db.execute_sql(sql, [*members, *(str(s) for s in OPEN_STATUSES)]).fetchall())
@@ -591,11 +615,49 @@ def _v10_search(database: pw.Database) -> None:
         database.execute_sql(statement)
 
 
-# Append only: each entry runs once, in order, inside a transaction.
+TEAM_TABLES: tuple[type[BaseModel], ...] = (Item, Message, Outbox, Event, Notice)  # each row of these is one team's
+
+
+def _v13_teams(database: pw.Database) -> None:
+    """Each item, mail, outgoing mail, event and notice belongs to a team (its key; "" until adopted).
+
+    The same mail to two teams is a request to each: the inbound record is unique per team, and so is
+    a week's digest. Rows from before are adopted by the first start with a config (`adopt_rows`).
+    """
+    for model in TEAM_TABLES:
+        table = model._meta.table_name
+        if "team" not in {c.name for c in database.get_columns(table)}:
+            database.execute_sql(f"ALTER TABLE {table} ADD COLUMN team VARCHAR(255) NOT NULL DEFAULT ''")
+    for statement in ("CREATE INDEX IF NOT EXISTS item_team ON item (team)",
+                      "DROP INDEX IF EXISTS message_direction_message_id_fingerprint",
+                      "CREATE UNIQUE INDEX IF NOT EXISTS message_team_direction_message_id_fingerprint "
+                      "ON message (team, direction, message_id, fingerprint)",
+                      "DROP INDEX IF EXISTS notice_digest_once",
+                      "CREATE UNIQUE INDEX IF NOT EXISTS notice_team_digest_once "
+                      "ON notice (team, kind, audience, for_date) WHERE item_id IS NULL"):
+        database.execute_sql(statement)
+
+
+def adopt_rows(teams: Sequence[tuple[str, str]]) -> tuple[str, dict[str, int]] | None:
+    """Rows from before teams (team "") go to one team: (key, rows per table), or None when there are none.
+
+    `teams` are (key, mailbox label), the first the default: the team whose mailbox the old incoming mail
+    was mostly read from takes them. One UPDATE per table; the caller holds the transaction.
+    """
+    if not (Item.select().where(Item.team == "").exists() or Message.select().where(Message.team == "").exists()):
+        return None  # the indexes answer: no scan of the events and the outbox at each start
+    mostly = (Message.select(Message.mailbox).where((Message.team == "") & (Message.direction == "in"))
+              .group_by(Message.mailbox).order_by(pw.fn.COUNT(Message.id).desc(), Message.mailbox).limit(1).scalar())
+    key = next((key for key, label in teams if label == mostly), teams[0][0])
+    counts = {model._meta.table_name: model.update(team=key).where(model.team == "").execute() for model in TEAM_TABLES}
+    return key, counts
+
+
+# Append only: each entry runs once, in order, inside a transaction. 11 and 12 are other branches' (issue 17).
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
     (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact), (9, _v9_figures),
-    (10, _v10_search)]
+    (10, _v10_search), (13, _v13_teams)]
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]

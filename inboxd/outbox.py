@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpLoginRefused, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Message, Outbox, composed, create, db, forget_connection, outage, write_transaction
+from .models import Message, Outbox, composed, create, db, forget_connection, outage, team, write_transaction
 from .oauth2 import HttpTokens, TokenError, TokenSource
 from .sentlog import SentLog
 from .tracker import Silences, Tracker
@@ -247,7 +248,7 @@ class OutboxSender:
 
     def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig,
                  team: TeamConfig | None = None, report: Report | None = None,
-                 silences: Silences | None = None) -> None:
+                 silences: Silences | None = None, sent_log_name: str = "sent") -> None:
         self.transports, self.clock, self.config = transports, clock, config
         self.team, self.silences = team, silences  # silences: the requester's word from us is noted as it leaves
         self.report: Report = report or Ledger()
@@ -257,6 +258,7 @@ class OutboxSender:
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.wakes = [threading.Event() for _ in transports]
         self._sent_log: SentLog | None = None
+        self._sent_log_name = sent_log_name  # beside the database file: one per team when teams share it
         self._settling, self._settled = threading.Lock(), False
 
     @property
@@ -275,8 +277,10 @@ class OutboxSender:
         return timedelta(seconds=min(seconds, self.config.max_retry_seconds))
 
     def due(self, share: int = 0, shares: int = 1, limit: int = 100) -> list[Outbox]:
-        """Pending mail whose time has come, oldest first; connection `share` of `shares` takes id % shares."""
-        query = Outbox.select().where((Outbox.status == "pending") & (Outbox.next_attempt_at <= self.clock.now()))
+        """This team's pending mail whose time has come (its SMTP is the team's), oldest first; connection `share`
+        of `shares` takes id % shares."""
+        query = Outbox.select().where((Outbox.team == team()) & (Outbox.status == "pending")
+                                      & (Outbox.next_attempt_at <= self.clock.now()))
         if shares > 1:  # each connection owns its rows, so no mail is ever sent by two of them
             query = query.where(Outbox.id % shares == share)
         return list(query.order_by(Outbox.id).limit(limit))
@@ -385,7 +389,7 @@ class OutboxSender:
         if self._sent_log is None:
             database = db.obj
             if isinstance(database, pw.SqliteDatabase) and database.database not in ("", ":memory:"):
-                self._sent_log = SentLog(Path(f"{database.database}.sent"))
+                self._sent_log = SentLog(Path(f"{database.database}.{self._sent_log_name}"))
         return self._sent_log
 
     def settle(self) -> int:
@@ -474,7 +478,8 @@ class OutboxSender:
     def run(self, stop: threading.Event) -> None:
         """One worker per connection until `stop`; then the caller drains what is left."""
         self.stopping = stop
-        workers = [threading.Thread(target=self._work, args=(n, stop), name=f"outbox-{n}", daemon=True)
+        workers = [threading.Thread(target=copy_context().run, args=(self._work, n, stop), name=f"outbox-{n}",
+                                    daemon=True)  # each works for this thread's team
                    for n in range(len(self.transports))]
         for worker in workers:
             worker.start()

@@ -24,7 +24,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .daemon import Daemon
 from .errors import InboxdError
-from .models import MIGRATIONS, Outbox, db
+from .models import MIGRATIONS, Outbox, db, team
 from .pipeline import Outcome
 from .source import Fetched, ImapSource, MailSource
 
@@ -134,7 +134,8 @@ def _schema_current(url: str) -> None:
 def _walk(daemon: Daemon, folder: ReadOnlySource, adopting: tuple[str | datetime, bool] | None) -> str:
     """Read the new mail and run the jobs as `once` would, noting what each mail caused; the report."""
     config, now = daemon.config, daemon.clock.now()
-    waiting = Outbox.select().where((Outbox.status == "pending") & (Outbox.next_attempt_at <= now)).count()
+    waiting = Outbox.select().where((Outbox.team == team()) & (Outbox.status == "pending")
+                                    & (Outbox.next_attempt_at <= now)).count()
     seen = [Outbox.select(pw.fn.MAX(Outbox.id)).scalar() or 0]
     lines: list[str] = []
 

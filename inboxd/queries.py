@@ -21,6 +21,7 @@ from .models import (
     open_counts,
     requests_since,
     same_text_requests,
+    team,
 )
 from .settings import TeamConfig
 
@@ -38,8 +39,8 @@ def view(row: Item) -> ItemView:
 
 
 def item(number: int) -> ItemView | None:
-    """The item with this number, if any."""
-    row = Item.get_or_none(Item.id == number)
+    """The item with this number, if this thread's team has one: another team's item is none of its business."""
+    row = Item.get_or_none((Item.id == number) & (Item.team == team()))
     return view(row) if row is not None else None
 
 
@@ -50,7 +51,7 @@ class StoredThreads:
         return item(number)
 
     def item_of_mail(self, message_ids: Sequence[str], outgoing_only: bool = False) -> ItemView | None:
-        condition = Message.message_id.in_(list(message_ids)) & Message.item.is_null(False)
+        condition = Message.message_id.in_(list(message_ids)) & Message.item.is_null(False) & (Message.team == team())
         if outgoing_only:
             condition &= Message.direction == "out"
         known = Message.select(Message.item).where(condition).order_by(Message.id.desc()).first()
@@ -58,7 +59,8 @@ class StoredThreads:
 
     def kind_of_mail(self, message_id: str) -> str | None:
         ours = (Message.select(Message.outcome)
-                .where((Message.message_id == message_id) & (Message.direction == "out")).first())
+                .where((Message.message_id == message_id) & (Message.direction == "out") & (Message.team == team()))
+                .first())
         return ours.outcome if ours is not None else None
 
 

@@ -51,7 +51,7 @@ def week_start(moment: datetime, config: Config, weeks_back: int = 0) -> datetim
 
 def default_scope(config: Config, now: datetime, queue: str | None = None, owner: str | None = None) -> Scope:
     """The last WEEKS weeks up to now, whole weeks from a Monday in the team's timezone, this week included."""
-    return Scope(since=week_start(now, config, WEEKS - 1), until=now, queue=queue, owner=owner)
+    return Scope(since=week_start(now, config, WEEKS - 1), until=now, queue=queue, owner=owner, team=config.team.key)
 
 
 def gather(config: Config, scope: Scope, now: datetime, trend: Scope | None = None) -> dict[str, Any]:

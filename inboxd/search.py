@@ -17,7 +17,7 @@ from datetime import datetime, tzinfo
 import peewee as pw
 
 from .domain import OPEN_STATUSES
-from .models import SEARCH_INDEX, Item, Message, db, fts5_available
+from .models import SEARCH_INDEX, Item, Message, db, fts5_available, team
 
 OTHERS_SHOWN = 10  # `inboxd item`: how many of the requester's other items it lists
 
@@ -34,6 +34,7 @@ class Filters:
     status: str | None = None  # any status, open or not
     tag: str | None = None
     open_only: bool = True  # without `status`: only the open items
+    teams: tuple[str, ...] | None = None  # the teams' keys; None: every team
 
     def given(self) -> bool:
         """Some filter narrows the list (beyond open or all)."""
@@ -85,6 +86,8 @@ def _items_with(word: str, how: str) -> pw.SelectQuery:
 def matching(filters: Filters) -> Iterator[Item]:
     """The items that pass every filter, in creation order, read as they are needed."""
     query = Item.select().order_by(Item.id)
+    if filters.teams is not None:
+        query = query.where(Item.team.in_(list(filters.teams)))
     if filters.status:
         query = query.where(Item.status == filters.status)
     elif filters.open_only:
@@ -108,9 +111,9 @@ def matching(filters: Filters) -> Iterator[Item]:
 
 
 def others(item_id: int, requester: str) -> list[Item]:
-    """The requester's other items, newest first, up to OTHERS_SHOWN: what else they asked us."""
+    """The requester's other items with this thread's team, newest first, up to OTHERS_SHOWN: what else they asked."""
     if not requester:  # mail with no usable sender: those items are not one person's
         return []
     return list(Item.select(Item.id, Item.status, Item.created_at, Item.subject)
-                .where((Item.requester == requester) & (Item.id != item_id))
+                .where((Item.requester == requester) & (Item.id != item_id) & (Item.team == team()))
                 .order_by(Item.id.desc()).limit(OTHERS_SHOWN))

@@ -42,6 +42,11 @@ class TeamConfig:
         """Members and the lead may send keywords."""
         return bool(email) and (email == self.lead or self.member(email) is not None)
 
+    @property
+    def key(self) -> str:
+        """The team's key in the database: its reference prefix (unique across teams; item numbers are global)."""
+        return self.ref_prefix
+
     def ref(self, number: int | None) -> str:
         """An item's reference, e.g. IT-42 (IT-NEW for one not saved yet): the only place it is spelled."""
         return f"{self.ref_prefix}-{number if number is not None else 'NEW'}"
@@ -176,3 +181,8 @@ class Config:
     log_format: str = "text"  # [log] format: text | json
     http_listen: tuple[str, int] | None = None  # [http] listen: where /healthz and /metrics are served; None: not
     team_file: Path | None = None  # the team's own file in the teams folder, over `path`; None: `path` alone
+
+    @property
+    def sent_log_name(self) -> str:
+        """The sent log's name beside a SQLite file (`outbox.SentLog`): one per team when teams share the file."""
+        return f"{self.team.key}.sent" if self.team_file is not None else "sent"

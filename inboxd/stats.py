@@ -37,16 +37,17 @@ KEYS = ("since", "until", "queue", "owner", "requests", "acknowledged", "acknowl
 
 @dataclass(frozen=True)
 class Scope:
-    """The period [since, until) and, optionally, one queue or one owner (UNOWNED: items nobody owns)."""
+    """The period [since, until) of one team (None: all), and optionally one queue or owner (UNOWNED: nobody)."""
 
     since: datetime
     until: datetime
     queue: str | None = None
     owner: str | None = None
+    team: str | None = None
 
     def items(self) -> pw.Expression:
-        """The items of this queue and owner, whatever their dates."""
-        condition = Item.id.is_null(False)
+        """The items of this team, queue and owner, whatever their dates."""
+        condition = Item.id.is_null(False) if self.team is None else Item.team == self.team
         if self.queue is not None:
             condition &= Item.queue == self.queue
         if self.owner is not None:
@@ -281,7 +282,8 @@ def _rules_turned_away(scope: Scope) -> dict[str, int]:
         return {}
     return dict(Message.select(Message.outcome, pw.fn.COUNT(Message.id)).where(
         (Message.direction == "in") & Message.outcome.in_(["declined", "redirected"])
-        & scope.within(Message.created_at)).group_by(Message.outcome).tuples())
+        & scope.within(Message.created_at) & (Message.id.is_null(False) if scope.team is None else
+                                              Message.team == scope.team)).group_by(Message.outcome).tuples())
 
 
 def _periods(config: Config, scope: Scope, by: str) -> Iterator[tuple[str, Scope]]:

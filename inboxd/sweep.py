@@ -15,7 +15,7 @@ from .digest import digest, picture
 from .domain import OPEN_STATUSES, ItemView, Reply
 from .errors import DatabaseOutage, InboxdError
 from .mailout import Composer
-from .models import Item, Notice, write_transaction
+from .models import Item, Notice, team, write_transaction
 from .outbox import enqueue
 from .promises import Cutoffs
 from .queries import not_paused
@@ -121,7 +121,8 @@ class Sweeper:
         """Open, running items due by the cutoff with no notice of this kind for that date; each with the date."""
         sent = Notice.select(Notice.id).where((Notice.item == Item.id) & (Notice.kind == kind)
                                               & (Notice.for_date == date_field))
-        condition = Item.status.in_(OPEN_STATUSES) & (date_field <= cutoff) & not_paused() & ~pw.fn.EXISTS(sent)
+        condition = (Item.team == team()) & Item.status.in_(OPEN_STATUSES) & (date_field <= cutoff) & not_paused() \
+            & ~pw.fn.EXISTS(sent)
         for extra in more:
             condition &= extra
         rows = Item.select().where(condition).order_by(date_field, Item.id).limit(BATCH)
@@ -143,10 +144,11 @@ class Sweeper:
         if weekly is None:
             return []
         slot = weekly.last(now, self.config.calendar.tz)
-        if not Item.select().where(Item.created_at < slot).exists():
+        if not Item.select().where((Item.team == team()) & (Item.created_at < slot)).exists():
             return []  # inboxd was not in use yet that week: nothing to report
         sent = {audience for (audience,) in Notice.select(Notice.audience).where(
-            Notice.item.is_null() & (Notice.kind == "digest") & (Notice.for_date == slot)).tuples()}
+            (Notice.team == team()) & Notice.item.is_null() & (Notice.kind == "digest")
+            & (Notice.for_date == slot)).tuples()}
         found = []
         if "team" not in sent:
             found.append(Due("digest", None, slot, (self.config.team.lead,), f"weekly digest ({weekly})", "team",
@@ -167,7 +169,8 @@ class Sweeper:
 
         A batch goes once the oldest waited HELD_BATCH, so a flood makes one mail per queue that often.
         """
-        held = list(Notice.select(Notice.item, Notice.audience, Notice.for_date).where(Notice.kind == HELD)
+        held = list(Notice.select(Notice.item, Notice.audience, Notice.for_date)
+                    .where((Notice.team == team()) & (Notice.kind == HELD))
                     .order_by(Notice.for_date, Notice.id).limit(BATCH).tuples())
         queues: dict[str, list[tuple[int, datetime]]] = {}
         for item_id, queue, since in held:

@@ -19,7 +19,7 @@ from .clock import BusinessCalendar, Duration
 from .domain import ACK_WITHIN, OPEN_STATUSES, ItemView, Plan
 from .intake import NewItem
 from .message import InboundMessage
-from .models import Absence, DateMove, Event, Item, Message, Notice, Silence, composed, create, db, new_secret
+from .models import Absence, DateMove, Event, Item, Message, Notice, Silence, composed, create, db, new_secret, team
 from .promises import SILENCE_GRACE, date_in_force
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,9 @@ class Tracker:
     def record_parked(self, message_id: str, fingerprint: str, uid: int | None, sender: str, subject: str,
                       raw_size: int, reason: str, now: datetime) -> None:
         """Note a mail that cannot be handled; it stays on the server for a person."""
-        Message.insert(message_id=message_id, fingerprint=fingerprint, direction="in", mailbox=self.mailbox,
-                       uid=uid, sender=sender, subject=subject, raw_size=raw_size, outcome="parked",
-                       reason=reason, created_at=now).on_conflict_ignore().execute()
+        Message.insert(team=team(), message_id=message_id, fingerprint=fingerprint, direction="in",
+                       mailbox=self.mailbox, uid=uid, sender=sender, subject=subject, raw_size=raw_size,
+                       outcome="parked", reason=reason, created_at=now).on_conflict_ignore().execute()
 
     @staticmethod
     def forget_parked(record_id: int) -> None:
@@ -205,11 +205,11 @@ class Tracker:
             when = Item.acknowledged_at.db_value
             db.execute_sql(sql, [when(now), when(now - ACK_WITHIN), item_id])
         if refused and item_id:
-            Event.create(item=item_id, at=now, actor="inboxd", kind="delivery-failed",
-                         detail=f"{kind} not delivered to {refused}")
+            create(Event, item=item_id, at=now, actor="inboxd", kind="delivery-failed",
+                   detail=f"{kind} not delivered to {refused}")
 
     @staticmethod
     def given_up(item_id: int | None, detail: str, now: datetime) -> None:
         """The outbox gave a mail up: the item's history says why."""
         if item_id:
-            Event.create(item=item_id, at=now, actor="inboxd", kind="delivery-failed", detail=detail)
+            create(Event, item=item_id, at=now, actor="inboxd", kind="delivery-failed", detail=detail)

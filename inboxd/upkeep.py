@@ -9,10 +9,10 @@ from pathlib import Path
 
 from . import backup
 from .backup import sqlite_path
-from .config import Config
+from .config import Config, load_teams
 from .errors import InboxdError
 from .instance import AlreadyRunning, InstanceLock
-from .models import LATEST_SCHEMA, connect_database, upgrade
+from .models import LATEST_SCHEMA, adopt_rows, connect_database, upgrade, write_transaction
 from .settings import shown_url
 from .tracker import Tracker
 
@@ -50,9 +50,10 @@ def migrate_database(config: Config) -> str:
                           f"first (a migration changes the schema under it)") from None
     try:
         before, saved = upgrade(database, url)
+        owner = adopt_old_rows(config)
         if 0 < before < 9:  # the figures' business minutes need the calendar, which migrations do not have
             with database.atomic():
-                filled = Tracker.fill_first_response_minutes(config.calendar)
+                filled = Tracker.fill_first_response_minutes(owner.calendar)
             log.info("database: business minutes to the first response filled in for %d item(s)", filled)
     finally:
         lock.release()
@@ -63,3 +64,20 @@ def migrate_database(config: Config) -> str:
         return f"database {where}: created at schema version {LATEST_SCHEMA}"
     return (f"database {where}: schema version {before} brought up to {LATEST_SCHEMA}"
             + (f"; the copy taken before is {saved}" if saved else ""))
+
+
+def adopt_old_rows(config: Config) -> Config:
+    """Rows from before teams (team "") become one team's, logged with counts; that team's config (or `config`).
+
+    Of a teams.d deployment, the team whose mailbox the old mail was read from, else the first; of a lone
+    config, its own. Run wherever migrations run with a config at hand: the daemon's start, `inboxd migrate`.
+    """
+    teams = load_teams(config.path, secrets=False) if config.team_file is not None else (config,)
+    with write_transaction():
+        adopted = adopt_rows([(team.team.key, team.mailbox.label) for team in teams])
+    if adopted is None:
+        return config
+    key, counts = adopted
+    log.info("database: rows from before teams adopted by team %s: %s", key,
+             ", ".join(f"{count} {table}" for table, count in counts.items()))
+    return next(team for team in teams if team.team.key == key)
