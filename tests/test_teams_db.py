@@ -1,0 +1,203 @@
+"""Teams in the database: each row a team's, from the thread's team; rows from before adopted; migration 13."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import peewee as pw
+import pytest
+from click.testing import CliRunner
+from helpers import make_mail, write_config
+
+from inboxd.cli import cli
+from inboxd.config import load_config, load_teams
+from inboxd.daemon import Daemon
+from inboxd.models import (
+    MIGRATIONS,
+    Event,
+    Item,
+    Message,
+    Notice,
+    Outbox,
+    SchemaVersion,
+    adopt_rows,
+    create,
+    open_database,
+    team,
+    use_team,
+)
+from inboxd.outbox import FakeTransport
+from inboxd.source import FakeSource
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+HR = """\
+[team]
+name = "HR"
+address = "hr@example.org"
+ref_prefix = "HR"
+
+[mailbox]
+user = "hr"
+"""
+
+
+def an_item(subject: str = "Badge") -> Item:
+    return create(Item, subject=subject, requester="rosa@example.org", queue="default", created_at=NOW, secret="s")
+
+
+def test_a_row_belongs_to_the_team_of_the_thread_that_wrote_it(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'teams.db'}")
+    try:
+        use_team("HR")
+        hr = an_item()
+        Event.create(item=hr, at=NOW, actor="inboxd", kind="created")  # peewee's own create too
+        other: list[str] = []
+
+        def in_a_new_thread() -> None:  # a thread starts with no team: it must say which it works for
+            other.append(team())
+            use_team("IT")
+            an_item()
+
+        worker = threading.Thread(target=in_a_new_thread)
+        worker.start()
+        worker.join()
+        assert other == [""] and team() == "HR"  # another thread's choice is not this one's
+        assert [(i.subject, i.team) for i in Item.select().order_by(Item.id)] == [("Badge", "HR"), ("Badge", "IT")]
+        assert Event.get().team == "HR"
+    finally:
+        use_team("")
+        database.close()
+
+
+def test_the_same_mail_is_a_request_to_each_team_but_once_to_one(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'teams.db'}")
+    try:
+        for key in ("IT", "HR"):
+            use_team(key)
+            create(Message, message_id="<same@x>", fingerprint="f", direction="in", created_at=NOW)
+        with pytest.raises(pw.IntegrityError), database.atomic():
+            create(Message, message_id="<same@x>", fingerprint="f", direction="in", created_at=NOW)
+    finally:
+        use_team("")
+        database.close()
+
+
+def back_to_schema_10(url: str) -> None:
+    """A database as schema 10 left it, with rows: no team columns, the indexes of before."""
+    database = open_database(url)
+    use_team("gone")  # dropped with its column below
+    for mailbox in ("hr@host/INBOX", "hr@host/INBOX", "it@host/INBOX"):
+        item = an_item()
+        record = create(Message, message_id=f"<{item.id}@x>", direction="in", mailbox=mailbox, item=item,
+                        created_at=NOW)
+        create(Event, item=item.id, message=record, at=NOW, actor="rosa@example.org", kind="created")
+        create(Outbox, item=item.id, kind="ack", recipients=["rosa@example.org"], sender="hr@example.org",
+               subject="s", message_id=f"<ack-{item.id}@x>", raw=b"", next_attempt_at=NOW, created_at=NOW)
+    create(Notice, kind="digest", for_date=NOW, audience="team", created_at=NOW)
+    use_team("")
+    for statement in ("DROP INDEX item_team", "DROP INDEX message_team_direction_message_id_fingerprint",
+                      "DROP INDEX notice_team_digest_once",
+                      *(f"ALTER TABLE {table} DROP COLUMN team" for table in ("item", "message", "outbox",
+                                                                               "event", "notice")),
+                      "CREATE UNIQUE INDEX message_direction_message_id_fingerprint ON message "
+                      "(direction, message_id, fingerprint)",
+                      "CREATE UNIQUE INDEX notice_digest_once ON notice (kind, audience, for_date) "
+                      "WHERE item_id IS NULL"):
+        database.execute_sql(statement)
+    SchemaVersion.delete().where(SchemaVersion.version == 13).execute()
+    database.close()
+
+
+def migration_13_scenario(url: str) -> None:
+    """Migration 13 on a database with rows: each table gains its team column, the old rows adopted by one team."""
+    back_to_schema_10(url)
+    database = open_database(url)
+    try:
+        indexes = {i.name for i in database.get_indexes("message")} | {i.name for i in database.get_indexes("notice")}
+        assert {"message_team_direction_message_id_fingerprint", "notice_team_digest_once"} <= indexes
+        assert not {"message_direction_message_id_fingerprint", "notice_digest_once"} & indexes
+        assert {i.team for i in Item.select()} == {""}  # none of them any team's until adopted
+        # The team whose mailbox the old mail was mostly read from takes them all.
+        assert adopt_rows([("IT", "it@host/INBOX"), ("HR", "hr@host/INBOX")]) == (
+            "HR", {"item": 3, "message": 3, "outbox": 3, "event": 3, "notice": 1})
+        assert {m.team for m in (Item, Message, Outbox, Event, Notice) for m in m.select()} == {"HR"}
+        assert adopt_rows([("IT", "it@host/INBOX")]) is None  # nothing left from before
+        open_database(url)  # a second start applies nothing twice
+    finally:
+        database.close()
+
+
+def test_migration_13_on_a_sqlite_database_with_rows(tmp_path: Path) -> None:
+    migration_13_scenario(f"sqlite:///{tmp_path / 'v10.db'}")
+
+
+def test_the_migrations_may_have_gaps_other_branches_fill() -> None:
+    versions = [version for version, _ in MIGRATIONS]
+    assert versions == sorted(versions) and 13 in versions and not {11, 12} & set(versions)
+
+
+def test_old_rows_go_to_the_first_team_when_no_mailbox_is_theirs(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'teams.db'}")
+    try:
+        an_item()
+        assert adopt_rows([("FAC", "fac@host/INBOX"), ("HR", "hr@host/INBOX")]) == (
+            "FAC", {"item": 1, "message": 0, "outbox": 0, "event": 0, "notice": 0})
+    finally:
+        database.close()
+
+
+def test_a_lone_config_adopts_the_rows_from_before_under_its_prefix_at_start(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    database = open_database(f"sqlite:///{tmp_path / 'inboxd.db'}")
+    use_team("")
+    an_item("From before teams")
+    database.close()
+    daemon = Daemon(load_config(path), source=FakeSource(), transport=FakeTransport())
+    assert Item.get().team == "IT" and team() == "IT"
+    daemon.source.add([make_mail("rosa@example.org", "Re: [IT-1] From before teams", "Still broken")])
+    daemon.ingest(daemon.source.open())
+    assert Item.select().count() == 1  # the reply found its item: it is this team's now
+    use_team("")
+
+
+def test_a_teams_deployment_needs_team_for_what_acts_as_the_daemon(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "teams.d" / "it.toml").write_text("")
+    (tmp_path / "teams.d" / "hr.toml").write_text(HR)
+    for command in (["once"], ["sweep", "--dry-run"], ["check"], ["migrate"], ["report", "--html", "r.html"]):
+        result = CliRunner().invoke(cli, ["--config", str(path), *command])
+        assert result.exit_code == 1, command
+        assert result.output == ("error: several teams: pick one with --team HR|IT; running them all in one "
+                                 "process comes next\n")
+    result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "payroll"])
+    assert result.exit_code == 1 and result.output == "error: --team payroll: no such team (the teams are HR|IT)\n"
+    result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "hr"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["--config", str(path), "items", "--all"])
+    assert result.exit_code == 0 and result.output == "no items\n"
+    # Each team's sent log beside the shared SQLite file: one team's settling never takes another's lines.
+    assert [c.sent_log_name for c in load_teams(path)] == ["HR.sent", "IT.sent"]
+    assert load_config(write_config(tmp_path / "lone")).sent_log_name == "sent"
+
+
+def test_a_lone_config_takes_its_own_prefix_as_team(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "it"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["--config", str(path), "items", "--team", "HR"])
+    assert result.exit_code == 1 and result.output == "error: --team HR: no such team (the teams are IT)\n"
+
+
+def test_schema_v1_rows_are_adopted_by_migrate(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    with sqlite3.connect(tmp_path / "inboxd.db") as conn:
+        conn.executescript((Path(__file__).parent / "data" / "schema_v1.sql").read_text())
+    result = CliRunner().invoke(cli, ["--config", str(path), "migrate"])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / "inboxd.db") as conn:
+        assert conn.execute("SELECT team FROM item").fetchall() == [("IT",)]
+        assert conn.execute("SELECT team FROM message").fetchall() == [("IT",)]
