@@ -37,7 +37,8 @@ from typing import Any
 from inboxd.config import load_config
 from inboxd.localconfig import write_local_config
 from inboxd.clock import BusinessCalendar, Duration
-from inboxd.models import DateMove, Event, Item, Notice, Outbox, Silence, db, new_secret, open_database
+from inboxd.models import (DateMove, Event, Item, Notice, Outbox, Silence, db, new_secret, open_database,
+                           use_team)
 from inboxd.promises import SILENCE_GRACE
 from inboxd.stats import Scope, figures
 
@@ -118,6 +119,7 @@ def measure(count: int, folder: Path, runs: int) -> dict[str, Any]:
     config_path = write_local_config(folder, 1143, 1025, "inboxd", "secret")
     config = load_config(config_path)
     open_database(config.database_url)
+    use_team(config.team.key)  # the rows are the config's team's, as the daemon writes them
     fill(count, random.Random(count), config.calendar, config.service.update_every)
     db.close()
     since = (NOW - YEAR).date().isoformat()

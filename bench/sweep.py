@@ -38,7 +38,7 @@ from inboxd.checks import check_everything
 from inboxd.config import load_config
 from inboxd.domain import OPEN_STATUSES
 from inboxd.localconfig import write_local_config
-from inboxd.models import Item, Notice, db, new_secret, open_database
+from inboxd.models import Item, Notice, db, new_secret, open_database, use_team
 from inboxd.sweep import Sweeper
 
 GOAL_SECONDS = 1.0
@@ -100,6 +100,7 @@ def measure(directory: Path, count: int, due_now: int) -> dict[str, Any]:
                                             extra="\n[service]\ndigest = false\n"))
     _, renderer = check_everything(config)
     open_database(config.database_url)
+    use_team(config.team.key)  # the rows are the config's team's, as the daemon writes them
     fill(count, due_now, random.Random(count))
     sweeper = Sweeper(config, renderer)
     rss_start = rss_mb()
