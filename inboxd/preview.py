@@ -140,7 +140,7 @@ def _walk(daemon: Daemon, folder: ReadOnlySource, adopting: tuple[str | datetime
     lines: list[str] = []
 
     def queued() -> list[str]:
-        rows = list(Outbox.select().where(Outbox.id > seen[0]).order_by(Outbox.id))
+        rows = list(Outbox.select().where((Outbox.id > seen[0]) & (Outbox.team == team())).order_by(Outbox.id))
         seen[0] = rows[-1].id if rows else seen[0]
         return [f"{row.kind} to {', '.join(row.recipients)}: {row.subject}" for row in rows]
 

@@ -92,6 +92,13 @@ def _no_network_unless_marked_server(request: pytest.FixtureRequest, monkeypatch
                     f"give it a server fixture, or add its module to MODULE_MARKS in tests/conftest.py")
 
 
+@pytest.fixture(autouse=True)
+def _no_team_yet():
+    """Each test starts as a new thread does, working for no team (`models.use_team`): none leaks from the last."""
+    from inboxd.models import use_team
+    use_team("")
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     """A valid config using the shipped rules and templates and a temp SQLite database."""

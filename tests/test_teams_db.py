@@ -68,7 +68,6 @@ def test_a_row_belongs_to_the_team_of_the_thread_that_wrote_it(tmp_path: Path) -
         assert [(i.subject, i.team) for i in Item.select().order_by(Item.id)] == [("Badge", "HR"), ("Badge", "IT")]
         assert Event.get().team == "HR"
     finally:
-        use_team("")
         database.close()
 
 
@@ -81,7 +80,6 @@ def test_the_same_mail_is_a_request_to_each_team_but_once_to_one(tmp_path: Path)
         with pytest.raises(pw.IntegrityError), database.atomic():
             create(Message, message_id="<same@x>", fingerprint="f", direction="in", created_at=NOW)
     finally:
-        use_team("")
         database.close()
 
 
@@ -152,7 +150,6 @@ def test_old_rows_go_to_the_first_team_when_no_mailbox_is_theirs(tmp_path: Path)
 def test_a_lone_config_adopts_the_rows_from_before_under_its_prefix_at_start(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     database = open_database(f"sqlite:///{tmp_path / 'inboxd.db'}")
-    use_team("")
     an_item("From before teams")
     database.close()
     daemon = Daemon(load_config(path), source=FakeSource(), transport=FakeTransport())
@@ -160,7 +157,6 @@ def test_a_lone_config_adopts_the_rows_from_before_under_its_prefix_at_start(tmp
     daemon.source.add([make_mail("rosa@example.org", "Re: [IT-1] From before teams", "Still broken")])
     daemon.ingest(daemon.source.open())
     assert Item.select().count() == 1  # the reply found its item: it is this team's now
-    use_team("")
 
 
 def test_a_teams_deployment_needs_team_for_what_acts_as_the_daemon(tmp_path: Path) -> None:
