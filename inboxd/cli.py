@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .queries import ItemRecord
 
 log = logging.getLogger("inboxd")
+TEAM_OPTION = "inboxd.team"  # where `--team`, an option of every command, leaves its value (ctx.meta)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -275,12 +276,10 @@ def item(ctx: click.Context, ref: str, as_json: bool) -> None:
     from .search import others
     teams = _open_db_all(ctx)
     prefix = ref.upper().strip("[] ").rpartition("-")[0]  # the team a reference names, of those asked about
-    config = next((c for c in teams if c.team.ref_prefix.upper() == prefix), None) if prefix or len(teams) == 1 \
-        else None
-    if config is None and len(teams) > 1:
+    config = next((c for c in teams if c.team.ref_prefix.upper() == prefix), teams[0] if len(teams) == 1 else None)
+    if config is None:
         raise InboxdError(f"no item {ref[:40]!r}: name it with its team's prefix "
                           f"({', '.join(c.team.ref(42) for c in teams)})")
-    config = config or teams[0]
     use_team(config.team.key)
     team, tz = config.team, config.calendar.tz
     number = ref.upper().strip("[] ").removeprefix(team.ref_prefix.upper() + "-")
@@ -449,7 +448,6 @@ _add_commands()
 
 
 cli.add_command(auth)
-TEAM_OPTION = "inboxd.team"
 
 
 def _remember_team(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
@@ -467,7 +465,6 @@ def _add_team_option(group: click.Group) -> None:
                 ["--team"], metavar="KEY", expose_value=False, callback=_remember_team,
                 help="the team (its reference prefix, or its file's name in teams.d); needed with several teams, "
                      "except by items and stats (all teams without it)"))
-
 
 
 @cli.command()

@@ -42,13 +42,16 @@ def migrate_database(config: Config) -> str:
     """Bring the schema up to date (a SQLite database with data is backed up first); the line to print."""
     url = config.database_url
     database = connect_database(url)
-    lock = InstanceLock(config)
+    locks: list[InstanceLock] = []
     try:
-        lock.acquire()
-    except AlreadyRunning:
-        raise InboxdError(f"another inboxd is working on {config.mailbox.label} with this database: stop it "
-                          f"first (a migration changes the schema under it)") from None
-    try:
+        for team in teams_of(config):  # every team's daemon works on the database whose schema changes
+            lock = InstanceLock(team)
+            try:
+                lock.acquire()
+            except AlreadyRunning:
+                raise InboxdError(f"another inboxd is working on {team.mailbox.label} with this database: stop it "
+                                  f"first (a migration changes the schema under it)") from None
+            locks.append(lock)
         before, saved = upgrade(database, url)
         owner = adopt_old_rows(config)
         if 0 < before < 9:  # the figures' business minutes need the calendar, which migrations do not have
@@ -56,7 +59,8 @@ def migrate_database(config: Config) -> str:
                 filled = Tracker.fill_first_response_minutes(owner.calendar)
             log.info("database: business minutes to the first response filled in for %d item(s)", filled)
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
     where = shown_url(url)
     if before == LATEST_SCHEMA:
         return f"database {where}: schema version {LATEST_SCHEMA}, up to date; nothing to do"
@@ -72,7 +76,7 @@ def adopt_old_rows(config: Config) -> Config:
     Of a teams.d deployment, the team whose mailbox the old mail was read from, else the first; of a lone
     config, its own. Run wherever migrations run with a config at hand: the daemon's start, `inboxd migrate`.
     """
-    teams = load_teams(config.path, secrets=False) if config.team_file is not None else (config,)
+    teams = teams_of(config)
     with write_transaction():
         adopted = adopt_rows([(team.team.key, team.mailbox.label) for team in teams])
     if adopted is None:
@@ -81,3 +85,8 @@ def adopt_old_rows(config: Config) -> Config:
     log.info("database: rows from before teams adopted by team %s: %s", key,
              ", ".join(f"{count} {table}" for table, count in counts.items()))
     return next(team for team in teams if team.team.key == key)
+
+
+def teams_of(config: Config) -> tuple[Config, ...]:
+    """Every team of the deployment `config` is one team of (itself alone, without teams.d)."""
+    return load_teams(config.path, secrets=False) if config.team_file is not None else (config,)

@@ -26,6 +26,7 @@ from inboxd.models import (
     adopt_rows,
     create,
     open_database,
+    schema_version_of,
     team,
     use_team,
 )
@@ -197,3 +198,20 @@ def test_schema_v1_rows_are_adopted_by_migrate(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "inboxd.db") as conn:
         assert conn.execute("SELECT team FROM item").fetchall() == [("IT",)]
         assert conn.execute("SELECT team FROM message").fetchall() == [("IT",)]
+
+
+def test_migrate_for_one_team_waits_for_every_team_s_daemon_to_stop(tmp_path: Path) -> None:
+    from inboxd.instance import InstanceLock
+    path = write_config(tmp_path)
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "teams.d" / "it.toml").write_text("")
+    (tmp_path / "teams.d" / "hr.toml").write_text(HR)
+    hr = next(c for c in load_teams(path, secrets=False) if c.team.key == "HR")
+    running = InstanceLock(hr)  # HR's daemon, at work on the shared database
+    running.acquire()
+    try:
+        result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "IT"])
+    finally:
+        running.release()
+    assert result.exit_code == 1 and f"another inboxd is working on {hr.mailbox.label}" in result.output
+    assert schema_version_of(f"sqlite:///{tmp_path / 'inboxd.db'}") == 0  # nothing created under HR's daemon
