@@ -193,7 +193,7 @@ class BaseModel(pw.Model):
 class Item(BaseModel):
     """A tracked request."""
 
-    team = pw.CharField(default=team, index=True)  # the team's key; item ids are global: IT-5 and HR-6, never both 5
+    team = pw.CharField(default=team)  # the team's key; item ids are global: IT-5 and HR-6, never both 5
     subject = pw.TextField()
     requester = pw.CharField(index=True)
     requester_name = pw.TextField(default="")
@@ -222,9 +222,10 @@ class Item(BaseModel):
     heard_at = UtcDateTimeField(null=True)  # the requester last heard from us: a mail to them left (silences)
 
     class Meta:
-        # The sweep's questions: open items by date, and by how long their requester heard nothing.
-        indexes = ((("status", "due_at"), False), (("status", "last_told_at"), False),
-                   (("created_at",), False), (("resolved_at",), False))  # and `stats`' periods
+        # The sweep's questions, each of one team: open items by date, and by how long their requester heard
+        # nothing; and `stats`' periods. Led by the team, so that one team's question reads its own rows only.
+        indexes = ((("team", "status", "due_at"), False), (("team", "status", "last_told_at"), False),
+                   (("team", "created_at"), False), (("team", "resolved_at"), False))
 
 
 class Message(BaseModel):
@@ -622,14 +623,18 @@ def _v13_teams(database: pw.Database) -> None:
     """Each item, mail, outgoing mail, event and notice belongs to a team (its key; "" until adopted).
 
     The same mail to two teams is a request to each: the inbound record is unique per team, and so is
-    a week's digest. Rows from before are adopted by the first start with a config (`adopt_rows`).
+    a week's digest. The item indexes of the sweep and the figures lead with the team. Rows from before
+    are adopted by the first start with a config (`adopt_rows`).
     """
     for model in TEAM_TABLES:
         table = model._meta.table_name
         if "team" not in {c.name for c in database.get_columns(table)}:
             database.execute_sql(f"ALTER TABLE {table} ADD COLUMN team VARCHAR(255) NOT NULL DEFAULT ''")
-    for statement in ("CREATE INDEX IF NOT EXISTS item_team ON item (team)",
-                      "DROP INDEX IF EXISTS message_direction_message_id_fingerprint",
+    for old, columns in (("status_due_at", "status, due_at"), ("status_last_told_at", "status, last_told_at"),
+                         ("created_at", "created_at"), ("resolved_at", "resolved_at")):  # the team first
+        database.execute_sql(f"DROP INDEX IF EXISTS item_{old}")
+        database.execute_sql(f"CREATE INDEX IF NOT EXISTS item_team_{old} ON item (team, {columns})")
+    for statement in ("DROP INDEX IF EXISTS message_direction_message_id_fingerprint",
                       "CREATE UNIQUE INDEX IF NOT EXISTS message_team_direction_message_id_fingerprint "
                       "ON message (team, direction, message_id, fingerprint)",
                       "DROP INDEX IF EXISTS notice_digest_once",

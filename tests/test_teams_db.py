@@ -97,7 +97,10 @@ def back_to_schema_10(url: str) -> None:
                subject="s", message_id=f"<ack-{item.id}@x>", raw=b"", next_attempt_at=NOW, created_at=NOW)
     create(Notice, kind="digest", for_date=NOW, audience="team", created_at=NOW)
     use_team("")
-    for statement in ("DROP INDEX item_team", "DROP INDEX message_team_direction_message_id_fingerprint",
+    for statement in (*(f"DROP INDEX item_team_{name}" for name in ("status_due_at", "status_last_told_at",
+                                                                    "created_at", "resolved_at")),
+                      "CREATE INDEX item_status_due_at ON item (status, due_at)",
+                      "DROP INDEX message_team_direction_message_id_fingerprint",
                       "DROP INDEX notice_team_digest_once",
                       *(f"ALTER TABLE {table} DROP COLUMN team" for table in ("item", "message", "outbox",
                                                                                "event", "notice")),
@@ -115,9 +118,10 @@ def migration_13_scenario(url: str) -> None:
     back_to_schema_10(url)
     database = open_database(url)
     try:
-        indexes = {i.name for i in database.get_indexes("message")} | {i.name for i in database.get_indexes("notice")}
-        assert {"message_team_direction_message_id_fingerprint", "notice_team_digest_once"} <= indexes
-        assert not {"message_direction_message_id_fingerprint", "notice_digest_once"} & indexes
+        indexes = {i.name for table in ("item", "message", "notice") for i in database.get_indexes(table)}
+        assert {"message_team_direction_message_id_fingerprint", "notice_team_digest_once",
+                "item_team_status_due_at", "item_team_created_at"} <= indexes
+        assert not {"message_direction_message_id_fingerprint", "notice_digest_once", "item_status_due_at"} & indexes
         assert {i.team for i in Item.select()} == {""}  # none of them any team's until adopted
         # The team whose mailbox the old mail was mostly read from takes them all.
         assert adopt_rows([("IT", "it@host/INBOX"), ("HR", "hr@host/INBOX")]) == (
