@@ -137,7 +137,7 @@ def test_the_index_is_what_answers(tmp_path, request, database):
         assert f"SCAN {SEARCH_INDEX} VIRTUAL TABLE INDEX" in plan
     else:
         db.execute_sql("SET enable_seqscan = off")  # a few rows: the planner would rather read them all,
-        db.execute_sql("DROP INDEX message_direction_message_id_fingerprint")  # or the incoming ones by this
+        db.execute_sql("DROP INDEX message_team_direction_message_id_fingerprint")  # or the incoming ones by this
         plan = str(db.execute_sql("EXPLAIN " + sql, params).fetchall())
         assert f"Bitmap Index Scan on {SEARCH_INDEX}" in plan
 
