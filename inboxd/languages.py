@@ -36,7 +36,7 @@ def choose(rule: str | None, content_language: str | None, sets: Collection[str]
     if rule:
         return by_case.get(rule.lower(), rule)
     for tag in (content_language or "").split(","):
-        tag = tag.strip().lower()
+        tag = tag.strip().lower().replace("_", "-")  # de_CH: a locale name, seen where a tag belongs
         for candidate in (tag, tag.partition("-")[0]):
             if candidate in by_case:
                 return by_case[candidate]

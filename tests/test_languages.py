@@ -40,6 +40,7 @@ SETS = ("en", "de", "pt-BR")
     (None, "pt", "en"),  # a language with only a regional set is not that region
     (None, "xx, fr, DE-at", "de"),  # tags with no set are passed over; case does not matter
     (None, "pt-br", "pt-BR"),  # the set's own spelling
+    (None, "de_AT", "de"),  # a locale name where a tag belongs
     (None, "", "en"),
 ])
 def test_the_rule_then_content_language_then_the_team(rule, header, expected):
