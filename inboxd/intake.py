@@ -162,6 +162,9 @@ def plan_new_item(config: Config, msg: InboundMessage, decision: Decision, owner
         promised = "promised" if item.due_at == item.requested_due_at else "cannot be promised"
         events.append(("inboxd", "requested-date",
                        f"the requester asked for {local_time(item.requested_due_at, config.calendar.tz)}: {promised}"))
+    if item.language != config.team.language:  # why this requester is not answered in the team's language
+        why = "the rule's language" if disposition.language else f"Content-Language: {msg.header('Content-Language')}"
+        events.append(("inboxd", "language", f"the requester is answered in {item.language} ({why})"))
     if disposition.ack_template() and not msg.sender:
         events.append(("inboxd", "not-acknowledged", "the mail has no sender address"))
     members = () if owner or not config.service.announce_new else config.queues.get(item.queue, ())

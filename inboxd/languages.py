@@ -18,7 +18,7 @@ NOT_SET = {"en": "not set", "de": "nicht festgelegt"}  # a date a template shows
 
 
 def known(tag: str) -> bool:
-    """Babel knows this language tag (`de`, `pt-BR`; not `deu` or `german`)."""
+    """Babel knows this language tag (`de`, `pt-BR`; not `german` or `xx`)."""
     try:
         _locale(tag)
     except (UnknownLocaleError, ValueError, TypeError):

@@ -135,11 +135,14 @@ class Renderer:
         return problems
 
     def missing(self, names: Iterable[str]) -> list[str]:
-        """Each of these templates a language set lacks, by file, for `check` to warn of."""
-        return [f"{folder / name}.txt: missing in the '{language}' set (the default set has it): requesters "
-                f"answered in '{language}' get the default set's" for language, folder in self.sets.items()
-                if language != self.language for name in sorted(set(names)) if name not in self.names(language)
-                and name in self.names()]
+        """Each of these templates (of the default set) a language set lacks, by file, for `check` to warn of."""
+        wanted = sorted(set(names) & self.names())
+        found = []
+        for language, folder in self.sets.items():
+            found += [f"{folder / name}.txt: missing in the '{language}' set (the default set has it): requesters "
+                      f"answered in '{language}' get the default set's"
+                      for name in wanted if language != self.language and name not in self.names(language)]
+        return found
 
     def when(self, moment: datetime | None) -> str:
         """`Thursday 26 November 2026, 17:30` in the team's timezone and language."""

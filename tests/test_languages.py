@@ -13,12 +13,12 @@ from conversation_helpers import text_of
 from helpers import REPO, make_mail, write_config
 
 from inboxd import languages
-from inboxd.checks import sample_contexts
+from inboxd.checks import missing_translations, sample_contexts
 from inboxd.cli import cli
 from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.errors import ConfigError, RulesError
-from inboxd.models import Item
+from inboxd.models import Event, Item
 from inboxd.outbox import FakeTransport
 from inboxd.render import Renderer
 from inboxd.routing import load_rules
@@ -137,6 +137,18 @@ def test_check_names_each_file_a_language_set_lacks_and_passes(site):
     assert "23 template(s) under" in result.output and ", 8 in de/" in result.output
 
 
+def test_check_names_the_templates_a_rule_sends_requesters_too(tmp_path):
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    (tmp_path / "templates" / "ack_vip.txt").write_text("Subject: Welcome\n\nWe are on it.\n")
+    (tmp_path / "10-vip.toml").write_text('version = 1\n\n[[rule]]\nname = "vip"\nmatch.from = { domain = "x.org" }\n'
+                                          'queue = "default"\nacknowledge = "ack_vip"\n')
+    renderer = Renderer(tmp_path / "templates", BERLIN)
+    rules = load_rules(tmp_path, Known(frozenset({"default"}), frozenset(), renderer.names(), renderer.languages))
+    assert missing_translations(rules, renderer) == [
+        f"{tmp_path / 'templates' / 'de' / 'ack_vip.txt'}: missing in the 'de' set (the default set has it): "
+        "requesters answered in 'de' get the default set's"]
+
+
 def test_check_renders_every_set_and_refuses_a_folder_that_is_no_language(site):
     templates = site.parent / "templates"
     (templates / "de" / "status_update.txt").write_text("Subject: Stand\n\n{{ item.stand }}\n")
@@ -173,6 +185,7 @@ def test_content_language_picks_the_set_for_the_requester_and_the_team_keeps_its
     ack, *announce = run(fake_daemon, speaking("de-CH", make_mail("Rosa Lind <rosa@example.org>",
                                                                   "Bildschirm flackert")))
     assert Item.get().language == "de"
+    assert Event.get(Event.kind == "language").detail == "the requester is answered in de (Content-Language: de-CH)"
     assert subject(ack) == "[IT-1] Ihre Anfrage ist bei uns eingegangen: Bildschirm flackert"
     assert "Wir erledigen sie bis Donnerstag, 26. November 2026, 10:00." in text_of(ack)
     assert {subject(a) for a in announce} == {"[IT-1] New request: Bildschirm flackert"}
@@ -181,6 +194,7 @@ def test_content_language_picks_the_set_for_the_requester_and_the_team_keeps_its
     assert "Diese Anfrage können wir leider nicht" in text_of(declined)  # no item: the mail's language still
     english, *_ = run(fake_daemon, speaking("fr", make_mail("ines@example.org", "Mouse broken")))
     assert Item.get_by_id(2).language == "en" and "We will have it done by" in text_of(english)
+    assert not Event.select().where(Event.item == 2, Event.kind == "language").exists()  # the team's: nothing to say
 
 
 def test_a_rule_language_outranks_content_language(tmp_path, clock):
@@ -192,6 +206,7 @@ def test_a_rule_language_outranks_content_language(tmp_path, clock):
                     transport=FakeTransport())
     ack, *_ = run(daemon, speaking("en", make_mail("urs@example.ch", "Drucker")))
     assert Item.get().language == "de" and subject(ack).startswith("[IT-1] Ihre Anfrage")
+    assert Event.get(Event.kind == "language").detail == "the requester is answered in de (the rule's language)"
 
 
 # --- end to end, on Dovecot --------------------------------------------------------------------------
