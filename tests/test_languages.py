@@ -209,6 +209,13 @@ def test_a_rule_language_outranks_content_language(tmp_path, clock):
     assert Event.get(Event.kind == "language").detail == "the requester is answered in de (the rule's language)"
 
 
+def test_rules_test_says_the_language_and_shows_the_mail_in_it(config):
+    from inboxd.dryrun import explain
+    report = explain(config, speaking("de-AT", make_mail("rosa@example.org", "Bildschirm flackert")), FRIDAY)
+    assert "language:    de (mail to the requester; the team's is en)" in report
+    assert "Subject: [IT-NEW] Ihre Anfrage ist bei uns eingegangen: Bildschirm flackert" in report
+    assert "Subject: [IT-NEW] New request: Bildschirm flackert" in report
+
 # --- end to end, on Dovecot --------------------------------------------------------------------------
 
 def test_on_dovecot_a_german_request_hears_german_to_its_end_and_the_team_english(tmp_path, mailbox, smtp_capture):
@@ -233,3 +240,4 @@ def test_on_dovecot_a_german_request_hears_german_to_its_end_and_the_team_englis
     assert "Der neue Termin ist Freitag, 27. November 2026, 17:30." in text_of(changed)
     assert applied["To"] == OWNER and "due Friday 27 November 2026, 17:30" in text_of(applied)
     assert room.item.language == "de"
+
