@@ -205,6 +205,7 @@ class Item(BaseModel):
     participants = JsonField(default=list)  # others on the request's To/Cc: their replies count as the requester's side
     first_response_minutes = pw.IntegerField(null=True)  # business minutes from created_at to first_response_at
     heard_at = UtcDateTimeField(null=True)  # the requester last heard from us: a mail to them left (silences)
+    language = pw.CharField(default="")  # the template set its requester is answered in; "": the team's default
 
     class Meta:
         # The sweep's questions: open items by date, and by how long their requester heard nothing.
@@ -591,11 +592,16 @@ def _v10_search(database: pw.Database) -> None:
         database.execute_sql(statement)
 
 
+def _v11_language(database: pw.Database) -> None:
+    """The language each item's requester is answered in; items from before it keep the team's default ("")."""
+    _add_missing(database, Item, ("language",))
+
+
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
     (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact), (9, _v9_figures),
-    (10, _v10_search)]
+    (10, _v10_search), (11, _v11_language)]
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]
