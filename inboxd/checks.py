@@ -12,23 +12,23 @@ from .domain import ItemView, Status
 from .errors import ProblemList, RulesError, TemplateError
 from .mailout import item_context, mail_context, request_context
 from .message import Attachment, InboundMessage
-from .render import Renderer
+from .render import REQUESTER_TEMPLATES, Renderer
 from .routing import Decline, Redirect, RuleSet, load_rules
 from .routing.loader import Known
 
 
 def load_rules_and_templates(config: Config, renderer: Renderer | None = None) -> tuple[RuleSet, Renderer]:
     """The validated rules and a renderer for the templates; raises with every problem found."""
-    renderer = renderer or Renderer(config.templates_dir, config.calendar.tz)
+    renderer = renderer or Renderer(config.templates_dir, config.calendar.tz, config.team.language)
     known = Known(frozenset(config.queues), frozenset(m.email for m in config.team.members),
-                  renderer.names())
+                  renderer.names(), renderer.languages)
     return load_rules(config.rules_dir, known), renderer
 
 
 def check_everything(config: Config) -> tuple[RuleSet, Renderer]:
     """Load rules and templates and render every template against a sample; raise on any problem."""
     try:
-        renderer = Renderer(config.templates_dir, config.calendar.tz)
+        renderer = Renderer(config.templates_dir, config.calendar.tz, config.team.language)
     except TemplateError as exc:
         raise ProblemList(exc.problems) from None
     problems = renderer.check(sample_contexts(config))
@@ -40,6 +40,13 @@ def check_everything(config: Config) -> tuple[RuleSet, Renderer]:
     if problems:
         raise ProblemList(problems)
     return rules, renderer
+
+
+def missing_translations(rules: RuleSet, renderer: Renderer) -> list[str]:
+    """Each template mail to a requester may use that a language set lacks (the default set's goes instead)."""
+    named = {getattr(rule.disposition, "template", None) or getattr(rule.disposition, "acknowledge", None)
+             for rule in rules.rules}
+    return renderer.missing([*REQUESTER_TEMPLATES, *(n for n in named if n and n != "auto")])
 
 
 def check_secrets(config: Config) -> None:

@@ -137,14 +137,18 @@ def demo(keep: bool) -> None:
 @click.pass_context
 def check(ctx: click.Context, connect: bool) -> None:
     """Validate config, secrets, rules and templates; exit 1 with file:line errors."""
-    from .checks import check_everything, check_secrets, security_warnings
+    from .checks import check_everything, check_secrets, missing_translations, security_warnings
     config = _config(ctx)
     check_secrets(config)
     rules, renderer = check_everything(config)
     for warning in security_warnings(config):
         click.secho(f"WARNING: {warning}", err=True, fg="red", bold=True)
+    for warning in missing_translations(rules, renderer):  # not an error: the default set's is sent instead
+        click.secho(f"WARNING: {warning}", err=True, fg="yellow")
     click.echo(f"ok: {config.path}: {len(rules.rules)} rule(s) in {len(rules.files)} file(s) under "
-               f"{config.rules_dir}, {len(renderer.names())} template(s) under {config.templates_dir}")
+               f"{config.rules_dir}, {len(renderer.names())} template(s) under {config.templates_dir}"
+               + "".join(f", {len(renderer.names(language))} in {language}/" for language in sorted(renderer.languages)
+                         if language != renderer.language))
     if connect and not report_connections(config):
         ctx.exit(1)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import languages
 from .clock import BusinessCalendar, Duration, Weekly, parse_duration, parse_hours, parse_weekly, parse_workdays
 from .errors import ConfigError
 from .settings import (
@@ -392,7 +393,8 @@ def _load(path: Path, doc: TomlFile | Layered, secrets: bool) -> Config:
         name=team_r.get("name", str), address=team_r.get("address", str, convert=_email),
         ref_prefix=team_r.get("ref_prefix", str, convert=_prefix),
         lead=team_r.get("lead", str, convert=_email), members=tuple(members),
-        absent=tuple(str(a).lower() for a in team_r.get("absent", list, []) or []))
+        absent=tuple(str(a).lower() for a in team_r.get("absent", list, []) or []),
+        language=team_r.get("language", str, "en", _language) or "en")
     for address in team.absent:
         if not team.member(address):
             team_r.fail("absent", f"{address!r} is not in [team] members")
@@ -516,6 +518,12 @@ def _first_contact(value: str) -> str:
     if value not in ("stop", "all"):
         raise ValueError(f"must be \"stop\" (say what is there and wait for `inboxd adopt`) or \"all\" "
                          f"(track every mail already there), got {value!r}")
+    return value
+
+
+def _language(value: str) -> str:
+    if not languages.known(value):
+        raise ValueError(f"not a language tag Babel knows: {value!r} (like \"en\", \"de\" or \"pt-BR\")")
     return value
 
 

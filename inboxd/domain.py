@@ -101,6 +101,7 @@ class ItemView:
     paused_at: datetime | None = None
     requested_due_at: datetime | None = None
     participants: tuple[str, ...] = ()  # others on the request's To/Cc: the requester's side of the conversation
+    language: str = ""  # the template set its requester is answered in; "" (items older than it): the team's
 
     @property
     def state(self) -> ItemState:

@@ -52,15 +52,18 @@ def explain(config: Config, raw: bytes, now: datetime) -> str:
             out.append(f"owner:       chosen {disposition.assign} among {', '.join(members)} when it runs")
         else:
             owner = disposition.assign
-        new = intake.plan_new_item(config, msg, decision, owner, (), now)
+        new = intake.plan_new_item(config, msg, decision, owner, (), now, sets=renderer.languages)
         item, replies = new.item, new.replies
         out.append(f"due:         {renderer.when(item.due_at)} (if it arrived now)")
     else:
         replies = intake.replies_for(disposition, msg.sender)
-    if not replies:
+    language = intake.language_of(config, msg, disposition, renderer.languages)
+    if replies:
+        out.append(f"language:    {language} (mail to the requester; the team's is {config.team.language})")
+    else:
         out += ["", "mail sent:   none"]
     composer = Composer(config, renderer)
-    context = composer.context(item, msg, disposition=disposition)
+    context = composer.context(item, msg, disposition=disposition, language=language)
     for mail in composer.compose(replies, context, item, now, msg):
         out += ["", f"--- mail that would be sent (template {mail.kind}) ---",
                 f"To: {', '.join(mail.to)}", f"Subject: {mail.subject}", "", mail.text.rstrip()]

@@ -53,10 +53,10 @@ def unit(directory: Path, python: str) -> str:
 def starter_files(directory: Path, systemd: bool, python: str) -> dict[Path, str]:
     """Every file `init` writes, by path relative to `directory`, with its text."""
     files = {Path("config.toml"): starter_config(systemd)}
-    for folder in ("rules", "templates"):
-        for path in sorted((SHIPPED / folder).iterdir()):
+    for folder in ("rules", "templates"):  # and the language sets in templates/
+        for path in sorted((SHIPPED / folder).rglob("*")):
             if path.is_file():
-                files[Path(folder, path.name)] = path.read_text(encoding="utf-8")
+                files[Path(folder, path.relative_to(SHIPPED / folder))] = path.read_text(encoding="utf-8")
     if systemd:
         files[Path("inboxd.service")] = unit(directory, python)
     return files

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from . import languages
 from .domain import EventLine, ItemView, Reply, Status
 from .message import InboundMessage
 from .promises import promised_date
@@ -66,9 +67,15 @@ def choose_owner(disposition: Queue, config: Config, history: AssignmentHistory,
     return strategy(disposition.queue, members, history) if members else None
 
 
+def language_of(config: Config, msg: InboundMessage, disposition: Disposition, sets: Collection[str]) -> str:
+    """The template set the requester is answered in: the rule's, else the mail's Content-Language, else the team's."""
+    return languages.choose(getattr(disposition, "language", None), msg.header("Content-Language"), sets,
+                            config.team.language)
+
+
 def draft_item(config: Config, msg: InboundMessage, decision: Decision, owner: str | None,
-               now: datetime) -> ItemView:
-    """The new item for this mail, not saved yet (its id is None)."""
+               now: datetime, sets: Collection[str] = ()) -> ItemView:
+    """The new item for this mail, not saved yet (its id is None); `sets`: the template sets there are."""
     disposition = decision.disposition
     assert isinstance(disposition, Queue)
     requested = requested_date(f"{msg.subject}\n{msg.text}", now, config.calendar) \
@@ -79,7 +86,8 @@ def draft_item(config: Config, msg: InboundMessage, decision: Decision, owner: s
         status=Status.OPEN if owner else Status.NEW, priority=disposition.priority, tags=disposition.tags,
         rule=decision.rule, created_at=now, last_told_at=now,
         due_at=promised_date(config.calendar, config.service, now, disposition.due_in, requested),
-        requested_due_at=requested, participants=participants(config, msg))
+        requested_due_at=requested, participants=participants(config, msg),
+        language=language_of(config, msg, disposition, sets))
 
 
 PARTICIPANTS = 20  # others on a request remembered as its requester's side; a huge Cc list adds nothing more
@@ -131,11 +139,12 @@ class NewItem:
 
 
 def plan_new_item(config: Config, msg: InboundMessage, decision: Decision, owner: str | None,
-                  away: Collection[str], now: datetime, follows: ItemView | None = None) -> NewItem:
-    """The new item for a mail the rules put in a queue, and what it says and sends."""
+                  away: Collection[str], now: datetime, follows: ItemView | None = None,
+                  sets: Collection[str] = ()) -> NewItem:
+    """The new item for a mail the rules put in a queue, and what it says and sends (in one of `sets`)."""
     disposition = decision.disposition
     assert isinstance(disposition, Queue)
-    item = draft_item(config, msg, decision, owner, now)
+    item = draft_item(config, msg, decision, owner, now, sets)
     how = f"rule {decision.rule}" if decision.rule else "no rule matched: default queue"
     events: list[EventLine] = []
     if msg.cut_from:
@@ -153,6 +162,9 @@ def plan_new_item(config: Config, msg: InboundMessage, decision: Decision, owner
         promised = "promised" if item.due_at == item.requested_due_at else "cannot be promised"
         events.append(("inboxd", "requested-date",
                        f"the requester asked for {local_time(item.requested_due_at, config.calendar.tz)}: {promised}"))
+    if item.language != config.team.language:  # why this requester is not answered in the team's language
+        why = "the rule's language" if disposition.language else f"Content-Language: {msg.header('Content-Language')}"
+        events.append(("inboxd", "language", f"the requester is answered in {item.language} ({why})"))
     if disposition.ack_template() and not msg.sender:
         events.append(("inboxd", "not-acknowledged", "the mail has no sender address"))
     members = () if owner or not config.service.announce_new else config.queues.get(item.queue, ())

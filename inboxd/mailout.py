@@ -121,15 +121,16 @@ NOBODY = {"email": "", "name": "", "attachments": []}  # the `sender` of mail no
 
 def mail_context(team: TeamConfig, item: ItemView | None, msg: InboundMessage | None,
                  disposition: Disposition | None = None, request: dict[str, Any] | None = None,
-                 survey: bool = True) -> dict[str, Any]:
+                 survey: bool = True, language: str = "") -> dict[str, Any]:
     """Everything a template may use: the team, the item (if any), the request, and why.
 
     Every template sees every name (empty where it does not apply), so StrictUndefined only
     catches real typos. `request` is the mail that opened the item, `sender` the one being answered
-    (nobody, for the mail the sweep sends).
+    (nobody, for the mail the sweep sends); `language` the requester's, which an item knows itself.
     """
     assert msg is not None or request is not None
     return {"team": team_context(team), "item": item_context(item, team) if item else None,
+            "language": (item.language if item else "") or language or team.language,
             "request": request or request_context(msg),  # type: ignore[arg-type]
             "sender": person_context(msg, team, item) if msg else NOBODY,
             "reason": getattr(disposition, "reason", ""), "redirect_to": getattr(disposition, "to", ""),
@@ -193,9 +194,9 @@ class Composer:
     renderer: Renderer
 
     def context(self, item: ItemView | None, msg: InboundMessage | None, request: dict[str, Any] | None = None,
-                disposition: Disposition | None = None) -> dict[str, Any]:
-        """The template context for mail about this item, answering this mail (if any)."""
-        return mail_context(self.config.team, item, msg, disposition, request, self.config.service.survey)
+                disposition: Disposition | None = None, language: str = "") -> dict[str, Any]:
+        """The template context for mail about this item, answering this mail (if any), in the requester's language."""
+        return mail_context(self.config.team, item, msg, disposition, request, self.config.service.survey, language)
 
     def compose(self, replies: Sequence[Reply], context: Mapping[str, Any], item: ItemView | None, now: datetime,
                 msg: InboundMessage | None = None, opening_id: str | None = None,
@@ -208,7 +209,10 @@ class Composer:
             values = dict(context) | dict(reply.extra)
             if reply.with_history and item is not None:
                 values["history"] = history or []
-            rendered = self.renderer.render(reply.template, values)
+            requester = item.requester if item is not None else values["request"]["sender"]
+            # Mail to the requester is in their language; to anyone else (the team, another team), the team's.
+            language = values["language"] if requester and requester in reply.to else team.language
+            rendered = self.renderer.render(reply.template, values, language)
             secret = reply.internal and item is not None and item.id is not None and self.config.commands.require_secret
             # Each member's reply address is their own, so team mail with one goes to each member alone.
             for to, reply_address in ([((r,), secret_address(team, item, r)) for r in reply.to]

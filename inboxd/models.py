@@ -220,6 +220,7 @@ class Item(BaseModel):
     participants = JsonField(default=list)  # others on the request's To/Cc: their replies count as the requester's side
     first_response_minutes = pw.IntegerField(null=True)  # business minutes from created_at to first_response_at
     heard_at = UtcDateTimeField(null=True)  # the requester last heard from us: a mail to them left (silences)
+    language = pw.CharField(default="")  # the template set its requester is answered in; "": the team's default
 
     class Meta:
         # The sweep's questions, each of one team: open items by date, and by how long their requester heard
@@ -616,10 +617,15 @@ def _v10_search(database: pw.Database) -> None:
         database.execute_sql(statement)
 
 
+def _v11_language(database: pw.Database) -> None:
+    """The language each item's requester is answered in; items from before it keep the team's default ("")."""
+    _add_missing(database, Item, ("language",))
+
+
 TEAM_TABLES: tuple[type[BaseModel], ...] = (Item, Message, Outbox, Event, Notice)  # each row of these is one team's
 
 
-def _v13_teams(database: pw.Database) -> None:
+def _v12_teams(database: pw.Database) -> None:
     """Each item, mail, outgoing mail, event and notice belongs to a team (its key; "" until adopted).
 
     The same mail to two teams is a request to each: the inbound record is unique per team, and so is
@@ -658,11 +664,11 @@ def adopt_rows(teams: Sequence[tuple[str, str]]) -> tuple[str, dict[str, int]] |
     return key, counts
 
 
-# Append only: each entry runs once, in order, inside a transaction. 11 and 12 are other branches' (issue 17).
+# Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
     (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact), (9, _v9_figures),
-    (10, _v10_search), (13, _v13_teams)]
+    (10, _v10_search), (11, _v11_language), (12, _v12_teams)]
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]

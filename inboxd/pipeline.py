@@ -170,7 +170,8 @@ class Pipeline:
         if isinstance(disposition, Queue):
             gone = away(team, now) if disposition.assign else {}
             owner = intake.choose_owner(disposition, self.config, queries.StoredAssignments(), gone)
-            new = intake.plan_new_item(self.config, msg, decision, owner, gone, now, follows)
+            new = intake.plan_new_item(self.config, msg, decision, owner, gone, now, follows,
+                                       self.composer.renderer.languages)
             item, record = self.tracker.open_item(new, msg, uid, now, follows.id if follows else None)
             replies = new.replies if self._quiet else self._within_caps(msg.sender, signs, new.replies, item, record,
                                                                          now)
@@ -188,7 +189,9 @@ class Pipeline:
                            decision.trace_json())
         replies = intake.replies_for(disposition, msg.sender)
         replies = replies if self._quiet else self._within_caps(msg.sender, signs, replies, None, record, now)
-        self._send(replies, self.composer.context(None, msg, disposition=disposition), None, now, msg)
+        language = intake.language_of(self.config, msg, disposition, self.composer.renderer.languages)
+        context = self.composer.context(None, msg, disposition=disposition, language=language)
+        self._send(replies, context, None, now, msg)
         log.info("%s from %s: %s", msg.message_id, msg.sender, why)
         return Outcome(kind, *base, why)
 

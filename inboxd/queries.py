@@ -35,7 +35,7 @@ def view(row: Item) -> ItemView:
         first_response_at=row.first_response_at, resolved_at=row.resolved_at, satisfaction=row.satisfaction,
         secret=row.secret or "", waiting_on=row.waiting_on, on_track=bool(row.on_track), follows_id=row.follows_id,
         last_told_at=row.last_told_at, paused_at=row.paused_at, requested_due_at=row.requested_due_at,
-        participants=tuple(row.participants or ()))
+        participants=tuple(row.participants or ()), language=row.language or "")
 
 
 def item(number: int) -> ItemView | None:

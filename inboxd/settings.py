@@ -27,6 +27,7 @@ class TeamConfig:
     lead: str
     members: tuple[Member, ...]
     absent: tuple[str, ...] = ()  # members away for now: assignment skips them
+    language: str = "en"  # the default set's language: mail to the team, and to requesters no other set fits
 
     def member(self, email: str) -> Member | None:
         """The member with this address, if any."""

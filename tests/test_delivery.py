@@ -144,7 +144,7 @@ def test_a_killed_daemon_leaves_no_delivery_behind_and_nothing_sent_twice(tmp_pa
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_to_the_group_while_the_delivery_process_starts_stops_it_cleanly(tmp_path, mailbox,
                                                                                          smtp_capture, stop_signal):
-    """The signal comes before the child's interpreter could ignore it: blocked from the spawn on, it does no harm."""
+    """The signal comes before the child's interpreter could ignore it: blocked from its start on, it does no harm."""
     config = write_config(tmp_path, mailbox.port, smtp_capture.port, mailbox.user, mailbox.password)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
     daemon = subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"],

@@ -23,7 +23,8 @@ def init(*args: str, env: dict[str, str] | None = None):
 def test_init_writes_a_config_rules_and_templates_that_pass_check(tmp_path, monkeypatch):
     target = tmp_path / "inboxd"
     out = init(str(target))
-    assert f"wrote 28 file(s) into {target}: config.toml, rules/ (3), templates/ (24)" in out
+    assert f"wrote 37 file(s) into {target}: config.toml, rules/ (3), templates/ (33)" in out
+    assert (target / "templates" / "de" / "ack.txt").read_text() == (SHIPPED / "templates" / "de" / "ack.txt").read_text()
     assert sorted(p.name for p in (target / "rules").iterdir()) == sorted(p.name for p in (SHIPPED / "rules").iterdir())
     checked = CliRunner().invoke(cli, ["--config", str(target / "config.toml"), "check"], env=PASSWORDS)
     assert checked.exit_code == 0 and checked.output.startswith(f"ok: {target / 'config.toml'}: 8 rule(s)"), \
@@ -41,8 +42,8 @@ def test_init_again_keeps_every_file_there_and_adds_what_is_missing(tmp_path):
     (tmp_path / "config.toml").write_text("# ours\n")
     (tmp_path / "templates" / "ack.txt").unlink()
     out = init(str(tmp_path))
-    assert out.startswith(f"wrote 1 file(s) into {tmp_path}: templates/ (1)\nkept 27 file(s) already there, "
-                          "unchanged: config.toml, rules/ (3), templates/ (23)\n"), out
+    assert out.startswith(f"wrote 1 file(s) into {tmp_path}: templates/ (1)\nkept 36 file(s) already there, "
+                          "unchanged: config.toml, rules/ (3), templates/ (32)\n"), out
     assert (tmp_path / "config.toml").read_text() == "# ours\n"
     assert (tmp_path / "templates" / "ack.txt").read_text() == (SHIPPED / "templates" / "ack.txt").read_text()
     (tmp_path / "rules" / "10-urgent.toml").write_text("version = 1\n")

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "inboxd"
 
 # The modules that decide: they speak the domain's types and return plans (docs/architecture.md).
 DECIDERS = ["caps", "guards", "routing", "threads", "replytext", "commands", "conversation", "intake", "promises",
-            "adopt", "domain"]
+            "adopt", "domain", "languages"]
 # What deciding must never pull in, directly or through anything it imports.
 STORAGE_AND_NETWORK = {
     "inboxd.models", "inboxd.queries", "inboxd.tracker", "inboxd.outbox", "inboxd.pipeline", "inboxd.sweep",

@@ -58,3 +58,29 @@ def v4_upgrade_scenario(url: str) -> None:
         assert Notice.select().where(Notice.item.in_([later, done])).count() == 0
     finally:
         database.close()
+
+
+def test_v11_gives_old_items_the_team_language(tmp_path: Path) -> None:
+    v11_upgrade_scenario(f"sqlite:///{tmp_path / 'v10.db'}")
+
+
+def v11_upgrade_scenario(url: str) -> None:
+    """An item of a schema-10 database: migration 11 adds its language, empty: the team's default set."""
+    from datetime import datetime, timezone
+
+    from inboxd.models import SchemaVersion
+    from inboxd.queries import view
+    database = open_database(url)
+    try:
+        item = Item.create(subject="Old", requester="rosa@example.org", queue="default",
+                           created_at=datetime.now(timezone.utc), secret="s")
+        database.execute_sql('ALTER TABLE "item" DROP COLUMN "language"')  # back to schema 10
+        SchemaVersion.delete().where(SchemaVersion.version == 11).execute()
+        assert "language" not in {c.name for c in database.get_columns("item")}
+        open_database(url)
+        assert "language" in {c.name for c in database.get_columns("item")}
+        assert view(Item.get_by_id(item.id)).language == ""
+        assert Item.create(subject="New", requester="ken@example.org", queue="default", created_at=item.created_at,
+                           secret="s", language="de").language == "de"
+    finally:
+        database.close()

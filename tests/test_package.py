@@ -51,7 +51,7 @@ def test_the_wheel_carries_the_shipped_files_and_no_tests(built):
     wheel, _ = built
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        shipped = [p for folder in ("rules", "templates") for p in sorted((REPO / folder).iterdir())]
+        shipped = [p for folder in ("rules", "templates") for p in sorted((REPO / folder).rglob("*")) if p.is_file()]
         for path in [*shipped, REPO / "config.example.toml"]:
             inside = f"inboxd/shipped/{path.relative_to(REPO)}"
             assert archive.read(inside) == path.read_bytes(), inside  # the files themselves, not links
@@ -69,7 +69,7 @@ def test_init_then_check_then_version_from_the_installed_package(built, tmp_path
     where = run(python, "-c", "import inboxd; print(inboxd.__file__)", cwd=tmp_path).stdout.strip()
     assert Path(where).is_relative_to(venv), where  # the installed copy, not this checkout
     out = run(inboxd, "init", tmp_path / "site", cwd=tmp_path).stdout
-    assert "wrote 28 file(s)" in out
+    assert "wrote 37 file(s)" in out
     checked = run(inboxd, "--config", tmp_path / "site" / "config.toml", "check", cwd=tmp_path, env=PASSWORDS)
     assert checked.stdout.startswith(f"ok: {tmp_path / 'site' / 'config.toml'}: 8 rule(s) in 3 file(s)")
     assert run(python, "-m", "inboxd", "--version", cwd=tmp_path).stdout == f"inboxd, version {__version__}\n"

@@ -31,7 +31,7 @@ def test_pipeline_and_commands_on_postgres(tmp_path, postgres):
     assert daemon.sender.drain() == 4  # assigned + ack, forward + notice
     assert [o.kind for o in outcomes] == ["item", "redirected", "duplicate"]
     item = Item.get()
-    assert item.owner == "ana@example.org" and item.tags == ["printer"]
+    assert item.owner == "ana@example.org" and item.tags == ["printer"] and item.language == "en"
     assert item.acknowledged_at is not None and item.acknowledged_at.tzinfo is not None
     assert Outbox.select().where(Outbox.status == "sent").count() == 4
     assert bytes(Outbox.get().raw).startswith(b"Content-Type:")
@@ -127,6 +127,11 @@ def test_the_jobs_on_postgres_each_once(tmp_path, postgres):
 def test_the_v4_upgrade_on_postgres(postgres):
     from test_models import v4_upgrade_scenario
     v4_upgrade_scenario(postgres.create_database("inboxd_v4"))
+
+
+def test_the_v11_upgrade_on_postgres(postgres):
+    from test_models import v11_upgrade_scenario
+    v11_upgrade_scenario(postgres.create_database("inboxd_v11"))
 
 
 def test_a_dry_run_on_postgres_rolls_everything_back(tmp_path, postgres):

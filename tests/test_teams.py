@@ -205,6 +205,6 @@ def test_two_teams_share_a_postgresql_database(tmp_path, mailbox, hr_mailbox, sm
     two_teams_scenario(Teams(tmp_path, postgres.create_database("inboxd_teams"), mailbox, hr_mailbox, smtp_capture))
 
 
-def test_migration_13_on_a_postgresql_database_with_rows(postgres):
-    from test_teams_db import migration_13_scenario
-    migration_13_scenario(postgres.create_database("inboxd_v10"))
+def test_migration_12_on_a_postgresql_database_with_rows(postgres):
+    from test_teams_db import migration_12_scenario
+    migration_12_scenario(postgres.create_database("inboxd_v10"))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .. import languages
 from ..clock import parse_duration
 from ..domain import PRIORITIES
 from ..errors import RulesError
@@ -16,7 +17,7 @@ from .conditions import FIELDS, OPERATORS, SIZE_OPERATORS, AllOf, AnyOf, Conditi
 from .rules import Decline, Disposition, Ignore, Queue, Redirect, Rule, RuleSet
 
 RULE_KEYS = ("name", "description", "match", "queue", "assign", "priority", "due_in", "honour_requested_date",
-             "tags", "acknowledge", "ignore", "redirect", "decline")
+             "tags", "acknowledge", "language", "ignore", "redirect", "decline")
 QUEUE_KEYS = ("queue", "assign", "priority", "due_in", "honour_requested_date", "tags", "acknowledge")
 DISPOSITIONS = ("queue", "ignore", "redirect", "decline")
 ASSIGN_STRATEGIES = ("round-robin", "least-loaded")
@@ -24,11 +25,12 @@ ASSIGN_STRATEGIES = ("round-robin", "least-loaded")
 
 @dataclass(frozen=True)
 class Known:
-    """What rules may refer to: queues, members and templates from the config."""
+    """What rules may refer to: queues, members and templates from the config, and the template sets."""
 
     queues: frozenset[str]
     members: frozenset[str]
     templates: frozenset[str]
+    languages: frozenset[str] = frozenset({"en"})  # the default set's language and each set's folder
 
 
 def _hint(word: str, choices: tuple[str, ...] | frozenset[str]) -> str:
@@ -115,8 +117,26 @@ class _RuleReader:
         stray = [key for key in QUEUE_KEYS[1:] if key in table and kind != "queue"]
         for key in stray:
             self.fail(key, f"only applies to rules with queue, not {kind}")
-        return {"queue": self.queue, "ignore": self.ignore, "redirect": self.redirect,
-                "decline": self.decline}[kind](table)
+        disposition = {"queue": self.queue, "ignore": self.ignore, "redirect": self.redirect,
+                       "decline": self.decline}[kind](table)
+        if "language" not in table:
+            return disposition
+        if isinstance(disposition, Ignore):
+            self.fail("language", "only applies to rules that answer: queue, redirect, decline")
+            return disposition
+        return replace(disposition, language=self.language(table["language"])) if disposition else None
+
+    def language(self, tag: Any) -> str | None:
+        """A language with a template set, in the set's own spelling."""
+        sets = {s.lower(): s for s in self.known.languages}
+        if not isinstance(tag, str) or not languages.known(tag):
+            self.fail("language", f"not a language tag Babel knows: {tag!r} (like \"de\", \"fr\" or \"pt-BR\")")
+        elif tag.lower() not in sets:
+            self.fail("language", f"no template set for {tag!r}: add a templates/{tag}/ folder "
+                      f"(sets: {', '.join(sorted(self.known.languages))})")
+        else:
+            return sets[tag.lower()]
+        return None
 
     def queue(self, table: dict) -> Queue | None:
         queue = table["queue"]

@@ -21,6 +21,7 @@ class Queue:
     tags: tuple[str, ...] = ()
     acknowledge: str | None = "auto"  # a template name, "auto" (by priority), or None: no ack
     honour_requested_date: bool = False  # a date the requester names ("needed by Friday") may be promised
+    language: str | None = None  # the template set the requester is answered in; None: Content-Language, the team's
 
     def ack_template(self) -> str | None:
         """The acknowledgement template to use, if any."""
@@ -39,6 +40,8 @@ class Queue:
         if self.tags:
             parts.append("tags " + ", ".join(self.tags))
         parts.append(f"acknowledge with {self.ack_template()}" if self.ack_template() else "no acknowledgement")
+        if self.language:
+            parts.append(f"in language {self.language}")
         return ", ".join(parts)
 
 
@@ -56,9 +59,10 @@ class Redirect:
 
     to: str
     template: str = "redirected"
+    language: str | None = None
 
     def __str__(self) -> str:
-        return f"redirect to {self.to} (requester told with template {self.template})"
+        return f"redirect to {self.to} (requester told with template {self.template}{_in(self.language)})"
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,14 @@ class Decline:
 
     reason: str
     template: str = "declined"
+    language: str | None = None
 
     def __str__(self) -> str:
-        return f"decline with template {self.template}: {self.reason}"
+        return f"decline with template {self.template}{_in(self.language)}: {self.reason}"
+
+
+def _in(language: str | None) -> str:
+    return f" in language {language}" if language else ""
 
 
 Disposition = Queue | Ignore | Redirect | Decline
