@@ -28,7 +28,7 @@ from pathlib import Path
 
 from inboxd.health import Health, look, verdict
 from inboxd.metrics import REGISTRY, Live
-from inboxd.models import Item, Outbox, db, open_database
+from inboxd.models import Item, Outbox, db, open_database, team
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,7 +72,7 @@ def main() -> int:
         fill(args.items, random.Random(14))
         health = Health(Path(tmp) / "health.json")
         health.waiting_mail(0)
-        live = Live(health)
+        live = Live({team(): health})
         REGISTRY.register(live)
         try:
             text = generate_latest(REGISTRY).decode()

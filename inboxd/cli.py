@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +100,31 @@ def _config(ctx: click.Context, secrets: bool = True, any_team: bool = False) ->
     from .models import use_team
     teams = _teams(ctx, secrets)
     if len(teams) > 1 and not any_team:
-        raise InboxdError(f"several teams: pick one with --team {_names(teams)}; running them all in one process "
-                          f"comes next")
+        raise InboxdError(f"several teams: pick one with --team {_names(teams)} (run, once, sweep and check serve "
+                          f"every team without it)")
     use_team(teams[0].team.key)
     return teams[0]
+
+
+def _each_team(ctx: click.Context, work: Callable[[Config, str], int], secrets: bool = True) -> None:
+    """`work(config, prefix)` for the team `--team` names, or for every team in turn; exit with the worst code.
+
+    With several teams each line `work` prints starts with the prefix ("HR: "), and a team's error is
+    printed and the next team goes on; `work` returns its exit code (0: all well).
+    """
+    from .models import use_team
+    teams, worst = _teams(ctx, secrets), 0
+    for config in teams:
+        use_team(config.team.key)
+        if len(teams) == 1:
+            worst = work(config, "")
+            continue
+        try:
+            worst = max(worst, work(config, f"{config.team.key}: "))
+        except InboxdError as exc:
+            click.echo(f"error: {config.team.key}: {exc}", err=True)
+            worst = max(worst, getattr(exc, "exit_code", 1))
+    ctx.exit(worst)
 
 
 @cli.command()
@@ -109,15 +132,19 @@ def _config(ctx: click.Context, secrets: bool = True, any_team: bool = False) ->
               help="if another inboxd works on this mailbox and database, wait and take over when it stops")
 @click.pass_context
 def run(ctx: click.Context, standby: bool) -> None:
-    """Run the daemon: watch the mailbox (IDLE or polling) until SIGTERM."""
+    """Run the daemon: watch the mailbox (IDLE or polling) until SIGTERM; every team's, each in a thread of its own."""
     from .daemon import Daemon, start_patiently
-    config = _config(ctx)
-    daemon = start_patiently(lambda: Daemon(config))
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
-    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    log.info("inboxd %s starting for %s", __version__, daemon.config.team.address)
-    daemon.run(standby=standby)
+    from .fleet import Fleet
+    from .models import use_team
+    teams = _teams(ctx)
+    use_team(teams[0].team.key)
+    daemons = [start_patiently(partial(Daemon, config)) for config in teams]
+    served: Daemon | Fleet = daemons[0] if len(daemons) == 1 else Fleet(daemons)
+    signal.signal(signal.SIGTERM, lambda *_: served.stop())
+    signal.signal(signal.SIGINT, lambda *_: served.stop())
+    signal.signal(signal.SIGHUP, lambda *_: served.request_reload())
+    log.info("inboxd %s starting for %s", __version__, ", ".join(d.config.team.address for d in daemons))
+    served.run(standby=standby)
 
 
 @cli.command()
@@ -136,21 +163,24 @@ def demo(keep: bool) -> None:
 @click.option("--connect", is_flag=True, help="also log in to IMAP and SMTP (nothing is sent) and say how it went")
 @click.pass_context
 def check(ctx: click.Context, connect: bool) -> None:
-    """Validate config, secrets, rules and templates; exit 1 with file:line errors."""
+    """Validate config, secrets, rules and templates (every team's, or `--team`'s); exit 1 with file:line errors."""
     from .checks import check_everything, check_secrets, missing_translations, security_warnings
-    config = _config(ctx)
-    check_secrets(config)
-    rules, renderer = check_everything(config)
-    for warning in security_warnings(config):
-        click.secho(f"WARNING: {warning}", err=True, fg="red", bold=True)
-    for warning in missing_translations(rules, renderer):  # not an error: the default set's is sent instead
-        click.secho(f"WARNING: {warning}", err=True, fg="yellow")
-    click.echo(f"ok: {config.path}: {len(rules.rules)} rule(s) in {len(rules.files)} file(s) under "
-               f"{config.rules_dir}, {len(renderer.names())} template(s) under {config.templates_dir}"
-               + "".join(f", {len(renderer.names(language))} in {language}/" for language in sorted(renderer.languages)
-                         if language != renderer.language))
-    if connect and not report_connections(config):
-        ctx.exit(1)
+
+    def check_team(config: Config, prefix: str) -> int:
+        check_secrets(config)
+        rules, renderer = check_everything(config)
+        for warning in security_warnings(config):
+            click.secho(f"WARNING: {prefix}{warning}", err=True, fg="red", bold=True)
+        for warning in missing_translations(rules, renderer):  # not an error: the default set's is sent instead
+            click.secho(f"WARNING: {prefix}{warning}", err=True, fg="yellow")
+        click.echo(f"{prefix}ok: {config.team_file or config.path}: {len(rules.rules)} rule(s) in "
+                   f"{len(rules.files)} file(s) under {config.rules_dir}, {len(renderer.names())} template(s) under "
+                   f"{config.templates_dir}"
+                   + "".join(f", {len(renderer.names(language))} in {language}/"
+                             for language in sorted(renderer.languages) if language != renderer.language))
+        return 1 if connect and not report_connections(config) else 0
+
+    _each_team(ctx, check_team)
 
 
 @cli.group()
@@ -361,27 +391,31 @@ def _print_item(record: ItemRecord, others: list[Any], team: TeamConfig, tz: tzi
 @click.option("--dry-run", is_flag=True, help="list what would be sent, to whom and why; send nothing")
 @click.pass_context
 def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
-    """Run the jobs: owner reminders, requester notices, escalations, status updates and digests."""
+    """Run the jobs (every team's in turn, or `--team`'s): reminders, notices, escalations, updates and digests."""
     from .clock import FixedClock
-    config = _config(ctx, secrets=not dry_run)
-    moment = _moment(at, config) if at else SystemClock().now()
-    if dry_run:
-        from .checks import check_everything
-        from .models import open_database
-        from .sweep import Sweeper
-        _, renderer = check_everything(config)
-        open_database(config.database_url, migrate=False)
-        found = Sweeper(config, renderer).due(moment)
-    else:
-        from .daemon import Daemon
-        found = Daemon(config, clock=FixedClock(moment)).sweep_once()
-    when = local_time(moment, config.calendar.tz, zone=True)
-    verb = "would send" if dry_run else "sent"
-    click.echo(f"sweep as of {when}: {verb} {len(found)} mail(s)")
-    for due in found:
-        about = config.team.ref(due.item.id) if due.item is not None else "team" \
-            if due.audience == "team" else "member"
-        click.echo(f"  {due.kind:<16} {about:<9} to {', '.join(due.to)}: {due.why}")
+
+    def sweep_team(config: Config, prefix: str) -> int:
+        moment = _moment(at, config) if at else SystemClock().now()
+        if dry_run:
+            from .checks import check_everything
+            from .models import open_database
+            from .sweep import Sweeper
+            _, renderer = check_everything(config)
+            open_database(config.database_url, migrate=False)
+            found = Sweeper(config, renderer).due(moment)
+        else:
+            from .daemon import Daemon
+            found = Daemon(config, clock=FixedClock(moment)).sweep_once()
+        when = local_time(moment, config.calendar.tz, zone=True)
+        verb = "would send" if dry_run else "sent"
+        click.echo(f"{prefix}sweep as of {when}: {verb} {len(found)} mail(s)")
+        for due in found:
+            about = config.team.ref(due.item.id) if due.item is not None else "team" \
+                if due.audience == "team" else "member"
+            click.echo(f"  {due.kind:<16} {about:<9} to {', '.join(due.to)}: {due.why}")
+        return 0
+
+    _each_team(ctx, sweep_team, secrets=not dry_run)
 
 
 @cli.command()

@@ -12,6 +12,7 @@ import click
 from .adopt import Adoption, Found, adoption, describe, parse_choice
 
 if TYPE_CHECKING:
+    from .config import Config
     from .daemon import Daemon
     from .pipeline import Outcome
 
@@ -24,17 +25,21 @@ TROUBLE_EXIT = 1  # `once` read the mail, and some was parked or could not be de
               help="list what a run would do (items, mails and to whom, folders) and change nothing")
 @click.pass_context
 def once(ctx: click.Context, dry_run: bool) -> None:
-    """Process new mail, send what is due, and exit; exit 1 if mail was parked or could not be delivered."""
-    from .cli import _config
-    config = _config(ctx)
-    if dry_run:
-        from .preview import preview_once
-        click.echo(preview_once(config))
-        return
-    from .daemon import Daemon
-    line, trouble = _one_pass(Daemon(config))
-    (log.warning if trouble else log.info)("%s", line)
-    ctx.exit(TROUBLE_EXIT if trouble else 0)
+    """Process new mail, send what is due, and exit (every team in turn, or `--team`'s); exit 1 if mail was parked
+    or could not be delivered."""
+    from .cli import _each_team
+
+    def one_team(config: Config, prefix: str) -> int:
+        if dry_run:
+            from .preview import preview_once
+            click.echo(f"{prefix}{preview_once(config)}")
+            return 0
+        from .daemon import Daemon
+        line, trouble = _one_pass(Daemon(config))
+        (log.warning if trouble else log.info)("%s%s", prefix, line)
+        return TROUBLE_EXIT if trouble else 0
+
+    _each_team(ctx, one_team)
 
 
 @click.command()

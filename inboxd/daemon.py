@@ -36,7 +36,7 @@ from .outbox import Ledger, OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
-from .systemd import Notifier
+from .systemd import Notifier, TeamNotifier
 from .tracker import Silences
 from .upkeep import adopt_old_rows, migrate_database
 
@@ -82,7 +82,8 @@ class Daemon:
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False
         self.health = Health(status_file(config))
-        self.notifier = Notifier.from_environment()  # systemd's Type=notify and watchdog, when it runs us
+        # systemd's Type=notify and watchdog, when it runs us; a team's of the process's when it serves several
+        self.notifier: Notifier | TeamNotifier = Notifier.from_environment()
         self._delivering = False
         self._database_backoff = 1.0
         self.listeners: list[Callable[[Outcome], None]] = [metrics.mail_in]
@@ -403,12 +404,15 @@ class Daemon:
         if not lock.acquire(standby, self.stopping):
             return
         try:
-            with http.serving(self.config.http_listen, self.health, lambda: self.config, self.clock):
-                self._watch()
+            with http.serving(self.config.http_listen, {self.config.team.key: self.health}, [self.config],
+                              self.clock):
+                self.watch()
         finally:
             lock.release()
 
-    def _watch(self) -> None:
+    def watch(self) -> None:
+        """The loop of `run`, its lock held: alone, or in a thread of its own beside the other teams' (fleet.py)."""
+        use_team(self.config.team.key)
         self._start_delivery()
         cfg = self.config.mailbox
         jobs = schedule.Scheduler()  # alongside IDLE: each wait ends in time for the next sweep

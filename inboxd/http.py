@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from socketserver import ThreadingMixIn
@@ -40,28 +40,41 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def _app(health: Health, config: Callable[[], Config] | None = None, clock: Clock = _WALL) -> Any:
+def _app(teams: Mapping[str, Health], configs: Sequence[Config] = (), clock: Clock = _WALL) -> Any:
+    """The endpoints over the teams this process serves (their health by key) and their configs."""
     metrics = make_wsgi_app(REGISTRY)
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if config is not None:
-            use_team(config().team.key)  # a thread per request: the counts are this daemon's team's
         if path == "/metrics":
             return metrics(environ, start_response)
-        if path == "/report" and config is not None:
-            return _report(environ, start_response, config(), clock)
+        if path == "/report" and configs:
+            return _report(environ, start_response, configs, clock)
         if path == "/healthz":
-            healthy, summary = verdict(health.status, health.path, datetime.now(UTC))
-            database = look()
-            if healthy and not database.reachable:
-                healthy, summary = False, f"database unreachable: {database.error}"
+            healthy, summary = healthz(teams)
             start_response("200 OK" if healthy else "503 Service Unavailable",
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [f"{summary}\n".encode()]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"inboxd serves /healthz, /metrics and (to this machine) /report\n"]
     return app
+
+
+def healthz(teams: Mapping[str, Health]) -> tuple[bool, str]:
+    """/healthz: healthy when every team is; one line for one team, else a line naming those that are not,
+    then one line per team."""
+    now, database = datetime.now(UTC), look()
+    verdicts = {}
+    for key, health in teams.items():
+        healthy, summary = verdict(health.status, health.path, now)
+        if healthy and not database.reachable:
+            healthy, summary = False, f"database unreachable: {database.error}"
+        verdicts[key] = healthy, summary
+    if len(verdicts) == 1:
+        return next(iter(verdicts.values()))
+    failing = [key for key, (healthy, _) in verdicts.items() if not healthy]
+    head = f"not ok: {', '.join(failing)} of {len(verdicts)} teams" if failing else f"ok: all {len(verdicts)} teams"
+    return not failing, "\n".join([head, *(f"{key}: {summary}" for key, (_, summary) in verdicts.items())])
 
 
 def _loopback(address: str) -> bool:
@@ -90,8 +103,10 @@ def _named_here(host: str | None) -> bool:
     return True
 
 
-def _report(environ: dict[str, Any], start_response: Any, config: Config, clock: Clock) -> Iterable[bytes]:
-    """The report page: subjects and names are personal data, so only clients on this machine get it."""
+def _report(environ: dict[str, Any], start_response: Any, configs: Sequence[Config],
+            clock: Clock) -> Iterable[bytes]:
+    """The report page of one team (`?team=KEY`, else the first): subjects and names are personal data, so only
+    clients on this machine get it."""
     text = [("Content-Type", "text/plain; charset=utf-8")]
     if not _loopback(environ.get("REMOTE_ADDR", "")):
         start_response("403 Forbidden", text)
@@ -102,6 +117,12 @@ def _report(environ: dict[str, Any], start_response: Any, config: Config, clock:
     from .report import POLICY, default_scope, gather, page  # the stats queries load only when asked
     asked = parse_qs(environ.get("QUERY_STRING", ""))
     queue, owner = asked.get("queue", [None])[0], (asked.get("owner", [""])[0].lower() or None)
+    wanted = asked.get("team", [configs[0].team.key])[0].upper()
+    config = next((c for c in configs if c.team.key.upper() == wanted), None)
+    if config is None:
+        start_response("404 Not Found", text)
+        return [f"/report?team=KEY: the teams are {', '.join(c.team.key for c in configs)}\n".encode()]
+    use_team(config.team.key)  # a thread per request: the figures are this team's
     if any(value is not None and (len(value) > 320 or not value.isprintable()) for value in (queue, owner)):
         start_response("400 Bad Request", text)
         return [b"/report takes ?queue=NAME and ?owner=ADDRESS: printable text, at most 320 characters\n"]
@@ -138,19 +159,22 @@ def read_only() -> Iterator[None]:
 
 
 @contextmanager
-def serving(listen: tuple[str, int] | None, health: Health, config: Callable[[], Config] | None = None,
+def serving(listen: tuple[str, int] | None, teams: Mapping[str, Health], configs: Sequence[Config] = (),
             clock: Clock = _WALL) -> Iterator[None]:
-    """Serve /healthz, /metrics and (given the config) /report on `listen` while the block runs; nothing if None."""
+    """Serve /healthz, /metrics and (given the configs) /report on `listen` while the block runs; nothing if None.
+
+    `teams`: the health of each team the process serves, by key (one for a lone daemon).
+    """
     if listen is None:
         yield
         return
     host, port = listen
     try:
-        server = make_server(host, port, _app(health, config, clock), server_class=_Server6 if ":" in host else _Server,
+        server = make_server(host, port, _app(teams, configs, clock), server_class=_Server6 if ":" in host else _Server,
                              handler_class=_Quiet)
     except OSError as exc:
         raise InboxdError(f"[http] listen = \"{host}:{port}\": cannot listen there: {exc.strerror or exc}") from None
-    live = Live(health)
+    live = Live(teams)
     REGISTRY.register(live)
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()

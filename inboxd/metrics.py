@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .health import Health, look, verdict
-from .models import Item, forget_connection, team
+from .models import Item, forget_connection
 
 if TYPE_CHECKING:
     from .pipeline import Outcome
@@ -52,51 +52,65 @@ def _timestamp(moment: str | None) -> float:
 
 
 class Live(Collector):
-    """The gauges of a running daemon, read at each scrape from its health and its database."""
+    """The gauges of a running daemon, read at each scrape from each team's health and the database.
 
-    def __init__(self, health: Health) -> None:
-        self.health = health
+    Serving several teams, each team's gauge has a `team` label; the outbox and the database are the
+    deployment's (one database), and the counters above are the process's, summed over its teams.
+    """
+
+    def __init__(self, teams: Mapping[str, Health]) -> None:
+        self.teams = teams
+        self.labels = ["team"] if len(teams) > 1 else []
+
+    def _team(self, key: str) -> list[str]:
+        return [key] if self.labels else []
 
     def collect(self) -> Iterator[Metric]:
-        status, now = self.health.status, datetime.now(UTC)
-        database = look()
-        healthy, _ = verdict(status, self.health.path, now)
-        yield _gauge("inboxd_healthy", "1 when inboxd reads mail and its database answers (as inboxd health)",
-                     int(healthy and database.reachable))
-        yield _gauge("inboxd_last_imap_activity_timestamp_seconds", "When the mailbox was last read (0: never)",
-                     _timestamp(status.last_imap))
-        yield _gauge("inboxd_imap_activity_age_seconds", "Seconds since the mailbox was last read (a stall grows it)",
-                     (now.timestamp() - _timestamp(status.last_imap)) if status.last_imap else float("inf"))
-        connection = GaugeMetricFamily("inboxd_imap_connection", "1 for the IMAP connection's state now",
-                                       labels=["state"])
-        for state in ("idle", "polling", "down"):
-            connection.add_metric([state], int(status.imap == state))
-        yield connection
-        yield _gauge("inboxd_mails_waiting", "Mails in the folder not processed yet, as of the last read",
-                     status.waiting or 0)
-        yield _gauge("inboxd_last_sweep_timestamp_seconds", "When the jobs last ran through (0: never)",
-                     _timestamp(status.last_sweep))
+        now, database = datetime.now(UTC), look()
+        families = {name: GaugeMetricFamily(name, documentation, labels=self.labels + extra)
+                    for name, documentation, extra in _GAUGES}
+        for key, health in self.teams.items():
+            status, team = health.status, self._team(key)
+            healthy, _ = verdict(status, health.path, now)
+            families["inboxd_healthy"].add_metric(team, int(healthy and database.reachable))
+            families["inboxd_last_imap_activity_timestamp_seconds"].add_metric(team, _timestamp(status.last_imap))
+            families["inboxd_imap_activity_age_seconds"].add_metric(
+                team, (now.timestamp() - _timestamp(status.last_imap)) if status.last_imap else float("inf"))
+            for state in ("idle", "polling", "down"):
+                families["inboxd_imap_connection"].add_metric(team + [state], int(status.imap == state))
+            families["inboxd_mails_waiting"].add_metric(team, status.waiting or 0)
+            families["inboxd_last_sweep_timestamp_seconds"].add_metric(team, _timestamp(status.last_sweep))
+        yield from families.values()
         yield _gauge("inboxd_database_up", "1 when the database answers", int(database.reachable))
         if database.reachable:
-            outbox = GaugeMetricFamily("inboxd_outbox_mails", "Mails in the outbox: pending (the backlog) or dead",
-                                       labels=["status"])
+            outbox = GaugeMetricFamily("inboxd_outbox_mails", "Mails in the outbox: pending (the backlog) or dead "
+                                       "(of every team)", labels=["status"])
             outbox.add_metric(["pending"], database.pending or 0)
             outbox.add_metric(["dead"], database.dead or 0)
             yield outbox
-            yield from _items()
+            yield from self._items()
+
+    def _items(self) -> Iterator[Metric]:
+        items = GaugeMetricFamily("inboxd_items", "Items by status", labels=self.labels + ["status"])
+        try:
+            for key, status, count in Item.select(Item.team, Item.status, pw.fn.COUNT(Item.id)) \
+                    .where(Item.team.in_(list(self.teams))).group_by(Item.team, Item.status).tuples():
+                items.add_metric(self._team(key) + [status], count)
+        except pw.PeeweeException:
+            return  # gone since the outbox was counted: inboxd_database_up says so at the next scrape
+        finally:
+            forget_connection()
+        yield items
 
 
-def _items() -> Iterator[Metric]:
-    items = GaugeMetricFamily("inboxd_items", "Items by status", labels=["status"])
-    try:
-        for status, count in Item.select(Item.status, pw.fn.COUNT(Item.id)).where(Item.team == team()) \
-                .group_by(Item.status).tuples():
-            items.add_metric([status], count)
-    except pw.PeeweeException:
-        return  # gone since the outbox was counted: inboxd_database_up says so at the next scrape
-    finally:
-        forget_connection()
-    yield items
+_GAUGES: tuple[tuple[str, str, list[str]], ...] = (  # each team's: name, help, labels besides the team
+    ("inboxd_healthy", "1 when inboxd reads mail and its database answers (as inboxd health)", []),
+    ("inboxd_last_imap_activity_timestamp_seconds", "When the mailbox was last read (0: never)", []),
+    ("inboxd_imap_activity_age_seconds", "Seconds since the mailbox was last read (a stall grows it)", []),
+    ("inboxd_imap_connection", "1 for the IMAP connection's state now", ["state"]),
+    ("inboxd_mails_waiting", "Mails in the folder not processed yet, as of the last read", []),
+    ("inboxd_last_sweep_timestamp_seconds", "When the jobs last ran through (0: never)", []),
+)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -194,5 +194,5 @@ def test_an_address_already_in_use_is_one_clear_error(tmp_path):
         port = taken.getsockname()[1]
         with pytest.raises(InboxdError, match=rf'\[http\] listen = "{HOST}:{port}": cannot listen there: Address '
                                               r"already in use"):
-            with http.serving((HOST, port), health.Health(tmp_path / "h.json")):
+            with http.serving((HOST, port), {"IT": health.Health(tmp_path / "h.json")}):
                 pass

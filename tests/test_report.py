@@ -132,7 +132,7 @@ def test_only_this_machine_gets_the_report(address, mine):
 
 def test_report_refuses_a_client_from_elsewhere_and_writes_nothing(tmp_path):
     config = load_config(write_config(tmp_path))
-    app = http._app(Health(tmp_path / "health.json"), lambda: config)
+    app = http._app({config.team.key: Health(tmp_path / "health.json")}, [config])
     answer: list[str] = []
     body = b"".join(app({"PATH_INFO": "/report", "REMOTE_ADDR": "192.0.2.7"}, lambda status, _: answer.append(status)))
     assert answer == ["403 Forbidden"] and b"this machine only" in body and b"<" not in body
@@ -262,7 +262,7 @@ def test_report_over_http_on_loopback(team):
     free_listen = ("127.0.0.1", free_port())
     config = load_config(team)
     open_database(config.database_url, migrate=False)
-    with http.serving(free_listen, Health(team.parent / "health.json"), lambda: config,
+    with http.serving(free_listen, {config.team.key: Health(team.parent / "health.json")}, [config],
                       FixedClock(END)):
         with urllib.request.urlopen(f"http://127.0.0.1:{free_listen[1]}/report?queue=facilities") as answer:
             body = answer.read().decode()
@@ -271,7 +271,7 @@ def test_report_over_http_on_loopback(team):
     assert body.count("<svg") == 5 and ", queue facilities;" in body
     for odd in ("owner=%00", "queue=a%0Ab", f"owner={'x' * 400}"):  # PostgreSQL refuses a NUL: say so, not 503
         with pytest.raises(urllib.error.HTTPError) as refused:
-            with http.serving(free_listen, Health(team.parent / "health.json"), lambda: config, FixedClock(END)):
+            with http.serving(free_listen, {config.team.key: Health(team.parent / "health.json")}, [config], FixedClock(END)):
                 urllib.request.urlopen(f"http://127.0.0.1:{free_listen[1]}/report?{odd}")
         assert refused.value.code == 400 and b"printable text" in refused.value.read()
 
@@ -318,7 +318,7 @@ def digests(daemon: Daemon) -> dict[str, email.message.Message]:
 def test_report_answers_only_a_host_named_as_this_machine_against_dns_rebinding(tmp_path, host, named_here):
     """A web page whose name its DNS points at 127.0.0.1 reaches the port from the browser: its Host gives it away."""
     config = load_config(write_config(tmp_path))
-    app = http._app(Health(tmp_path / "health.json"), lambda: config)
+    app = http._app({config.team.key: Health(tmp_path / "health.json")}, [config])
     answer: list[str] = []
     environ = {"PATH_INFO": "/report", "REMOTE_ADDR": "127.0.0.1"} | ({"HTTP_HOST": host} if host else {})
     body = b"".join(app(environ, lambda status, _: answer.append(status)))
@@ -363,7 +363,7 @@ def test_report_over_http_on_postgres_from_a_connection_that_cannot_write(tmp_pa
     daemon.source.add([make_mail("rosa@example.org", HOSTILE), make_mail("ken@example.org", "VPN is down")])
     daemon.ingest(daemon.source.open())
     listen = ("127.0.0.1", free_port())
-    with http.serving(listen, Health(tmp_path / "health.json"), lambda: config, FixedClock(START + timedelta(days=5))):
+    with http.serving(listen, {config.team.key: Health(tmp_path / "health.json")}, [config], FixedClock(START + timedelta(days=5))):
         with urllib.request.urlopen(f"http://127.0.0.1:{listen[1]}/report") as answer:
             body = answer.read().decode()
     assert 'data-figure="requests" data-value="2"' in body and "<h2>Late now (2)</h2>" in body
