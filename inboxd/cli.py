@@ -135,11 +135,14 @@ def run(ctx: click.Context, standby: bool) -> None:
     """Run the daemon: watch the mailbox (IDLE or polling) until SIGTERM; every team's, each in a thread of its own."""
     from .daemon import Daemon, start_patiently
     from .fleet import Fleet
-    from .models import use_team
+    from .models import team, use_team
     teams = _teams(ctx)
     use_team(teams[0].team.key)
     daemons = [start_patiently(partial(Daemon, config)) for config in teams]
     served: Daemon | Fleet = daemons[0] if len(daemons) == 1 else Fleet(daemons)
+    if len(daemons) > 1:
+        use_team("")  # this thread works for no team: its lines (start, signals, stop) are the process's
+        logs.name_teams(team)  # each team's thread says whose its lines are
     signal.signal(signal.SIGTERM, lambda *_: served.stop())
     signal.signal(signal.SIGINT, lambda *_: served.stop())
     signal.signal(signal.SIGHUP, lambda *_: served.request_reload())

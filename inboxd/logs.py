@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -78,3 +79,24 @@ def use(style: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, _Handler):
             handler.setFormatter(formatter(style, under_journald(handler.stream)))
+
+
+class _TeamNamed(logging.Filter):
+    """Each line starts with the key of the team whose thread logged it (one process serving several teams)."""
+
+    def __init__(self, team: Callable[[], str]) -> None:
+        super().__init__()
+        self.team = team
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = self.team()
+        if key and not getattr(record, "team_named", False):
+            record.msg, record.team_named = f"{key}: {record.msg}", True
+        return True
+
+
+def name_teams(team: Callable[[], str]) -> None:
+    """From now on each line of inboxd's handler names the team `team()` says the logging thread works for."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _Handler):
+            handler.addFilter(_TeamNamed(team))
