@@ -147,6 +147,23 @@ def mailbox(imap_server):
     return imap_server
 
 
+@pytest.fixture(scope="session")
+def hr_server():
+    """A second IMAP server, with the user `hr`, for a second team: Dovecot where installed (always in CI), else
+    pymap."""
+    from inboxd.servers.imap import DovecotServer, ImapServer, PymapServer
+    server: ImapServer = DovecotServer(user="hr") if DovecotServer.available() else PymapServer(user="hr")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def hr_mailbox(hr_server, mailbox):
+    """The second team's IMAP server, emptied before the test."""
+    hr_server.reset()
+    return hr_server
+
+
 @pytest.fixture
 def smtp_capture():
     """A real SMTP server (aiosmtpd) that keeps what it receives."""

@@ -19,10 +19,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_mail, write_config
-from prometheus_client import generate_latest
-from test_teams import HR_ACK, HR_FILE, Teams, hr_mailbox, hr_server, text  # noqa: F401 (fixtures)
-
 from inboxd import http
 from inboxd.cli import cli
 from inboxd.clock import FixedClock
@@ -38,6 +34,10 @@ from inboxd.servers import append_messages
 from inboxd.servers.base import free_port
 from inboxd.source import FakeSource
 from inboxd.systemd import Notifier, TeamsNotifier
+from prometheus_client import generate_latest
+
+from helpers import make_mail, write_config
+from test_teams import HR_ACK, HR_FILE, Teams, text
 
 MONDAY_10 = __import__("conftest").MONDAY_10
 

@@ -14,7 +14,6 @@ from datetime import timedelta
 from email.message import EmailMessage as Mail
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from helpers import make_mail, write_config
 
@@ -26,7 +25,7 @@ from inboxd.localconfig import SHIPPED
 from inboxd.models import Event, Item, Message, Notice, Outbox
 from inboxd.promises import promised_date
 from inboxd.servers import append_messages
-from inboxd.servers.imap import DovecotServer, ImapServer, PymapServer
+from inboxd.servers.imap import ImapServer
 
 MONDAY_10 = __import__("conftest").MONDAY_10
 IT_FILE = """\
@@ -56,20 +55,6 @@ timezone = "America/New_York"
 templates = "hr-templates"
 """
 HR_ACK = "HR has your request and keeps it confidential"
-
-
-@pytest.fixture(scope="module")
-def hr_server():
-    """A second IMAP server with the user `hr`: Dovecot where installed (always in CI), else pymap."""
-    server: ImapServer = DovecotServer(user="hr") if DovecotServer.available() else PymapServer(user="hr")
-    with server:
-        yield server
-
-
-@pytest.fixture
-def hr_mailbox(hr_server, mailbox):
-    hr_server.reset()
-    return hr_server
 
 
 class Teams:
