@@ -6,6 +6,8 @@ Dovecot user); without servers: the fleet on in-memory mailboxes, the shared not
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from inboxd import http
+from inboxd import http, logs
 from inboxd.cli import cli
 from inboxd.clock import FixedClock
 from inboxd.config import load_teams
@@ -28,7 +30,7 @@ from inboxd.errors import LoginRefused, LoginsRefused
 from inboxd.fleet import Fleet
 from inboxd.health import Health
 from inboxd.metrics import REGISTRY, Live
-from inboxd.models import Item, open_database
+from inboxd.models import Item, open_database, team, use_team
 from inboxd.outbox import FakeTransport
 from inboxd.servers import append_messages
 from inboxd.servers.base import free_port
@@ -236,7 +238,8 @@ def quick_backoff(monkeypatch):
 
 def test_the_other_team_goes_on_after_one_teams_logins_were_refused(tmp_path, quick_backoff):
     it, hr = two_daemons(tmp_path, RefusingSource())
-    fleet = Fleet([it, hr], Notifier(None))
+    systemd = Recorded()
+    fleet = Fleet([it, hr], systemd)
     thread = threading.Thread(target=fleet.run)
     thread.start()
     try:
@@ -245,6 +248,11 @@ def test_the_other_team_goes_on_after_one_teams_logins_were_refused(tmp_path, qu
         it.source.add([make_mail("ken@example.org", "Laptop is slow")])
         wait_for(lambda: Item.select().where(Item.team == "IT").count() == 1, "IT's item", 30)
         assert thread.is_alive() and fleet.notifier.teams["HR"].ended and not fleet.notifier.teams["IT"].ended
+        assert [m for m in systemd.sent if m.startswith("READY=1")] == [systemd.sent[0]]
+        assert systemd.sent[-1].startswith("STATUS=2 teams: IT watching ") and \
+            "; HR stopped: IMAP: login refused by 127.0.0.1 for hr; refused 3 times in a row" in systemd.sent[-1]
+        fleet.request_reload()  # SIGHUP: every team still running reloads its rules and templates
+        wait_for(lambda: not it.reload_requested.is_set(), "IT reloaded", 30)
     finally:
         fleet.stop()
         thread.join(30)
@@ -330,3 +338,19 @@ def test_healthz_and_metrics_name_each_team(tmp_path):
         REGISTRY.unregister(live)
     assert 'inboxd_healthy{team="HR"} 1.0' in scraped and 'inboxd_imap_connection{state="idle",team="IT"}' in scraped
     assert "inboxd_database_up 1.0" in scraped  # one database for all
+
+
+def test_each_line_a_teams_thread_logs_starts_with_its_key():
+    out = io.StringIO()
+    handler = logs._Handler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        logs.name_teams(team)
+        use_team("HR")
+        logging.getLogger("inboxd.daemon").warning("IMAP: %s unavailable", "hr@imap")
+        use_team("")
+        logging.getLogger("inboxd.cli").warning("inboxd starting")  # the process's own line
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert out.getvalue() == "HR: IMAP: hr@imap unavailable\ninboxd starting\n"
