@@ -354,3 +354,19 @@ def test_each_line_a_teams_thread_logs_starts_with_its_key():
     finally:
         logging.getLogger().removeHandler(handler)
     assert out.getvalue() == "HR: IMAP: hr@imap unavailable\ninboxd starting\n"
+
+
+def test_report_names_the_teams_when_asked_for_one_it_does_not_serve(tmp_path):
+    it, hr = two_daemons(tmp_path, FakeSource())
+    app = http._app({"HR": hr.health, "IT": it.health}, [hr.config, it.config])
+    answer: list[str] = []
+    environ = {"PATH_INFO": "/report", "REMOTE_ADDR": "127.0.0.1", "QUERY_STRING": "team=PAY"}
+    body = b"".join(app(environ, lambda status, _: answer.append(status)))
+    assert answer == ["404 Not Found"] and body == b"/report?team=KEY: the teams are HR, IT\n"
+    answer.clear()
+    pages: list[bytes] = []  # in a thread of its own, as the server's: /report opens a connection of its own
+    thread = threading.Thread(target=lambda: pages.append(b"".join(
+        app(environ | {"QUERY_STRING": "team=it"}, lambda status, _: answer.append(status)))))
+    thread.start()
+    thread.join(30)
+    assert answer == ["200 OK"] and b"IT Help" in pages[0] and b"HR" not in pages[0]
