@@ -79,17 +79,18 @@ def first_contact_message(config: Config, found: Found) -> str:
     day = (newest.astimezone(tz) - timedelta(days=EXAMPLE_DAYS)).date()
     recent = len(found.since(datetime.combine(day, time(), tz)))
     command = f"inboxd --config {config.path}"
+    team = f" --team {config.team.key}" if config.team_file is not None else ""  # one of several: name it
     return "\n".join([
         f"first contact with {config.mailbox.label}: it already holds {count} mail(s) that inboxd has never "
         f"read, from {local_time(oldest, tz)} to {local_time(newest, tz, zone=True)}.",
         "inboxd stopped before reading any of them, so that nobody is answered by surprise: nothing was sent,",
         "and none of this mail was touched. Choose what becomes of it, then start inboxd again:",
         "",
-        f"  {command} adopt now",
+        f"  {command} adopt now{team}",
         f"      leave these {count} mail(s) alone; track only mail that arrives from now on",
-        f"  {command} adopt {day.isoformat()}",
+        f"  {command} adopt {day.isoformat()}{team}",
         f"      track the mail that arrived since that day ({recent} of {count}); leave the older mail alone",
-        f"  {command} adopt all",
+        f"  {command} adopt all{team}",
         f"      track all {count} mail(s)",
         "",
         "Tracked mail becomes items and is acknowledged like any new request. Add --no-ack to track it without",

@@ -41,6 +41,8 @@ class Fleet:
 
     def stop(self) -> None:
         """Every team stops reading, sends what is queued, and `run` returns."""
+        if not self.stopping.is_set():
+            self.notifier.stopping()
         self.stopping.set()
         for daemon in self.daemons:
             daemon.stop()
@@ -83,7 +85,6 @@ class Fleet:
                 self._ended.clear()
         finally:
             self.stop()
-            self.notifier.stopping()
             for thread in threads:
                 thread.join()
 
@@ -97,8 +98,8 @@ class Fleet:
             self.stopped[key] = exc
             self.notifier.teams[key].status(f"stopped: {str(exc).splitlines()[0][:200]}")
             others = len(self.daemons) - len(self.stopped)
-            log.error("team %s has stopped; %s", key, f"the other {others} team(s) go on" if others else
-                      "no team is left")
+            log.error("team %s has stopped (%s): %s", key, f"the other {others} team(s) go on" if others else
+                      "no team is left", exc)
         except BaseException as exc:
             log.exception("team %s: its loop failed; inboxd stops, for systemd to start it again", key)
             self.failure = exc

@@ -157,7 +157,7 @@ def test_a_team_whose_login_is_refused_stops_alone_and_healthz_names_it(tmp_path
     run = running(teams)
     append_messages(mailbox, [make_mail("ken@example.org", "Laptop is slow", to="help@example.org")])
     wait_for(lambda: acks_to(teams, "ken@example.org"), f"IT's acknowledgement\n{run.output()}")
-    wait_for(lambda: "team HR has stopped; the other 1 team(s) go on" in run.output(), "HR stopped")
+    wait_for(lambda: "team HR has stopped (the other 1 team(s) go on): IMAP: login as 'hr'" in run.output(), "HR stopped")
     status, health = run.get("/healthz")
     assert status == 503 and health.startswith("not ok: HR of 2 teams\n"), health
     assert "\nHR: stopped: inboxd" in health and "\nIT: ok since" in health
@@ -213,11 +213,12 @@ class RefusingSource(FakeSource):
         raise LoginRefused("IMAP: login refused by 127.0.0.1 for hr")
 
 
-def two_daemons(tmp_path: Path, hr_source: FakeSource) -> tuple[Daemon, Daemon]:
+def two_daemons(tmp_path: Path, hr_source: FakeSource, hr_extra: str = "") -> tuple[Daemon, Daemon]:
+    """IT and HR (tests/test_teams.py's) on in-memory mailboxes; `hr_extra`: more of HR's [mailbox]."""
     path = write_config(tmp_path)
     (tmp_path / "teams.d").mkdir()
     (tmp_path / "teams.d" / "hr.toml").write_text(HR_FILE.format(port=1144).replace(
-        'templates = "hr-templates"', ""))
+        'templates = "hr-templates"', "").replace('user = "hr"\n', f'user = "hr"\n{hr_extra}'))
     (tmp_path / "teams.d" / "it.toml").write_text("")
     hr, it = load_teams(path)
     clock = FixedClock(MONDAY_10)
@@ -257,6 +258,25 @@ def test_the_other_team_goes_on_after_one_teams_logins_were_refused(tmp_path, qu
         fleet.stop()
         thread.join(30)
     assert not thread.is_alive() and it.health.status.state == "stopped"
+
+
+def test_a_team_whose_mailbox_awaits_adopt_stops_alone(tmp_path):
+    hr_source = FakeSource()
+    hr_source.add([make_mail("mia@example.org", "Holiday request", to="hr@example.org")])
+    it, hr = two_daemons(tmp_path, hr_source, hr_extra='first_contact = "stop"\n')
+    systemd = Recorded()
+    fleet = Fleet([it, hr], systemd)
+    thread = threading.Thread(target=fleet.run)
+    thread.start()
+    try:
+        wait_for(lambda: "HR" in fleet.stopped, "HR stopped", 30)
+        assert " adopt now --team HR\n" in str(fleet.stopped["HR"]) and not Item.select().where(Item.team == "HR").exists()
+        it.source.add([make_mail("ken@example.org", "Laptop is slow")])
+        wait_for(lambda: Item.select().where(Item.team == "IT").count() == 1, "IT's item", 30)
+    finally:
+        fleet.stop()
+        thread.join(30)
+    assert not thread.is_alive() and systemd.sent.count("STOPPING=1\nSTATUS=stopping: sending what is queued") == 1
 
 
 def test_when_every_team_has_stopped_run_ends_with_the_refused_logins(tmp_path, quick_backoff):
