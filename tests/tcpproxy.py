@@ -1,4 +1,4 @@
-"""TCP proxies that meddle with what a server sends at an exact moment: a cut, or two answers made one."""
+"""TCP proxies that meddle with what a server sends at an exact moment: a cut, two answers made one, a freeze."""
 
 from __future__ import annotations
 
@@ -101,3 +101,37 @@ class HoldingProxy(_Proxy):
                 self.released.set()
             return data
         return passed
+
+
+class FreezingProxy(_Proxy):
+    """After `freeze()` nothing passes, either way, and nothing is closed: a network that swallows packets.
+
+    Both ends' sockets stay open and their kernels keep taking bytes, so neither a close nor a TCP
+    keepalive tells either end anything. There is no thaw: what was swallowed stays swallowed.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.frozen = threading.Event()
+        super().__init__(target_port)
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, passed) -> None:
+        try:
+            while data := source.recv(65536):
+                self._stop_if_frozen()
+                sink.sendall(data)
+        except OSError:
+            pass
+        self._stop_if_frozen()  # an end closing is swallowed too
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def _stop_if_frozen(self) -> None:
+        if self.frozen.is_set():
+            threading.Event().wait()  # this direction's thread stops for good
