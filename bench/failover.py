@@ -3,21 +3,27 @@
 On a throwaway PostgreSQL (tests/postgres.py), three worker processes (plain Python running
 `inboxd.leases.keep_share` every RENEW_SECONDS, not the daemon) share 20 mailbox leases, each
 through a TCP proxy of its own (tests/tcpproxy.FreezingProxy). Once they hold 7, 7 and 6, the
-one holding most is lost, in one of two ways:
+one holding most is lost, in one of two ways, or the database goes:
 
-  kill:   kill -9 of its process (the kernel closes its connection at once);
-  freeze: its proxy swallows everything from then on and closes nothing (a network that drops
-          packets, a frozen machine's connection): the worker lives on, its statements time out.
+  kill:    kill -9 of its process (the kernel closes its connection at once);
+  freeze:  its proxy swallows everything from then on and closes nothing (a network that drops
+           packets, a frozen machine's connection): the worker lives on, its statements time out;
+  restart: PostgreSQL crashes (immediate shutdown) and is started again at once.
 
-Each worker prints every change of what `held()` says (polled every 10 ms) with a time of the
+Each worker prints every change of what `held()` says (polled every 2 ms) with a time of the
 boot clock all processes share, so the bench sees what each worker *believed* and when:
 
   failover: from the loss until every lease the lost worker held is held by another;
-  overlap:  moments at which two workers both believed they held the same lease (a killed
-            worker believes nothing after its death), counted per lease, with the longest;
-  fenced:   (freeze) from the loss until the lost worker itself stopped believing.
+  overlap:  moments from the loss on at which two workers both believed they held the same lease
+            (a killed worker believes nothing after its death), counted per lease, with the longest.
+            Not before the loss: while the shares settle, a worker gives leases back, and stops
+            believing before it sends the DELETE (or unlock), but its poll may say so 2 ms late;
+  fenced:   (freeze) from the loss until the lost worker itself stopped believing, and the
+            shortest time from that to another worker taking one of its leases;
+  moved:    leases held by another worker afterwards (restart: after the crash, every lease
+            held again and each share settled; "failover" is then until every lease was held again).
 
-    python bench/failover.py [--trials 10] [--kinds rows,advisory] [--ways kill,freeze] [--json]
+    python bench/failover.py [--trials 10] [--kinds rows,advisory] [--ways kill,freeze,restart] [--json]
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ MAILBOXES = [f"mailbox:team{n:02}" for n in range(20)]
 WORKERS = 3
 KINDS = {"rows": RowLeases, "advisory": AdvisoryLeases}
 GOAL_SECONDS = 10.0
+POLL_SECONDS = 0.002  # how often a worker reports what it holds: a change is seen this much late at most
 
 
 def work(kind: str, url: str, name: str) -> None:
@@ -63,7 +70,7 @@ def work(kind: str, url: str, name: str) -> None:
         for lease in sorted(held ^ believed):
             print(f"{now:.4f} {'+' if lease in held else '-'} {lease}", flush=True)
         believed = held
-        time.sleep(0.01)
+        time.sleep(POLL_SECONDS)
 
 
 class Worker:
@@ -122,10 +129,11 @@ class Worker:
         self.proxy.close()
 
 
-def overlaps(workers: list[Worker], end: float) -> tuple[int, float]:
-    """How many leases two workers believed they held at one moment, and the longest such moment."""
+def overlaps(workers: list[Worker], since: float, end: float) -> tuple[int, float]:
+    """How many leases two workers believed they held at one moment from `since` on, and the longest such moment."""
     leases, longest = set(), 0.0
-    spans = [w.intervals(end) for w in workers]
+    spans = [{lease: [(max(a, since), b) for a, b in held if b > since] for lease, held in w.intervals(end).items()}
+             for w in workers]
     for i, mine in enumerate(spans):
         for theirs in spans[i + 1:]:
             for lease in mine.keys() & theirs.keys():
@@ -160,15 +168,17 @@ def clean(url: str) -> None:
             wait_for(no_locks, 3 * TTL_SECONDS, "the last trial's advisory locks gone")
 
 
-def trial(kind: str, way: str, url: str, port: int) -> dict[str, Any]:
-    """Three workers, the one holding most lost; the figures of one loss."""
+def trial(kind: str, way: str, url: str, server: Any) -> dict[str, Any]:
+    """Three workers, the one holding most lost (or the database restarted); the figures of one loss."""
     clean(url)
-    workers = [Worker(kind, url, port, f"w{n}") for n in range(WORKERS)]
+    workers = [Worker(kind, url, server.port, f"w{n}") for n in range(WORKERS)]
     try:
         def shared() -> bool:
             held = [w.held() for w in workers]
             return sorted(map(len, held)) == [6, 7, 7] and set().union(*held) == set(MAILBOXES)
         wait_for(shared, 30, "the workers sharing the 20 leases 7, 7 and 6")
+        if way == "restart":
+            return across_restart(workers, server, shared)
         victim = max(workers, key=lambda w: len(w.held()))
         others = [w for w in workers if w is not victim]
         lost = victim.held()
@@ -185,8 +195,9 @@ def trial(kind: str, way: str, url: str, port: int) -> dict[str, Any]:
             wait_for(lambda: not victim.held(), 30, "the frozen worker stopping")
         fenced = {lease: when for when, lease, gained in victim.changes if when > lost_at and not gained}
         time.sleep(0.05)  # the last lines in
-        count, longest = overlaps(workers, boot_clock())
+        count, longest = overlaps(workers, lost_at, boot_clock())
         return {"failover": max(taken.values()) - lost_at, "overlapping_leases": count, "longest_overlap": longest,
+                "moved": len(lost),
                 "fenced": max(fenced.values()) - lost_at if way == "freeze" else None,
                 # how long before the first takeover of a lease its frozen holder had stopped (< 0: overlap)
                 "gap": min(taken[name] - fenced.get(name, lost_at) for name in lost) if way == "freeze" else None}
@@ -195,11 +206,43 @@ def trial(kind: str, way: str, url: str, port: int) -> dict[str, Any]:
             worker.stop()
 
 
+def across_restart(workers: list[Worker], server: Any, shared: Any) -> dict[str, Any]:
+    """PostgreSQL crashes (immediate shutdown) and starts again: when every lease was held again, by whom."""
+    before = {lease: w.name for w in workers for lease in w.held()}
+    lost_at = boot_clock()
+    server.proc.send_signal(signal.SIGQUIT)
+    server.proc.wait()
+    with open(server.tmp / "server.log", "ab") as log:
+        server.proc = subprocess.Popen(server.proc.args, user="postgres", group="postgres",
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    time.sleep(TTL_SECONDS)  # past every deadline of before the crash
+    wait_for(shared, 60, "the workers sharing the 20 leases again")
+    end = boot_clock()
+    spans = [w.intervals(end) for w in workers]
+    held_again = max(uncovered_until([s for w in spans for s in w.get(lease, [])], lost_at) for lease in MAILBOXES)
+    after = {lease: w.name for w in workers for lease in w.held()}
+    count, longest = overlaps(workers, lost_at, end)
+    return {"failover": held_again - lost_at, "overlapping_leases": count, "longest_overlap": longest,
+            "fenced": None, "gap": None, "moved": sum(before[lease] != after[lease] for lease in MAILBOXES)}
+
+
+def uncovered_until(spans: list[tuple[float, float]], since: float) -> float:
+    """The last moment after `since` at which none of `spans` covered it (`since` when they always did)."""
+    last, reach = since, since
+    for start, end in sorted(spans):
+        if end <= since:
+            continue
+        if start > reach:
+            last = start
+        reach = max(reach, end)
+    return last
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--kinds", default="rows,advisory")
-    parser.add_argument("--ways", default="kill,freeze")
+    parser.add_argument("--ways", default="kill,freeze,restart")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "URL", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -222,7 +265,7 @@ def main() -> None:
         for way in ways:
             for kind in kinds:
                 for _ in range(args.trials):
-                    results[kind][way].append(trial(kind, way, url, server.port))
+                    results[kind][way].append(trial(kind, way, url, server))
     if args.json:
         print(json.dumps(results, indent=1))
         return
@@ -233,8 +276,8 @@ def main() -> None:
     for way in ways:
         for label, key in (("failover p50", "failover"), ("failover max", "failover"),
                            ("overlap leases", "overlapping_leases"), ("longest overlap", "longest_overlap"),
-                           ("self-fenced max", "fenced"), ("fence→takeover min", "gap")):
-            if key in ("fenced", "gap") and way != "freeze":
+                           ("self-fenced max", "fenced"), ("fence→takeover min", "gap"), ("moved", "moved")):
+            if key in ("fenced", "gap") and way != "freeze" or key == "moved" and way != "restart":
                 continue
             row = []
             for kind in kinds:
@@ -245,6 +288,8 @@ def main() -> None:
                     row.append(f"{min(values):.2f} s")
                 elif label.endswith("p50"):
                     row.append(f"{statistics.median(values):.2f} s")
+                elif key == "moved":
+                    row.append(f"{statistics.median(values):g} of 20 (p50)")
                 elif key == "overlapping_leases":
                     row.append(f"{sum(values)} in {sum(v > 0 for v in values)} trial(s)")
                 else:

@@ -279,17 +279,15 @@ class AdvisoryLeases(_PostgresLeases):
 
     The server ends the session (and frees its locks) when the connection closes, or when it has
     been idle for TTL: `idle_session_timeout`, set for this session only, is what makes it notice a
-    connection that froze rather than closed (TCP keepalives on either side would see a dead peer
-    too, but only a dead one, and after their own minutes). The worker counts its deadline from
+    connection that froze rather than closed (the server's TCP keepalives start after two hours by
+    default, and see a dead peer, not a proxy that swallows). The worker counts its deadline from
     each statement it sent; any failure drops every lease at once, since the session may be gone.
     """
 
     def __init__(self, url: str, holder: str | None = None, ttl: float = TTL_SECONDS, margin: float = MARGIN_SECONDS,
                  timeout: float = QUERY_SECONDS, clock: Callable[[], float] = boot_clock) -> None:
-        super().__init__(url, holder, ttl, margin, timeout, clock,
-                         options=f"-c idle_session_timeout={int(ttl * 1000)}",
-                         keepalives=1, keepalives_idle=max(1, int(ttl / 3)), keepalives_interval=1,
-                         keepalives_count=2)
+        idle = f"-c idle_session_timeout={int(ttl * 1000)}"
+        super().__init__(url, holder, ttl, margin, timeout, clock, options=idle)
         self._keys: dict[int, str] = {}
 
     def announce(self) -> int:
