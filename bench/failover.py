@@ -266,6 +266,7 @@ def main() -> None:
             for kind in kinds:
                 for _ in range(args.trials):
                     results[kind][way].append(trial(kind, way, url, server))
+                    print(f"{way} {kind}: {results[kind][way][-1]}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(results, indent=1))
         return

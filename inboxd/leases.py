@@ -197,8 +197,7 @@ class _PostgresLeases:
             rows = self._session.run(sql, params)
         except (psycopg2.Error, StatementTimeout, OSError) as exc:
             if not self._failing:
-                log.warning("leases: the database cannot be reached (%s); holding %d lease(s) until their deadlines",
-                            " ".join(str(exc).split()), len(self.held()))
+                log.warning("leases: the database cannot be reached (%s)", " ".join(str(exc).split()))
             self._failing = True
             return None
         if self._failing:
@@ -221,6 +220,7 @@ RETURNING name"""
 _ANNOUNCE = """
 INSERT INTO worker (name, started_at, expires_at) VALUES (%(holder)s, now(), now() + make_interval(secs => %(ttl)s))
 ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at;
+DELETE FROM worker WHERE expires_at < now() - interval '1 day';
 SELECT count(*) FROM worker WHERE expires_at > now()"""
 
 

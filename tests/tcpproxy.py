@@ -26,7 +26,11 @@ class _Proxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection((HOST, self.target_port))
+            try:
+                server = socket.create_connection((HOST, self.target_port))
+            except OSError:  # the server is down (restarting): this client finds its connection closed
+                client.close()
+                continue
             from_server = self._from_server()
             threading.Thread(target=self._pump, args=(client, server, lambda data: data), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, from_server), daemon=True).start()
