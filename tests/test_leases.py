@@ -183,5 +183,6 @@ def test_the_sharing_on_fakes_a_cut_off_worker_stops_before_the_others_take_over
         held = [keep_share(w, MAILBOXES) for w in workers]
         steps.append((bool(held[0]), bool(lost & (held[1] | held[2]))))
     assert (False, True) == steps[-1] and (False, False) in steps  # w0 stopped first
+    assert board.now == 6.5  # its leases expired at 6 (its last renewal at 0, TTL 6): taken at the next round
     assert not any(believes and took for believes, took in steps)
     assert sorted(len(h) for h in held[1:]) == [10, 10]
