@@ -628,7 +628,7 @@ def _v10_search(database: pw.Database) -> None:
 def _v12_leases(database: pw.Database) -> None:
     """Tables for several workers on one database: mailbox leases, the workers alive, the jobs run.
 
-    Number 11 is the teams' (issue 17, built beside this one): merged, 11 comes before 12 in this list.
+    Number 11 is `item.language` (issue 17, built beside this one): merged, 11 comes before 12 in this list.
     """
     database.create_tables([Lease, Worker, JobRun])
 
