@@ -257,14 +257,18 @@ class ImapSource:
         return sorted(uid for uid in uids if uid > after)  # n:* always includes the last UID
 
     def arrivals(self, uids: list[int]) -> dict[int, datetime]:
-        found: dict[int, dict] = {}
+        # A backlog can be 20,000 mails: imapclient's answer per mail (a dict, its flags, a datetime with
+        # a tzinfo object of its own) is ~1 kB, so only the moment is kept, in UTC, one command at a time.
+        arrived: dict[int, datetime] = {}
         try:
             for start in range(0, len(uids), UIDS_PER_COMMAND):
-                found |= self._client().fetch(uids[start:start + UIDS_PER_COMMAND], [b"INTERNALDATE", b"FLAGS"])
+                found = self._client().fetch(uids[start:start + UIDS_PER_COMMAND], [b"INTERNALDATE", b"FLAGS"])
+                arrived.update((uid, data[b"INTERNALDATE"].astimezone(UTC)) for uid, data in found.items()
+                               if DONE_KEYWORD.encode() not in data.get(b"FLAGS", ()))
+                del found
         except CONNECTION_ERRORS as exc:
             raise _fail("asking when the mail arrived", exc) from None
-        return {uid: data[b"INTERNALDATE"] for uid, data in found.items()
-                if DONE_KEYWORD.encode() not in data.get(b"FLAGS", ())}
+        return arrived
 
     def sizes(self, uids: list[int]) -> dict[int, int]:
         try:
