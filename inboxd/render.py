@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,11 +58,13 @@ class Renderer:
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         """Render one template; TemplateError names the file and line on any problem."""
-        path = self.directory / f"{name}.txt"
+        # Paths as text: pathlib interns each name afresh per mail, and that churn doubles the
+        # interpreter's table of interned strings (+1.9 MB) after ~6,000 mails (bench/README.md, issue 15).
+        path = f"{self.directory}/{name}.txt"
         try:
             text = self.env.get_template(f"{name}.txt").render(context)
-            html_path = self.directory / f"{name}.html"
-            html = self.env.get_template(f"{name}.html").render(context) if html_path.exists() else None
+            html = self.env.get_template(f"{name}.html").render(context) \
+                if os.path.exists(f"{self.directory}/{name}.html") else None
         except jinja2.TemplateNotFound:
             raise TemplateError([f"{path}: template not found"]) from None
         except jinja2.TemplateSyntaxError as exc:
