@@ -61,6 +61,7 @@ class Health:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._temporary = path.with_name(path.name + ".tmp")  # made once: pathlib interns the name it parses
         self.status = Status("ok", "", _now(), _now(), None, os.getpid())
         self._written = 0.0  # time.monotonic() of the last write
         self._failing = False
@@ -129,11 +130,10 @@ class Health:
     def _write(self) -> None:
         self.status = replace(self.status, updated=_now())
         self._written = time.monotonic()
-        temporary = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(asdict(self.status)) + "\n", encoding="utf-8")
-            os.replace(temporary, self.path)  # a reader sees the old file or the new one, never half of one
+            self._temporary.write_text(json.dumps(asdict(self.status)) + "\n", encoding="utf-8")
+            os.replace(self._temporary, self.path)  # a reader sees the old file or the new one, never half of one
         except OSError as exc:  # a full or read-only disk: the file goes stale, and `inboxd health` says so
             (log.debug if self._failing else log.warning)("health: cannot write %s: %s", self.path, exc)
             self._failing = True

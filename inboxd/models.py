@@ -353,6 +353,40 @@ class MailboxState(BaseModel):
     backlog_ack = pw.BooleanField(default=True)  # false: backlog mail becomes items with no mail sent (--no-ack)
 
 
+class ServerTimeField(pw.DateTimeField):
+    """A moment the database writes with its own clock (`now()`), aware: only the database compares it."""
+
+    field_type = "TIMESTAMPTZ"
+
+
+class Lease(BaseModel):
+    """Which worker watches a mailbox (`mailbox:<label>`), until when by the database's clock (leases.py)."""
+
+    name = pw.CharField(primary_key=True)
+    holder = pw.CharField()
+    expires_at = ServerTimeField()
+
+
+class Worker(BaseModel):
+    """A worker that said it is alive: live while `expires_at` is ahead of the database's clock (leases.py)."""
+
+    name = pw.CharField(primary_key=True)
+    started_at = ServerTimeField()
+    expires_at = ServerTimeField()
+
+
+class JobRun(BaseModel):
+    """A timed job run at a moment by one worker: the primary key lets only one claim it (leases.claim_run)."""
+
+    job = pw.CharField()
+    moment = UtcDateTimeField()
+    worker = pw.CharField(default="")
+    claimed_at = UtcDateTimeField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("job", "moment")
+
+
 class SchemaVersion(BaseModel):
     """The applied schema migrations."""
 
@@ -664,11 +698,16 @@ def adopt_rows(teams: Sequence[tuple[str, str]]) -> tuple[str, dict[str, int]] |
     return key, counts
 
 
+def _v13_leases(database: pw.Database) -> None:
+    """Tables for several workers on one database: mailbox leases, the workers alive, the jobs run."""
+    database.create_tables([Lease, Worker, JobRun])
+
+
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
     (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact), (9, _v9_figures),
-    (10, _v10_search), (11, _v11_language), (12, _v12_teams)]
+    (10, _v10_search), (11, _v11_language), (12, _v12_teams), (13, _v13_leases)]
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]

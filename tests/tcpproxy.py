@@ -1,4 +1,4 @@
-"""TCP proxies that meddle with what a server sends at an exact moment: a cut, or two answers made one."""
+"""TCP proxies that meddle with what a server sends at an exact moment: a cut, two answers made one, a freeze."""
 
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ class _Proxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection((HOST, self.target_port))
+            try:
+                server = socket.create_connection((HOST, self.target_port))
+            except OSError:  # the server is down (restarting): this client finds its connection closed
+                client.close()
+                continue
             from_server = self._from_server()
             threading.Thread(target=self._pump, args=(client, server, lambda data: data), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, from_server), daemon=True).start()
@@ -101,3 +105,37 @@ class HoldingProxy(_Proxy):
                 self.released.set()
             return data
         return passed
+
+
+class FreezingProxy(_Proxy):
+    """After `freeze()` nothing passes, either way, and nothing is closed: a network that swallows packets.
+
+    Both ends' sockets stay open and their kernels keep taking bytes, so neither a close nor a TCP
+    keepalive tells either end anything. There is no thaw: what was swallowed stays swallowed.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.frozen = threading.Event()
+        super().__init__(target_port)
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, passed) -> None:
+        try:
+            while data := source.recv(65536):
+                self._stop_if_frozen()
+                sink.sendall(data)
+        except OSError:
+            pass
+        self._stop_if_frozen()  # an end closing is swallowed too
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def _stop_if_frozen(self) -> None:
+        if self.frozen.is_set():
+            threading.Event().wait()  # this direction's thread stops for good

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime
+import tracemalloc
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from inboxd.config import load_config
 from inboxd.daemon import Daemon
 from inboxd.errors import ConfigError, InboxdError
 from inboxd.outbox import FakeTransport
-from inboxd.source import FakeSource
+from inboxd.source import FakeSource, ImapSource
 
 INBOXD = [sys.executable, "-m", "inboxd.cli"]
 NOV_2, NOV_10, NOV_20 = (datetime(2026, 11, day, 9, 0, tzinfo=UTC) for day in (2, 10, 20))
@@ -171,6 +172,31 @@ def test_mail_inboxd_marked_done_is_not_a_backlog(tmp_path, mailbox, smtp_captur
     assert inboxd(config, "once").returncode == 0 and smtp_capture.messages == []
     put(mailbox, "new@example.org", NOV_20, flags=())
     assert inboxd(config, "once").returncode == 0 and requesters(smtp_capture) == ["new@example.org"]
+
+
+def test_the_arrivals_of_a_backlog_cost_a_moment_per_mail_not_imapclients_answer(
+        tmp_path, mailbox, smtp_capture, monkeypatch):
+    """Issue 15: the survey at first contact held imapclient's answer for every mail (~1 kB each: 20 MB at 20,000)."""
+    monkeypatch.setattr("inboxd.source.UIDS_PER_COMMAND", 100)  # a backlog of ten commands
+    berlin = timezone(timedelta(hours=1))
+    with mailbox.connect() as client:
+        client.multiappend("INBOX", [{"msg": make_mail(f"user{n}@example.org", f"Request {n}"),
+                                      "date": (NOV_2 + timedelta(minutes=n)).astimezone(berlin)} for n in range(1000)])
+    source = ImapSource(load_config(first_contact_config(tmp_path, mailbox, smtp_capture)).mailbox)
+    source.open()
+    try:
+        uids = source.new_uids(0)
+        tracemalloc.start()
+        try:
+            arrived = source.arrivals(uids)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        source.close()
+    assert arrived == {uid: NOV_2 + timedelta(minutes=n) for n, uid in enumerate(uids)}  # the same moments
+    assert {moment.tzinfo for moment in arrived.values()} == {UTC}  # one tzinfo, not an object per mail
+    assert peak < 400 * len(uids)  # the moments kept, one command's answer at a time (before: 1,042 B a mail)
 
 
 # --- the decisions, without servers ---------------------------------------------------------------

@@ -248,3 +248,17 @@ def test_latency_relay_counts_arrivals_net_of_expunges() -> None:
         else:
             told += [view.command] * view.server_line(line)
     assert told == ["IDLE", "UID MOVE", "UID MOVE", "IDLE"] and view.count == 1
+
+
+def test_failover_bench_small() -> None:
+    """bench/failover.py, one trial of each loss and kind: the lost leases taken over, never held by two at once."""
+    from postgres import server_for_tests
+    server_for_tests()  # skips where PostgreSQL cannot run (CI requires it)
+    done = _bench("failover.py", "--trials", "1", "--json", timeout=300)
+    figures = json.loads(done.stdout)
+    assert set(figures) == {"rows", "advisory"}
+    for kind, ways in figures.items():
+        assert set(ways) == {"kill", "freeze", "restart"}, kind
+        for way, (trial,) in ways.items():
+            assert trial["overlapping_leases"] == 0 and trial["failover"] < 60, (kind, way, trial)
+        assert ways["freeze"][0]["gap"] > 0 and ways["kill"][0]["moved"] == 7

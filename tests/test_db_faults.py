@@ -196,8 +196,13 @@ def test_health_is_red_while_the_mailbox_cannot_be_read(tmp_path, clock):
 # --- the pipeline on fakes: an outage is raised, never parked --------------------------------------
 
 def lock(database: Path) -> sqlite3.Connection:
-    """What another process does: hold SQLite's write lock (until the connection is closed)."""
-    other = sqlite3.connect(database, timeout=0, isolation_level=None, check_same_thread=False)
+    """What another process does: hold SQLite's write lock (until the connection is closed).
+
+    Taking it waits a little, as any other process would: a daemon that has just started may be
+    writing for a moment (its delivery process opening the database), and the test is about what
+    comes after.
+    """
+    other = sqlite3.connect(database, timeout=5, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN EXCLUSIVE")
     return other
 
