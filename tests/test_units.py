@@ -6,19 +6,22 @@ assignment history); only the tracker's cases touch a (temporary SQLite) databas
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from email.charset import QP, Charset
+from email.mime.text import MIMEText
 
 import pytest
 from inboxd import caps, intake, mailout
 from inboxd.checks import load_rules_and_templates
 from inboxd.conversation import decide
 from inboxd.domain import ItemView, PlanKind, Reply, Status
-from inboxd.mailout import Composer
+from inboxd.mailout import Composer, text_part
 from inboxd.message import decode
 from inboxd.models import Event, Item, Message, open_database
 from inboxd.routing import Decision, Queue
@@ -279,3 +282,26 @@ class TestTracker:
         Tracker.delivered(item.id, True, "", "ack", later + timedelta(seconds=5))  # the first one counts
         assert Item.get_by_id(item.id).acknowledged_at == later
         assert [e.kind for e in Event.select().where(Event.item == item.id).order_by(Event.id)][-1] == "delivery-failed"
+
+
+@pytest.mark.parametrize("text", [
+    "Hello,\n\nyour request is in.\n", "Größe über 42 — ok, 😀 = fine.\n", "a line with a trailing space \nnext\n",
+    ".\nFrom here\n=3D\n", "word " * 40 + "\n", "x" * 200, "tab\tend\t\nCR\r\nalone\rhere", ""])
+def test_a_text_part_decodes_to_what_mimetext_would_make(text):
+    made = text_part(text, "plain")
+    assert made.get_payload(decode=True) == MIMEText(text, "plain", _qp_utf8()).get_payload(decode=True)
+    assert made["Content-Type"] == 'text/plain; charset="utf-8"'
+    assert made["Content-Transfer-Encoding"] == "quoted-printable"
+    assert all(len(line) <= 76 for line in made.as_bytes().split(b"\n"))
+
+
+def test_a_line_binascii_would_make_too_long_is_encoded_by_the_email_package():
+    text = "x" * 75 + " \nmore\n"  # binascii: 75 x and "=20", 78 characters
+    assert max(map(len, binascii.b2a_qp(text.encode(), istext=True).split(b"\n"))) > 76
+    assert text_part(text, "plain").as_bytes() == MIMEText(text, "plain", _qp_utf8()).as_bytes()
+
+
+def _qp_utf8() -> Charset:
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    return charset
