@@ -23,9 +23,11 @@ from inboxd.models import (
     Notice,
     Outbox,
     SchemaVersion,
+    _COMPOSED,
     adopt_rows,
     create,
     open_database,
+    same_text_requests,
     schema_version_of,
     team,
     use_team,
@@ -219,3 +221,17 @@ def test_migrate_for_one_team_waits_for_every_team_s_daemon_to_stop(tmp_path: Pa
         running.release()
     assert result.exit_code == 1 and f"another inboxd is working on {hr.mailbox.label}" in result.output
     assert schema_version_of(f"sqlite:///{tmp_path / 'inboxd.db'}") == 0  # nothing created under HR's daemon
+
+
+def test_the_per_mail_lookups_by_sender_read_the_senders_rows_not_the_teams(tmp_path: Path) -> None:
+    """A team-first index must not win over the sender's: it would read every item of the team in the window."""
+    database = open_database(f"sqlite:///{tmp_path / 'plan.db'}")
+    use_team("IT")
+    try:
+        same_text_requests("rosa@example.org", "Please help.", NOW)  # composes its SQL
+        sql = _COMPOSED["same_text_requests"]
+        plan = " ".join(row[-1] for row in database.execute_sql("EXPLAIN QUERY PLAN " + sql,
+                                                                 [None] * sql.count("?")).fetchall())
+        assert "INDEX item_requester" in plan and "item_team" not in plan, plan
+    finally:
+        database.close()
