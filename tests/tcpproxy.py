@@ -50,12 +50,7 @@ class _Proxy:
                     sink.sendall(data)
         except OSError:
             pass
-        for end in (source, sink):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
+        close_both(source, sink)
 
 
 class CuttingProxy(_Proxy):
@@ -129,13 +124,18 @@ class FreezingProxy(_Proxy):
         except OSError:
             pass
         self._stop_if_frozen()  # an end closing is swallowed too
-        for end in (source, sink):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
+        close_both(source, sink)
 
     def _stop_if_frozen(self) -> None:
         if self.frozen.is_set():
             threading.Event().wait()  # this direction's thread stops for good
+
+
+def close_both(*ends: socket.socket) -> None:
+    """End a relayed connection on both sides, whichever already went."""
+    for end in ends:
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        end.close()

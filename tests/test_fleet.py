@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -240,24 +241,31 @@ def quick_backoff(monkeypatch):
 def test_the_other_team_goes_on_after_one_teams_logins_were_refused(tmp_path, quick_backoff):
     it, hr = two_daemons(tmp_path, RefusingSource())
     systemd = Recorded()
-    fleet = Fleet([it, hr], systemd)
-    thread = threading.Thread(target=fleet.run)
-    thread.start()
-    try:
-        wait_for(lambda: "HR" in fleet.stopped, "HR stopped", 30)
+    with hr_stopped_it_going(it, hr, systemd) as (fleet, thread):
         assert isinstance(fleet.stopped["HR"], LoginsRefused) and hr.health.status.state == "stopped"
-        it.source.add([make_mail("ken@example.org", "Laptop is slow")])
-        wait_for(lambda: Item.select().where(Item.team == "IT").count() == 1, "IT's item", 30)
         assert thread.is_alive() and fleet.notifier.teams["HR"].ended and not fleet.notifier.teams["IT"].ended
         assert [m for m in systemd.sent if m.startswith("READY=1")] == [systemd.sent[0]]
         assert systemd.sent[-1].startswith("STATUS=2 teams: IT watching ") and \
             "; HR stopped: IMAP: login refused by 127.0.0.1 for hr; refused 3 times in a row" in systemd.sent[-1]
         fleet.request_reload()  # SIGHUP: every team still running reloads its rules and templates
         wait_for(lambda: not it.reload_requested.is_set(), "IT reloaded", 30)
+    assert not thread.is_alive() and it.health.status.state == "stopped"
+
+
+@contextmanager
+def hr_stopped_it_going(it: Daemon, hr: Daemon, systemd: Notifier) -> Iterator[tuple[Fleet, threading.Thread]]:
+    """Both teams running in a fleet until HR has stopped; then IT still takes a new mail; stopped at the end."""
+    fleet = Fleet([it, hr], systemd)
+    thread = threading.Thread(target=fleet.run)
+    thread.start()
+    try:
+        wait_for(lambda: "HR" in fleet.stopped, "HR stopped", 30)
+        it.source.add([make_mail("ken@example.org", "Laptop is slow")])
+        wait_for(lambda: Item.select().where(Item.team == "IT").count() == 1, "IT's item", 30)
+        yield fleet, thread
     finally:
         fleet.stop()
         thread.join(30)
-    assert not thread.is_alive() and it.health.status.state == "stopped"
 
 
 def test_a_team_whose_mailbox_awaits_adopt_stops_alone(tmp_path):
@@ -265,17 +273,8 @@ def test_a_team_whose_mailbox_awaits_adopt_stops_alone(tmp_path):
     hr_source.add([make_mail("mia@example.org", "Holiday request", to="hr@example.org")])
     it, hr = two_daemons(tmp_path, hr_source, hr_extra='first_contact = "stop"\n')
     systemd = Recorded()
-    fleet = Fleet([it, hr], systemd)
-    thread = threading.Thread(target=fleet.run)
-    thread.start()
-    try:
-        wait_for(lambda: "HR" in fleet.stopped, "HR stopped", 30)
+    with hr_stopped_it_going(it, hr, systemd) as (fleet, thread):
         assert " adopt now --team HR\n" in str(fleet.stopped["HR"]) and not Item.select().where(Item.team == "HR").exists()
-        it.source.add([make_mail("ken@example.org", "Laptop is slow")])
-        wait_for(lambda: Item.select().where(Item.team == "IT").count() == 1, "IT's item", 30)
-    finally:
-        fleet.stop()
-        thread.join(30)
     assert not thread.is_alive() and systemd.sent.count("STOPPING=1\nSTATUS=stopping: sending what is queued") == 1
 
 
