@@ -362,6 +362,13 @@ def load_teams(path: Path, secrets: bool = True) -> tuple[Config, ...]:
                 problems.append(f"{config.team_file}: [{'mailbox' if what == 'mailbox' else 'team'}] "
                                 f"{'user' if what == 'mailbox' else what}: {value!r} is already {first.name}'s: "
                                 f"each team needs its own")
+    shared_team = shared.data.get("team")
+    alias = shared_team.get("address") if isinstance(shared_team, dict) else None
+    if teams and not problems and alias and all(config.team.address != str(alias).lower() for config in teams):
+        # Adding teams.d/hr.toml to a one-team config would otherwise stop watching help@ without a word.
+        problems.append(f"{shared.where('team', 'address')}: [team] address: {alias!r} is no team's: with team "
+                        f"files in {folder}, only they are teams; give this team a file of its own there "
+                        f"(its [team] and [mailbox]), or remove the address here")
     if problems:
         raise ConfigError(problems)
     return tuple(teams)

@@ -47,8 +47,9 @@ user = "hr"
 
 
 def deployment(tmp_path: Path, **teams: str) -> Path:
-    """The tests' shared config.toml with `teams.d/NAME.toml` for each team given."""
+    """The tests' shared config.toml (its alias left out: it is no team's) with `teams.d/NAME.toml` for each team."""
     config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('address = "help@example.org"\n', ""))
     (tmp_path / "teams.d").mkdir()
     for name, text in teams.items():
         (tmp_path / "teams.d" / f"{name}.toml").write_text(text)
@@ -93,9 +94,6 @@ def test_a_mistake_in_a_team_file_names_that_file_and_line(tmp_path):
 
 def test_a_missing_key_is_said_in_the_team_file(tmp_path):
     config = deployment(tmp_path, hr=HR.replace('address = "hr@example.org"\n', ""))
-    # The shared file's own [team] has an address, so leave it out there too, as a deployment of teams would.
-    text = config.read_text().replace('address = "help@example.org"\n', "")
-    config.write_text(text)
     with pytest.raises(ConfigError) as caught:
         load_teams(config)
     assert caught.value.problems == [f"{tmp_path / 'teams.d' / 'hr.toml'}:1: [team] address: missing (required)"]
@@ -139,3 +137,16 @@ def test_every_team_file_is_checked_at_once(tmp_path):
         load_teams(config)
     files = [problem.split(":")[0] for problem in caught.value.problems]
     assert files == [str(tmp_path / "teams.d" / "facilities.toml"), str(tmp_path / "teams.d" / "hr.toml")]
+
+
+def test_a_one_team_config_given_team_files_must_give_its_own_team_a_file_too(tmp_path):
+    """Adding teams.d/hr.toml beside help@'s config.toml must not stop watching help@ without a word."""
+    config = write_config(tmp_path)
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "teams.d" / "hr.toml").write_text(HR)
+    with pytest.raises(ConfigError) as caught:
+        load_teams(config)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{config}:3: [team] address: 'help@example.org' is no team's: with team files in ")
+    (tmp_path / "teams.d" / "it.toml").write_text('[mailbox]\nuser = "inboxd"\n')  # help@'s own file: all of it shared
+    assert [t.team.ref_prefix for t in load_teams(config)] == ["HR", "IT"]
