@@ -343,7 +343,10 @@ def load_teams(path: Path, secrets: bool = True) -> tuple[Config, ...]:
     shared = load_toml(path, ConfigError)
     paths = shared.data.get("paths")
     folder = path.parent / str(paths.get("teams", TEAMS_FOLDER) if isinstance(paths, dict) else TEAMS_FOLDER)
-    files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    # Any case of .toml (HR.TOML from another system is a team too, not left unwatched without a word);
+    # a dot file is an editor's (.#hr.toml: Emacs's lock while hr.toml is being edited), not a team.
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".toml" and not p.name.startswith(".")) \
+        if folder.is_dir() else []
     if not files:
         return (_load(path, shared, secrets),)
     teams, problems = [], []

@@ -45,7 +45,7 @@ class TomlFile:
 def load_toml(path: Path, error: type[Exception]) -> TomlFile:
     """Parse a TOML file; a syntax error becomes `error` naming the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors write one) is no TOML error
     except OSError as exc:
         raise error([f"{path}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:

@@ -150,3 +150,19 @@ def test_a_one_team_config_given_team_files_must_give_its_own_team_a_file_too(tm
     assert problem.startswith(f"{config}:3: [team] address: 'help@example.org' is no team's: with team files in ")
     (tmp_path / "teams.d" / "it.toml").write_text('[mailbox]\nuser = "inboxd"\n')  # help@'s own file: all of it shared
     assert [t.team.ref_prefix for t in load_teams(config)] == ["HR", "IT"]
+
+
+def test_a_team_file_with_a_bom_or_crlf_is_read_as_any_other(tmp_path):
+    """Windows editors write a BOM and CRLF: the team is read, not refused as invalid TOML at line 1, column 1."""
+    config = deployment(tmp_path, facilities=FACILITIES, hr=HR)
+    hr = tmp_path / "teams.d" / "hr.toml"
+    hr.write_bytes(b"\xef\xbb\xbf" + hr.read_bytes().replace(b"\n", b"\r\n"))
+    assert [c.team.ref_prefix for c in load_teams(config)] == ["FAC", "HR"]
+
+
+def test_a_team_file_ending_in_upper_case_is_a_team_and_an_editors_dot_file_is_none(tmp_path):
+    """HR.TOML from another system is not left unwatched without a word; Emacs's lock .#hr.toml breaks nothing."""
+    config = deployment(tmp_path, facilities=FACILITIES)
+    (tmp_path / "teams.d" / "HR.TOML").write_text(HR)
+    (tmp_path / "teams.d" / ".#hr.toml").symlink_to("root@host.1234:1700000000")  # dangling, as Emacs leaves it
+    assert sorted(c.team.ref_prefix for c in load_teams(config)) == ["FAC", "HR"]
