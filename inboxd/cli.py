@@ -81,8 +81,9 @@ def _teams(ctx: click.Context, secrets: bool = True) -> tuple[Config, ...]:
     wanted = ctx.meta.get(TEAM_OPTION)
     if wanted is None:
         return teams
-    chosen = [c for c in teams if wanted.upper() == c.team.key.upper()
-              or (c.team_file is not None and wanted == c.team_file.stem)]
+    # A prefix first: `--team hr` is never both HR and the team whose file happens to be hr.toml.
+    chosen = [c for c in teams if wanted.upper() == c.team.key.upper()] \
+        or [c for c in teams if c.team_file is not None and wanted == c.team_file.stem]
     if not chosen:
         raise InboxdError(f"--team {wanted}: no such team (the teams are {_names(teams)})")
     return tuple(chosen)

@@ -235,3 +235,15 @@ def test_the_per_mail_lookups_by_sender_read_the_senders_rows_not_the_teams(tmp_
         assert "INDEX item_requester" in plan and "item_team" not in plan, plan
     finally:
         database.close()
+
+
+def test_team_names_a_prefix_before_a_file_name(tmp_path: Path) -> None:
+    """`--team hr` is HR, not also IT's team because IT's file happens to be hr.toml."""
+    path = write_config(tmp_path)
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "teams.d" / "hr.toml").write_text("")  # IT, all of it from config.toml
+    (tmp_path / "teams.d" / "people.toml").write_text(HR)
+    result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "hr"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "people"])
+    assert result.exit_code == 0, result.output
