@@ -393,12 +393,17 @@ class OutboxSender:
         return self._sent_log
 
     def settle(self) -> int:
-        """Before sending anything: what the sent log says the server took is recorded, never sent again."""
+        """Before sending anything: what the sent log says the server took is recorded, never sent again.
+
+        The log under the config's other shape is read too (`inboxd.db.sent` of a lone config, `inboxd.db.IT.sent`
+        of team IT in teams.d): a crash just before a move to teams.d or back would otherwise send its mail again.
+        """
         with self._settling:
             sent_log, count = self.sent_log, 0
             if self._settled or sent_log is None:
                 return 0
-            taken = sent_log.taken()
+            former = self._former_log(sent_log)
+            taken = (former.taken() if former else {}) | sent_log.taken()
             if taken:
                 now = self.clock.now()
                 with write_transaction():
@@ -411,8 +416,19 @@ class OutboxSender:
                     log.warning("outbox: %d mail(s) the SMTP server took before the last stop were not recorded "
                                 "yet; recorded now from %s, not sent again", count, sent_log.path)
             sent_log.clear()
+            if former is not None:
+                former.path.unlink(missing_ok=True)
             self._settled = True
             return count
+
+    def _former_log(self, sent_log: SentLog) -> SentLog | None:
+        """The sent log this team's mail was noted in under the config's other shape, if it is there."""
+        if self.team is None:
+            return None
+        own = f".{self._sent_log_name}"
+        base = str(sent_log.path)[:-len(own)]
+        path = Path(base + (f".{self.team.key}.sent" if self._sent_log_name == "sent" else ".sent"))
+        return SentLog(path) if path.is_file() else None
 
     def _record_delivery(self, record: Callable[[], None]) -> None:
         """Write what the server took; while the database is unavailable wait, rather than send the mail twice."""

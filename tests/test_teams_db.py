@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -247,3 +248,31 @@ def test_team_names_a_prefix_before_a_file_name(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "people"])
     assert result.exit_code == 0, result.output
+
+
+def test_moving_to_teams_d_and_back_settles_the_sent_log_the_last_config_wrote(tmp_path: Path) -> None:
+    """A mail the SMTP server took just before a crash is not sent again because the config's shape changed."""
+    path = write_config(tmp_path)
+    lone = Daemon(load_config(path), source=FakeSource(), transport=FakeTransport())
+    lone.source.add([make_mail("rosa@example.org", "Screen flickers")])
+    lone.ingest(lone.source.open())
+    ack = Outbox.get()
+    lone.sender.sent_log.note(ack.message_id, "", datetime(2026, 11, 30, tzinfo=UTC))  # the 250, then the crash
+    assert ack.status == "pending" and lone.sender.sent_log.path.name == "inboxd.db.sent"
+    (tmp_path / "teams.d").mkdir()
+    (tmp_path / "teams.d" / "it.toml").write_text("")
+    (tmp_path / "teams.d" / "hr.toml").write_text(HR)
+    it = next(c for c in load_teams(path) if c.team.key == "IT")
+    moved = Daemon(it, source=FakeSource(), transport=FakeTransport())
+    moved.sender.drain()
+    assert ["rosa@example.org"] not in [to for _, to, _ in moved.sender.transport.sent]  # the members' went
+    assert Outbox.get_by_id(ack.id).status == "sent"
+    # And back: what IT's delivery noted under teams.d is settled by the lone config.
+    Outbox.update(status="pending").where(Outbox.id == ack.id).execute()  # as if it were a new one
+    moved.sender.sent_log.note(ack.message_id, "", datetime(2026, 11, 30, tzinfo=UTC))
+    assert moved.sender.sent_log.path.name == "inboxd.db.IT.sent"
+    shutil.rmtree(tmp_path / "teams.d")
+    back = Daemon(load_config(path), source=FakeSource(), transport=FakeTransport())
+    back.sender.drain()
+    assert back.sender.transport.sent == [] and Outbox.get_by_id(ack.id).status == "sent"
+    assert not (tmp_path / "inboxd.db.IT.sent").exists()  # settled: no line of it is read again
