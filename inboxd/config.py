@@ -348,7 +348,14 @@ def load_teams(path: Path, secrets: bool = True) -> tuple[Config, ...]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".toml" and not p.name.startswith(".")) \
         if folder.is_dir() else []
     if not files:
-        return (_load(path, shared, secrets),)
+        try:
+            return (_load(path, shared, secrets),)
+        except ConfigError as exc:
+            if not folder.is_dir():
+                raise
+            # The teams' files moved away (or renamed hr.toml.off): the shared config is read as a team, and says so.
+            raise ConfigError([*exc.problems, f"{folder}/: holds no team file (NAME.toml), so {path.name} alone "
+                                              f"is read as the one team"]) from None
     teams, problems = [], []
     for file in files:
         try:

@@ -166,3 +166,14 @@ def test_a_team_file_ending_in_upper_case_is_a_team_and_an_editors_dot_file_is_n
     (tmp_path / "teams.d" / "HR.TOML").write_text(HR)
     (tmp_path / "teams.d" / ".#hr.toml").symlink_to("root@host.1234:1700000000")  # dangling, as Emacs leaves it
     assert sorted(c.team.ref_prefix for c in load_teams(config)) == ["FAC", "HR"]
+
+
+def test_an_empty_teams_folder_is_said_beside_what_the_shared_config_lacks(tmp_path):
+    """The teams' files moved away: the shared config.toml, no team of its own, is not left to puzzle over."""
+    config = deployment(tmp_path)
+    (tmp_path / "teams.d" / "hr.toml.off").write_text(HR)
+    with pytest.raises(ConfigError) as caught:
+        load_teams(config)
+    assert caught.value.problems == [f"{config}:1: [team] address: missing (required)",
+                                     f"{tmp_path / 'teams.d'}/: holds no team file (NAME.toml), so config.toml alone "
+                                     f"is read as the one team"]
