@@ -160,10 +160,11 @@ def read_only() -> Iterator[None]:
 
 @contextmanager
 def serving(listen: tuple[str, int] | None, teams: Mapping[str, Health], configs: Sequence[Config] = (),
-            clock: Clock = _WALL) -> Iterator[None]:
+            clock: Clock = _WALL, labelled: bool = False) -> Iterator[None]:
     """Serve /healthz, /metrics and (given the configs) /report on `listen` while the block runs; nothing if None.
 
-    `teams`: the health of each team the process serves, by key (one for a lone daemon).
+    `teams`: the health of each team the process serves, by key (one for a lone daemon); `labelled`: the
+    gauges carry a `team` label whatever their number (a worker's teams come and go).
     """
     if listen is None:
         yield
@@ -174,7 +175,7 @@ def serving(listen: tuple[str, int] | None, teams: Mapping[str, Health], configs
                              handler_class=_Quiet)
     except OSError as exc:
         raise InboxdError(f"[http] listen = \"{host}:{port}\": cannot listen there: {exc.strerror or exc}") from None
-    live = Live(teams)
+    live = Live(teams, labelled)
     REGISTRY.register(live)
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
