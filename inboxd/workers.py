@@ -136,7 +136,7 @@ class Workers:
         for name in start:
             self._start(name)
         if start or stop:
-            keys = sorted(self.configs[name].team.key for name in self.teams)
+            keys = sorted(t.config.team.key for t in self.teams.values() if not t.stopping.is_set())
             log.info("worker %s: serving %s", self.leases.holder, ", ".join(keys) or "no team")
             self.notifier.status(f"worker {self.leases.holder}: {len(keys)} of {len(self.configs)} mailbox(es): "
                                  f"{', '.join(keys) or 'none'}")

@@ -40,9 +40,10 @@ user = "t{n}"
 """
 
 
-def teams_config(tmp_path: Path, count: int = 4, url: str = "") -> Path:
+def teams_config(tmp_path: Path, count: int = 4, url: str = "", smtp_port: int = 1025) -> Path:
     """A teams.d deployment of `count` teams T1…, each on mailbox user t1…; SQLite unless `url`."""
-    path = write_config(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    path = write_config(tmp_path, smtp_port=smtp_port)
     if url:
         path.write_text(path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
     (tmp_path / "teams.d").mkdir()
