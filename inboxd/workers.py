@@ -111,12 +111,14 @@ class Workers:
         """Take part until stop(): keep this worker's share of the mailboxes, serving those it holds."""
         first = next(iter(self.configs.values()))
         with http.serving(first.http_listen, self.healths, list(self.configs.values()), labelled=True):
-            self.notifier.ready(f"worker {self.leases.holder}: taking its share of {len(self.configs)} mailbox(es)")
             try:
-                while not self.stopping.is_set() and self.failure is None:
+                self.round()
+                self.notifier.ready(f"worker {self.leases.holder}: {len(self.teams)} of {len(self.configs)} "
+                                    f"mailbox(es)")
+                # The signal handlers run in this thread, between its waits.
+                while not self.stopping.wait(self.renew_seconds) and self.failure is None:
                     self.round()
                     self.notifier.alive()
-                    self.stopping.wait(self.renew_seconds)  # signal handlers run in this thread between waits
             finally:
                 self.notifier.stopping()
                 self._end_all()

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from helpers import make_mail, write_config
 
 from inboxd.cli import cli
+from inboxd.http import healthz
 from inboxd.clock import FixedClock
 from inboxd.config import Config, load_teams
 from inboxd.daemon import Daemon
@@ -26,6 +27,7 @@ from inboxd.leases import TTL_SECONDS, Board, FakeLeases, LeaseLost
 from inboxd.models import Item, JobRun, Notice, open_database
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
+from inboxd.systemd import Notifier
 from inboxd.workers import Workers, changes, lease_name
 
 MONDAY_10 = __import__("conftest").MONDAY_10
@@ -184,3 +186,27 @@ def test_workers_on_sqlite_says_there_is_one_process(tmp_path):
     result = CliRunner().invoke(cli, ["--config", str(teams_config(tmp_path)), "workers"])
     assert result.exit_code == 0, result.output
     assert "SQLite" in result.output and "one process" in result.output
+
+
+class Told(Notifier):
+    """A notifier that keeps what it would tell systemd."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.said: list[str] = []
+
+    def _send(self, message: str) -> None:
+        self.said.append(message)
+
+
+def test_ready_once_the_first_round_is_done_and_a_worker_holding_none_is_healthy(fakes):
+    a = fakes.worker("a")
+    a.round()
+    told = Told()
+    b = Workers(fakes.configs, FakeLeases(fakes.board, "b"), make=fakes.daemon, notifier=told)
+    stopper = threading.Timer(0.2, b.stop)
+    stopper.start()
+    b.run()  # every lease is a's: b stands by, holding none
+    assert told.said[0] == "READY=1\nSTATUS=worker b: 0 of 4 mailbox(es)"
+    assert told.said[-1].startswith("STOPPING=1")
+    assert healthz(b.healths, named=True) == (True, "ok: no team's mailbox held here")
