@@ -27,7 +27,7 @@ from .errors import InboxdError
 from .health import Health
 from .instance import InstanceLock
 from .leases import RENEW_SECONDS, TTL_SECONDS, LeaseLost, Leases, keep_share
-from .models import Lease, Worker, use_team
+from .models import Lease, Worker, db, use_team
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ class Workers:
             self.stop()
         finally:
             lock.release()
+            db.close()  # this thread's connection: a thread that ends would leave it open until collected
             self.healths.now = {key: health for key, health in self.healths.now.items() if key != config.team.key}
 
     def _reap(self) -> None:
