@@ -50,6 +50,15 @@ class _Healths(Mapping[str, Health]):
 
     def __init__(self) -> None:
         self.now: dict[str, Health] = {}
+        self._changing = threading.Lock()  # two teams' threads may start or end at once
+
+    def add(self, key: str, health: Health) -> None:
+        with self._changing:
+            self.now = self.now | {key: health}
+
+    def drop(self, key: str) -> None:
+        with self._changing:
+            self.now = {k: health for k, health in self.now.items() if k != key}
 
     def __getitem__(self, key: str) -> Health:
         return self.now[key]
@@ -162,7 +171,7 @@ class Workers:
             running.daemon = daemon
             if running.stopping.is_set() or not lock.acquire(standby=True, stop=running.stopping):
                 return
-            self.healths.now = self.healths.now | {config.team.key: daemon.health}
+            self.healths.add(config.team.key, daemon.health)
             daemon.watch()
         except LeaseLost as exc:
             log.info("%s", exc)
@@ -176,7 +185,7 @@ class Workers:
         finally:
             lock.release()
             db.close()  # this thread's connection: a thread that ends would leave it open until collected
-            self.healths.now = {key: health for key, health in self.healths.now.items() if key != config.team.key}
+            self.healths.drop(config.team.key)
 
     def _reap(self) -> None:
         """Forget the teams whose thread has ended (their lease lost, or given back)."""
