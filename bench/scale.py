@@ -1,6 +1,6 @@
 """Scale benchmark (issue 17): 20 mailboxes, one PostgreSQL database, 1, 2 and 4 `inboxd run` workers.
 
-For each worker count, on a fresh database (migrated first, as a deployment would): the workers start,
+For each worker count, on a fresh database (migrated first with `inboxd migrate --team M01`, as a deployment would): the workers start,
 each from a folder of its own, and once they share the 20 mailboxes fairly a steady stream of requests
 is APPENDed round the mailboxes (`--rate` a second for `--seconds`). With two workers or more, the one
 holding most mailboxes is killed (SIGKILL to its process group: its delivery processes too, as a
@@ -116,7 +116,7 @@ def one_count(workers: int, args: argparse.Namespace, pg: PostgresServer, box: D
         box.as_user(user).reset()
     url = pg.create_database(f"inboxd_scale_{workers}")
     config = deployment(work / f"w{workers}", args.mailboxes, box.port, capture.port, url)
-    assert inboxd(config, "migrate").wait(120) == 0, "migrate failed"
+    assert inboxd(config, "migrate", "--team", "M01").wait(120) == 0, "migrate failed"
     teams = load_teams(config, secrets=False)
     open_database(url, migrate=False)
     procs = []

@@ -507,9 +507,9 @@ def backup(ctx: click.Context, file: Path) -> None:
 @cli.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
-    """Bring the database's schema up to date (every team's: they share it); a SQLite database is backed up first."""
+    """Bring the database's schema up to date; a SQLite database is backed up beside itself first."""
     from .upkeep import migrate_database
-    click.echo(migrate_database(_config(ctx, secrets=False, any_team=True)))
+    click.echo(migrate_database(_config(ctx, secrets=False)))
 
 
 def _moment(text: str, config: Config) -> datetime:

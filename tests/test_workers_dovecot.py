@@ -100,8 +100,8 @@ def deployment(tmp_path, boxes, postgres, smtp_capture) -> Path:
 
 @pytest.fixture
 def workers(tmp_path, deployment) -> Iterator[list[Worker]]:
-    """Three workers, started at once on a database migrated first (docs/cli.md: `inboxd migrate`, then the workers)."""
-    result = CliRunner().invoke(cli, ["--config", str(deployment), "migrate"])
+    """Three workers, started at once on a database migrated first (docs/cli.md: `inboxd migrate --team` any, then the workers)."""
+    result = CliRunner().invoke(cli, ["--config", str(deployment), "migrate", "--team", "T1"])
     assert result.exit_code == 0, result.output
     started = [Worker(tmp_path / f"worker{n}", deployment) for n in range(3)]
     yield started
