@@ -139,6 +139,9 @@ def run(ctx: click.Context, standby: bool) -> None:
     from .models import team, use_team
     teams = _teams(ctx)
     use_team(teams[0].team.key)
+    if teams[0].database_url.startswith("postgres"):
+        _work(teams)
+        return
     daemons = [start_patiently(partial(Daemon, config)) for config in teams]
     served: Daemon | Fleet = daemons[0] if len(daemons) == 1 else Fleet(daemons)
     if len(daemons) > 1:
@@ -149,6 +152,24 @@ def run(ctx: click.Context, standby: bool) -> None:
     signal.signal(signal.SIGHUP, lambda *_: served.request_reload())
     log.info("inboxd %s starting for %s", __version__, ", ".join(d.config.team.address for d in daemons))
     served.run(standby=standby)
+
+
+def _work(teams: tuple[Config, ...]) -> None:
+    """`run` on PostgreSQL: one worker among any number, serving the teams whose mailbox lease it holds."""
+    from .daemon import Daemon, start_patiently
+    from .leases import RowLeases
+    from .models import team, use_team
+    from .workers import Workers
+    start_patiently(partial(Daemon, teams[0]))  # the schema migrated, the database reachable, before any lease
+    worker = Workers(teams, RowLeases(teams[0].database_url))
+    use_team("")  # this thread works for no team: its lines (start, leases, stop) are the worker's
+    logs.name_teams(team)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
+    log.info("inboxd %s starting as worker %s for %d team(s): %s", __version__, worker.leases.holder, len(teams),
+             ", ".join(c.team.address for c in teams))
+    worker.run()
 
 
 @cli.command()
@@ -445,6 +466,34 @@ def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
     else:
         click.echo("\n  ".join([summary, *status.details(found, database, now)]))
     ctx.exit(0 if healthy else 1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="a JSON object: the live workers, and the mailboxes none holds")
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool) -> None:
+    """Which `inboxd run` worker (name, host, pid, last seen) holds which team's mailbox (PostgreSQL)."""
+    from .workers import roster
+    if not _teams(ctx, secrets=False)[0].database_url.startswith("postgres"):
+        click.echo("SQLite: one process, `inboxd run`, serves every team; workers share mailboxes on PostgreSQL only")
+        return
+    teams = _open_db_all(ctx)
+    seen, unwatched = roster(teams)
+    if as_json:
+        click.echo(json.dumps({"workers": [{"name": w.name, "host": w.host, "pid": w.pid,
+                                            "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen),
+                                            "teams": list(w.teams)} for w in seen],
+                               "unwatched": unwatched}, indent=2))
+        return
+    now = datetime.now(UTC)
+    click.echo(f"{'WORKER':<32} {'HOST':<20} {'PID':>7} {'LAST SEEN':>9}  TEAMS")
+    for w in seen:
+        ago = f"{max(0.0, (now - w.last_seen).total_seconds()):.0f} s ago"
+        click.echo(f"{w.name:<32} {w.host:<20} {w.pid or '-':>7} {ago:>9}  {', '.join(w.teams) or '-'}")
+    if not seen:
+        click.echo("no live worker")
+    if unwatched:
+        click.echo(f"no worker holds: {', '.join(unwatched)}")
 
 
 @cli.command()

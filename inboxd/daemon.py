@@ -20,6 +20,7 @@ from .domain import Reply
 from .errors import DatabaseOutage, InboxdError, LoginRefused, LoginsRefused, SourceError, SourceHiccup
 from .health import Health, status_file
 from .instance import InstanceLock
+from .leases import LeaseLost
 from .models import (
     LATEST_SCHEMA,
     MailboxState,
@@ -54,16 +55,19 @@ class Daemon:
     """Watches one mailbox: every new mail through the pipeline, then marked done; sends the outbox."""
 
     def __init__(self, config: Config, clock: Clock | None = None, source: MailSource | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, database_open: bool = False) -> None:
+        """`database_open`: this process has the database open and migrated already (a worker starting a team
+        while others run: opening it again would rebind the models under their transactions)."""
         self.config = config
         self.clock = clock or SystemClock()
         rules, renderer = check_everything(config)  # a broken template fails here, not at 3 a.m.
         for warning in security_warnings(config):
             log.warning("%s", warning)
-        if schema_version_of(config.database_url) < LATEST_SCHEMA:
-            log.info("%s", migrate_database(config))  # only while no other inboxd works on it, backed up first
-        open_database(config.database_url)
-        adopt_old_rows(config)
+        if not database_open:
+            if schema_version_of(config.database_url) < LATEST_SCHEMA:
+                log.info("%s", migrate_database(config))  # only while no other inboxd works on it, backed up first
+            open_database(config.database_url)
+            adopt_old_rows(config)
         use_team(config.team.key)  # each entry point (once, run, ingest, sweep) says it again: a thread may be new
         imap_tokens, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
         self.source = source or ImapSource(config.mailbox, config.limits.max_message_bytes, tokens=imap_tokens)
@@ -96,6 +100,10 @@ class Daemon:
         self._refusals: dict[str, int] = {}  # logins refused in a row, by server
         self.refused = ""  # why `run` stopped on refused logins
         self.ledger.on_login_refused = self._smtp_login
+        # One of several workers on PostgreSQL (workers.py): its name claims each sweep, and `leased` says
+        # whether it still holds this mailbox's lease, asked before each mail's transaction.
+        self.worker = ""
+        self.leased: Callable[[], bool] = lambda: True
 
     def stop(self) -> None:
         """Ask `run` to finish: it stops reading, sends what is queued and returns."""
@@ -186,6 +194,7 @@ class Daemon:
             aside: list[int] = []
             wanted = [uid for uid in chunk if uid not in skip]
             for fetched in self._fetch(wanted, uidvalidity, aside) if wanted else ():
+                self._fence()
                 outcome = self.pipeline.process(fetched.raw, fetched.uid, fetched.cut_from, fetched.uid in quiet)
                 self.delivery.notify()
                 (done if outcome.mark_done else aside).append(fetched.uid)
@@ -193,6 +202,7 @@ class Daemon:
                 self._tell(outcome)
             self.source.mark_done(done)
             self.source.set_aside(aside)
+            self._fence()
             with write_transaction():
                 MailboxState.update(last_uid=chunk[-1]).where(MailboxState.id == state.id).execute()
             self._working()
@@ -204,6 +214,12 @@ class Daemon:
             log.info("IMAP: %d mail(s) of the backlog tracked without acknowledgement (inboxd adopt --no-ack): "
                      "no mail was sent for them", len(quiet))
         return len(uids) - len(skip)
+
+    def _fence(self) -> None:
+        """Write nothing more for a mailbox whose lease this worker has lost: another may be watching it now."""
+        if not self.leased():
+            self.stop()
+            raise LeaseLost(f"the lease of {self.config.mailbox.label} is gone: its mail waits for the next holder")
 
     def _tell(self, outcome: Outcome) -> None:
         for listener in self.listeners:
@@ -305,7 +321,7 @@ class Daemon:
         """Run the jobs as of the clock's now; a failing job is logged, and the next sweep tries again."""
         use_team(self.config.team.key)
         try:
-            sent = self.sweeper.run(self.clock.now())
+            sent = self.sweeper.run(self.clock.now(), self.worker)
         except Exception as exc:  # one line per outage, not one a minute
             why = outage(exc)
             if why is not None:

@@ -40,7 +40,8 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def _app(teams: Mapping[str, Health], configs: Sequence[Config] = (), clock: Clock = _WALL) -> Any:
+def _app(teams: Mapping[str, Health], configs: Sequence[Config] = (), clock: Clock = _WALL,
+         named: bool = False) -> Any:
     """The endpoints over the teams this process serves (their health by key) and their configs."""
     metrics = make_wsgi_app(REGISTRY)
 
@@ -51,7 +52,7 @@ def _app(teams: Mapping[str, Health], configs: Sequence[Config] = (), clock: Clo
         if path == "/report" and configs:
             return _report(environ, start_response, configs, clock)
         if path == "/healthz":
-            healthy, summary = healthz(teams)
+            healthy, summary = healthz(teams, named)
             start_response("200 OK" if healthy else "503 Service Unavailable",
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [f"{summary}\n".encode()]
@@ -60,9 +61,9 @@ def _app(teams: Mapping[str, Health], configs: Sequence[Config] = (), clock: Clo
     return app
 
 
-def healthz(teams: Mapping[str, Health]) -> tuple[bool, str]:
-    """/healthz: healthy when every team is; one line for one team, else a line naming those that are not,
-    then one line per team."""
+def healthz(teams: Mapping[str, Health], named: bool = False) -> tuple[bool, str]:
+    """/healthz: healthy when every team is; one line for one team (unless `named`: a worker names the teams
+    it holds, even one or none), else a line naming those that are not, then one line per team."""
     now, database = datetime.now(UTC), look()
     verdicts = {}
     for key, health in teams.items():
@@ -70,8 +71,10 @@ def healthz(teams: Mapping[str, Health]) -> tuple[bool, str]:
         if healthy and not database.reachable:
             healthy, summary = False, f"database unreachable: {database.error}"
         verdicts[key] = healthy, summary
-    if len(verdicts) == 1:
+    if len(verdicts) == 1 and not named:
         return next(iter(verdicts.values()))
+    if not verdicts:
+        return True, "ok: no team's mailbox held here"
     failing = [key for key, (healthy, _) in verdicts.items() if not healthy]
     head = f"not ok: {', '.join(failing)} of {len(verdicts)} teams" if failing else f"ok: all {len(verdicts)} teams"
     return not failing, "\n".join([head, *(f"{key}: {summary}" for key, (_, summary) in verdicts.items())])
@@ -160,21 +163,22 @@ def read_only() -> Iterator[None]:
 
 @contextmanager
 def serving(listen: tuple[str, int] | None, teams: Mapping[str, Health], configs: Sequence[Config] = (),
-            clock: Clock = _WALL) -> Iterator[None]:
+            clock: Clock = _WALL, labelled: bool = False) -> Iterator[None]:
     """Serve /healthz, /metrics and (given the configs) /report on `listen` while the block runs; nothing if None.
 
-    `teams`: the health of each team the process serves, by key (one for a lone daemon).
+    `teams`: the health of each team the process serves, by key (one for a lone daemon); `labelled`: the
+    gauges carry a `team` label whatever their number (a worker's teams come and go).
     """
     if listen is None:
         yield
         return
     host, port = listen
     try:
-        server = make_server(host, port, _app(teams, configs, clock), server_class=_Server6 if ":" in host else _Server,
-                             handler_class=_Quiet)
+        server = make_server(host, port, _app(teams, configs, clock, labelled),
+                             server_class=_Server6 if ":" in host else _Server, handler_class=_Quiet)
     except OSError as exc:
         raise InboxdError(f"[http] listen = \"{host}:{port}\": cannot listen there: {exc.strerror or exc}") from None
-    live = Live(teams)
+    live = Live(teams, labelled)
     REGISTRY.register(live)
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .errors import InboxdError
 from .models import JobRun
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ def boot_clock() -> float:
 def new_holder() -> str:
     """A name for this worker, unique to this process's life (a restarted worker is a new holder)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class LeaseLost(InboxdError):
+    """This worker no longer holds the lease it was working under: it stops before writing anything more."""
 
 
 class Leases(Protocol):

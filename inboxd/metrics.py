@@ -58,9 +58,10 @@ class Live(Collector):
     deployment's (one database), and the counters above are the process's, summed over its teams.
     """
 
-    def __init__(self, teams: Mapping[str, Health]) -> None:
+    def __init__(self, teams: Mapping[str, Health], labelled: bool = False) -> None:
+        """`labelled`: a `team` label even for one team (a worker's teams come and go)."""
         self.teams = teams
-        self.labels = ["team"] if len(teams) > 1 else []
+        self.labels = ["team"] if labelled or len(teams) > 1 else []
 
     def _team(self, key: str) -> list[str]:
         return [key] if self.labels else []

@@ -14,8 +14,9 @@ from .absence import absence_notes, away
 from .digest import digest, picture
 from .domain import OPEN_STATUSES, ItemView, Reply
 from .errors import DatabaseOutage, InboxdError
+from .leases import claim_run
 from .mailout import Composer
-from .models import Item, Notice, team, write_transaction
+from .models import Item, JobRun, Notice, team, write_transaction
 from .outbox import enqueue
 from .promises import Cutoffs
 from .queries import not_paused
@@ -87,12 +88,16 @@ class Sweeper:
         return found + self._digests(now, cut, gone) + self._held_requests(now, gone)
 
     @metrics.SWEEP_DURATION.time()
-    def run(self, now: datetime) -> list[Due]:
+    def run(self, now: datetime, worker: str = "") -> list[Due]:
         """Send what is due, each in its own transaction with its Notice row: a second sweep finds it done.
 
         A mail that cannot be rendered (a template failing on one item's data) is logged, left unsent
-        and tried again by each sweep; the others go out.
+        and tried again by each sweep; the others go out. A `worker` (of several on PostgreSQL) first
+        claims the sweep of this team at this minute: another worker's sweep of it does nothing.
         """
+        if worker and not self.claim(now, worker):
+            log.debug("sweep: another worker swept as of %s", self._when(now))
+            return []
         sent = []
         for due in self.due(now):
             key = (due.kind, due.item.id if due.item is not None else due.audience, due.for_date)
@@ -112,6 +117,13 @@ class Sweeper:
         if sent:
             log.info("sweep: %d mail(s) sent as of %s", len(sent), self._when(now))
         return sent
+
+    def claim(self, now: datetime, worker: str) -> bool:
+        """Claim `sweep:<team>` at the minute of `now`, in a transaction of its own; forget a day-old claim."""
+        job, minute = f"sweep:{team()}", now.replace(second=0, microsecond=0)
+        with write_transaction():
+            JobRun.delete().where((JobRun.job == job) & (JobRun.moment < minute - timedelta(days=1))).execute()
+            return claim_run(job, minute, worker)
 
     def _about(self, due: Due) -> str:
         return self.config.team.ref(due.item.id) if due.item is not None else f"{due.kind} for {due.audience}"

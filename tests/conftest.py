@@ -51,7 +51,8 @@ MODULE_MARKS = {
     "test_servers": ("server",),
     "test_smtp_faults": ("server",),  # aiosmtpd controllers of its own
     "test_smtp_tls": ("server",),
-    "test_security_floods": ("server", "slow"),  # hundreds of keywords through Dovecot and `inboxd once`
+    "test_security_floods": ("server", "slow"),
+    "test_workers_dovecot": ("server", "slow"),  # a Dovecot per team, three `inboxd run` processes  # hundreds of keywords through Dovecot and `inboxd once`
 }
 
 

@@ -34,6 +34,10 @@ class PostgresServer:
             return False
         return _binaries() is not None and os.geteuid() == 0
 
+    def __init__(self, **settings: object) -> None:
+        """Prepare (not start) a server; `settings` are server settings beside the tests' (max_connections=300)."""
+        self.settings = settings
+
     def __enter__(self) -> PostgresServer:
         bin_dir = _binaries()
         assert bin_dir is not None
@@ -46,7 +50,8 @@ class PostgresServer:
         with open(self.tmp / "server.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.tmp),
-                 "-c", f"listen_addresses={HOST}", "-c", "fsync=off"],
+                 "-c", f"listen_addresses={HOST}", "-c", "fsync=off",
+                 *(f"-c{name}={value}" for name, value in self.settings.items())],
                 user="postgres", group="postgres", stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while subprocess.run([str(bin_dir / "pg_isready"), "-h", HOST, "-p", str(self.port)],

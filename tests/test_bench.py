@@ -262,3 +262,16 @@ def test_failover_bench_small() -> None:
         for way, (trial,) in ways.items():
             assert trial["overlapping_leases"] == 0 and trial["failover"] < 60, (kind, way, trial)
         assert ways["freeze"][0]["gap"] > 0 and ways["kill"][0]["moved"] == 7
+
+
+def test_scale_bench_small() -> None:
+    """bench/scale.py on 4 mailboxes, 1 and 2 workers, a short stream: every request once, the kill taken over."""
+    from postgres import server_for_tests
+    server_for_tests()  # skips where PostgreSQL cannot run (CI requires it)
+    done = _bench("scale.py", "--workers", "1,2", "--mailboxes", "4", "--rate", "4", "--seconds", "8", "--json",
+                  timeout=600)
+    one, two = json.loads(done.stdout)
+    for run in (one, two):
+        assert (run["lost"], run["duplicate_items"], run["unacknowledged"]) == (0, 0, 0), run
+    assert one["duplicate_acks"] == 0 and two["duplicate_acks"] <= 1
+    assert two["killed_mailboxes"] == 2 and two["failover_max_s"] is not None

@@ -137,7 +137,7 @@ def test_a_failing_sweep_is_logged_once_until_it_runs_again(tmp_path, caplog, mo
     daemon = Daemon(load_config(write_config(tmp_path)), source=FakeSource(), transport=FakeTransport())
     broken = [True]
 
-    def run(now):
+    def run(now, worker=""):
         if broken[0]:
             raise RuntimeError("database is locked")
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import pwd
@@ -10,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -34,6 +35,12 @@ class ImapServer(_ChildServer):
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.login(self.user, self.password)
         return client
+
+    def as_user(self, user: str) -> ImapServer:
+        """This server seen as another of its users (DovecotServer's `more_users`): connect and reset as them."""
+        other = copy.copy(self)
+        other.user = user
+        return other
 
     def reset(self) -> None:
         """Delete every folder but INBOX and empty INBOX."""
@@ -116,17 +123,19 @@ class DovecotServer(ImapServer):
 
     def __init__(self, user: str = "inboxd", password: str = "secret",
                  certificate: tuple[Path, Path] | None = None, introspection_url: str | None = None,
-                 fsync: str | None = "never") -> None:
+                 fsync: str | None = "never", more_users: Sequence[str] = ()) -> None:
         """Prepare (not start); with a (cert, key) pair, STARTTLS on `port` and TLS on `tls_port`.
 
         With an `introspection_url` (a `TokenServer`'s), XOAUTH2 and OAUTHBEARER logins are checked there.
         `fsync` is Dovecot's `mail_fsync`: "never" by default (throwaway mail: speed matters, durability
         does not); None leaves Dovecot's own default ("optimized"), as a mail server in the field has it.
+        `more_users`: users beside `user`, with the same password (`as_user` reaches them).
         """
         super().__init__(user, password)
         self.certificate = certificate
         self.introspection_url = introspection_url
         self.fsync = fsync
+        self.more_users = tuple(more_users)
         self.tls_port = 0
 
     @classmethod
@@ -144,14 +153,16 @@ class DovecotServer(ImapServer):
         nobody = pwd.getpwnam("nobody")
         # mail processes may not run as root, so the user is nobody; it and auth (dovecot)
         # must traverse every directory above the maildir
-        home = tmp / "home" / self.user
-        home.mkdir(parents=True)
+        ids, lines = f"{nobody.pw_uid}:{nobody.pw_gid}", []
+        for user in (self.user, *self.more_users):
+            home = tmp / "home" / user
+            home.mkdir(parents=True)
+            os.chown(home, nobody.pw_uid, nobody.pw_gid)
+            lines.append(f"{user}:{{PLAIN}}{self.password}:{ids}::{home}::\n")
         tmp.chmod(0o755)
-        home.parent.chmod(0o755)
-        os.chown(home, nobody.pw_uid, nobody.pw_gid)
+        (tmp / "home").chmod(0o755)
         passwd = tmp / "passwd"
-        ids = f"{nobody.pw_uid}:{nobody.pw_gid}"
-        passwd.write_text(f"{self.user}:{{PLAIN}}{self.password}:{ids}::{home}::\n")
+        passwd.write_text("".join(lines))
         passwd.chmod(0o644)
         conf = tmp / "dovecot.conf"
         self.tls_port = free_port() if self.certificate else 0
