@@ -62,7 +62,8 @@ def deployment(folder: Path, mailboxes: int, imap_port: int, smtp_port: int, url
     """config.toml on PostgreSQL and teams.d/m01.toml…: one team per mailbox user."""
     folder.mkdir()
     path = write_config(folder, imap_port=imap_port, smtp_port=smtp_port, imap_user="m01")
-    path.write_text(path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    path.write_text(path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"')
+                    .replace('address = "help@example.org"\n', ""))  # what the teams share: no alias of its own
     (folder / "teams.d").mkdir()
     for n in range(1, mailboxes + 1):
         (folder / "teams.d" / f"m{n:02}.toml").write_text(TEAM.format(n=n))

@@ -46,8 +46,8 @@ def teams_config(tmp_path: Path, count: int = 4, url: str = "", smtp_port: int =
     """A teams.d deployment of `count` teams T1…, each on mailbox user t1…; SQLite unless `url`."""
     tmp_path.mkdir(exist_ok=True)
     path = write_config(tmp_path, smtp_port=smtp_port)
-    if url:
-        path.write_text(path.read_text().replace('url = "sqlite:///inboxd.db"', f'url = "{url}"'))
+    shared = path.read_text().replace('address = "help@example.org"\n', "")  # what the teams share: no alias
+    path.write_text(shared.replace('url = "sqlite:///inboxd.db"', f'url = "{url}"') if url else shared)
     (tmp_path / "teams.d").mkdir()
     for n in range(1, count + 1):
         (tmp_path / "teams.d" / f"t{n}.toml").write_text(TEAM_FILE.format(n=n))
