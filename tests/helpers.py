@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -40,3 +45,22 @@ def manifest() -> dict[str, str]:
     """corpus path -> expected outcome, from the corpus's MANIFEST.tsv."""
     rows = (CORPUS / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:]
     return {row.split("\t")[0]: row.split("\t")[5] for row in rows if row.strip()}
+
+
+def start_run(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`inboxd run` as the service starts it, in a process group of its own, its output in `log`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """The status and body of GET `path` on a local [http] listen; 0 and why when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)

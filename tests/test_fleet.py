@@ -10,12 +10,8 @@ import io
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +35,7 @@ from inboxd.source import FakeSource
 from inboxd.systemd import Notifier, TeamsNotifier
 from prometheus_client import generate_latest
 
-from helpers import make_mail, write_config
+from helpers import http_get, make_mail, start_run, write_config
 from test_teams import HR_ACK, HR_FILE, Teams, text
 
 MONDAY_10 = __import__("conftest").MONDAY_10
@@ -54,20 +50,10 @@ class Running:
         self.port = free_port()
         teams.path.write_text(teams.path.read_text() + f'\n[http]\nlisten = "127.0.0.1:{self.port}"\n')
         self.log = tmp_path / "run.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(teams.path), "run"],
-                                            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                                            start_new_session=True)
+        self.process = start_run(teams.path, tmp_path, self.log)
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as answer:
-                return answer.status, answer.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError as exc:
-            return 0, str(exc)
+        return http_get(self.port, path)
 
     def children(self) -> list[int]:
         """The delivery processes of `inboxd run` (each team's thread started its own: children of that thread)."""

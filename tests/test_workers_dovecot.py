@@ -14,18 +14,14 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_mail
+from helpers import http_get, make_mail, start_run
 from test_workers import teams_config
 
 from inboxd.cli import cli
@@ -57,20 +53,10 @@ class Worker:
         self.port, self.log = free_port(), folder / "run.log"
         config = folder / deployment.name
         config.write_text(config.read_text() + f'\n[http]\nlisten = "127.0.0.1:{self.port}"\n')
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), "run"],
-                                            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
-                                            start_new_session=True)
+        self.process = start_run(config, folder, self.log)
 
     def healthz(self) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=10) as answer:
-                return answer.status, answer.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError as exc:
-            return 0, str(exc)
+        return http_get(self.port, "/healthz")
 
     def kill(self) -> None:
         if self.process.poll() is None:
