@@ -6,8 +6,10 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -64,3 +66,12 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError as exc:
         return 0, str(exc)
+
+
+def wait_for(condition: Callable[[], object], what: str, seconds: float = 90, every: float = 0.1) -> None:
+    """Wait until `condition` holds; AssertionError saying `what` did not happen within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {seconds} s")
+        time.sleep(every)

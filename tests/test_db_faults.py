@@ -30,7 +30,7 @@ import peewee as pw
 import psycopg2
 import pytest
 from click.testing import CliRunner
-from helpers import make_mail, write_config
+from helpers import make_mail, wait_for, write_config
 from postgres import server_for_tests
 
 import inboxd.daemon as daemon_module
@@ -302,11 +302,7 @@ def test_once_gives_up_after_its_patience_and_leaves_the_mail(tmp_path, short_wa
 # --- the daemon on the real IMAP server ----------------------------------------------------------
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout} s")
-        time.sleep(0.05)
+    wait_for(check, what, timeout, every=0.05)
 
 
 class Running:

@@ -35,7 +35,7 @@ from inboxd.source import FakeSource
 from inboxd.systemd import Notifier, TeamsNotifier
 from prometheus_client import generate_latest
 
-from helpers import http_get, make_mail, start_run, write_config
+from helpers import http_get, make_mail, start_run, wait_for, write_config
 from test_teams import HR_ACK, HR_FILE, Teams, text
 
 MONDAY_10 = __import__("conftest").MONDAY_10
@@ -87,13 +87,6 @@ def running(tmp_path: Path) -> Iterator[Callable[[Teams], Running]]:
     for run in started:  # also when an assertion failed: no daemon outlives the test
         run.kill()
 
-
-def wait_for(condition: Callable[[], object], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {seconds} s")
-        time.sleep(0.1)
 
 
 def gone(pid: int) -> bool:

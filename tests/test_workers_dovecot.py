@@ -14,14 +14,13 @@ import json
 import os
 import shutil
 import signal
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import http_get, make_mail, start_run
+from helpers import http_get, make_mail, start_run, wait_for
 from test_workers import teams_config
 
 from inboxd.cli import cli
@@ -63,13 +62,6 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
-
-def wait_for(condition: Callable[[], object], what: str, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {seconds} s")
-        time.sleep(0.2)
 
 
 @pytest.fixture
