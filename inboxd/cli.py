@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
@@ -157,19 +158,26 @@ def run(ctx: click.Context, standby: bool) -> None:
 def _work(teams: tuple[Config, ...]) -> None:
     """`run` on PostgreSQL: one worker among any number, serving the teams whose mailbox lease it holds."""
     from .daemon import Daemon, start_patiently
-    from .leases import RowLeases
+    from .leases import RowLeases, new_holder, worker_session_name
     from .models import team, use_team
     from .workers import Workers
-    start_patiently(partial(Daemon, teams[0]))  # the schema migrated, the database reachable, before any lease
-    worker = Workers(teams, RowLeases(teams[0].database_url))
-    use_team("")  # this thread works for no team: its lines (start, leases, stop) are the worker's
-    logs.name_teams(team)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
-    log.info("inboxd %s starting as worker %s for %d team(s): %s", __version__, worker.leases.holder, len(teams),
-             ", ".join(c.team.address for c in teams))
-    worker.run()
+    holder = new_holder()
+    # Every session of this worker, its delivery processes' too, bears its name: a worker taking over from it
+    # when it froze ends them by that name (RowLeases.fence).
+    os.environ["PGAPPNAME"] = worker_session_name(holder)
+    try:
+        start_patiently(partial(Daemon, teams[0]))  # the schema migrated, the database reachable, before any lease
+        worker = Workers(teams, RowLeases(teams[0].database_url, holder))
+        use_team("")  # this thread works for no team: its lines (start, leases, stop) are the worker's
+        logs.name_teams(team)
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
+        log.info("inboxd %s starting as worker %s for %d team(s): %s", __version__, holder, len(teams),
+                 ", ".join(c.team.address for c in teams))
+        worker.run()
+    finally:
+        del os.environ["PGAPPNAME"]  # run in-process (tests): the next connections are not this worker's
 
 
 @cli.command()

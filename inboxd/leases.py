@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import secrets
 import select
@@ -67,8 +66,9 @@ class Leases(Protocol):
 
     holder: str
 
-    def announce(self) -> int:
-        """Say this worker is alive; how many workers are (0: the database cannot be reached now)."""
+    def announce(self) -> tuple[int, int]:
+        """Say this worker is alive; how many workers are, and how many of them come before this one in their
+        order (its rank); (0, 0): the database cannot be reached now."""
 
     def take(self, names: Iterable[str], most: int) -> frozenset[str]:
         """Take at most `most` of the free leases among `names`; those taken."""
@@ -86,18 +86,20 @@ class Leases(Protocol):
         """Give everything up and leave."""
 
 
-def fair_share(total: int, workers: int) -> int:
-    """How many of `total` leases one of `workers` live workers may hold."""
-    return math.ceil(total / max(workers, 1))
+def fair_share(total: int, workers: int, rank: int) -> int:
+    """How many of `total` leases the live worker of this `rank` (0…workers-1) may hold: the shares add up to
+    `total` (rounding every share up would leave a worker idle: 4 mailboxes over 3 workers, 2/2/0)."""
+    whole, rest = divmod(total, max(workers, 1))
+    return whole + (rank < rest)
 
 
 def keep_share(leases: Leases, names: Collection[str]) -> frozenset[str]:
     """One round of a worker: say it is alive, renew, give back what is over its share, take free ones up to it."""
-    live = leases.announce()
+    live, rank = leases.announce()
     leases.renew()
     if not live:  # the database cannot say who else is alive: keep what is held until its deadline
         return leases.held()
-    share, held = fair_share(len(names), live), sorted(leases.held())
+    share, held = fair_share(len(names), live, rank), sorted(leases.held())
     if len(held) > share:
         leases.release(held[share:])
     elif len(held) < share:
@@ -145,7 +147,7 @@ class _Session:
 
     def __init__(self, url: str, holder: str, timeout: float, **settings: Any) -> None:
         self.url, self.timeout = url.replace("postgres://", "postgresql://", 1), timeout
-        self.settings: dict[str, Any] = {"application_name": f"inboxd {holder}"[:63],
+        self.settings: dict[str, Any] = {"application_name": worker_session_name(holder),
                                          "connect_timeout": max(1, int(timeout))} | settings
         self._connection: Any = None
 
@@ -164,6 +166,11 @@ class _Session:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def server_version(self) -> int:
+        """The server's version number (150004), once connected; 0 before."""
+        return int(self._connection.server_version) if self._connection is not None else 0
 
     def close(self) -> None:
         if self._connection is not None:
@@ -226,15 +233,29 @@ _ANNOUNCE = """
 INSERT INTO worker (name, started_at, expires_at) VALUES (%(holder)s, now(), now() + make_interval(secs => %(ttl)s))
 ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at;
 DELETE FROM worker WHERE expires_at < now() - interval '1 day';
-SELECT count(*) FROM worker WHERE expires_at > now()"""
+SELECT count(*), count(*) FILTER (WHERE name < %(holder)s) FROM worker WHERE expires_at > now()"""
+
+# The sessions of workers whose row has expired (frozen, or cut off from the database: their own deadlines have
+# passed) are ended, each of its connections named after it (`application_name`, set by `worker_session_name`):
+# the locks and transactions they hold (an instance lock, a row being sent) would otherwise last until the server's
+# TCP keepalive sees them gone, hours later. A worker that comes back reconnects and takes part again.
+_FENCE = """
+SELECT count(*) FILTER (WHERE {terminate}) FROM pg_stat_activity AS session JOIN worker
+  ON session.application_name = left('inboxd ' || worker.name, 63)
+WHERE worker.expires_at < now() AND worker.name <> %(holder)s"""
+
+
+def worker_session_name(holder: str) -> str:
+    """The `application_name` of each database session of the worker `holder` (PGAPPNAME): how the others end them."""
+    return f"inboxd {holder}"[:63]
 
 
 class RowLeases(_PostgresLeases):
     """Leases as rows of `lease` with an expiry by the database's clock; renewed by the same statement that takes."""
 
-    def announce(self) -> int:
+    def announce(self) -> tuple[int, int]:
         rows = self._run(_ANNOUNCE, {"holder": self.holder, "ttl": self.ttl})
-        return 0 if rows is None else int(rows[0][0])
+        return (0, 0) if rows is None else (int(rows[0][0]), int(rows[0][1]))
 
     def take(self, names: Iterable[str], most: int) -> frozenset[str]:
         wanted = [name for name in names if name not in self.held()]
@@ -243,7 +264,20 @@ class RowLeases(_PostgresLeases):
         sent_at = self.clock()
         taken = self._claim(wanted, most) or frozenset()
         self._deadlines.added(taken, sent_at, self.ttl)
+        if taken:
+            self.fence()
         return taken
+
+    def fence(self) -> int:
+        """End the database sessions of the workers that are no longer alive; how many were ended."""
+        # PostgreSQL 14 and later wait (up to 0.5 s) for each session to be gone: its locks free before we go on.
+        terminate = "pg_terminate_backend(session.pid, 500)" if self._session.server_version >= 140000 \
+            else "pg_terminate_backend(session.pid)"
+        rows = self._run(_FENCE.format(terminate=terminate), {"holder": self.holder})
+        if ended := (int(rows[0][0]) if rows else 0):
+            log.warning("leases: ended %d database session(s) of worker(s) no longer alive (frozen or cut off), "
+                        "so that their locks and transactions do not hold up the mailboxes taken over", ended)
+        return ended
 
     def renew(self) -> frozenset[str]:
         names = self._deadlines.names()
@@ -295,16 +329,17 @@ class AdvisoryLeases(_PostgresLeases):
         super().__init__(url, holder, ttl, margin, timeout, clock, options=idle)
         self._keys: dict[int, str] = {}
 
-    def announce(self) -> int:
+    def announce(self) -> tuple[int, int]:
         rows = self._run(
             "SELECT pg_try_advisory_lock(%(class)s, %(key)s) WHERE NOT EXISTS (SELECT 1 FROM pg_locks "
             "WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND classid = %(class)s AND objsubid = 2);"
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %(class)s AND objsubid = 2 "
-            "AND granted", {"class": WORKER_CLASS, "key": lock_key(self.holder)})
+            "SELECT count(*), count(*) FILTER (WHERE objid::bigint < %(key)s) FROM pg_locks WHERE locktype = "
+            "'advisory' AND classid = %(class)s AND objsubid = 2 AND granted",
+            {"class": WORKER_CLASS, "key": lock_key(self.holder)})
         if rows is None:
             self._lost()
-            return 0
-        return int(rows[0][0])
+            return 0, 0
+        return int(rows[0][0]), int(rows[0][1])
 
     def take(self, names: Iterable[str], most: int) -> frozenset[str]:
         wanted = [name for name in names if name not in self.held()]
@@ -367,11 +402,12 @@ class FakeLeases:
         self.board, self.holder, self.ttl = board, holder, ttl
         self._deadlines = _Deadlines(lambda: board.now, margin)
 
-    def announce(self) -> int:
+    def announce(self) -> tuple[int, int]:
         if self.holder in self.board.down:
-            return 0
+            return 0, 0
         self.board.workers[self.holder] = self.board.now + self.ttl
-        return sum(expires > self.board.now for expires in self.board.workers.values())
+        live = sorted(holder for holder, expires in self.board.workers.items() if expires > self.board.now)
+        return len(live), live.index(self.holder)
 
     def take(self, names: Iterable[str], most: int) -> frozenset[str]:
         free = [name for name in names if name not in self.held() and self._free(name)][:max(most, 0)]

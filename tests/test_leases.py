@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from tcpproxy import FreezingProxy
 
-from inboxd.leases import AdvisoryLeases, Board, FakeLeases, RowLeases, claim_run, keep_share
+from inboxd.leases import AdvisoryLeases, Board, FakeLeases, RowLeases, claim_run, keep_share, worker_session_name
 from inboxd.models import JobRun, db, open_database
 
 MAILBOXES = [f"mailbox:team{n:02}" for n in range(20)]
@@ -73,6 +73,34 @@ def test_a_lease_not_renewed_expires_and_another_takes_it(worker):
     assert a.held() == set() and a.renew() == set()  # its deadline passed first; renewing, it learns the lease is b's
 
 
+def test_taking_over_ends_the_sessions_of_a_worker_no_longer_alive(url):
+    """A frozen worker's sessions (named after it) lose their locks when its lease is taken over; a live one's stay."""
+    import psycopg2
+    a, b, c = (RowLeases(url, holder=name, ttl=TTL, margin=MARGIN, timeout=TIMEOUT) for name in "abc")
+    try:
+        a.announce(), c.announce()
+        assert a.take(["mailbox:help"], most=1) == {"mailbox:help"}
+        sessions = {name: psycopg2.connect(url, application_name=worker_session_name(name)) for name in "ac"}
+        for name, session in sessions.items():  # each holds a session lock, as a team's instance lock does
+            session.autocommit = True
+            session.cursor().execute("SELECT pg_advisory_lock(%s)", (ord(name),))
+        # a freezes (says nothing more); c stays alive; b takes a's lease once it has expired
+        assert eventually(lambda: c.announce() and b.take(["mailbox:help"], most=1)) == {"mailbox:help"}
+        with pytest.raises(psycopg2.OperationalError):
+            sessions["a"].cursor().execute("SELECT 1")  # a's session was ended, its lock with it
+        sessions["c"].cursor().execute("SELECT 1")  # c's is untouched
+        free = psycopg2.connect(url)
+        free.autocommit = True
+        cursor = free.cursor()
+        cursor.execute("SELECT pg_try_advisory_lock(%s), pg_try_advisory_lock(%s)", (ord("a"), ord("c")))
+        assert cursor.fetchone() == (True, False)
+        free.close()
+        sessions["c"].close()
+    finally:
+        for leases in (a, b, c):
+            leases.close()
+
+
 def test_renewing_keeps_a_lease_past_its_ttl(worker):
     a, b = worker(name="a"), worker(name="b")
     a.take(["mailbox:help"], most=1)
@@ -125,6 +153,14 @@ def test_three_workers_share_twenty_mailboxes_and_a_fourth_gets_some(worker):
     assert eventually(lambda: shares() == [5, 5, 5, 5])  # the newcomer got its share from the others
     workers.pop(0).close()
     assert eventually(lambda: shares() == [6, 7, 7])  # the leaver's leases were taken by the rest
+
+
+def test_four_mailboxes_over_three_workers_leave_none_idle():
+    board = Board()
+    workers = [FakeLeases(board, f"w{n}") for n in range(3)]
+    for _ in range(3):
+        held = [keep_share(w, MAILBOXES[:4]) for w in workers]
+    assert sorted(map(len, held)) == [1, 1, 2] and set().union(*held) == set(MAILBOXES[:4])
 
 
 def test_two_sweepers_at_the_same_moment_run_the_job_once(url):

@@ -24,7 +24,7 @@ from helpers import http_get, make_mail, start_run, wait_for
 from test_workers import teams_config
 
 from inboxd.cli import cli
-from inboxd.models import Item, open_database
+from inboxd.models import Item, db, open_database
 from inboxd.servers import append_messages
 from inboxd.servers.base import free_port
 from inboxd.servers.imap import DovecotServer
@@ -65,7 +65,7 @@ class Worker:
 
 
 @pytest.fixture
-def deployment(tmp_path, boxes, postgres, smtp_capture) -> Path:
+def deployment(tmp_path, boxes, postgres, smtp_capture) -> Iterator[Path]:
     """Four teams T1…T4, each on its Dovecot, sharing one PostgreSQL database and one SMTP capture."""
     for box in boxes:
         box.reset()
@@ -73,7 +73,8 @@ def deployment(tmp_path, boxes, postgres, smtp_capture) -> Path:
     for n, box in enumerate(boxes, 1):
         team = path.parent / "teams.d" / f"t{n}.toml"
         team.write_text(team.read_text() + f"port = {box.port}\n")
-    return path
+    yield path
+    db.close()  # the test's own look at the database: the next test makes it afresh
 
 
 @pytest.fixture
@@ -165,3 +166,36 @@ def test_three_workers_share_four_mailboxes_and_take_over_from_a_killed_one(depl
 def _url(deployment: Path) -> str:
     from inboxd.config import load_teams
     return load_teams(deployment, secrets=False)[0].database_url
+
+
+def test_a_frozen_worker_is_replaced_and_its_sessions_ended_and_it_takes_part_again_when_it_thaws(
+        deployment, boxes, workers, smtp_capture):
+    """SIGSTOP of a worker and its delivery (a machine frozen, or cut off): its database sessions and their locks stay
+    open on the server, so the worker taking its mailboxes over ends them (RowLeases.fence); thawed, it has lost its
+    leases, and takes its share again without writing a mail twice."""
+    wait_for(lambda: len(who_holds(deployment)["workers"]) == 3 and not who_holds(deployment)["unwatched"],
+             "three workers sharing every mailbox")
+    held = {w["name"]: w["teams"] for w in who_holds(deployment)["workers"]}
+    frozen_name = max(held, key=lambda name: len(held[name]))
+    frozen = next(w for w in workers if w.process.pid == int(frozen_name.split(":")[-2]))
+    os.killpg(frozen.process.pid, signal.SIGSTOP)
+    try:
+        sent = requests(boxes, 1)
+        wait_for(lambda: not who_holds(deployment)["unwatched"] and frozen_name not in
+                 {w["name"] for w in who_holds(deployment)["workers"]}, "the frozen worker's mailboxes picked up")
+        open_database(_url(deployment), migrate=False)
+        wait_for(lambda: set(acknowledgements(smtp_capture)) == set(sent), "every mail acknowledged while it is frozen")
+    finally:
+        os.killpg(frozen.process.pid, signal.SIGCONT)
+    assert any("database session(s) of worker(s) no longer alive" in w.log.read_text()
+               for w in workers if w is not frozen)  # the takeover ended its sessions, and said so
+    wait_for(lambda: frozen_name in {w["name"] for w in who_holds(deployment)["workers"] if w["teams"]},
+             "the thawed worker taking its share again")
+    sent |= requests(boxes, 2)
+    wait_for(lambda: set(acknowledgements(smtp_capture)) == set(sent), "every mail after the thaw acknowledged")
+    items = list(Item.select())
+    assert Counter(i.subject for i in items) == Counter(dict.fromkeys(sent, 1))  # 0 lost, 0 duplicate items
+    assert {i.subject: i.team for i in items} == sent
+    acks = acknowledgements(smtp_capture)
+    assert sum(acks.values()) - len(sent) <= 1  # at most one twice: a mail it was sending as it froze
+    assert frozen.process.poll() is None  # it took part again rather than stopping
