@@ -11,12 +11,17 @@ machine dying) halfway through the stream. Figures:
                3 s or more before the kill (steady state): p50, p95, max;
   failover:    from the kill until each of its mailboxes is leased to another live worker (p50, max
                over those mailboxes, polled every 100 ms);
+  recovered:   from the kill until each of its mailboxes had a mail appended after the kill
+               acknowledged (p50, max): the mailbox served again, not only leased;
   PG sessions: the database's sessions once the workers share the mailboxes (every worker's and
                delivery process's), before the stream;
   lost, duplicate items, duplicate acknowledgements: counted in the database and the capture once
                every request was acknowledged (or 120 s passed).
 
-    python bench/scale.py [--workers 1,2,4] [--mailboxes 20] [--rate 10] [--seconds 30] [--json]
+    python bench/scale.py [--workers 1,2,4] [--mailboxes 20] [--rate 10] [--seconds 30] [--freeze] [--json]
+
+--freeze stops the worker with SIGSTOP instead (a machine frozen, or cut off: its database sessions
+and their locks stay open on the server), and lets it go on (SIGCONT) once the stream is acknowledged.
 
 Needs root, Dovecot and PostgreSQL's server binaries (as the tests do).
 """
@@ -46,6 +51,7 @@ from helpers import make_mail, write_config  # noqa: E402
 from postgres import PostgresServer  # noqa: E402
 
 from inboxd.config import load_teams  # noqa: E402
+from inboxd.leases import RENEW_SECONDS  # noqa: E402
 from inboxd.models import Item, Lease, Worker, open_database  # noqa: E402
 from inboxd.servers import SmtpCapture  # noqa: E402
 from inboxd.servers.imap import DovecotServer  # noqa: E402
@@ -139,6 +145,7 @@ def one_count(workers: int, args: argparse.Namespace, pg: PostgresServer, box: D
     acks.start()
     clients = {user: box.as_user(user).connect() for user in users}
     appended: dict[str, float] = {}
+    mailbox_of: dict[str, str] = {}  # subject -> the team key it was sent to
     total, kill_at, killed = args.rate * args.seconds, None, None
     failover: dict[str, float] = {}
     start = time.time()
@@ -147,9 +154,9 @@ def one_count(workers: int, args: argparse.Namespace, pg: PostgresServer, box: D
         user, subject = users[i % len(users)], f"Scale {workers}-{i}"
         clients[user].append("INBOX", make_mail(f"r{i}@example.org", subject, f"Request {i}.",
                                                 to=f"{user}@example.org"))
-        appended[subject] = time.time()
+        appended[subject], mailbox_of[subject] = time.time(), user.upper()
         if workers > 1 and killed is None and i == total // 2:
-            killed = kill_most(teams, procs)
+            killed = kill_most(teams, procs, signal.SIGSTOP if args.freeze else signal.SIGKILL)
             kill_at = time.time()
             threading.Thread(target=watch_failover, args=(killed, kill_at, failover), daemon=True).start()
     for client in clients.values():
@@ -158,6 +165,9 @@ def one_count(workers: int, args: argparse.Namespace, pg: PostgresServer, box: D
     while (len(acks.first) < total or (killed and len(failover) < len(killed[1]))) and time.monotonic() < wait_until:
         time.sleep(0.1)
     time.sleep(1.0)  # a late duplicate, if any, arrives too
+    if killed and args.freeze:  # thawed: it finds its leases gone, and must not write anything twice
+        os.killpg(next(p for p in procs if p.pid == int(killed[0].split(":")[-2])).pid, signal.SIGCONT)
+        time.sleep(2 * RENEW_SECONDS + 1.0)
     acks.done.set()
     subjects = Counter(item.subject for item in Item.select(Item.subject))
     for proc in procs:
@@ -169,12 +179,16 @@ def one_count(workers: int, args: argparse.Namespace, pg: PostgresServer, box: D
               if s in acks.first and (kill_at is None or t < kill_at - STEADY_MARGIN_SECONDS)]
     last_ack = max(acks.first.values(), default=start)
     times = list(failover.values())
+    recovered = [min((acks.first[s] - kill_at for s, t in appended.items() if mailbox_of[s] == key and t > kill_at
+                      and s in acks.first), default=float("nan")) for key in killed[2]] if killed and kill_at else []
     return {"workers": workers, "requests": total, "connections": connections, "requests_per_s": round(len(acks.first) / (last_ack - start), 1),
             "latency_p50_s": round(statistics.median(steady), 3), "latency_p95_s": round(percentile(steady, 0.95), 3),
             "latency_max_s": round(max(steady), 3),
             "killed_mailboxes": len(killed[1]) if killed else 0,
             "failover_p50_s": round(statistics.median(times), 2) if times else None,
             "failover_max_s": round(max(times), 2) if times else None,
+            "recovered_p50_s": round(statistics.median(recovered), 2) if recovered else None,
+            "recovered_max_s": round(max(recovered), 2) if recovered else None,
             "lost": sum(1 for s in appended if subjects[s] == 0),
             "duplicate_items": sum(n - 1 for s, n in subjects.items() if n > 1),
             "unacknowledged": total - len(acks.first),
@@ -188,19 +202,20 @@ def connections_of(url: str) -> int:
                .fetchone()[0]) - 1  # not the bench's own
 
 
-def kill_most(teams: list, procs: list[subprocess.Popen]) -> tuple[str, list[str]]:
-    """SIGKILL to the worker holding most mailboxes (and its delivery processes); its name and leases."""
+def kill_most(teams: list, procs: list[subprocess.Popen],
+              how: signal.Signals) -> tuple[str, list[str], tuple[str, ...]]:
+    """SIGKILL (or SIGSTOP) to the worker holding most mailboxes and its delivery; its name, leases and teams."""
     seen, _ = roster(teams)
     most = max(seen, key=lambda w: len(w.teams))
     proc = next(p for p in procs if p.pid == most.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, how)
     by_key = {config.team.key: lease_name(config) for config in teams}
-    return most.name, [by_key[key] for key in most.teams]
+    return most.name, [by_key[key] for key in most.teams], most.teams
 
 
-def watch_failover(killed: tuple[str, list[str]], since: float, found: dict[str, float]) -> None:
+def watch_failover(killed: tuple[str, list[str], tuple[str, ...]], since: float, found: dict[str, float]) -> None:
     """When each of the killed worker's leases is held by a live other worker (the database's clock)."""
-    name, leases = killed
+    name, leases, _ = killed
     from peewee import fn
     while len(found) < len(leases) and time.time() - since < 120:
         live = {w.name for w in Worker.select().where(Worker.expires_at > fn.now())}
@@ -218,6 +233,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--max-connections", type=int, default=300,
                         help="PostgreSQL's max_connections (its default, 100, is about 20 teams' worth)")
+    parser.add_argument("--freeze", action="store_true", help="SIGSTOP the worker holding most, not SIGKILL")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     users = [f"m{n:02}" for n in range(2, args.mailboxes + 1)]
@@ -235,12 +251,14 @@ def main() -> None:
     print(f"\ninboxd scale benchmark: {args.mailboxes} mailboxes, {args.rate} requests/s for {args.seconds} s; "
           f"Dovecot, PostgreSQL, {os.cpu_count()} CPUs")
     print("| workers | PG sessions | requests/s | latency p50 / p95 / max (s) | killed: mailboxes "
-          "| failover p50 / max (s) | lost | duplicate items | duplicate acks |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"| failover p50 / max (s) | {'frozen' if args.freeze else 'killed'}: served again p50 / max (s) "
+          "| lost | duplicate items | duplicate acks |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fail = f"{r['failover_p50_s']} / {r['failover_max_s']}" if r["killed_mailboxes"] else "—"
+        back = f"{r['recovered_p50_s']} / {r['recovered_max_s']}" if r["killed_mailboxes"] else "—"
         print(f"| {r['workers']} | {r['connections']} | {r['requests_per_s']} | {r['latency_p50_s']} / {r['latency_p95_s']} / "
-              f"{r['latency_max_s']} | {r['killed_mailboxes'] or '—'} | {fail} | {r['lost']} | "
+              f"{r['latency_max_s']} | {r['killed_mailboxes'] or '—'} | {fail} | {back} | {r['lost']} | "
               f"{r['duplicate_items']} | {r['duplicate_acks']} |")
 
 
