@@ -286,6 +286,7 @@ class Daemon:
 
     def _unreadable(self, uid: int, uidvalidity: int, failure: str) -> str:
         """A mail the server will not hand over: parked with the server's answer, and the lead told, once; why."""
+        self._fence()  # recorded and told by the lease's holder only
         cfg, now = self.config, self.clock.now()
         key = f"<unreadable.{uidvalidity}.{uid}@inboxd.invalid>"  # its own Message-ID cannot be read
         where = f"moved to the folder {cfg.mailbox.attention_folder!r}" if cfg.mailbox.attention_folder \
