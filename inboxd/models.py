@@ -718,6 +718,7 @@ MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]
+MIGRATION_LOCK = 0x1B0D_0019  # the advisory lock a PostgreSQL migration holds until it commits
 
 
 def open_database(url: str, migrate: bool = True) -> pw.Database:
@@ -834,6 +835,8 @@ def upgrade(database: pw.Database, url: str) -> tuple[int, Path | None]:
 def apply_migrations(database: pw.Database) -> None:
     """Apply the migrations this database has not seen yet."""
     with database.atomic():
+        if isinstance(database, pw.PostgresqlDatabase):  # workers started at once: one migrates, the others wait
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         database.create_tables([SchemaVersion])
         done = {row.version for row in SchemaVersion.select()}
         for version, step in MIGRATIONS:

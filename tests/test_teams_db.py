@@ -11,12 +11,11 @@ from pathlib import Path
 import peewee as pw
 import pytest
 from click.testing import CliRunner
-from helpers import make_mail, write_config
-
 from inboxd.cli import cli
 from inboxd.config import load_config, load_teams
 from inboxd.daemon import Daemon
 from inboxd.models import (
+    _COMPOSED,
     MIGRATIONS,
     Event,
     Item,
@@ -24,7 +23,6 @@ from inboxd.models import (
     Notice,
     Outbox,
     SchemaVersion,
-    _COMPOSED,
     adopt_rows,
     create,
     open_database,
@@ -35,6 +33,8 @@ from inboxd.models import (
 )
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
+
+from helpers import make_mail, write_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 HR = """\
@@ -276,3 +276,27 @@ def test_moving_to_teams_d_and_back_settles_the_sent_log_the_last_config_wrote(t
     back.sender.drain()
     assert back.sender.transport.sent == [] and Outbox.get_by_id(ack.id).status == "sent"
     assert not (tmp_path / "inboxd.db.IT.sent").exists()  # settled: no line of it is read again
+
+
+def test_workers_migrating_one_new_postgresql_database_at_once_all_succeed(postgres) -> None:
+    """Workers started together on an empty database: one applies the migrations, the others wait and find them."""
+    from inboxd.models import LATEST_SCHEMA, apply_migrations, connect_database
+    database = connect_database(postgres.create_database("inboxd_migrate_race"))
+    start, failures = threading.Barrier(4), []
+
+    def migrate() -> None:
+        start.wait()
+        try:
+            apply_migrations(database)  # each thread on a connection of its own
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            database.close()
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sorted(row.version for row in SchemaVersion.select()) == list(range(1, LATEST_SCHEMA + 1))
+    database.close()
