@@ -457,22 +457,46 @@ def sweep(ctx: click.Context, at: str | None, dry_run: bool) -> None:
               help="red when the mailbox was not read for this long (default: 120)")
 @click.pass_context
 def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
-    """Say whether the daemon takes mail: exit 0 when it reads mail and the database answers, else 1."""
+    """Say whether the daemon takes mail (every team's, or --team's): exit 0 when it reads mail and the database
+    answers, else 1."""
+    import socket
     from dataclasses import asdict
 
     from . import health as status
-    config = _config(ctx, secrets=False)
-    path = status.status_file(config)
-    found, now = status.read(path), datetime.now(UTC)
-    healthy, summary = status.verdict(found, path, now, stall)
-    database = status.look(config.database_url)
-    if not database.reachable and healthy:
-        healthy, summary = False, f"database unreachable: {database.error}"
+    teams, now = _teams(ctx, secrets=False), datetime.now(UTC)
+    database = status.look(teams[0].database_url)
+    workers = teams[0].database_url.startswith("postgres") and database.reachable
+    held = status.holders(teams[0].database_url, {c.team.key: c.mailbox.label for c in teams}) if workers else {}
+    answers = []
+    for config in teams:
+        path = status.status_file(config)
+        found = status.read(path)
+        healthy, summary = status.verdict(found, path, now, stall)
+        if workers and (by_lease := status.worker_verdict(found, held.get(config.team.key), socket.gethostname())):
+            healthy, summary = by_lease
+        if not database.reachable and healthy:
+            healthy, summary = False, f"database unreachable: {database.error}"
+        answers.append((config.team.key, healthy, summary, path, found))
+    healthy = all(answer[1] for answer in answers)
+    if len(answers) == 1:
+        _, healthy, summary, path, found = answers[0]
+        if as_json:
+            click.echo(json.dumps({"healthy": healthy, "summary": summary, "file": str(path),
+                                   **(asdict(found) if found else {}), "database": asdict(database)}, indent=2))
+        else:
+            click.echo("\n  ".join([summary, *status.details(found, database, now)]))
+        ctx.exit(0 if healthy else 1)
+    not_ok = [key for key, ok, *_ in answers if not ok]
+    summary = f"ok: all {len(answers)} teams" if healthy else f"not healthy: {', '.join(not_ok)}"
     if as_json:
-        click.echo(json.dumps({"healthy": healthy, "summary": summary, "file": str(path),
-                               **(asdict(found) if found else {}), "database": asdict(database)}, indent=2))
+        click.echo(json.dumps({"healthy": healthy, "summary": summary, "teams": {
+            key: {"healthy": ok, "summary": line, "file": str(path), **(asdict(found) if found else {})}
+            for key, ok, line, path, found in answers}, "database": asdict(database)}, indent=2))
     else:
-        click.echo("\n  ".join([summary, *status.details(found, database, now)]))
+        click.echo(summary)
+        for key, _, line, _, found in answers:
+            click.echo("\n    ".join([f"  {key}: {line}", *status.details(found, None, now)]))
+        click.echo("\n".join(f"  {line}" for line in status.details(None, database, now)))
     ctx.exit(0 if healthy else 1)
 
 

@@ -211,7 +211,29 @@ def look(url: str | None = None) -> DatabaseLook:
     return DatabaseLook(None, counts.get("pending", 0), counts.get("dead", 0))
 
 
-def details(status: Status | None, database: DatabaseLook, now: datetime) -> list[str]:
+def holders(url: str, labels: dict[str, str]) -> dict[str, str]:
+    """On PostgreSQL: the worker holding each team's mailbox lease now, by team key (`labels`: key -> mailbox label)."""
+    database = open_read_only(url)
+    try:
+        rows = database.execute_sql("SELECT name, holder FROM lease WHERE expires_at > now()").fetchall()
+    finally:
+        database.close()
+    by_lease = dict(rows)
+    return {key: by_lease[f"mailbox:{label}"] for key, label in labels.items() if f"mailbox:{label}" in by_lease}
+
+
+def worker_verdict(status: Status | None, holder: str | None, here: str) -> tuple[bool, str] | None:
+    """On PostgreSQL, what the lease says of a team: None when a worker of this machine (`here`: its host name)
+    holds it and its status file speaks; else whether some live worker watches the mailbox."""
+    if holder is None:
+        return False, "no live worker holds its mailbox (see `inboxd workers`, and the workers' logs)"
+    host, pid, _ = ([*holder.rsplit(":", 2), "", ""])[:3]  # leases.new_holder: host:pid:random
+    if status is not None and (host, pid) == (here, str(status.pid)):
+        return None
+    return True, f"watched by worker {holder} (its own /healthz and log say more)"
+
+
+def details(status: Status | None, database: DatabaseLook | None, now: datetime) -> list[str]:
     """The lines under the verdict: IMAP, mail waiting, the jobs, the outbox and the database."""
     def ago(moment: str | None) -> str:
         return f"{moment} ({int((now - datetime.fromisoformat(moment)).total_seconds())} s ago)" if moment else "never"
@@ -222,6 +244,8 @@ def details(status: Status | None, database: DatabaseLook, now: datetime) -> lis
                   f"IMAP connection:    {IMAP_STATES.get(status.imap, status.imap)}",
                   f"mails waiting:      {'unknown' if status.waiting is None else status.waiting}",
                   f"last sweep:         {ago(status.last_sweep)}"]
+    if database is None:
+        return lines
     if database.reachable:
         lines += [f"outbox:             {database.pending} pending, {database.dead} dead",
                   "database:           reachable"]
