@@ -102,8 +102,8 @@ def _config(ctx: click.Context, secrets: bool = True, any_team: bool = False) ->
     from .models import use_team
     teams = _teams(ctx, secrets)
     if len(teams) > 1 and not any_team:
-        raise InboxdError(f"several teams: pick one with --team {_names(teams)} (run, once, sweep and check serve "
-                          f"every team without it)")
+        raise InboxdError(f"several teams: pick one with --team {_names(teams)} (run, once, sweep, check and "
+                          f"health serve every team without it)")
     use_team(teams[0].team.key)
     return teams[0]
 

@@ -172,11 +172,11 @@ def test_a_teams_deployment_needs_team_for_what_acts_as_the_daemon(tmp_path: Pat
     (tmp_path / "teams.d").mkdir()
     (tmp_path / "teams.d" / "it.toml").write_text("")
     (tmp_path / "teams.d" / "hr.toml").write_text(HR)
-    for command in (["adopt", "now"], ["health"], ["migrate"], ["report", "--html", "r.html"]):
+    for command in (["adopt", "now"], ["migrate"], ["report", "--html", "r.html"]):  # health: test_health_teams.py
         result = CliRunner().invoke(cli, ["--config", str(path), *command])
         assert result.exit_code == 1, command
-        assert result.output == ("error: several teams: pick one with --team HR|IT (run, once, sweep and check "
-                                 "serve every team without it)\n")
+        assert result.output == ("error: several teams: pick one with --team HR|IT (run, once, sweep, check "
+                                 "and health serve every team without it)\n")
     result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "payroll"])
     assert result.exit_code == 1 and result.output == "error: --team payroll: no such team (the teams are HR|IT)\n"
     result = CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "hr"])
