@@ -53,18 +53,19 @@ class Fleet:
             daemon.request_reload()
 
     def run(self, standby: bool = False) -> None:
-        """Watch every team's mailbox until stop(); with `standby`, first wait for the lock of each."""
-        locks = [InstanceLock(daemon.config) for daemon in self.daemons]
+        """Watch every team's mailbox until stop(); with `standby`, each team waits for its own lock in its thread
+        (an older inboxd still on one team's mailbox holds back that team only); without, any held lock refuses."""
+        locks = {daemon.config.team.key: InstanceLock(daemon.config) for daemon in self.daemons}
         try:
-            for lock in locks:
-                if not lock.acquire(standby, self.stopping):
-                    return
+            if not standby:
+                for lock in locks.values():
+                    lock.acquire()
             first = self.daemons[0]
             with http.serving(first.config.http_listen, {d.config.team.key: d.health for d in self.daemons},
                               [d.config for d in self.daemons], first.clock):
-                self._watch()
+                self._watch(locks if standby else {})
         finally:
-            for lock in locks:
+            for lock in locks.values():
                 lock.release()
         if self.failure is not None:
             raise self.failure
@@ -73,9 +74,9 @@ class Fleet:
             lines = "\n".join(f"{key}: {why}" for key, why in self.stopped.items())
             raise (LoginsRefused if refused else InboxdError)(f"every team has stopped:\n{lines}")
 
-    def _watch(self) -> None:
-        threads = [threading.Thread(target=copy_context().run, args=(self._serve, daemon), daemon=True,
-                                    name=f"team-{daemon.config.team.key}") for daemon in self.daemons]
+    def _watch(self, waiting: dict[str, InstanceLock]) -> None:
+        threads = [threading.Thread(target=copy_context().run, args=(self._serve, daemon, waiting.get(
+            daemon.config.team.key)), daemon=True, name=f"team-{daemon.config.team.key}") for daemon in self.daemons]
         for thread in threads:
             thread.start()
         try:
@@ -88,11 +89,13 @@ class Fleet:
             for thread in threads:
                 thread.join()
 
-    def _serve(self, daemon: Daemon) -> None:
-        """One team's loop, in its own thread, until it stops."""
+    def _serve(self, daemon: Daemon, waiting: InstanceLock | None) -> None:
+        """One team's loop, in its own thread, until it stops; first standing by for its lock, if `waiting`."""
         key = daemon.config.team.key
         use_team(key)
         try:
+            if waiting is not None and not waiting.acquire(standby=True, stop=self.stopping):
+                return
             daemon.watch()
         except TEAM_STOPS as exc:
             self.stopped[key] = exc

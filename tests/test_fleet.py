@@ -26,6 +26,7 @@ from inboxd.daemon import Daemon
 from inboxd.errors import LoginRefused, LoginsRefused
 from inboxd.fleet import Fleet
 from inboxd.health import Health
+from inboxd.instance import AlreadyRunning, InstanceLock
 from inboxd.metrics import REGISTRY, Live
 from inboxd.models import Item, open_database, team, use_team
 from inboxd.outbox import FakeTransport
@@ -263,6 +264,29 @@ def test_when_every_team_has_stopped_run_ends_with_the_refused_logins(tmp_path, 
     with pytest.raises(LoginsRefused, match=r"every team has stopped:\n(HR|IT): .*\n(HR|IT): ") as raised:
         Fleet([it, hr], Notifier(None)).run()
     assert raised.value.exit_code == 3  # systemd's RestartPreventExitStatus: no restart into a lockout
+
+
+def test_standing_by_for_one_teams_older_inboxd_holds_back_that_team_only(tmp_path):
+    it, hr = two_daemons(tmp_path, FakeSource())
+    older = InstanceLock(it.config)  # a lone inboxd still at work on IT's mailbox
+    older.acquire()
+    with pytest.raises(AlreadyRunning):
+        Fleet([it, hr], Notifier(None)).run()  # without --standby: refused at once, nothing started
+    fleet = Fleet([it, hr], Notifier(None))
+    thread = threading.Thread(target=fleet.run, kwargs={"standby": True})
+    thread.start()
+    try:
+        hr.source.add([make_mail("mia@example.org", "Holiday request", to="hr@example.org")])
+        it.source.add([make_mail("ken@example.org", "Laptop is slow")])
+        wait_for(lambda: Item.select().where(Item.team == "HR").count() == 1, "HR served while IT stands by", 30)
+        assert not Item.select().where(Item.team == "IT").exists()
+        older.release()  # the older inboxd stops: IT is taken over
+        wait_for(lambda: Item.select().where(Item.team == "IT").count() == 1, "IT taken over", 30)
+    finally:
+        older.release()
+        fleet.stop()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def test_an_unexpected_failure_of_one_team_stops_the_process(tmp_path, caplog):
