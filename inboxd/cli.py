@@ -161,7 +161,7 @@ def _work(teams: tuple[Config, ...]) -> None:
     from .models import team, use_team
     from .workers import Workers
     start_patiently(partial(Daemon, teams[0]))  # the schema migrated, the database reachable, before any lease
-    worker = Workers(teams, RowLeases(teams[0].database_url))
+    worker = Workers(teams, RowLeases(teams[0].database_url), delivery=True)
     use_team("")  # this thread works for no team: its lines (start, leases, stop) are the worker's
     logs.name_teams(team)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
