@@ -355,7 +355,7 @@ class OutboxSender:
         """
         senders = {key: sender for key, sender in self._senders().items() if share < len(sender.transports)
                    and not (sender.login_refused and self.stopping.is_set())}  # at stop, no login after a refusal
-        sent, failed = 0, set[int]()
+        sent, failed = 0, set[int]()  # the rows that failed in this drain: not tried again in it
         while senders:
             with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
                 row = self._claim(list(senders), failed)
