@@ -167,7 +167,7 @@ def _work(teams: tuple[Config, ...]) -> None:
     os.environ["PGAPPNAME"] = worker_session_name(holder)
     try:
         start_patiently(partial(Daemon, teams[0]))  # the schema migrated, the database reachable, before any lease
-        worker = Workers(teams, RowLeases(teams[0].database_url, holder))
+        worker = Workers(teams, RowLeases(teams[0].database_url, holder), delivery=True)
         use_team("")  # this thread works for no team: its lines (start, leases, stop) are the worker's
         logs.name_teams(team)
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())

@@ -81,7 +81,8 @@ class Daemon:
         # A process of its own sends beside the intake, unless the daemon runs on a clock of its own
         # (`sweep --at`, tests), a test brought its transport, or the database lives in this process.
         apart = isinstance(self.clock, SystemClock) and transport is None and apart_possible(config.database_url)
-        self.delivery: Delivery = ProcessDelivery(config, self.ledger) if apart else ThreadDelivery(self.sender)
+        self.delivery: Delivery = ProcessDelivery([config], lambda key: self.ledger) if apart \
+            else ThreadDelivery(self.sender)
         self.pipeline = Pipeline(config, rules, renderer, self.clock)
         self.sweeper = Sweeper(config, renderer)
         self._sweep_failing = False

@@ -6,8 +6,13 @@ the sending and the sending for the intake (issue 15). The delivery process has 
 database connection and interpreter: it hears of new mail through a pipe (a byte per wake-up,
 never blocking the intake), tells the daemon what became of each mail (metrics, mail not
 delivered to everyone, refused logins) through another, and when the daemon closes its end or
-dies it sends what is due and ends. A lock of its own makes the delivery of a restarted daemon
-wait for the last one's, so no mail is ever sent by two.
+dies it sends what is due and ends. On SQLite a lock of its own makes the delivery of a restarted
+daemon wait for the last one's, so no mail is ever sent by two.
+
+On PostgreSQL no such lock is taken: each mail is claimed under a row lock (`FOR UPDATE SKIP LOCKED`,
+outbox.py), so any number of deliveries may overlap, and a worker (workers.py) runs ONE delivery
+process for every team of its config, whether or not it holds that team's mailbox lease: the outbox
+is drained by all workers at once. Its reports name their team, for that team's ledger.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextvars import copy_context
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -29,7 +35,7 @@ from .clock import SystemClock
 from .config import Config
 from .instance import STANDBY_POLL_SECONDS, AlreadyRunning, InstanceLock
 from .models import use_team
-from .outbox import Ledger, OutboxSender, SmtpTransport
+from .outbox import OutboxSender, Report, SmtpTransport
 from .tracker import Silences
 
 log = logging.getLogger(__name__)
@@ -91,20 +97,41 @@ class ThreadDelivery:
             self.thread.join()
 
 
+class SharedDelivery:
+    """A team's part in its worker's delivery (workers.py): new mail wakes it; it starts and stops with the worker."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def start(self) -> None:
+        pass
+
+    def notify(self) -> None:
+        self.delivery.notify()
+
+    def alive(self) -> bool:
+        return self.delivery.alive()
+
+    def stop(self) -> None:
+        pass  # the worker's delivery sends on for the other teams, and this one's mail with them
+
+
 class ProcessDelivery:
-    """The outbox sent by a process of its own, which reports each delivery to the daemon's ledger.
+    """The outbox of these teams sent by a process of its own, which reports each delivery to its team's ledger.
 
     A process that dies (a bug, the OOM killer, a kill by hand) is started again, at growing
     intervals, so that mail does not wait for a restart of the whole daemon; each time is an ERROR.
     """
 
-    def __init__(self, config: Config, ledger: Ledger) -> None:
-        self.config, self.ledger = config, ledger
+    def __init__(self, configs: Sequence[Config], ledger: Callable[[str], Report | None]) -> None:
+        """`ledger`: where a team's reports go (by its key); None: not here, they are logged."""
+        self.configs, self.ledger = list(configs), ledger
         self.process: subprocess.Popen[bytes] | None = None
         self._wake: Connection | None = None
         self._listener: threading.Thread | None = None
         self._started, self._restart_after = 0.0, RESTART_SECONDS
         self._running = False  # between start() and stop(): only then is a dead process started again
+        self._restarting = threading.Lock()  # a worker's teams' threads all ask alive()
 
     def start(self) -> None:
         wake_in, wake_out = os.pipe()
@@ -127,7 +154,7 @@ class ProcessDelivery:
         assert self.process.stdin is not None
         try:
             with self.process.stdin:
-                self.process.stdin.write(pickle.dumps(sys.path) + pickle.dumps(self.config))
+                self.process.stdin.write(pickle.dumps(sys.path) + pickle.dumps(self.configs))
         except BrokenPipeError:
             pass  # it died at once: alive() says so and starts another
         os.set_blocking(wake_out, False)
@@ -137,15 +164,18 @@ class ProcessDelivery:
         self._listener.start()
 
     def _listen(self, reports: Connection) -> None:
-        """Apply the delivery process's reports to the ledger until it ends."""
+        """Apply the delivery process's reports to their team's ledger until it ends."""
         with reports:
             while True:
                 try:
-                    name, args = reports.recv()
+                    key, name, args = reports.recv()
                 except (EOFError, OSError):
                     return
                 try:
-                    getattr(self.ledger, name)(*args)
+                    if (ledger := self.ledger(key)) is not None:
+                        getattr(ledger, name)(*args)
+                    else:
+                        _unheard(key, name, args)
                 except Exception:  # a figure lost, never the listener: without it the process would block on us
                     log.exception("delivery: a report (%s) could not be taken", name)
 
@@ -160,6 +190,10 @@ class ProcessDelivery:
             self.alive()  # it has died: started again when its time comes; the mail waits in the outbox
 
     def alive(self) -> bool:
+        with self._restarting:
+            return self._alive()
+
+    def _alive(self) -> bool:
         if self.process is None or self.process.poll() is None:
             return self.process is not None
         since = time.monotonic() - self._started
@@ -175,7 +209,8 @@ class ProcessDelivery:
         return True
 
     def stop(self) -> None:
-        self._running = False
+        with self._restarting:
+            self._running = False
         self._end()
         if self.process is not None and self.process.returncode:
             log.error("delivery: the delivery process ended with exit code %s; unsent mail stays in the "
@@ -192,17 +227,27 @@ class ProcessDelivery:
             self._listener.join()
 
 
-class _Forward:
-    """The delivery process's side of the ledger: each report goes down the pipe to the daemon."""
+def _unheard(key: str, name: str, args: tuple[Any, ...]) -> None:
+    """A report of a team whose daemon does not run in this worker: the log has it (the sender logged the mail)."""
+    if name == "login" and not args[1]:
+        log.warning("delivery: team %s: %s", key, args[0])  # its daemon, elsewhere, does not hear of it
+    else:
+        log.debug("delivery: team %s (served by another worker): %s %s", key, name, args)
 
-    def __init__(self, reports: Connection) -> None:
-        self.reports, self.broken = reports, False
+
+class _Forward:
+    """The delivery process's side of a team's ledger: each report goes down the pipe to the daemon, named."""
+
+    def __init__(self, reports: Connection, key: str, sending: threading.Lock) -> None:
+        self.reports, self.key, self.sending = reports, key, sending  # `sending`: the pipe's, shared by teams
+        self.broken = False
 
     def _send(self, name: str, *args: Any) -> None:
         if self.broken:
             return
         try:
-            self.reports.send((name, args))
+            with self.sending:  # the sender's threads take turns: a report is one whole message
+                self.reports.send((self.key, name, args))
         except OSError:
             self.broken = True  # the daemon is gone: the database has it all, the figures are lost with it
 
@@ -220,15 +265,32 @@ _CHILD = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from 
 
 
 def main() -> None:
-    """The delivery process's entry: its pipes and log level from the command line, the config on stdin."""
+    """The delivery process's entry: its pipes and log level from the command line, the configs on stdin."""
     wake, reports, level = (int(value) for value in sys.argv[2:5])
-    config = pickle.load(sys.stdin.buffer)
+    configs = pickle.load(sys.stdin.buffer)
     sys.stdin.close()
-    deliver(config, Connection(wake, writable=False), Connection(reports, readable=False), level)
+    deliver(configs, Connection(wake, writable=False), Connection(reports, readable=False), level)
 
 
-def deliver(config: Config, wake: Connection, reports: Connection, level: int) -> None:
-    """The delivery process: send the outbox whenever woken until the daemon closes the pipe, then what is due."""
+def sender_session(configs: Sequence[Config]) -> str:
+    """PostgreSQL settings of the delivery's sessions, so that a sender that froze or was cut off mid-send does
+    not keep its mail's row locked for hours (PostgreSQL would wait for the system's TCP keepalives: ~2 h).
+
+    Its transaction idles while the SMTP server takes the mail: a few steps (connect, login, data), each
+    given up after the SMTP timeout; ten timeouts is well over a send. Its end rolls the claim back: the
+    mail is pending again (sent once more at most, if the server had taken it). The server's keepalives
+    find a vanished client within a minute and a half.
+    """
+    idle_ms = 10 * max(config.smtp.timeout_seconds for config in configs) * 1000
+    return (f"-c idle_in_transaction_session_timeout={idle_ms} -c tcp_keepalives_idle=60 "
+            f"-c tcp_keepalives_interval=10 -c tcp_keepalives_count=3")
+
+
+def deliver(configs: Sequence[Config], wake: Connection, reports: Connection, level: int) -> None:
+    """The delivery process: send the outbox whenever woken until the daemon closes the pipe, then what is due.
+
+    One config: that team's mail (SQLite, or a PostgreSQL daemon of its own); several: a worker's, every team's.
+    """
     from . import logs
     from .oauth2 import token_sources
 
@@ -238,16 +300,22 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
         signal.signal(stop_signal, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the daemon until now
     logs.setup(level <= logging.DEBUG)
-    logs.use(config.log_format)
-    use_team(config.team.key)  # its team's mail only: the SMTP server and sender are the team's
-    lock = _started(config, wake)
+    logs.use(configs[0].log_format)
+    use_team(configs[0].team.key)  # one team's: its SMTP server and sender; several: each row says its team
+    lock = _started(configs, wake)
     if lock is None:
         return
-    _, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
-    sender = OutboxSender([SmtpTransport(config.smtp, smtp_tokens) for _ in range(config.smtp.connections)],
-                          SystemClock(), config.smtp, config.team, report=_Forward(reports),
-                          silences=Silences(config.calendar, config.service.update_every),
-                          sent_log_name=config.sent_log_name)
+    sending = threading.Lock()
+
+    def team_sender(config: Config) -> OutboxSender:
+        _, smtp_tokens = token_sources(config.mailbox.oauth2, config.smtp.oauth2)
+        return OutboxSender([SmtpTransport(config.smtp, smtp_tokens) for _ in range(config.smtp.connections)],
+                            SystemClock(), config.smtp, config.team, report=_Forward(reports, config.team.key, sending),
+                            silences=Silences(config.calendar, config.service.update_every),
+                            sent_log_name=config.sent_log_name)
+    senders = {config.team.key: team_sender(config) for config in configs}
+    sender = senders[configs[0].team.key] if len(senders) == 1 else \
+        OutboxSender([], SystemClock(), configs[0].smtp, crew=senders)  # the lead of the teams' senders
     stop = threading.Event()
     worker = threading.Thread(target=copy_context().run, args=(sender.serve, stop), name="outbox", daemon=True)
     worker.start()
@@ -263,20 +331,25 @@ def deliver(config: Config, wake: Connection, reports: Connection, level: int) -
     lock.release()
 
 
-def _started(config: Config, wake: Connection) -> InstanceLock | None:
-    """Take the delivery lock and the database, waiting out an unavailable one; None if the daemon stops first.
+def _started(configs: Sequence[Config], wake: Connection) -> InstanceLock | None:
+    """Take the delivery lock (SQLite) and the database, waiting out an unavailable one; None if the daemon
+    stops first.
 
-    The lock makes a killed daemon's delivery, which may still be finishing, and ours never send at once.
+    On SQLite the lock makes a killed daemon's delivery, which may still be finishing, and ours never send
+    at once; on PostgreSQL the row locks do (the lock is returned, not taken).
     """
     from .models import connect_database, forget_connection, outage
 
     wait, said = 1.0, False
-    lock = InstanceLock(config, role="delivery")
+    url = configs[0].database_url
+    claims = url.startswith("postgres")
+    lock = InstanceLock(configs[0], role="delivery")
     while True:
         pause = wait
         try:
-            lock.acquire()  # not standing by inside: the daemon's stop must end this wait too
-            connect_database(config.database_url)  # the daemon has brought the schema up to date
+            if not claims:
+                lock.acquire()  # not standing by inside: the daemon's stop must end this wait too
+            connect_database(url, sender_session(configs) if claims else "")  # the schema is up to date
             return lock
         except AlreadyRunning:
             why, pause = "the delivery of an inboxd that stopped or died is still sending", STANDBY_POLL_SECONDS

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,10 +110,11 @@ _write_turn = WriteTurn()
 
 
 @contextmanager
-def write_transaction() -> Iterator[None]:
-    """A write transaction, taken in turns (WriteTurn); an unavailable database is a DatabaseOutage."""
+def write_transaction(turn: bool = True) -> Iterator[None]:
+    """A write transaction, taken in turns (WriteTurn; `turn=False`: PostgreSQL's row-locking writers, which
+    wait on rows, not on each other); an unavailable database is a DatabaseOutage."""
     try:
-        with _write_turn(), db.atomic():
+        with _write_turn() if turn else nullcontext(), db.atomic():
             yield
     except pw.DatabaseError as exc:
         why = outage(exc)
@@ -773,16 +774,17 @@ def open_read_only(url: str) -> pw.Database:
     return database
 
 
-def connect_database(url: str) -> pw.Database:
-    """Connect to the database and bind the models to it; the schema is left as it is."""
+def connect_database(url: str, options: str = "") -> pw.Database:
+    """Connect to the database and bind the models to it; the schema is left as it is. `options`: PostgreSQL
+    settings for every session of this process (`-c name=value ...`)."""
     path = sqlite_path(url)
     if path is not None and not path.parent.is_dir():  # SQLite would only say "unable to open database file"
         raise InboxdError(f"database {shown_url(url)}: the folder {path.parent} does not exist (create it, owned by "
                           f"the user inboxd runs as, or fix [database] url)")
-    return _bind(_database(url, wal=True))
+    return _bind(_database(url, wal=True, options=options))
 
 
-def _database(url: str, wal: bool) -> pw.Database:
+def _database(url: str, wal: bool, options: str = "") -> pw.Database:
     """The database at `url`, not connected; wal=False leaves a SQLite file's journal mode alone."""
     if url.startswith("sqlite:///"):
         return pw.SqliteDatabase(
@@ -791,7 +793,7 @@ def _database(url: str, wal: bool) -> pw.Database:
             url.removeprefix("sqlite:///"), timeout=BUSY_TIMEOUT_SECONDS, lock_type="IMMEDIATE",
             pragmas={"synchronous": "normal", "foreign_keys": 1, "busy_timeout": int(BUSY_TIMEOUT_SECONDS * 1000)}
             | ({"journal_mode": "wal"} if wal else {}))
-    return connect(url.replace("postgres://", "postgresql://", 1))
+    return connect(url.replace("postgres://", "postgresql://", 1), **({"options": options} if options else {}))
 
 
 def _bind(database: pw.Database) -> pw.Database:

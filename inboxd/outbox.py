@@ -12,7 +12,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from contextvars import copy_context
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,18 @@ from .clock import Clock
 from .config import SmtpConfig, TeamConfig
 from .errors import DatabaseOutage, DeliveryError, PermanentDeliveryError, SmtpLoginRefused, SmtpUnreachable
 from .mailout import OutgoingMail
-from .models import Message, Outbox, composed, create, db, forget_connection, outage, team, write_transaction
+from .models import (
+    Message,
+    Outbox,
+    composed,
+    create,
+    db,
+    forget_connection,
+    outage,
+    team,
+    use_team,
+    write_transaction,
+)
 from .oauth2 import HttpTokens, TokenError, TokenSource
 from .sentlog import SentLog
 from .tracker import Silences, Tracker
@@ -244,11 +256,20 @@ class Ledger:
 
 
 class OutboxSender:
-    """Sends due outbox mail over one or more connections; backs off and gives up into `dead`."""
+    """Sends due outbox mail over one or more connections; backs off and gives up into `dead`.
+
+    On SQLite each connection owns a share of the rows (id % connections) and what the server took is
+    noted in the sent log, then recorded a few at once. On PostgreSQL each mail is claimed under a row lock
+    (`FOR UPDATE SKIP LOCKED`), sent, and recorded in that transaction: any number of senders, in any
+    number of processes, drain one outbox, and a mail one of them is sending is skipped by the others.
+    """
 
     def __init__(self, transports: list[Transport], clock: Clock, config: SmtpConfig,
                  team: TeamConfig | None = None, report: Report | None = None,
-                 silences: Silences | None = None, sent_log_name: str = "sent") -> None:
+                 silences: Silences | None = None, sent_log_name: str = "sent",
+                 crew: Mapping[str, OutboxSender] | None = None) -> None:
+        """`crew` (PostgreSQL): the senders, by team, whose mail this one's threads claim, each sent with its
+        own team's SMTP (a worker's delivery sends every team's); a crew's lead needs no transports of its own."""
         self.transports, self.clock, self.config = transports, clock, config
         self.team, self.silences = team, silences  # silences: the requester's word from us is noted as it leaves
         self.report: Report = report or Ledger()
@@ -256,7 +277,8 @@ class OutboxSender:
         self.database_down = False  # since the database was last found unavailable; logged once per outage
         self.login_refused = False  # the last try ended in a refused login
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
-        self.wakes = [threading.Event() for _ in transports]
+        self.crew: Mapping[str, OutboxSender] = crew or {}  # empty: this thread's team's mail, sent by this one
+        self.wakes = [threading.Event() for _ in range(self.connections())]
         self._sent_log: SentLog | None = None
         self._sent_log_name = sent_log_name  # beside the database file: one per team when teams share it
         self._settling, self._settled = threading.Lock(), False
@@ -285,8 +307,22 @@ class OutboxSender:
             query = query.where(Outbox.id % shares == share)
         return list(query.order_by(Outbox.id).limit(limit))
 
+    @property
+    def claims(self) -> bool:
+        """Mail is claimed row by row under a lock (PostgreSQL), not shared out by id (SQLite)."""
+        return isinstance(db.obj, pw.PostgresqlDatabase)
+
+    def _senders(self) -> Mapping[str, OutboxSender]:
+        return self.crew or {team(): self}
+
+    def connections(self) -> int:
+        """How many threads `run` starts: one per connection (of the team with the most, for a crew)."""
+        return max(len(sender.transports) for sender in self.crew.values()) if self.crew else len(self.transports)
+
     def drain(self, share: int = 0, shares: int = 1) -> int:
         """Send everything due now (of one share); the number of mails sent."""
+        if self.claims:
+            return self._drain_claiming(share)
         self.settle()
         transport, sent = self.transports[share if shares > 1 else 0], 0
         later: list[tuple[Outbox, str]] = []  # sent, in the sent log, to be recorded together
@@ -311,6 +347,38 @@ class OutboxSender:
         finally:
             self._record_all(later)
 
+    def _drain_claiming(self, share: int) -> int:
+        """PostgreSQL: one mail at a time, each claimed, sent and recorded in a transaction of its own.
+
+        Connection `share` sends for the teams that have that many; a team whose server cannot be reached
+        waits its turn, and a mail that failed is not tried again in this drain.
+        """
+        senders = {key: sender for key, sender in self._senders().items() if share < len(sender.transports)
+                   and not (sender.login_refused and self.stopping.is_set())}  # at stop, no login after a refusal
+        sent, failed = 0, set[int]()  # the rows that failed in this drain: not tried again in it
+        while senders:
+            with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
+                row = self._claim(list(senders), failed)
+                if row is None:
+                    return sent
+                sender = senders[row.team]
+                use_team(row.team)  # its item's history and silences are its team's
+                if sender._send(row, sender.transports[share], None, claimed=True):
+                    sent += 1
+                else:
+                    failed.add(row.id)
+                    if sender.unreachable:
+                        del senders[row.team]
+        return sent
+
+    def _claim(self, teams: list[str], failed: set[int]) -> Outbox | None:
+        """The oldest due mail of these teams that no other sender holds, locked until this transaction ends."""
+        query = Outbox.select().where(Outbox.team.in_(teams) & (Outbox.status == "pending")
+                                      & (Outbox.next_attempt_at <= self.clock.now()))
+        if failed:
+            query = query.where(Outbox.id.not_in(list(failed)))
+        return query.order_by(Outbox.id).limit(1).for_update(skip_locked=True).first()
+
     def last_drain(self) -> int:
         """At stop, what is due; not after a refused login (another try would risk locking the account), and
         with the database unavailable what waits to be recorded waits for the next start."""
@@ -332,8 +400,10 @@ class OutboxSender:
         """Try one mail and record the result at once, so a crash repeats at most this one."""
         return self._send(row, transport, None)
 
-    def _send(self, row: Outbox, transport: Transport | None, later: list[tuple[Outbox, str]] | None) -> bool:
-        """Try one mail; what the server took is recorded at once, or with `later` once the sent log has it."""
+    def _send(self, row: Outbox, transport: Transport | None, later: list[tuple[Outbox, str]] | None,
+              claimed: bool = False) -> bool:
+        """Try one mail; what the server took is recorded at once, or with `later` once the sent log has it;
+        `claimed`: in the transaction holding its row's lock (PostgreSQL)."""
         sent_log = self.sent_log
         if sent_log is not None and row.message_id in sent_log.unrecorded:  # taken, not recorded: no resend
             self._record_all([(row, sent_log.unrecorded[row.message_id])])
@@ -341,11 +411,11 @@ class OutboxSender:
         try:
             refused = (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
         except DeliveryError as exc:
-            self._failed(row, exc)
+            self._failed(row, exc, claimed)
             return False
         except Exception as exc:  # a transport bug must cost this mail an attempt, not stall the outbox
             log.exception("%s: unexpected error sending %s", self._label(row), row.kind)
-            self._failed(row, DeliveryError(f"{type(exc).__name__}: {exc}"))
+            self._failed(row, DeliveryError(f"{type(exc).__name__}: {exc}"), claimed)
             return False
         # Taken for the others, so never sent again: the refused ones are noted on the item.
         not_for = "; ".join(f"{address}: {why}" for address, why in refused.items())
@@ -354,6 +424,8 @@ class OutboxSender:
             sent_log.note(row.message_id, not_for, self.clock.now())
         if sent_log is not None and later is not None:
             later.append((row, not_for))  # a write turn per mail cost the intake and the sending alike
+        elif claimed:
+            _mark_sent(row, not_for, self.clock.now(), self.silences)  # committed with the claim, lock and all
         else:
             self._record_all([(row, not_for)])
         wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
@@ -449,14 +521,14 @@ class OutboxSender:
         (log.debug if self.database_down else log.warning)("outbox: %s; mail waits in the outbox", why)
         self.database_down = True
 
-    def _failed(self, row: Outbox, exc: DeliveryError) -> None:
+    def _failed(self, row: Outbox, exc: DeliveryError, claimed: bool = False) -> None:
         attempts = row.attempts + 1
         now = self.clock.now()
         # A refused login is the credentials' fault, not the mail's: it waits for them to be fixed.
         dead = (isinstance(exc, PermanentDeliveryError) or attempts >= self.config.max_attempts) and \
             not isinstance(exc, SmtpLoginRefused)
         self.report.failed(row.id, row.kind, str(exc), dead)
-        with write_transaction():
+        with nullcontext() if claimed else write_transaction():
             Outbox.update(attempts=attempts, last_error=str(exc), status="dead" if dead else "pending",
                           next_attempt_at=now + self.backoff(attempts)).where(Outbox.id == row.id).execute()
             if dead:
@@ -488,15 +560,16 @@ class OutboxSender:
         """Send until `stop`, then once more what is due (the last batch's mail), and let go of the connections."""
         self.run(stop)
         self.last_drain()
-        for transport in self.transports:
-            transport.close()
+        for sender in self._senders().values():
+            for transport in sender.transports:
+                transport.close()
 
     def run(self, stop: threading.Event) -> None:
         """One worker per connection until `stop`; then the caller drains what is left."""
         self.stopping = stop
         workers = [threading.Thread(target=copy_context().run, args=(self._work, n, stop), name=f"outbox-{n}",
                                     daemon=True)  # each works for this thread's team
-                   for n in range(len(self.transports))]
+                   for n in range(self.connections())]
         for worker in workers:
             worker.start()
         for worker in workers:
@@ -508,7 +581,7 @@ class OutboxSender:
         while not stop.is_set():
             wake.clear()  # before draining: a notify() from now on is not lost
             try:
-                self.drain(share, len(self.transports))
+                self.drain(share, self.connections())
                 self.database_down = False
             except Exception as exc:  # keep the sender alive: the rows stay and are tried again
                 why = outage(exc)
@@ -518,4 +591,6 @@ class OutboxSender:
                 else:
                     log.exception("outbox: unexpected error while sending; will retry")
             wake.wait(idle_seconds)
-        self.transports[share].close()
+        for sender in self._senders().values():
+            if share < len(sender.transports):
+                sender.transports[share].close()

@@ -6,6 +6,10 @@ from `held()` stops that team's loop at once, and each mail's transaction is pre
 `held()` (Daemon.leased), so a team's mail is never written by a worker that lost its lease. The
 team's instance lock is still taken, waiting: a worker that lost the lease finishes its mail first.
 SIGTERM gives every lease back, so that the other workers take over within one round.
+
+The worker's one delivery process sends every team's outbox, held here or not (delivery.py): each
+mail is claimed under a row lock, so all workers drain the outbox at once and none sends a mail twice.
+Its reports go to the ledger of their team's daemon if it runs here; the others are logged.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import peewee as pw
 from . import http
 from .config import Config
 from .daemon import Daemon
+from .delivery import Delivery, ProcessDelivery, SharedDelivery
 from .errors import InboxdError
 from .health import Health
 from .instance import InstanceLock
 from .leases import RENEW_SECONDS, TTL_SECONDS, LeaseLost, Leases, keep_share
 from .models import Lease, Worker, db, use_team
+from .outbox import Ledger
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,9 @@ class Workers:
 
     def __init__(self, configs: Sequence[Config], leases: Leases,
                  make: Callable[[Config], Daemon] = OPEN_DAEMON,
-                 notifier: Notifier | None = None, renew_seconds: float = RENEW_SECONDS) -> None:
+                 notifier: Notifier | None = None, renew_seconds: float = RENEW_SECONDS,
+                 delivery: bool = False) -> None:
+        """`delivery`: one delivery process for every team's outbox (`inboxd run`); else each daemon has its own."""
         self.configs = {lease_name(config): config for config in configs}
         self.leases, self.make, self.renew_seconds = leases, make, renew_seconds
         self.notifier = notifier or Notifier.from_environment()
@@ -106,6 +114,8 @@ class Workers:
         self.stopping = threading.Event()
         self.failure: BaseException | None = None  # what ended a team's loop unexpectedly: the process stops
         self.given_up: set[str] = set()  # teams stopped here for what a retry would not cure: left to the others
+        self.ledgers: dict[str, Ledger] = {}  # by team key: the daemons running here, for the delivery's reports
+        self.delivery: Delivery | None = ProcessDelivery(configs, self.ledgers.get) if delivery else None
 
     def stop(self) -> None:
         """Stop every team and give the leases back; `run` returns."""
@@ -121,13 +131,16 @@ class Workers:
         first = next(iter(self.configs.values()))
         with http.serving(first.http_listen, self.healths, list(self.configs.values()), labelled=True):
             try:
+                if self.delivery is not None:
+                    self.delivery.start()
                 self.round()
                 self.notifier.ready(f"worker {self.leases.holder}: {len(self.teams)} of {len(self.configs)} "
                                     f"mailbox(es)")
                 # The signal handlers run in this thread, between its waits.
                 while not self.stopping.wait(self.renew_seconds) and self.failure is None:
                     self.round()
-                    self.notifier.alive()
+                    if self.delivery is None or self.delivery.alive():  # else a restart helps (as a daemon's)
+                        self.notifier.alive()
             finally:
                 self.notifier.stopping()
                 self._end_all()
@@ -168,6 +181,9 @@ class Workers:
             daemon.notifier = Notifier(None)  # the worker speaks to systemd, not each team it serves for a while
             daemon.worker = self.leases.holder
             daemon.leased = lambda: name in self.leases.held()
+            if self.delivery is not None:
+                daemon.delivery = SharedDelivery(self.delivery)  # its mail goes with every team's
+                self.ledgers[config.team.key] = daemon.ledger
             running.daemon = daemon
             if running.stopping.is_set() or not lock.acquire(standby=True, stop=running.stopping):
                 return
@@ -183,6 +199,7 @@ class Workers:
             self.failure = exc
             self.stop()
         finally:
+            self.ledgers.pop(config.team.key, None)
             lock.release()
             db.close()  # this thread's connection: a thread that ends would leave it open until collected
             self.healths.drop(config.team.key)
@@ -201,6 +218,8 @@ class Workers:
             if running.thread is not None:
                 running.thread.join()
         self.teams.clear()
+        if self.delivery is not None:
+            self.delivery.stop()  # sends what is due, of every team, then ends
         self.leases.close()
 
 
