@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, ItemsView, Iterator, Mapping, Sequence, ValuesView
+import time
+from collections.abc import Callable, Collection, ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
 from contextvars import copy_context
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,11 +83,31 @@ class _Healths(Mapping[str, Health]):
         return self.now.values()
 
 
+class Beat(Notifier):
+    """What a team's daemon would tell systemd, kept for the worker: when its loop last turned."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.turned: float | None = None  # time.monotonic() of the last turn; None until the loop has started
+
+    def ready(self, status: str) -> None:
+        self.turned = time.monotonic()
+
+    def alive(self) -> None:
+        self.turned = time.monotonic()
+
+
+def turning(beats: Iterable[Beat], now: float, window: float) -> bool:
+    """Every team loop that has started turned within `window` seconds: a hung one holds the watchdog's ping back."""
+    return all(now - beat.turned < window for beat in beats if beat.turned is not None)
+
+
 class _Team:
     """One team this worker serves: its thread, and its daemon once the thread has made it."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.beat = Beat()
         self.daemon: Daemon | None = None
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
@@ -139,13 +160,19 @@ class Workers:
                 # The signal handlers run in this thread, between its waits.
                 while not self.stopping.wait(self.renew_seconds) and self.failure is None:
                     self.round()
-                    if self.delivery is None or self.delivery.alive():  # else a restart helps (as a daemon's)
-                        self.notifier.alive()
+                    self._feed_watchdog()
             finally:
                 self.notifier.stopping()
                 self._end_all()
         if self.failure is not None:
             raise self.failure
+
+    def _feed_watchdog(self) -> None:
+        """Ping systemd's watchdog while the delivery lives and every team's loop turns (else a restart helps)."""
+        window = (self.notifier.watchdog_seconds or 0) / 2  # a loop turns at least every minute; WatchdogSec=5min
+        beats = [running.beat for running in list(self.teams.values()) if not running.stopping.is_set()]
+        if turning(beats, time.monotonic(), window) and (self.delivery is None or self.delivery.alive()):
+            self.notifier.alive()
 
     def round(self) -> None:
         """One round: keep the share of the leases, then start and stop teams to match what is held."""
@@ -178,7 +205,7 @@ class Workers:
         lock = InstanceLock(config)
         try:
             daemon = self.make(config)
-            daemon.notifier = Notifier(None)  # the worker speaks to systemd, not each team it serves for a while
+            daemon.notifier = running.beat  # the worker speaks to systemd, not each team it serves for a while
             daemon.worker = self.leases.holder
             daemon.leased = lambda: name in self.leases.held()
             if self.delivery is not None:
