@@ -185,7 +185,7 @@ def per(phase: dict[str, Any], count: float) -> dict[str, Any]:
     count = max(count, 1)
 
     def each(values: dict[str, float]) -> dict[str, float]:
-        return {key: round(value / count, 2) for key, value in values.items()}
+        return {key: share for key, value in values.items() if (share := round(value / count, 2))}
     return phase | {"requests": count, "statements": round(phase["statements"] / count, 2),
                     "by_kind": each(phase["by_kind"]), "rows_added": each(phase["rows_added"]),
                     "updates_by_table": each(phase["updates_by_table"]),
