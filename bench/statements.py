@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from inboxd.clock import FixedClock  # noqa: E402
 from inboxd.config import load_config  # noqa: E402
 from inboxd.daemon import Daemon  # noqa: E402
+from inboxd.domain import OPEN_STATUSES  # noqa: E402
 from inboxd.localconfig import write_local_config  # noqa: E402
 from inboxd.models import Item, Outbox, db  # noqa: E402
 from inboxd.outbox import FakeTransport  # noqa: E402
@@ -104,16 +105,19 @@ class _Counted:
 
 
 def kind_of(sql: str) -> str:
+    """SELECT, INSERT, … BEGIN, COMMIT: the statement's first word, or "other"."""
     word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
     return word if word in KINDS else "other"
 
 
 def table_of(sql: str) -> str:
+    """The table a statement writes, or the first it reads from."""
     match = TABLE_OF.search(sql)
     return (match[1] or match[2]).lower() if match else ""
 
 
 def row_counts() -> dict[str, int]:
+    """Each table's rows now."""
     return {table: db.execute_sql(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for table in TABLES}
 
 
@@ -144,7 +148,7 @@ class Life:
         measure("new request", lambda: self.ingest(mails), len(mails))
         measure("new request: delivery", self.deliver, len(mails))
         items = list(Item.select().where(Item.id >= first).order_by(Item.id))
-        sent = {}  # item id -> (ack, the first mail to a member about it)
+        sent: dict[int, tuple[Outbox | None, Outbox | None]] = {}  # item id -> (ack, first mail to a member)
         for row in Outbox.select().where(Outbox.item.in_([i.id for i in items])).order_by(Outbox.id):
             ack, member = sent.get(row.item_id, (None, None))
             if row.kind == "ack" and ack is None:
@@ -309,8 +313,7 @@ def one_backend(name: str, url: str, work: Path, args: argparse.Namespace) -> di
         life.deliver()
     life.clock.advance(timedelta(minutes=1))
     measured("sweep, idle: a run", life.daemon.sweep, 1)
-    phases["sweep, idle: a run"]["open_items"] = Item.select().where(
-        Item.status.in_(["new", "open", "working", "waiting"])).count()
+    phases["sweep, idle: a run"]["open_items"] = Item.select().where(Item.status.in_(OPEN_STATUSES)).count()
     found = plans(seen_by_phase, postgres)
     for entry in found:
         before = unanalysed.get(entry["sql"])
