@@ -31,7 +31,7 @@ from .daemon import Daemon
 from .delivery import Delivery, ProcessDelivery, SharedDelivery
 from .errors import InboxdError
 from .health import Health
-from .instance import InstanceLock
+from .instance import InstanceLock, LockSession
 from .leases import RENEW_SECONDS, TTL_SECONDS, LeaseLost, Leases, keep_share
 from .models import Lease, Worker, db, use_team
 from .outbox import Ledger
@@ -137,6 +137,8 @@ class Workers:
         self.given_up: set[str] = set()  # teams stopped here for what a retry would not cure: left to the others
         self.ledgers: dict[str, Ledger] = {}  # by team key: the daemons running here, for the delivery's reports
         self.delivery: Delivery | None = ProcessDelivery(configs, self.ledgers.get) if delivery else None
+        first = configs[0].database_url
+        self.locks = LockSession(first) if first.startswith("postgres") else None  # every team's lock, one session
 
     def stop(self) -> None:
         """Stop every team and give the leases back; `run` returns."""
@@ -202,7 +204,7 @@ class Workers:
         """One team's loop, in its own thread, while this worker holds its lease."""
         config = running.config
         use_team(config.team.key)
-        lock = InstanceLock(config)
+        lock = InstanceLock(config, session=self.locks)
         try:
             daemon = self.make(config)
             daemon.notifier = running.beat  # the worker speaks to systemd, not each team it serves for a while
@@ -247,6 +249,8 @@ class Workers:
         self.teams.clear()
         if self.delivery is not None:
             self.delivery.stop()  # sends what is due, of every team, then ends
+        if self.locks is not None:
+            self.locks.close()
         self.leases.close()
 
 
