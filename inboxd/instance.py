@@ -49,12 +49,15 @@ class LockSession:
                 self._connection = None
 
     def _run(self, sql: str, key: int) -> Any:
-        from playhouse.db_url import connect
+        import psycopg2  # a connection of its own, used by every team's thread (peewee's are one per thread)
         with self._statements:
             if self._connection is None:
-                self._connection = connect(self.url.replace("postgres://", "postgresql://", 1))
+                self._connection = psycopg2.connect(self.url.replace("postgres://", "postgresql://", 1))
+                self._connection.autocommit = True
             try:
-                return self._connection.execute_sql(sql, (key,)).fetchone()[0]
+                with self._connection.cursor() as cursor:
+                    cursor.execute(sql, (key,))
+                    return cursor.fetchone()[0]
             except Exception:
                 self._connection.close()  # the next statement opens a new session; the locks of this one are gone
                 self._connection = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 
@@ -42,7 +43,11 @@ def test_a_workers_team_locks_share_one_postgresql_session_and_exclude_another_w
     mine, theirs = LockSession(url), LockSession(url)
     try:
         ours = [InstanceLock(team, session=mine) for team in (it, hr)]
-        assert all(lock.acquire() for lock in ours)
+        threads = [threading.Thread(target=lock.acquire) for lock in ours]  # as each team's thread takes its own
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         looking = open_database(url, migrate=False)
         sessions = looking.execute_sql("SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory'")
         assert sessions.fetchone()[0] == 1  # both teams' locks on one session
