@@ -35,7 +35,7 @@ from postgres import PostgresServer  # noqa: E402
 from scale import deployment  # noqa: E402
 
 from inboxd.config import load_teams  # noqa: E402
-from inboxd.models import db, open_database  # noqa: E402
+from inboxd.models import db, connect_database  # noqa: E402
 from inboxd.servers import SmtpCapture  # noqa: E402
 from inboxd.servers.imap import DovecotServer  # noqa: E402
 from inboxd.workers import roster  # noqa: E402
@@ -64,7 +64,7 @@ def measure(tree: Path, teams: int, pg: PostgresServer, box: DovecotServer, capt
     config = deployment(work / f"{label}-{teams}", teams, box.port, capture.port, url)
     assert inboxd(tree, config, "migrate", "--team", "M01").wait(120) == 0, "migrate failed"
     configs = load_teams(config, secrets=False)
-    open_database(url, migrate=False)
+    connect_database(url)  # the schema of either tree: the roster reads the lease and worker tables only
     run = inboxd(tree, config, "run", log=config.parent / "run.log")
     try:
         deadline = time.monotonic() + 60
