@@ -276,6 +276,8 @@ class OutboxSender:
         self.unreachable = False  # since the last failure to reach the server; logged once per outage
         self.database_down = False  # since the database was last found unavailable; logged once per outage
         self.login_refused = False  # the last try ended in a refused login
+        self.outages = 0  # tries in a row that could not reach the server
+        self.rests_until: datetime | None = None  # then (PostgreSQL): this team's mail is not claimed till then
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.crew: Mapping[str, OutboxSender] = crew or {}  # empty: this thread's team's mail, sent by this one
         self.wakes = [threading.Event() for _ in range(self.connections())]
@@ -354,13 +356,16 @@ class OutboxSender:
         waits its turn, and a mail that failed is not tried again in this drain.
         """
         senders = {key: sender for key, sender in self._senders().items() if share < len(sender.transports)
-                   and not (sender.login_refused and self.stopping.is_set())}  # at stop, no login after a refusal
+                   and not (sender.login_refused and self.stopping.is_set())  # at stop, no login after a refusal
+                   and not sender.resting()}
         sent, failed = 0, set[int]()  # the rows that failed in this drain: not tried again in it
+        served = set[str]()  # the teams given a mail in this round: the others' come first
         while senders:
             with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
-                row = self._claim(list(senders), failed)
+                row = self._claim(list(senders), failed, served)
                 if row is None:
                     return sent
+                served = {row.team} if row.team in served else served | {row.team}
                 sender = senders[row.team]
                 use_team(row.team)  # its item's history and silences are its team's
                 if sender._send(row, sender.transports[share], None, claimed=True):
@@ -371,13 +376,20 @@ class OutboxSender:
                         del senders[row.team]
         return sent
 
-    def _claim(self, teams: list[str], failed: set[int]) -> Outbox | None:
-        """The oldest due mail of these teams that no other sender holds, locked until this transaction ends."""
+    def _claim(self, teams: list[str], failed: set[int], served: set[str]) -> Outbox | None:
+        """The oldest due mail of these teams that no other sender holds, locked until this transaction ends; of a
+        team not `served` yet in this round if there is one (the teams take turns: a team with thousands waiting
+        does not hold up another's acknowledgement)."""
         query = Outbox.select().where(Outbox.team.in_(teams) & (Outbox.status == "pending")
                                       & (Outbox.next_attempt_at <= self.clock.now()))
         if failed:
             query = query.where(Outbox.id.not_in(list(failed)))
-        return query.order_by(Outbox.id).limit(1).for_update(skip_locked=True).first()
+        first = (Outbox.team.in_(list(served)),) if served and len(teams) > 1 else ()
+        return query.order_by(*first, Outbox.id).limit(1).for_update(skip_locked=True).first()
+
+    def resting(self) -> bool:
+        """This team's server could not be reached a moment ago: its mail is not claimed until its retry time."""
+        return self.rests_until is not None and self.clock.now() < self.rests_until
 
     def last_drain(self) -> int:
         """At stop, what is due; not after a refused login (another try would risk locking the account), and
@@ -430,7 +442,7 @@ class OutboxSender:
             self._record_all([(row, not_for)])
         wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
         self.report.sent(row.id, row.kind, wait, not_for)
-        self.login_refused = False
+        self.login_refused, self.outages, self.rests_until = False, 0, None
         if self.unreachable:
             self.unreachable = False
             self.report.login("", True)
@@ -549,6 +561,11 @@ class OutboxSender:
                         row.kind, ", ".join(row.recipients), attempts, self.backoff(attempts), exc)
         self.unreachable = exc.unreachable
         self.login_refused = isinstance(exc, SmtpLoginRefused)
+        # In a worker's delivery a blackholed server costs every team's mail its timeout at each try: it rests,
+        # longer at each try, at most 10 timeouts (so that the others wait at most a tenth of the time).
+        self.outages = self.outages + 1 if exc.unreachable else 0
+        self.rests_until = now + min(self.backoff(self.outages), timedelta(seconds=10 * self.config.timeout_seconds)) \
+            if exc.unreachable else None
 
     def _label(self, row: Outbox) -> str:
         """The item's ref for log lines; mail about no item (declines, redirects) says so."""

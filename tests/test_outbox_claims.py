@@ -25,7 +25,7 @@ from inboxd.leases import Board, FakeLeases
 from inboxd.mailout import OutgoingMail
 from inboxd.models import Outbox, connect_database, db, open_database, use_team, write_transaction
 from inboxd.outbox import Ledger, OutboxSender, SmtpTransport, enqueue
-from inboxd.servers import SmtpCapture
+from inboxd.servers import SmtpCapture, free_port
 from inboxd.source import FakeSource
 from inboxd.workers import Workers
 
@@ -225,3 +225,28 @@ def test_a_worker_holding_no_lease_sends_a_teams_pending_mail(tmp_path, postgres
         worker.stop()
     assert {m.mail_from for m in smtp.messages} == {"t2@example.org"}
     assert {row.status for row in Outbox.select()} == {"sent"}
+
+
+def test_a_team_with_a_long_queue_does_not_hold_up_the_others_mail(tmp_path, postgres, smtp):
+    configs = deployment(tmp_path, postgres.create_database("inboxd_claims_fair"), (smtp.port, smtp.port))
+    open_database(configs[0].database_url)
+    queue(configs[0], 60)  # a sweep's reminders of a big team, say
+    queue(configs[1], 3)  # then another team's acknowledgements
+    assert crew(configs).drain() == 63
+    first_six = [email.message_from_bytes(m.data)["From"] for m in smtp.messages[:6]]
+    assert first_six == ["t1@example.org", "t2@example.org"] * 3  # the teams take turns
+
+
+def test_a_team_whose_smtp_server_cannot_be_reached_rests_and_the_others_mail_goes_meanwhile(tmp_path, postgres,
+                                                                                              smtp):
+    configs = deployment(tmp_path, postgres.create_database("inboxd_claims_down"), (free_port(), smtp.port))
+    open_database(configs[0].database_url)
+    queue(configs[0], 5)
+    sender = crew(configs)
+    for round_ in range(3):  # each drain as another mail comes in
+        queue(configs[1], 1, start=round_)
+        assert sender.drain() == 1
+    # its first mail found the server down; the team then waits its retry time (a blackholed server costs every
+    # other team the SMTP timeout at each try), instead of being tried again at each drain
+    assert sorted(row.attempts for row in Outbox.select().where(Outbox.team == "T1")) == [0, 0, 0, 0, 1]
+    assert len(message_ids(smtp)) == 3
