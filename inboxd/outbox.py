@@ -277,6 +277,8 @@ class OutboxSender:
         self.database_down = False  # since the database was last found unavailable; logged once per outage
         self.login_refused = False  # the last try ended in a refused login
         self.outages = 0  # tries in a row that could not reach the server
+        self.taken: dict[str, tuple[str, datetime]] = {}  # PostgreSQL: message id -> (refused for, when) of mail
+        # the server took, till its claim's transaction commits
         self.rests_until: datetime | None = None  # then (PostgreSQL): this team's mail is not claimed till then
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.crew: Mapping[str, OutboxSender] = crew or {}  # empty: this thread's team's mail, sent by this one
@@ -361,19 +363,30 @@ class OutboxSender:
         sent, failed = 0, set[int]()  # the rows that failed in this drain: not tried again in it
         served = set[str]()  # the teams given a mail in this round: the others' come first
         while senders:
-            with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
-                row = self._claim(list(senders), failed, served)
-                if row is None:
-                    return sent
-                served = {row.team} if row.team in served else served | {row.team}
-                sender = senders[row.team]
-                use_team(row.team)  # its item's history and silences are its team's
-                if sender._send(row, sender.transports[share], None, claimed=True):
-                    sent += 1
-                else:
-                    failed.add(row.id)
-                    if sender.unreachable:
-                        del senders[row.team]
+            row: Outbox | None = None
+            try:
+                with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
+                    row = self._claim(list(senders), failed, served)
+                    if row is None:
+                        return sent
+                    served = {row.team} if row.team in served else served | {row.team}
+                    sender = senders[row.team]
+                    use_team(row.team)  # its item's history and silences are its team's
+                    if sender._send(row, sender.transports[share], None, claimed=True):
+                        sent += 1
+                    else:
+                        failed.add(row.id)
+                        if sender.unreachable:
+                            del senders[row.team]
+            except Exception:
+                if row is not None and row.message_id in self._senders()[row.team].taken:
+                    log.error("%s: the SMTP server took %s to %s, but the database session ended before it was "
+                              "recorded (a send longer than idle_in_transaction_session_timeout, a fence, the "
+                              "database lost): it is pending again; this process records it when it claims it "
+                              "again, another worker may send it once more", self._label(row), row.message_id,
+                              ", ".join(row.recipients))
+                raise
+            self._senders()[row.team].taken.pop(row.message_id, None)  # committed
         return sent
 
     def _claim(self, teams: list[str], failed: set[int], served: set[str]) -> Outbox | None:
@@ -420,6 +433,12 @@ class OutboxSender:
         if sent_log is not None and row.message_id in sent_log.unrecorded:  # taken, not recorded: no resend
             self._record_all([(row, sent_log.unrecorded[row.message_id])])
             return True
+        if claimed and row.message_id in self.taken:  # taken, its record lost with the session: no resend
+            not_for, left = self.taken[row.message_id]
+            _mark_sent(row, not_for, left, self.silences)
+            log.warning("%s: %s recorded as sent (the SMTP server took it at %s), not sent again", self._label(row),
+                        row.message_id, left.isoformat(timespec="seconds"))
+            return True
         try:
             refused = (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
         except DeliveryError as exc:
@@ -437,6 +456,7 @@ class OutboxSender:
         if sent_log is not None and later is not None:
             later.append((row, not_for))  # a write turn per mail cost the intake and the sending alike
         elif claimed:
+            self.taken[row.message_id] = (not_for, self.clock.now())  # till the commit: it may fail
             _mark_sent(row, not_for, self.clock.now(), self.silences)  # committed with the claim, lock and all
         else:
             self._record_all([(row, not_for)])

@@ -23,7 +23,16 @@ from inboxd.daemon import Daemon
 from inboxd.delivery import ProcessDelivery, sender_session
 from inboxd.leases import Board, FakeLeases
 from inboxd.mailout import OutgoingMail
-from inboxd.models import Outbox, connect_database, db, open_database, use_team, write_transaction
+from inboxd.errors import DatabaseOutage
+from inboxd.models import (
+    Outbox,
+    connect_database,
+    db,
+    forget_connection,
+    open_database,
+    use_team,
+    write_transaction,
+)
 from inboxd.outbox import Ledger, OutboxSender, SmtpTransport, enqueue
 from inboxd.servers import SmtpCapture, free_port
 from inboxd.source import FakeSource
@@ -250,3 +259,41 @@ def test_a_team_whose_smtp_server_cannot_be_reached_rests_and_the_others_mail_go
     # other team the SMTP timeout at each try), instead of being tried again at each drain
     assert sorted(row.attempts for row in Outbox.select().where(Outbox.team == "T1")) == [0, 0, 0, 0, 1]
     assert len(message_ids(smtp)) == 3
+
+
+class SessionEndsMidSend:
+    """The real SMTP transport; while the server takes the first mail, the sender's database session is ended (its
+    idle_in_transaction_session_timeout, or a fence that found the worker's row expired)."""
+
+    def __init__(self, transport: SmtpTransport, url: str, pid: int) -> None:
+        self.transport, self.url, self.pid = transport, url, pid
+
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> dict[str, str]:
+        refused = self.transport.send(sender, recipients, raw)
+        if self.pid:
+            admin = psycopg2.connect(self.url)
+            admin.cursor().execute("SELECT pg_terminate_backend(%s)", (self.pid,))
+            admin.close()
+            self.pid = 0
+        return refused
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def test_a_mail_the_server_took_whose_record_was_lost_with_the_session_is_not_sent_again_by_that_sender(
+        tmp_path, postgres, smtp, caplog):
+    configs = deployment(tmp_path, postgres.create_database("inboxd_claims_lost"), (smtp.port,))
+    open_database(configs[0].database_url)
+    queue(configs[0], 2)
+    pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    transport = SessionEndsMidSend(SmtpTransport(configs[0].smtp), configs[0].database_url, pid)
+    sender = OutboxSender([transport], SystemClock(), configs[0].smtp, configs[0].team)
+    with pytest.raises(DatabaseOutage):
+        sender.drain()  # the commit fails: the row is pending again
+    forget_connection()
+    assert any(r.levelno == logging.ERROR and "<T1.0@example.org>" in r.message and "before it was recorded" in r.message
+               for r in caplog.records)
+    assert sender.drain() == 2  # recorded as sent, and the other mail sent
+    assert set(message_ids(smtp).values()) == {1} and len(message_ids(smtp)) == 2
+    assert {row.status for row in Outbox.select()} == {"sent"}
