@@ -241,8 +241,11 @@ SELECT count(*), count(*) FILTER (WHERE name < %(holder)s) FROM worker WHERE exp
 # TCP keepalive sees them gone, hours later. A worker that comes back reconnects and takes part again. Only this
 # database's: pg_stat_activity lists every database of the server, another deployment's workers too.
 _EXPIRED = "SELECT name FROM worker WHERE expires_at < now() AND name <> %(holder)s"
+# A role may end only its own roles' sessions (pg_terminate_backend raises for the others, failing the statement).
 _FENCE = """
-SELECT count(*) FILTER (WHERE {terminate}) FROM pg_stat_activity AS session
+SELECT count(*) FILTER (WHERE pg_has_role(session.usesysid, 'MEMBER') AND {terminate}),
+       count(*) FILTER (WHERE NOT pg_has_role(session.usesysid, 'MEMBER'))
+FROM pg_stat_activity AS session
 WHERE session.datname = current_database() AND session.application_name = ANY(%(sessions)s)"""
 
 
@@ -284,9 +287,14 @@ class RowLeases(_PostgresLeases):
             return 0
         rows = self._run(_FENCE.format(terminate=terminate),
                          {"sessions": [worker_session_name(name) for name, in expired]})
-        if ended := (int(rows[0][0]) if rows else 0):
+        ended, barred = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+        if ended:
             log.warning("leases: ended %d database session(s) of worker(s) no longer alive (frozen or cut off), "
                         "so that their locks and transactions do not hold up the mailboxes taken over", ended)
+        if barred:
+            log.warning("leases: %d database session(s) of worker(s) no longer alive run as another database role, "
+                        "which this one may not end: their locks last until the server finds them gone (run every "
+                        "worker as one role)", barred)
         return ended
 
     def renew(self) -> frozenset[str]:
