@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # can follow for a few at once: a write turn per mail cost the intake and the sending alike.
 RECORD_BATCH = 50
 RECORD_SECONDS = 0.1
+LOGIN_ATTEMPTS = 3  # logins refused in a row (IMAP or SMTP) before `run` stops: more would risk a lockout
 
 
 def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
@@ -277,6 +278,7 @@ class OutboxSender:
         self.database_down = False  # since the database was last found unavailable; logged once per outage
         self.login_refused = False  # the last try ended in a refused login
         self.outages = 0  # tries in a row that could not reach the server
+        self.refusals = 0  # logins refused in a row; PostgreSQL: at LOGIN_ATTEMPTS this team's mail is not claimed
         self.taken: dict[str, tuple[str, datetime]] = {}  # PostgreSQL: message id -> (refused for, when) of mail
         # the server took, till its claim's transaction commits
         self.rests_until: datetime | None = None  # then (PostgreSQL): this team's mail is not claimed till then
@@ -359,7 +361,7 @@ class OutboxSender:
         """
         senders = {key: sender for key, sender in self._senders().items() if share < len(sender.transports)
                    and not (sender.login_refused and self.stopping.is_set())  # at stop, no login after a refusal
-                   and not sender.resting()}
+                   and not sender.resting() and sender.refusals < LOGIN_ATTEMPTS}
         sent, failed = 0, set[int]()  # the rows that failed in this drain: not tried again in it
         served = set[str]()  # the teams given a mail in this round: the others' come first
         while senders:
@@ -462,7 +464,7 @@ class OutboxSender:
             self._record_all([(row, not_for)])
         wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
         self.report.sent(row.id, row.kind, wait, not_for)
-        self.login_refused, self.outages, self.rests_until = False, 0, None
+        self.login_refused, self.outages, self.refusals, self.rests_until = False, 0, 0, None
         if self.unreachable:
             self.unreachable = False
             self.report.login("", True)
@@ -584,6 +586,13 @@ class OutboxSender:
         # In a worker's delivery a blackholed server costs every team's mail its timeout at each try: it rests,
         # longer at each try, at most 10 timeouts (so that the others wait at most a tenth of the time).
         self.outages = self.outages + 1 if exc.unreachable else 0
+        self.refusals = self.refusals + 1 if isinstance(exc, SmtpLoginRefused) else 0 if not exc.unreachable \
+            else self.refusals  # a failure after the login: it was taken
+        if self.refusals == LOGIN_ATTEMPTS and self.claims:
+            # Every worker's delivery logs in to every team's SMTP: the team's daemon stopping is not enough.
+            log.error("SMTP: team %s's SMTP login was refused %d times in a row: this delivery no longer sends "
+                      "its mail, which waits in the outbox (fix the credentials, try them with `inboxd check "
+                      "--connect`, then restart the workers)", self.team.key if self.team else team(), self.refusals)
         self.rests_until = now + min(self.backoff(self.outages), timedelta(seconds=10 * self.config.timeout_seconds)) \
             if exc.unreachable else None
 

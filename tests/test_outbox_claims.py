@@ -11,13 +11,14 @@ import multiprocessing
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psycopg2
 import pytest
-from inboxd.clock import SystemClock
+from inboxd.clock import FixedClock, SystemClock
 from inboxd.config import Config, load_teams
 from inboxd.daemon import Daemon
 from inboxd.delivery import ProcessDelivery, sender_session
@@ -35,6 +36,7 @@ from inboxd.models import (
 )
 from inboxd.outbox import Ledger, OutboxSender, SmtpTransport, enqueue
 from inboxd.servers import SmtpCapture, free_port
+from inboxd.settings import Secret
 from inboxd.source import FakeSource
 from inboxd.workers import Workers
 
@@ -297,3 +299,25 @@ def test_a_mail_the_server_took_whose_record_was_lost_with_the_session_is_not_se
     assert sender.drain() == 2  # recorded as sent, and the other mail sent
     assert set(message_ids(smtp).values()) == {1} and len(message_ids(smtp)) == 2
     assert {row.status for row in Outbox.select()} == {"sent"}
+
+
+def test_a_teams_refused_smtp_login_is_tried_three_times_in_a_row_then_no_more_by_this_delivery(tmp_path, postgres,
+                                                                                                 caplog):
+    """Every worker's delivery logs in to every team's SMTP: without a stop, each would keep trying wrong
+    credentials (a lockout), though the team's daemon stopped after three refusals."""
+    with SmtpCapture(login=("t1", "right")) as locked, SmtpCapture() as fine:
+        configs = deployment(tmp_path, postgres.create_database("inboxd_claims_refused"), (locked.port, fine.port))
+        open_database(configs[0].database_url)
+        queue(configs[0], 10)
+        clock = FixedClock(datetime.now(UTC) + timedelta(minutes=1))  # the mail queued below is due
+        wrong = replace(configs[0].smtp, user="t1", password=Secret("wrong"))
+        senders = {"T1": OutboxSender([SmtpTransport(wrong)], clock, wrong, configs[0].team),
+                   "T2": OutboxSender([SmtpTransport(configs[1].smtp)], clock, configs[1].smtp, configs[1].team)}
+        sender = OutboxSender([], clock, configs[0].smtp, crew=senders)
+        for round_ in range(8):  # a day of drains, each with another team's mail
+            queue(configs[1], 1, start=round_)
+            assert sender.drain() == 1
+            clock.advance(timedelta(hours=3))
+        assert locked.refused == 3 * 2 and len(fine.messages) == 8  # 3 logins, each PLAIN then LOGIN (smtplib)
+        assert sum("T1's SMTP login was refused 3 times in a row" in r.message for r in caplog.records
+                   if r.levelno == logging.ERROR) == 1
