@@ -395,12 +395,19 @@ class OutboxSender:
         """The oldest due mail of these teams that no other sender holds, locked until this transaction ends; of a
         team not `served` yet in this round if there is one (the teams take turns: a team with thousands waiting
         does not hold up another's acknowledgement)."""
+        others = [key for key in teams if key not in served]
+        if served and others:  # a query of their own: ordering every due row by team would sort them all
+            row = self._oldest(others, failed)
+            if row is not None:
+                return row
+        return self._oldest(teams, failed)
+
+    def _oldest(self, teams: list[str], failed: set[int]) -> Outbox | None:
         query = Outbox.select().where(Outbox.team.in_(teams) & (Outbox.status == "pending")
                                       & (Outbox.next_attempt_at <= self.clock.now()))
         if failed:
             query = query.where(Outbox.id.not_in(list(failed)))
-        first = (Outbox.team.in_(list(served)),) if served and len(teams) > 1 else ()
-        return query.order_by(*first, Outbox.id).limit(1).for_update(skip_locked=True).first()
+        return query.order_by(Outbox.id).limit(1).for_update(skip_locked=True).first()
 
     def resting(self) -> bool:
         """This team's server could not be reached a moment ago: its mail is not claimed until its retry time."""
