@@ -275,3 +275,11 @@ def test_scale_bench_small() -> None:
         assert (run["lost"], run["duplicate_items"], run["unacknowledged"]) == (0, 0, 0), run
     assert one["duplicate_acks"] == 0 and two["duplicate_acks"] <= 1
     assert two["killed_mailboxes"] == 2 and two["failover_max_s"] is not None and two["recovered_max_s"] > 0
+
+
+@pytest.mark.server
+def test_claims_bench_small() -> None:
+    """bench/claims.py at 200 due: each order claims the mail it should (asserted inside); no speed asserts."""
+    out = _bench("claims.py", "--due", "200", "--claims", "10").stdout
+    assert re.search(r"^  teams taking turns: +[0-9.]+ / [0-9.]+ / [0-9.]+ ms a claim; the other team's first mail "
+                     r"is claim 2$", out, re.M), out
