@@ -22,14 +22,57 @@ class AlreadyRunning(InboxdError):
     """Another inboxd already works on this mailbox with this database."""
 
 
+class LockSession:
+    """One PostgreSQL session holding the advisory locks of every team a worker serves, each taken and let go alone:
+    a session per lock would cost a worker a database connection per team (the limit at many teams)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection: Any = None
+        self._statements = threading.Lock()  # the teams' threads take and let go at any moment
+
+    def try_lock(self, key: int) -> bool:
+        """Take the lock `key` if it is free (a failed statement drops the session, and every lock it held)."""
+        return bool(self._run("SELECT pg_try_advisory_lock(%s)", key))
+
+    def unlock(self, key: int) -> None:
+        """Let the lock `key` go; a session gone has let it go already."""
+        try:
+            self._run("SELECT pg_advisory_unlock(%s)", key)
+        except Exception as exc:  # the session died (a restart, a fence): its locks went with it
+            log.debug("instance lock %s: let go with its session (%s)", key, exc)
+
+    def close(self) -> None:
+        with self._statements:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _run(self, sql: str, key: int) -> Any:
+        import psycopg2  # a connection of its own, used by every team's thread (peewee's are one per thread)
+        with self._statements:
+            if self._connection is None:
+                self._connection = psycopg2.connect(self.url.replace("postgres://", "postgresql://", 1))
+                self._connection.autocommit = True
+            try:
+                with self._connection.cursor() as cursor:
+                    cursor.execute(sql, (key,))
+                    return cursor.fetchone()[0]
+            except Exception:
+                self._connection.close()  # the next statement opens a new session; the locks of this one are gone
+                self._connection = None
+                raise
+
+
 class InstanceLock:
     """An exclusive lock named after the mailbox: a lock file beside SQLite, an advisory lock in PostgreSQL.
 
     Both vanish with the process that holds them, so a killed daemon never leaves a stale lock.
     """
 
-    def __init__(self, config: Config, role: str = "") -> None:
-        """The lock of the daemon on this mailbox; a `role` ("delivery") is a lock of its own beside it."""
+    def __init__(self, config: Config, role: str = "", session: LockSession | None = None) -> None:
+        """The lock of the daemon on this mailbox; a `role` ("delivery") is a lock of its own beside it; `session`:
+        held on that shared PostgreSQL session rather than a connection of its own."""
         self.url, self.label = config.database_url, config.mailbox.label
         digest = hashlib.sha256((self.label + (f"#{role}" if role else "")).encode()).hexdigest()
         self.key = int(digest[:15], 16)  # fits PostgreSQL's bigint
@@ -37,7 +80,8 @@ class InstanceLock:
         self.file = database.with_name(f"{database.name}.{digest[:8]}.lock") if self.url.startswith("sqlite") \
             else None
         self.where = f"the database {database}" if self.file else "its PostgreSQL database"
-        self._held: Any = None  # the open lock file, or the connection holding the advisory lock
+        self._held: Any = None  # the open lock file, or the connection (or shared session) holding the advisory lock
+        self.session = session
         # SQLite in memory (a dry run's scratch database): no other process can reach it, so nothing to
         # lock, and no ":memory:.….lock" file left in the working folder.
         self.private = self.url.startswith("sqlite") and sqlite_path(self.url) is None
@@ -62,9 +106,11 @@ class InstanceLock:
 
     def release(self) -> None:
         """Let the next inboxd in."""
-        if self._held is not None:
+        if isinstance(self._held, LockSession):
+            self._held.unlock(self.key)
+        elif self._held is not None:
             self._held.close()  # closing the file or the connection drops the lock
-            self._held = None
+        self._held = None
 
     def _try(self) -> bool:
         if self.private:
@@ -81,6 +127,11 @@ class InstanceLock:
             handle.flush()
             self._held = handle
             return True
+        if self.session is not None:
+            if self.session.try_lock(self.key):
+                self._held = self.session
+                return True
+            return False
         from playhouse.db_url import connect
         connection = connect(self.url.replace("postgres://", "postgresql://", 1))
         if connection.execute_sql("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:

@@ -227,7 +227,8 @@ class Item(BaseModel):
         # The sweep's questions, each of one team: open items by date, and by how long their requester heard
         # nothing; and `stats`' periods. Led by the team, so that one team's question reads its own rows only.
         indexes = ((("team", "status", "due_at"), False), (("team", "status", "last_told_at"), False),
-                   (("team", "created_at"), False), (("team", "resolved_at"), False))
+                   (("team", "created_at"), False), (("team", "resolved_at"), False),
+                   (("team", "queue", "id"), False))  # the round-robin's "who got this queue's last item?"
 
 
 class Message(BaseModel):
@@ -711,11 +712,18 @@ def _v13_leases(database: pw.Database) -> None:
     database.create_tables([Lease, Worker, JobRun])
 
 
+def _v14_queue_order(database: pw.Database) -> None:
+    """The round-robin's question per new item, one team's queue newest first, read from its own rows: by `queue`
+    alone a quiet team in a busy deployment read the other teams' newer items of a queue of the same name first."""
+    database.execute_sql("CREATE INDEX IF NOT EXISTS item_team_queue_id ON item (team, queue, id)")
+
+
 # Append only: each entry runs once, in order, inside a transaction.
 MIGRATIONS: list[tuple[int, Callable[[pw.Database], None]]] = [
     (1, _v1_initial), (2, _v2_conversations), (3, _v3_flood_cap), (4, _v4_promises), (5, _v5_member_secrets),
     (6, _v6_participants), (7, _v7_held_announcements), (8, _v8_first_contact), (9, _v9_figures),
-    (10, _v10_search), (11, _v11_language), (12, _v12_teams), (13, _v13_leases)]
+    (10, _v10_search), (11, _v11_language), (12, _v12_teams), (13, _v13_leases),
+    (14, _v14_queue_order)]
 
 
 LATEST_SCHEMA = MIGRATIONS[-1][0]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, ItemsView, Iterator, Mapping, Sequence, ValuesView
+import time
+from collections.abc import Callable, Collection, ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
 from contextvars import copy_context
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ from .daemon import Daemon
 from .delivery import Delivery, ProcessDelivery, SharedDelivery
 from .errors import InboxdError
 from .health import Health
-from .instance import InstanceLock
+from .instance import InstanceLock, LockSession
 from .leases import RENEW_SECONDS, TTL_SECONDS, LeaseLost, Leases, keep_share
 from .models import Lease, Worker, db, use_team
 from .outbox import Ledger
@@ -82,11 +83,31 @@ class _Healths(Mapping[str, Health]):
         return self.now.values()
 
 
+class Beat(Notifier):
+    """What a team's daemon would tell systemd, kept for the worker: when its loop last turned."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.turned: float | None = None  # time.monotonic() of the last turn; None until the loop has started
+
+    def ready(self, status: str) -> None:
+        self.turned = time.monotonic()
+
+    def alive(self) -> None:
+        self.turned = time.monotonic()
+
+
+def turning(beats: Iterable[Beat], now: float, window: float) -> bool:
+    """Every team loop that has started turned within `window` seconds: a hung one holds the watchdog's ping back."""
+    return all(now - beat.turned < window for beat in beats if beat.turned is not None)
+
+
 class _Team:
     """One team this worker serves: its thread, and its daemon once the thread has made it."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.beat = Beat()
         self.daemon: Daemon | None = None
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
@@ -116,6 +137,8 @@ class Workers:
         self.given_up: set[str] = set()  # teams stopped here for what a retry would not cure: left to the others
         self.ledgers: dict[str, Ledger] = {}  # by team key: the daemons running here, for the delivery's reports
         self.delivery: Delivery | None = ProcessDelivery(configs, self.ledgers.get) if delivery else None
+        first = configs[0].database_url
+        self.locks = LockSession(first) if first.startswith("postgres") else None  # every team's lock, one session
 
     def stop(self) -> None:
         """Stop every team and give the leases back; `run` returns."""
@@ -139,13 +162,19 @@ class Workers:
                 # The signal handlers run in this thread, between its waits.
                 while not self.stopping.wait(self.renew_seconds) and self.failure is None:
                     self.round()
-                    if self.delivery is None or self.delivery.alive():  # else a restart helps (as a daemon's)
-                        self.notifier.alive()
+                    self._feed_watchdog()
             finally:
                 self.notifier.stopping()
                 self._end_all()
         if self.failure is not None:
             raise self.failure
+
+    def _feed_watchdog(self) -> None:
+        """Ping systemd's watchdog while the delivery lives and every team's loop turns (else a restart helps)."""
+        window = (self.notifier.watchdog_seconds or 0) / 2  # a loop turns at least every minute; WatchdogSec=5min
+        beats = [running.beat for running in list(self.teams.values()) if not running.stopping.is_set()]
+        if turning(beats, time.monotonic(), window) and (self.delivery is None or self.delivery.alive()):
+            self.notifier.alive()
 
     def round(self) -> None:
         """One round: keep the share of the leases, then start and stop teams to match what is held."""
@@ -175,10 +204,10 @@ class Workers:
         """One team's loop, in its own thread, while this worker holds its lease."""
         config = running.config
         use_team(config.team.key)
-        lock = InstanceLock(config)
+        lock = InstanceLock(config, session=self.locks)
         try:
             daemon = self.make(config)
-            daemon.notifier = Notifier(None)  # the worker speaks to systemd, not each team it serves for a while
+            daemon.notifier = running.beat  # the worker speaks to systemd, not each team it serves for a while
             daemon.worker = self.leases.holder
             daemon.leased = lambda: name in self.leases.held()
             if self.delivery is not None:
@@ -220,6 +249,8 @@ class Workers:
         self.teams.clear()
         if self.delivery is not None:
             self.delivery.stop()  # sends what is due, of every team, then ends
+        if self.locks is not None:
+            self.locks.close()
         self.leases.close()
 
 

@@ -277,6 +277,29 @@ def test_scale_bench_small() -> None:
     assert two["killed_mailboxes"] == 2 and two["failover_max_s"] is not None and two["recovered_max_s"] > 0
 
 
+def test_statements_bench_small() -> None:
+    """bench/statements.py on SQLite and PostgreSQL at a small size: each phase counted, its rows, the plans read."""
+    from postgres import server_for_tests
+    server_for_tests()  # skips where PostgreSQL cannot run (CI requires it)
+    sqlite, postgres = json.loads(_bench("statements.py", "--requests", "40", "--batch", "20", "--json",
+                                         timeout=300).stdout)
+    assert (sqlite["backend"], postgres["backend"]) == ("sqlite", "postgres")
+    for run in (sqlite, postgres):
+        phases = run["phases"]
+        new = phases["new request"]
+        assert new["rows_added"]["item"] == 1 and new["by_kind"]["BEGIN"] == new["by_kind"]["COMMIT"] >= 1
+        assert new["mails_queued"] >= 1 and new["rows_added"]["outbox"] == new["mails_queued"]
+        assert phases["new request: delivery"]["updates_by_table"]["outbox"] == new["mails_queued"]  # each sent once
+        assert phases["#take"]["updates_by_table"]["item"] == phases["#done"]["updates_by_table"]["item"] == 1
+        assert "item" not in phases["follow-up"]["rows_added"] and phases["sweep, idle: a run"]["mails_queued"] == 0
+        plans = [p for p in run["plans"] if "new request" in p["phases"] and p["kind"] == "SELECT"]
+        assert plans and all(p["plan"] for p in plans)
+        assert run["bytes_per_request_total"] > 0 and run["rows_per_request"]["item"] == 1
+    assert phases["sweep: a mail it queues"]["rows_added"]["notice"] == 1  # each job mail once: its notice row
+    assert phases["sweep, idle: a run"]["rows_added"] == {"jobrun": 1}  # on PostgreSQL a worker claims each sweep
+    assert "jobrun" not in sqlite["phases"]["sweep, idle: a run"]["rows_added"]
+
+
 @pytest.mark.server
 def test_claims_bench_small() -> None:
     """bench/claims.py at 200 due: each order claims the mail it should (asserted inside); no speed asserts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 
@@ -28,3 +29,36 @@ def test_a_sqlite_file_is_locked_for_one_daemon_and_apart_for_its_delivery(confi
     finally:
         daemon.release()
         delivery.release()
+
+
+def test_a_workers_team_locks_share_one_postgresql_session_and_exclude_another_worker(config, postgres):
+    from test_workers import teams_config
+
+    from inboxd.config import load_teams
+    from inboxd.instance import LockSession
+    from inboxd.models import open_database
+    url = postgres.create_database("inboxd_lock_session")
+    open_database(url).close()
+    it, hr = load_teams(teams_config(config.path.parent / "d", count=2, url=url))
+    mine, theirs = LockSession(url), LockSession(url)
+    try:
+        ours = [InstanceLock(team, session=mine) for team in (it, hr)]
+        threads = [threading.Thread(target=lock.acquire) for lock in ours]  # as each team's thread takes its own
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        looking = open_database(url, migrate=False)
+        sessions = looking.execute_sql("SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory'")
+        assert sessions.fetchone()[0] == 1  # both teams' locks on one session
+        looking.close()
+        with pytest.raises(AlreadyRunning):
+            InstanceLock(it, session=theirs).acquire()
+        with pytest.raises(AlreadyRunning):
+            InstanceLock(hr).acquire()  # a lone inboxd (`once --team`) is kept out as before
+        ours[0].release()  # one team let go; the other still held
+        assert InstanceLock(it, session=theirs).acquire()
+        with pytest.raises(AlreadyRunning):
+            InstanceLock(hr, session=theirs).acquire()
+    finally:
+        mine.close(), theirs.close()

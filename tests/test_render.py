@@ -42,3 +42,24 @@ def test_sandbox_refuses_internals(tmp_path, config):
     with pytest.raises(TemplateError) as caught:
         Renderer(tmp_path, ZoneInfo("UTC")).render("ack", sample_contexts(config)["*"][0])
     assert "ack.txt:3: not allowed in a template: access to attribute '__class__'" in str(caught.value)
+
+
+def test_a_template_is_compiled_once_per_process_and_again_when_its_file_changes(tmp_path, config, monkeypatch):
+    """A worker taking over many teams at once builds a renderer for each: the shared files are compiled once."""
+    from jinja2.sandbox import SandboxedEnvironment
+    compiled: list[str] = []
+    compile_ = SandboxedEnvironment.compile
+
+    def counting(self, source, name=None, filename=None, raw=False, defer_init=False):
+        compiled.append(name)
+        return compile_(self, source, name, filename, raw, defer_init)
+    monkeypatch.setattr(SandboxedEnvironment, "compile", counting)
+    template = tmp_path / "ack.txt"
+    template.write_text("Subject: hi\n\nHello {{ item.requester_name }}\n")
+    context = sample_contexts(config)["*"][0]
+    assert Renderer(tmp_path, ZoneInfo("UTC")).render("ack", context).text.startswith("Hello")
+    assert Renderer(tmp_path, ZoneInfo("Europe/Berlin")).render("ack", context).text.startswith("Hello")
+    assert compiled == ["ack.txt"]  # the second team's renderer used the first one's code
+    template.write_text("Subject: hi\n\nGood day {{ item.requester_name }}\n")  # edited, then SIGHUP
+    assert Renderer(tmp_path, ZoneInfo("UTC")).render("ack", context).text.startswith("Good day")
+    assert compiled == ["ack.txt", "ack.txt"]

@@ -24,6 +24,7 @@ from inboxd.models import (
     Outbox,
     SchemaVersion,
     adopt_rows,
+    last_owner,
     create,
     open_database,
     same_text_requests,
@@ -101,7 +102,7 @@ def back_to_schema_10(url: str) -> None:
     create(Notice, kind="digest", for_date=NOW, audience="team", created_at=NOW)
     use_team("")
     for statement in (*(f"DROP INDEX item_team_{name}" for name in ("status_due_at", "status_last_told_at",
-                                                                    "created_at", "resolved_at")),
+                                                                    "created_at", "resolved_at", "queue_id")),
                       "CREATE INDEX item_status_due_at ON item (status, due_at)",
                       "DROP INDEX message_team_direction_message_id_fingerprint",
                       "DROP INDEX notice_team_digest_once",
@@ -112,7 +113,7 @@ def back_to_schema_10(url: str) -> None:
                       "CREATE UNIQUE INDEX notice_digest_once ON notice (kind, audience, for_date) "
                       "WHERE item_id IS NULL"):
         database.execute_sql(statement)
-    SchemaVersion.delete().where(SchemaVersion.version == 12).execute()
+    SchemaVersion.delete().where(SchemaVersion.version.in_([12, 14])).execute()  # 14's index is on team
     database.close()
 
 
@@ -234,6 +235,20 @@ def test_the_per_mail_lookups_by_sender_read_the_senders_rows_not_the_teams(tmp_
         plan = " ".join(row[-1] for row in database.execute_sql("EXPLAIN QUERY PLAN " + sql,
                                                                  [None] * sql.count("?")).fetchall())
         assert "INDEX item_requester" in plan and "item_team" not in plan, plan
+    finally:
+        database.close()
+
+
+def test_the_round_robin_reads_its_own_teams_queue_newest_first(tmp_path: Path) -> None:
+    """Who got a queue's last item: by the team's own queue index, not by `queue` or the ids of every team."""
+    database = open_database(f"sqlite:///{tmp_path / 'plan.db'}")
+    use_team("IT")
+    try:
+        last_owner("default", ("ana@example.org", "bo@example.org"))  # composes its SQL
+        sql = _COMPOSED[("last_owner", 2)]
+        plan = " ".join(row[-1] for row in database.execute_sql("EXPLAIN QUERY PLAN " + sql,
+                                                                 [None] * sql.count("?")).fetchall())
+        assert "INDEX item_team_queue_id" in plan and "TEMP B-TREE" not in plan, plan
     finally:
         database.close()
 

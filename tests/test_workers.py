@@ -16,19 +16,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_mail, write_config
-
 from inboxd.cli import cli
-from inboxd.http import healthz
 from inboxd.clock import FixedClock
 from inboxd.config import Config, load_teams
 from inboxd.daemon import Daemon
+from inboxd.http import healthz
 from inboxd.leases import TTL_SECONDS, Board, FakeLeases, LeaseLost
 from inboxd.models import Item, JobRun, Notice, open_database
 from inboxd.outbox import FakeTransport
 from inboxd.source import FakeSource
 from inboxd.systemd import Notifier
-from inboxd.workers import Workers, changes, lease_name
+from inboxd.workers import Beat, Workers, changes, lease_name, turning
+
+from helpers import make_mail, write_config
 
 MONDAY_10 = __import__("conftest").MONDAY_10
 TEAM_FILE = """\
@@ -210,3 +210,14 @@ def test_ready_once_the_first_round_is_done_and_a_worker_holding_none_is_healthy
     assert told.said[0] == "READY=1\nSTATUS=worker b: 0 of 4 mailbox(es)"
     assert told.said[-1].startswith("STOPPING=1")
     assert healthz(b.healths, named=True) == (True, "ok: no team's mailbox held here")
+
+
+def test_the_watchdog_is_fed_only_while_every_team_loop_here_turns(fakes):
+    hung, turning_one, starting = Beat(), Beat(), Beat()
+    hung.turned, turning_one.turned = 100.0, 149.0
+    assert turning([turning_one, starting], now=150.0, window=150.0)  # a loop still starting holds nothing back
+    assert not turning([hung, turning_one], now=251.0, window=150.0)  # one silent for over half of WatchdogSec
+    a = fakes.worker("a")
+    a.round()
+    wait_for(lambda: all(t.beat.turned is not None for t in a.teams.values()) and len(a.teams) == 4)
+    assert all(t.daemon is not None and t.daemon.notifier is t.beat for t in a.teams.values())  # each loop's turns
