@@ -464,7 +464,9 @@ def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
 
     from . import health as status
     teams, now = _teams(ctx, secrets=False), datetime.now(UTC)
-    database = status.look(teams[0].database_url)
+    everyone = {c.team.key for c in load_teams(ctx.find_root().obj, secrets=False)}  # --team's or not
+    database = status.look(teams[0].database_url, everyone)
+    stray = status.strays_said(database)
     workers = teams[0].database_url.startswith("postgres") and database.reachable
     held = status.holders(teams[0].database_url, {c.team.key: c.mailbox.label for c in teams}) if workers else {}
     answers = []
@@ -477,16 +479,17 @@ def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
         if not database.reachable and healthy:
             healthy, summary = False, f"database unreachable: {database.error}"
         answers.append((config.team.key, healthy, summary, path, found))
-    healthy = all(answer[1] for answer in answers)
+    healthy = all(answer[1] for answer in answers) and not stray
     if len(answers) == 1:
-        _, healthy, summary, path, found = answers[0]
+        _, ok, summary, path, found = answers[0]
+        summary = summary if not ok or not stray else f"not healthy: {stray}"
         if as_json:
             click.echo(json.dumps({"healthy": healthy, "summary": summary, "file": str(path),
                                    **(asdict(found) if found else {}), "database": asdict(database)}, indent=2))
         else:
             click.echo("\n  ".join([summary, *status.details(found, database, now)]))
         ctx.exit(0 if healthy else 1)
-    not_ok = [key for key, ok, *_ in answers if not ok]
+    not_ok = [key for key, ok, *_ in answers if not ok] + (["mail of teams not in the configuration"] if stray else [])
     summary = f"ok: all {len(answers)} teams" if healthy else f"not healthy: {', '.join(not_ok)}"
     if as_json:
         click.echo(json.dumps({"healthy": healthy, "summary": summary, "teams": {

@@ -33,7 +33,7 @@ from .models import (
     write_transaction,
 )
 from .oauth2 import token_sources
-from .outbox import Ledger, OutboxSender, SmtpTransport, Transport, enqueue
+from .outbox import LOGIN_ATTEMPTS, Ledger, OutboxSender, SmtpTransport, Transport, enqueue
 from .pipeline import Outcome, Pipeline
 from .source import FETCH_BUDGET, IDLE_RENEW_SECONDS, Fetched, ImapSource, MailSource, by_budget
 from .sweep import Due, Sweeper
@@ -47,7 +47,6 @@ SWEEP_SECONDS = 60  # how often the jobs ask what is due: reminders and notices 
 FETCH_ATTEMPTS = 3  # a mail the server fails to hand over this often, each time on a new connection, is set aside
 NO_REQUEST = {"subject": "", "sender": "", "sender_name": "", "summary": "", "text": "", "attachments": []}
 DATABASE_RETRY_SECONDS = 30.0  # the longest wait between tries while the database is busy, locked, full or down
-LOGIN_ATTEMPTS = 3  # logins refused in a row (IMAP or SMTP) before `run` stops: more would risk a lockout
 ONCE_PATIENCE_SECONDS = 300.0  # how long `inboxd once` waits for an unavailable database before it gives up
 
 

@@ -8,7 +8,8 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -184,20 +185,27 @@ class DatabaseLook:
     error: str | None  # None: reachable
     pending: int | None = None  # mails in the outbox waiting to be sent
     dead: int | None = None  # mails given up on
+    strays: dict[str, int] = field(default_factory=dict)  # pending mails by team, of teams not in the config
 
     @property
     def reachable(self) -> bool:
         return self.error is None
 
 
-def look(url: str | None = None) -> DatabaseLook:
+def look(url: str | None = None, teams: Collection[str] | None = None) -> DatabaseLook:
     """Count the outbox in `url` opened read-only (never bound: a daemon may run in this process), or in the
-    bound database from a thread of the daemon's; an error is one line, not raised."""
+    bound database from a thread of the daemon's; an error is one line, not raised. `teams`: every team of the
+    config, whose mail someone sends: the others' pending mail is counted apart."""
     database = None
+    counts: dict[str, int] = {}
+    strays: dict[str, int] = {}
     try:
         database = open_read_only(url) if url is not None else db
-        counts = dict(database.execute_sql("SELECT status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') "
-                                           "GROUP BY status").fetchall())
+        for key, status, count in database.execute_sql(
+                "SELECT team, status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') GROUP BY team, status"):
+            counts[status] = counts.get(status, 0) + count
+            if teams is not None and status == "pending" and key not in teams:
+                strays[key] = count
     except InboxdError as exc:
         return DatabaseLook(str(exc))
     except pw.PeeweeException as exc:
@@ -208,7 +216,16 @@ def look(url: str | None = None) -> DatabaseLook:
             forget_connection()  # this thread's connection: /healthz runs each request in a new thread
         elif database is not None:
             database.close()
-    return DatabaseLook(None, counts.get("pending", 0), counts.get("dead", 0))
+    return DatabaseLook(None, counts.get("pending", 0), counts.get("dead", 0), strays)
+
+
+def strays_said(database: DatabaseLook) -> str | None:
+    """What `inboxd health` says of pending mail no team of the config sends (a team's file removed), if any."""
+    if not database.strays:
+        return None
+    teams = ", ".join(f"{key} ({count})" for key, count in sorted(database.strays.items()))
+    return (f"{sum(database.strays.values())} mail(s) of team(s) not in the configuration: {teams}: sent by no one "
+            f"(each goes with its team's SMTP): put the team back, or give them up (docs/cli.md, health)")
 
 
 def holders(url: str, labels: dict[str, str]) -> dict[str, str]:
@@ -248,6 +265,7 @@ def details(status: Status | None, database: DatabaseLook | None, now: datetime)
         return lines
     if database.reachable:
         lines += [f"outbox:             {database.pending} pending, {database.dead} dead",
+                  *([f"not sent:           {said}"] if (said := strays_said(database)) else []),
                   "database:           reachable"]
     else:
         lines.append(f"database:           unreachable: {database.error}")

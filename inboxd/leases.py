@@ -238,16 +238,25 @@ SELECT count(*), count(*) FILTER (WHERE name < %(holder)s) FROM worker WHERE exp
 # The sessions of workers whose row has expired (frozen, or cut off from the database: their own deadlines have
 # passed) are ended, each of its connections named after it (`application_name`, set by `worker_session_name`):
 # the locks and transactions they hold (an instance lock, a row being sent) would otherwise last until the server's
-# TCP keepalive sees them gone, hours later. A worker that comes back reconnects and takes part again.
+# TCP keepalive sees them gone, hours later. A worker that comes back reconnects and takes part again. Only this
+# database's: pg_stat_activity lists every database of the server, another deployment's workers too.
+_EXPIRED = "SELECT name FROM worker WHERE expires_at < now() AND name <> %(holder)s"
+# A role may end only its own roles' sessions (pg_terminate_backend raises for the others, failing the statement).
 _FENCE = """
-SELECT count(*) FILTER (WHERE {terminate}) FROM pg_stat_activity AS session JOIN worker
-  ON session.application_name = left('inboxd ' || worker.name, 63)
-WHERE worker.expires_at < now() AND worker.name <> %(holder)s"""
+SELECT count(*) FILTER (WHERE pg_has_role(session.usesysid, 'MEMBER') AND {terminate}),
+       count(*) FILTER (WHERE NOT pg_has_role(session.usesysid, 'MEMBER'))
+FROM pg_stat_activity AS session
+WHERE session.datname = current_database() AND session.application_name = ANY(%(sessions)s)"""
 
 
 def worker_session_name(holder: str) -> str:
     """The `application_name` of each database session of the worker `holder` (PGAPPNAME): how the others end them."""
-    return f"inboxd {holder}"[:63]
+    name = f"inboxd {holder}"
+    if len(name.encode()) <= 63:  # PostgreSQL keeps 63 bytes of it
+        return name
+    # Cut, a long host name would leave two workers of that host one name (and the fence of one end the other's):
+    # a digest of the whole holder keeps each its own.
+    return f"{name.encode()[:50].decode(errors='ignore')}~{hashlib.sha256(holder.encode()).hexdigest()[:12]}"
 
 
 class RowLeases(_PostgresLeases):
@@ -273,10 +282,19 @@ class RowLeases(_PostgresLeases):
         # PostgreSQL 14 and later wait (up to 0.5 s) for each session to be gone: its locks free before we go on.
         terminate = "pg_terminate_backend(session.pid, 500)" if self._session.server_version >= 140000 \
             else "pg_terminate_backend(session.pid)"
-        rows = self._run(_FENCE.format(terminate=terminate), {"holder": self.holder})
-        if ended := (int(rows[0][0]) if rows else 0):
+        expired = self._run(_EXPIRED, {"holder": self.holder})
+        if not expired:
+            return 0
+        rows = self._run(_FENCE.format(terminate=terminate),
+                         {"sessions": [worker_session_name(name) for name, in expired]})
+        ended, barred = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+        if ended:
             log.warning("leases: ended %d database session(s) of worker(s) no longer alive (frozen or cut off), "
                         "so that their locks and transactions do not hold up the mailboxes taken over", ended)
+        if barred:
+            log.warning("leases: %d database session(s) of worker(s) no longer alive run as another database role, "
+                        "which this one may not end: their locks last until the server finds them gone (run every "
+                        "worker as one role)", barred)
         return ended
 
     def renew(self) -> frozenset[str]:

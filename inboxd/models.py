@@ -116,7 +116,7 @@ def write_transaction(turn: bool = True) -> Iterator[None]:
     try:
         with _write_turn() if turn else nullcontext(), db.atomic():
             yield
-    except pw.DatabaseError as exc:
+    except (pw.DatabaseError, pw.InterfaceError) as exc:  # InterfaceError: the rollback of a lost connection failed
         why = outage(exc)
         if why is None:
             raise

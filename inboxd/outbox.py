@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # can follow for a few at once: a write turn per mail cost the intake and the sending alike.
 RECORD_BATCH = 50
 RECORD_SECONDS = 0.1
+LOGIN_ATTEMPTS = 3  # logins refused in a row (IMAP or SMTP) before `run` stops: more would risk a lockout
 
 
 def enqueue(mail: OutgoingMail, item_id: int | None, now: datetime) -> Outbox:
@@ -276,6 +277,11 @@ class OutboxSender:
         self.unreachable = False  # since the last failure to reach the server; logged once per outage
         self.database_down = False  # since the database was last found unavailable; logged once per outage
         self.login_refused = False  # the last try ended in a refused login
+        self.outages = 0  # tries in a row that could not reach the server
+        self.refusals = 0  # logins refused in a row; PostgreSQL: at LOGIN_ATTEMPTS this team's mail is not claimed
+        self.taken: dict[str, tuple[str, datetime]] = {}  # PostgreSQL: message id -> (refused for, when) of mail
+        # the server took, till its claim's transaction commits
+        self.rests_until: datetime | None = None  # then (PostgreSQL): this team's mail is not claimed till then
         self.stopping = threading.Event()  # `run`'s stop: a delivery waiting to be recorded gives up then
         self.crew: Mapping[str, OutboxSender] = crew or {}  # empty: this thread's team's mail, sent by this one
         self.wakes = [threading.Event() for _ in range(self.connections())]
@@ -354,30 +360,58 @@ class OutboxSender:
         waits its turn, and a mail that failed is not tried again in this drain.
         """
         senders = {key: sender for key, sender in self._senders().items() if share < len(sender.transports)
-                   and not (sender.login_refused and self.stopping.is_set())}  # at stop, no login after a refusal
+                   and not (sender.login_refused and self.stopping.is_set())  # at stop, no login after a refusal
+                   and not sender.resting() and sender.refusals < LOGIN_ATTEMPTS}
         sent, failed = 0, set[int]()  # the rows that failed in this drain: not tried again in it
+        served = set[str]()  # the teams given a mail in this round: the others' come first
         while senders:
-            with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
-                row = self._claim(list(senders), failed)
-                if row is None:
-                    return sent
-                sender = senders[row.team]
-                use_team(row.team)  # its item's history and silences are its team's
-                if sender._send(row, sender.transports[share], None, claimed=True):
-                    sent += 1
-                else:
-                    failed.add(row.id)
-                    if sender.unreachable:
-                        del senders[row.team]
+            row: Outbox | None = None
+            try:
+                with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
+                    row = self._claim(list(senders), failed, served)
+                    if row is None:
+                        return sent
+                    served = {row.team} if row.team in served else served | {row.team}
+                    sender = senders[row.team]
+                    use_team(row.team)  # its item's history and silences are its team's
+                    if sender._send(row, sender.transports[share], None, claimed=True):
+                        sent += 1
+                    else:
+                        failed.add(row.id)
+                        if sender.unreachable:
+                            del senders[row.team]
+            except Exception:
+                if row is not None and row.message_id in self._senders()[row.team].taken:
+                    log.error("%s: the SMTP server took %s to %s, but the database session ended before it was "
+                              "recorded (a send longer than idle_in_transaction_session_timeout, a fence, the "
+                              "database lost): it is pending again; this process records it when it claims it "
+                              "again, another worker may send it once more", self._label(row), row.message_id,
+                              ", ".join(row.recipients))
+                raise
+            self._senders()[row.team].taken.pop(row.message_id, None)  # committed
         return sent
 
-    def _claim(self, teams: list[str], failed: set[int]) -> Outbox | None:
-        """The oldest due mail of these teams that no other sender holds, locked until this transaction ends."""
+    def _claim(self, teams: list[str], failed: set[int], served: set[str]) -> Outbox | None:
+        """The oldest due mail of these teams that no other sender holds, locked until this transaction ends; of a
+        team not `served` yet in this round if there is one (the teams take turns: a team with thousands waiting
+        does not hold up another's acknowledgement)."""
+        others = [key for key in teams if key not in served]
+        if served and others:  # a query of their own: ordering every due row by team would sort them all
+            row = self._oldest(others, failed)
+            if row is not None:
+                return row
+        return self._oldest(teams, failed)
+
+    def _oldest(self, teams: list[str], failed: set[int]) -> Outbox | None:
         query = Outbox.select().where(Outbox.team.in_(teams) & (Outbox.status == "pending")
                                       & (Outbox.next_attempt_at <= self.clock.now()))
         if failed:
             query = query.where(Outbox.id.not_in(list(failed)))
         return query.order_by(Outbox.id).limit(1).for_update(skip_locked=True).first()
+
+    def resting(self) -> bool:
+        """This team's server could not be reached a moment ago: its mail is not claimed until its retry time."""
+        return self.rests_until is not None and self.clock.now() < self.rests_until
 
     def last_drain(self) -> int:
         """At stop, what is due; not after a refused login (another try would risk locking the account), and
@@ -408,6 +442,12 @@ class OutboxSender:
         if sent_log is not None and row.message_id in sent_log.unrecorded:  # taken, not recorded: no resend
             self._record_all([(row, sent_log.unrecorded[row.message_id])])
             return True
+        if claimed and row.message_id in self.taken:  # taken, its record lost with the session: no resend
+            not_for, left = self.taken[row.message_id]
+            _mark_sent(row, not_for, left, self.silences)
+            log.warning("%s: %s recorded as sent (the SMTP server took it at %s), not sent again", self._label(row),
+                        row.message_id, left.isoformat(timespec="seconds"))
+            return True
         try:
             refused = (transport or self.transport).send(row.sender, list(row.recipients), bytes(row.raw))
         except DeliveryError as exc:
@@ -425,12 +465,13 @@ class OutboxSender:
         if sent_log is not None and later is not None:
             later.append((row, not_for))  # a write turn per mail cost the intake and the sending alike
         elif claimed:
+            self.taken[row.message_id] = (not_for, self.clock.now())  # till the commit: it may fail
             _mark_sent(row, not_for, self.clock.now(), self.silences)  # committed with the claim, lock and all
         else:
             self._record_all([(row, not_for)])
         wait = max(0.0, (self.clock.now() - row.created_at).total_seconds()) if row.acknowledges else None
         self.report.sent(row.id, row.kind, wait, not_for)
-        self.login_refused = False
+        self.login_refused, self.outages, self.refusals, self.rests_until = False, 0, 0, None
         if self.unreachable:
             self.unreachable = False
             self.report.login("", True)
@@ -549,6 +590,18 @@ class OutboxSender:
                         row.kind, ", ".join(row.recipients), attempts, self.backoff(attempts), exc)
         self.unreachable = exc.unreachable
         self.login_refused = isinstance(exc, SmtpLoginRefused)
+        # In a worker's delivery a blackholed server costs every team's mail its timeout at each try: it rests,
+        # longer at each try, at most 10 timeouts (so that the others wait at most a tenth of the time).
+        self.outages = self.outages + 1 if exc.unreachable else 0
+        self.refusals = self.refusals + 1 if isinstance(exc, SmtpLoginRefused) else 0 if not exc.unreachable \
+            else self.refusals  # a failure after the login: it was taken
+        if self.refusals == LOGIN_ATTEMPTS and self.claims:
+            # Every worker's delivery logs in to every team's SMTP: the team's daemon stopping is not enough.
+            log.error("SMTP: team %s's SMTP login was refused %d times in a row: this delivery no longer sends "
+                      "its mail, which waits in the outbox (fix the credentials, try them with `inboxd check "
+                      "--connect`, then restart the workers)", self.team.key if self.team else team(), self.refusals)
+        self.rests_until = now + min(self.backoff(self.outages), timedelta(seconds=10 * self.config.timeout_seconds)) \
+            if exc.unreachable else None
 
     def _label(self, row: Outbox) -> str:
         """The item's ref for log lines; mail about no item (declines, redirects) says so."""

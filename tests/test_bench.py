@@ -298,3 +298,11 @@ def test_statements_bench_small() -> None:
     assert phases["sweep: a mail it queues"]["rows_added"]["notice"] == 1  # each job mail once: its notice row
     assert phases["sweep, idle: a run"]["rows_added"] == {"jobrun": 1}  # on PostgreSQL a worker claims each sweep
     assert "jobrun" not in sqlite["phases"]["sweep, idle: a run"]["rows_added"]
+
+
+@pytest.mark.server
+def test_claims_bench_small() -> None:
+    """bench/claims.py at 200 due: each order claims the mail it should (asserted inside); no speed asserts."""
+    out = _bench("claims.py", "--due", "200", "--claims", "10").stdout
+    assert re.search(r"^  teams taking turns: +[0-9.]+ / [0-9.]+ / [0-9.]+ ms a claim; the other team's first mail "
+                     r"is claim 2$", out, re.M), out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from datetime import UTC, datetime
 
 from click.testing import CliRunner
 from test_workers import teams_config
@@ -13,6 +14,9 @@ from inboxd import health
 from inboxd.cli import cli
 from inboxd.config import load_teams
 from inboxd.leases import RowLeases
+from inboxd.mailout import OutgoingMail
+from inboxd.models import db, open_database, use_team, write_transaction
+from inboxd.outbox import enqueue
 from inboxd.workers import lease_name
 
 
@@ -53,3 +57,30 @@ def test_on_postgresql_a_team_another_machines_worker_holds_is_watched_one_none_
         assert ask(path).output.startswith("not healthy: T3\n")
     finally:
         elsewhere.close(), here.close()
+
+
+
+def test_mail_of_a_team_no_longer_in_the_config_is_told_not_left_unsent_silently(tmp_path, postgres):
+    """A team file removed with mail still pending: no worker claims its rows (they go with their team's SMTP)."""
+    path = teams_config(tmp_path / "d", count=2, url=postgres.create_database("inboxd_health_strays"))
+    assert CliRunner().invoke(cli, ["--config", str(path), "migrate", "--team", "T1"]).exit_code == 0
+    teams = load_teams(path, secrets=False)
+    for config in teams:
+        health.Health(health.status_file(config)).imap_seen()
+    elsewhere = RowLeases(teams[0].database_url, holder="elsewhere:1:abcdef")
+    try:
+        assert elsewhere.take([lease_name(c) for c in teams], most=2)
+        assert ask(path).exit_code == 0
+        open_database(teams[0].database_url)
+        use_team("T9")  # a team whose file was removed, its acknowledgements still pending
+        with write_transaction():
+            for n in range(3):
+                enqueue(OutgoingMail("ack", "t9@example.org", ("p@example.org",), "s", f"<{n}@x>", b"x"), None,
+                        datetime.now(UTC))
+        db.close()
+        result = ask(path)
+        assert result.exit_code == 1 and "3 mail(s) of team(s) not in the configuration: T9 (3)" in result.output
+        assert "3 mail(s) of team(s) not in the configuration" in ask(path, "--team", "T1").output
+        assert json.loads(ask(path, "--json").output)["database"]["strays"] == {"T9": 3}
+    finally:
+        elsewhere.close()

@@ -7,6 +7,7 @@ second; they wait for conditions with deadlines and assert orders of events, nev
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -99,6 +100,64 @@ def test_taking_over_ends_the_sessions_of_a_worker_no_longer_alive(url):
     finally:
         for leases in (a, b, c):
             leases.close()
+
+
+def test_a_worker_named_like_the_dead_one_in_another_database_or_on_a_long_host_name_keeps_its_sessions(postgres, url):
+    """The fence ends the dead worker's sessions only: not those of this database's live workers whose names share
+    a long host name's first 63 characters, nor a session of that name in another deployment's database."""
+    import psycopg2
+    host = "inboxd-worker-1.europe-west1-b.c.example-project-123456.internal"  # a cloud VM's host name
+    dead, live = f"{host}:4100:a1b2c3", f"{host}:4200:d4e5f6"  # a worker killed, restarted by systemd on its host
+    assert worker_session_name(dead) != worker_session_name(live)
+    assert all(len(worker_session_name(name).encode()) <= 63 for name in (dead, live))
+    other = postgres.create_database(f"inboxd_leases_{next(_databases)}")
+    a, b = (RowLeases(url, holder=name, ttl=TTL, margin=MARGIN, timeout=TIMEOUT) for name in (dead, live))
+    c = RowLeases(url, holder="c", ttl=TTL, margin=MARGIN, timeout=TIMEOUT)
+    sessions = {"dead": psycopg2.connect(url, application_name=worker_session_name(dead)),
+                "live": psycopg2.connect(url, application_name=worker_session_name(live)),
+                "elsewhere": psycopg2.connect(other, application_name=worker_session_name(dead))}
+    try:
+        a.announce()
+        assert a.take(["mailbox:help"], most=1) == {"mailbox:help"}
+        # a dies; b lives on; c takes a's lease once it has expired
+        assert eventually(lambda: b.announce() and c.take(["mailbox:help"], most=1)) == {"mailbox:help"}
+        with pytest.raises(psycopg2.OperationalError):
+            sessions["dead"].cursor().execute("SELECT 1")
+        for name in ("live", "elsewhere"):
+            sessions[name].cursor().execute("SELECT 1")  # untouched
+    finally:
+        for session in sessions.values():
+            session.close()
+        for leases in (a, b, c):
+            leases.close()
+
+
+def test_a_dead_workers_session_under_another_role_is_told_not_taken_for_a_lost_database(postgres, url, caplog):
+    """pg_terminate_backend may end only the sessions of one's own role: the others are said, and the leases go on."""
+    import psycopg2
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    for role in ("worker_a", "worker_b"):
+        admin.cursor().execute(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; "
+                               f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; "
+                               f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    as_role = {role: url.replace("inboxd@", f"{role}@") for role in ("worker_a", "worker_b")}
+    a = RowLeases(as_role["worker_a"], holder="a", ttl=TTL, margin=MARGIN, timeout=TIMEOUT)
+    b = RowLeases(as_role["worker_b"], holder="b", ttl=TTL, margin=MARGIN, timeout=TIMEOUT)
+    session = psycopg2.connect(as_role["worker_a"], application_name=worker_session_name("a"))
+    try:
+        a.announce()
+        assert a.take(["mailbox:help"], most=1) == {"mailbox:help"}
+        assert eventually(lambda: b.take(["mailbox:help"], most=1)) == {"mailbox:help"}
+        assert "cannot be reached" not in caplog.text
+        assert any(r.levelno == logging.WARNING and "2 database session(s) of worker(s) no longer alive run as "
+                   "another database role" in r.message for r in caplog.records)  # a's own, and its team's
+        session.cursor().execute("SELECT 1")  # left as it was
+    finally:
+        session.close()
+        for leases in (a, b):
+            leases.close()
+        admin.close()
 
 
 def test_renewing_keeps_a_lease_past_its_ttl(worker):

@@ -11,21 +11,32 @@ import multiprocessing
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psycopg2
 import pytest
-from inboxd.clock import SystemClock
+from inboxd.clock import FixedClock, SystemClock
 from inboxd.config import Config, load_teams
 from inboxd.daemon import Daemon
 from inboxd.delivery import ProcessDelivery, sender_session
 from inboxd.leases import Board, FakeLeases
 from inboxd.mailout import OutgoingMail
-from inboxd.models import Outbox, connect_database, db, open_database, use_team, write_transaction
+from inboxd.errors import DatabaseOutage
+from inboxd.models import (
+    Outbox,
+    connect_database,
+    db,
+    forget_connection,
+    open_database,
+    use_team,
+    write_transaction,
+)
 from inboxd.outbox import Ledger, OutboxSender, SmtpTransport, enqueue
-from inboxd.servers import SmtpCapture
+from inboxd.servers import SmtpCapture, free_port
+from inboxd.settings import Secret
 from inboxd.source import FakeSource
 from inboxd.workers import Workers
 
@@ -225,3 +236,88 @@ def test_a_worker_holding_no_lease_sends_a_teams_pending_mail(tmp_path, postgres
         worker.stop()
     assert {m.mail_from for m in smtp.messages} == {"t2@example.org"}
     assert {row.status for row in Outbox.select()} == {"sent"}
+
+
+def test_a_team_with_a_long_queue_does_not_hold_up_the_others_mail(tmp_path, postgres, smtp):
+    configs = deployment(tmp_path, postgres.create_database("inboxd_claims_fair"), (smtp.port, smtp.port))
+    open_database(configs[0].database_url)
+    queue(configs[0], 60)  # a sweep's reminders of a big team, say
+    queue(configs[1], 3)  # then another team's acknowledgements
+    assert crew(configs).drain() == 63
+    first_six = [email.message_from_bytes(m.data)["From"] for m in smtp.messages[:6]]
+    assert first_six == ["t1@example.org", "t2@example.org"] * 3  # the teams take turns
+
+
+def test_a_team_whose_smtp_server_cannot_be_reached_rests_and_the_others_mail_goes_meanwhile(tmp_path, postgres,
+                                                                                              smtp):
+    configs = deployment(tmp_path, postgres.create_database("inboxd_claims_down"), (free_port(), smtp.port))
+    open_database(configs[0].database_url)
+    queue(configs[0], 5)
+    sender = crew(configs)
+    for round_ in range(3):  # each drain as another mail comes in
+        queue(configs[1], 1, start=round_)
+        assert sender.drain() == 1
+    # its first mail found the server down; the team then waits its retry time (a blackholed server costs every
+    # other team the SMTP timeout at each try), instead of being tried again at each drain
+    assert sorted(row.attempts for row in Outbox.select().where(Outbox.team == "T1")) == [0, 0, 0, 0, 1]
+    assert len(message_ids(smtp)) == 3
+
+
+class SessionEndsMidSend:
+    """The real SMTP transport; while the server takes the first mail, the sender's database session is ended (its
+    idle_in_transaction_session_timeout, or a fence that found the worker's row expired)."""
+
+    def __init__(self, transport: SmtpTransport, url: str, pid: int) -> None:
+        self.transport, self.url, self.pid = transport, url, pid
+
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> dict[str, str]:
+        refused = self.transport.send(sender, recipients, raw)
+        if self.pid:
+            admin = psycopg2.connect(self.url)
+            admin.cursor().execute("SELECT pg_terminate_backend(%s)", (self.pid,))
+            admin.close()
+            self.pid = 0
+        return refused
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def test_a_mail_the_server_took_whose_record_was_lost_with_the_session_is_not_sent_again_by_that_sender(
+        tmp_path, postgres, smtp, caplog):
+    configs = deployment(tmp_path, postgres.create_database("inboxd_claims_lost"), (smtp.port,))
+    open_database(configs[0].database_url)
+    queue(configs[0], 2)
+    pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    transport = SessionEndsMidSend(SmtpTransport(configs[0].smtp), configs[0].database_url, pid)
+    sender = OutboxSender([transport], SystemClock(), configs[0].smtp, configs[0].team)
+    with pytest.raises(DatabaseOutage):
+        sender.drain()  # the commit fails: the row is pending again
+    forget_connection()
+    assert any(r.levelno == logging.ERROR and "<T1.0@example.org>" in r.message and "before it was recorded" in r.message
+               for r in caplog.records)
+    assert sender.drain() == 2  # recorded as sent, and the other mail sent
+    assert set(message_ids(smtp).values()) == {1} and len(message_ids(smtp)) == 2
+    assert {row.status for row in Outbox.select()} == {"sent"}
+
+
+def test_a_teams_refused_smtp_login_is_tried_three_times_in_a_row_then_no_more_by_this_delivery(tmp_path, postgres,
+                                                                                                 caplog):
+    """Every worker's delivery logs in to every team's SMTP: without a stop, each would keep trying wrong
+    credentials (a lockout), though the team's daemon stopped after three refusals."""
+    with SmtpCapture(login=("t1", "right")) as locked, SmtpCapture() as fine:
+        configs = deployment(tmp_path, postgres.create_database("inboxd_claims_refused"), (locked.port, fine.port))
+        open_database(configs[0].database_url)
+        queue(configs[0], 10)
+        clock = FixedClock(datetime.now(UTC) + timedelta(minutes=1))  # the mail queued below is due
+        wrong = replace(configs[0].smtp, user="t1", password=Secret("wrong"))
+        senders = {"T1": OutboxSender([SmtpTransport(wrong)], clock, wrong, configs[0].team),
+                   "T2": OutboxSender([SmtpTransport(configs[1].smtp)], clock, configs[1].smtp, configs[1].team)}
+        sender = OutboxSender([], clock, configs[0].smtp, crew=senders)
+        for round_ in range(8):  # a day of drains, each with another team's mail
+            queue(configs[1], 1, start=round_)
+            assert sender.drain() == 1
+            clock.advance(timedelta(hours=3))
+        assert locked.refused == 3 * 2 and len(fine.messages) == 8  # 3 logins, each PLAIN then LOGIN (smtplib)
+        assert sum("T1's SMTP login was refused 3 times in a row" in r.message for r in caplog.records
+                   if r.levelno == logging.ERROR) == 1
