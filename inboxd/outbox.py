@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 # can follow for a few at once: a write turn per mail cost the intake and the sending alike.
 RECORD_BATCH = 50
 RECORD_SECONDS = 0.1
+# At stop, a worker's delivery sends what is due for this long, then leaves the rest in the outbox, where the other
+# workers' deliveries (or its next start) send it: a backlog of thousands would outlast systemd's TimeoutStopSec.
+STOP_DRAIN_SECONDS = 30.0
 LOGIN_ATTEMPTS = 3  # logins refused in a row (IMAP or SMTP) before `run` stops: more would risk a lockout
 
 
@@ -288,6 +291,8 @@ class OutboxSender:
         self._sent_log: SentLog | None = None
         self._sent_log_name = sent_log_name  # beside the database file: one per team when teams share it
         self._settling, self._settled = threading.Lock(), False
+        self._stopping_since: float | None = None  # time.monotonic() when a claiming drain first saw the stop
+        self._left_said = False
 
     @property
     def transport(self) -> Transport:
@@ -365,6 +370,8 @@ class OutboxSender:
         sent, failed = 0, set[int]()  # the rows that failed in this drain: not tried again in it
         served = set[str]()  # the teams given a mail in this round: the others' come first
         while senders:
+            if self.stopping.is_set() and self._stop_time_over():
+                return sent
             row: Outbox | None = None
             try:
                 with write_transaction(turn=False):  # PostgreSQL's writers wait on rows, not on a turn
@@ -408,6 +415,18 @@ class OutboxSender:
         if failed:
             query = query.where(Outbox.id.not_in(list(failed)))
         return query.order_by(Outbox.id).limit(1).for_update(skip_locked=True).first()
+
+    def _stop_time_over(self) -> bool:
+        """Stopping for longer than STOP_DRAIN_SECONDS (said once): what is still due stays in the outbox."""
+        now = time.monotonic()
+        if self._stopping_since is None:
+            self._stopping_since = now
+        over = now - self._stopping_since > STOP_DRAIN_SECONDS
+        if over and not self._left_said:
+            self._left_said = True
+            log.warning("outbox: stopping after %.0f s of sending; the mail still due stays in the outbox, for the "
+                        "other workers' delivery or the next start", STOP_DRAIN_SECONDS)
+        return over
 
     def resting(self) -> bool:
         """This team's server could not be reached a moment ago: its mail is not claimed until its retry time."""

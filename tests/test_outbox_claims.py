@@ -321,3 +321,21 @@ def test_a_teams_refused_smtp_login_is_tried_three_times_in_a_row_then_no_more_b
         assert locked.refused == 3 * 2 and len(fine.messages) == 8  # 3 logins, each PLAIN then LOGIN (smtplib)
         assert sum("T1's SMTP login was refused 3 times in a row" in r.message for r in caplog.records
                    if r.levelno == logging.ERROR) == 1
+
+
+def test_a_stopping_delivery_sends_for_a_while_then_leaves_the_rest_to_the_others(tmp_path, postgres, smtp,
+                                                                                   monkeypatch, caplog):
+    """SIGTERM with a backlog: the worker's last drain is bounded (systemd would kill it), and nothing is lost."""
+    import inboxd.outbox
+    monkeypatch.setattr(inboxd.outbox, "STOP_DRAIN_SECONDS", 0.3)
+    configs = deployment(tmp_path, postgres.create_database("inboxd_claims_stop"), (smtp.port,))
+    open_database(configs[0].database_url)
+    queue(configs[0], 200)  # 10 ms each at the server: 2 s in all
+    stopping = crew(configs)
+    stopping.stopping.set()
+    with caplog.at_level(logging.WARNING, logger="inboxd.outbox"):
+        first = stopping.last_drain()
+    assert 0 < first < 200 and "the mail still due stays in the outbox" in caplog.text
+    assert Outbox.select().where(Outbox.status == "pending").count() == 200 - first
+    assert crew(configs).drain() == 200 - first  # another worker's delivery sends the rest
+    assert len(message_ids(smtp)) == 200 and set(message_ids(smtp).values()) == {1}
