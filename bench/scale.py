@@ -76,11 +76,16 @@ def deployment(folder: Path, mailboxes: int, imap_port: int, smtp_port: int, url
     return path
 
 
+STARTED: list[subprocess.Popen] = []  # every inboxd the bench started: none outlives it, even when it fails
+
+
 def inboxd(config: Path, *args: str, log: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
-    return subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), *args], stdout=out,
-                            stderr=subprocess.STDOUT, env=env, cwd=config.parent, start_new_session=True)
+    STARTED.append(subprocess.Popen([sys.executable, "-m", "inboxd.cli", "--config", str(config), *args],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env, cwd=config.parent,
+                                    start_new_session=True))
+    return STARTED[-1]
 
 
 def wait_for(condition: Any, what: str, seconds: float) -> None:
@@ -182,8 +187,10 @@ def one_count(workers: int, args: argparse.Namespace, pg: PostgresServer, box: D
     recovered = [min((acks.first[s] - kill_at for s, t in appended.items() if mailbox_of[s] == key and t > kill_at
                       and s in acks.first), default=float("nan")) for key in killed[2]] if killed and kill_at else []
     return {"workers": workers, "requests": total, "connections": connections, "requests_per_s": round(len(acks.first) / (last_ack - start), 1),
-            "latency_p50_s": round(statistics.median(steady), 3), "latency_p95_s": round(percentile(steady, 0.95), 3),
-            "latency_max_s": round(max(steady), 3),
+            # None: no mail was sent long enough before the kill to count as steady (a stream too short)
+            "latency_p50_s": round(statistics.median(steady), 3) if steady else None,
+            "latency_p95_s": round(percentile(steady, 0.95), 3) if steady else None,
+            "latency_max_s": round(max(steady), 3) if steady else None,
             "killed_mailboxes": len(killed[1]) if killed else 0,
             "failover_p50_s": round(statistics.median(times), 2) if times else None,
             "failover_max_s": round(max(times), 2) if times else None,
@@ -241,10 +248,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="inboxd-scale-") as tmp, \
             PostgresServer(max_connections=args.max_connections) as pg, \
             DovecotServer(user="m01", more_users=users) as box, SmtpCapture() as capture:
-        for count in (int(n) for n in args.workers.split(",")):
-            rows.append(one_count(count, args, pg, box, capture, Path(tmp)))
-            if not args.json:
-                print(json.dumps(rows[-1]), flush=True)
+        try:
+            for count in (int(n) for n in args.workers.split(",")):
+                rows.append(one_count(count, args, pg, box, capture, Path(tmp)))
+                if not args.json:
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            for proc in STARTED:
+                if proc.poll() is None:  # a failed count's workers (and their delivery processes)
+                    os.killpg(proc.pid, signal.SIGKILL)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
