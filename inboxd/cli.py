@@ -177,7 +177,7 @@ def _work(teams: tuple[Config, ...]) -> None:
                  ", ".join(c.team.address for c in teams))
         worker.run()
     finally:
-        del os.environ["PGAPPNAME"]  # run in-process (tests): the next connections are not this worker's
+        os.environ.pop("PGAPPNAME", None)  # run in-process (tests): the next connections are not this worker's
 
 
 @cli.command()
