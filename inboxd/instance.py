@@ -51,17 +51,20 @@ class LockSession:
     def _run(self, sql: str, key: int) -> Any:
         import psycopg2  # a connection of its own, used by every team's thread (peewee's are one per thread)
         with self._statements:
-            if self._connection is None:
-                self._connection = psycopg2.connect(self.url.replace("postgres://", "postgresql://", 1))
-                self._connection.autocommit = True
-            try:
-                with self._connection.cursor() as cursor:
-                    cursor.execute(sql, (key,))
-                    return cursor.fetchone()[0]
-            except Exception:
-                self._connection.close()  # the next statement opens a new session; the locks of this one are gone
-                self._connection = None
-                raise
+            while True:
+                fresh = self._connection is None
+                if fresh:
+                    self._connection = psycopg2.connect(self.url.replace("postgres://", "postgresql://", 1))
+                    self._connection.autocommit = True
+                try:
+                    with self._connection.cursor() as cursor:
+                        cursor.execute(sql, (key,))
+                        return cursor.fetchone()[0]
+                except Exception:
+                    self._connection.close()  # its locks are gone with it (a restart of the database, a fence)
+                    self._connection = None
+                    if fresh:
+                        raise  # a new session failed too: the database is unavailable now
 
 
 class InstanceLock:

@@ -62,3 +62,23 @@ def test_a_workers_team_locks_share_one_postgresql_session_and_exclude_another_w
             InstanceLock(hr, session=theirs).acquire()
     finally:
         mine.close(), theirs.close()
+
+
+def test_the_lock_session_lost_with_a_database_restart_is_opened_again_for_the_next_team(config, postgres):
+    """Its session ended (a restart of the database, a fence) while no team asked: the next team's lock is taken on
+    a new one, rather than failing, which would stop the worker."""
+    import psycopg2
+
+    from inboxd.instance import LockSession
+    url = postgres.create_database("inboxd_lock_session_lost")
+    session = LockSession(url)
+    try:
+        assert session.try_lock(1)
+        pid = session._connection.get_backend_pid()
+        killer = psycopg2.connect(url)
+        killer.autocommit = True
+        killer.cursor().execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # waits until it has ended
+        killer.close()
+        assert session.try_lock(2) and session._connection.get_backend_pid() != pid
+    finally:
+        session.close()
