@@ -468,7 +468,7 @@ def health(ctx: click.Context, as_json: bool, stall: float | None) -> None:
     database = status.look(teams[0].database_url, everyone)
     stray = status.strays_said(database)
     workers = teams[0].database_url.startswith("postgres") and database.reachable
-    held = status.holders(teams[0].database_url, {c.team.key: c.mailbox.label for c in teams}) if workers else {}
+    held = status.holders(teams) if workers else {}
     answers = []
     for config in teams:
         path = status.status_file(config)

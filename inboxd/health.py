@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ import peewee as pw
 
 from .config import Config
 from .errors import InboxdError
+from .leases import holder_host_pid, lease_name
 from .models import db, forget_connection, open_read_only
 from .settings import shown_url
 
@@ -228,15 +229,14 @@ def strays_said(database: DatabaseLook) -> str | None:
             f"(each goes with its team's SMTP): put the team back, or give them up (docs/cli.md, health)")
 
 
-def holders(url: str, labels: dict[str, str]) -> dict[str, str]:
-    """On PostgreSQL: the worker holding each team's mailbox lease now, by team key (`labels`: key -> mailbox label)."""
-    database = open_read_only(url)
+def holders(configs: Sequence[Config]) -> dict[str, str]:
+    """On PostgreSQL: the worker holding each team's mailbox lease now, by team key."""
+    database = open_read_only(configs[0].database_url)
     try:
-        rows = database.execute_sql("SELECT name, holder FROM lease WHERE expires_at > now()").fetchall()
+        by_lease = dict(database.execute_sql("SELECT name, holder FROM lease WHERE expires_at > now()").fetchall())
     finally:
         database.close()
-    by_lease = dict(rows)
-    return {key: by_lease[f"mailbox:{label}"] for key, label in labels.items() if f"mailbox:{label}" in by_lease}
+    return {c.team.key: by_lease[lease_name(c)] for c in configs if lease_name(c) in by_lease}
 
 
 def worker_verdict(status: Status | None, holder: str | None, here: str) -> tuple[bool, str] | None:
@@ -244,8 +244,7 @@ def worker_verdict(status: Status | None, holder: str | None, here: str) -> tupl
     holds it and its status file speaks; else whether some live worker watches the mailbox."""
     if holder is None:
         return False, "no live worker holds its mailbox (see `inboxd workers`, and the workers' logs)"
-    host, pid, _ = ([*holder.rsplit(":", 2), "", ""])[:3]  # leases.new_holder: host:pid:random
-    if status is not None and (host, pid) == (here, str(status.pid)):
+    if status is not None and holder_host_pid(holder) == (here, status.pid):
         return None
     return True, f"watched by worker {holder} (its own /healthz and log say more)"
 

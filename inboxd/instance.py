@@ -83,7 +83,7 @@ class InstanceLock:
         self.file = database.with_name(f"{database.name}.{digest[:8]}.lock") if self.url.startswith("sqlite") \
             else None
         self.where = f"the database {database}" if self.file else "its PostgreSQL database"
-        self._held: Any = None  # the open lock file, or the connection (or shared session) holding the advisory lock
+        self._held: Any = None  # the open lock file, or the session (shared, or its own) holding the advisory lock
         self.session = session
         # SQLite in memory (a dry run's scratch database): no other process can reach it, so nothing to
         # lock, and no ":memory:.….lock" file left in the working folder.
@@ -109,10 +109,10 @@ class InstanceLock:
 
     def release(self) -> None:
         """Let the next inboxd in."""
-        if isinstance(self._held, LockSession):
-            self._held.unlock(self.key)
+        if self._held is not None and self._held is self.session:
+            self.session.unlock(self.key)  # shared: this lock only
         elif self._held is not None:
-            self._held.close()  # closing the file or the connection drops the lock
+            self._held.close()  # closing the file or the session of its own drops the lock
         self._held = None
 
     def _try(self) -> bool:
@@ -130,17 +130,12 @@ class InstanceLock:
             handle.flush()
             self._held = handle
             return True
-        if self.session is not None:
-            if self.session.try_lock(self.key):
-                self._held = self.session
-                return True
-            return False
-        from playhouse.db_url import connect
-        connection = connect(self.url.replace("postgres://", "postgresql://", 1))
-        if connection.execute_sql("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
-            self._held = connection
+        session = self.session or LockSession(self.url)  # a worker's shared one, or a session of its own
+        if session.try_lock(self.key):
+            self._held = session
             return True
-        connection.close()
+        if session is not self.session:
+            session.close()
         return False
 
     def _holder(self) -> str:

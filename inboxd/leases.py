@@ -34,10 +34,13 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import InboxdError
 from .models import JobRun
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,17 @@ def boot_clock() -> float:
 def new_holder() -> str:
     """A name for this worker, unique to this process's life (a restarted worker is a new holder)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def holder_host_pid(holder: str) -> tuple[str, int | None]:
+    """The host and the pid a holder's name says (`new_holder`); None for a pid it does not give."""
+    parts = holder.rsplit(":", 2)
+    return parts[0], int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def lease_name(config: Config) -> str:
+    """The lease of a team's mailbox."""
+    return f"mailbox:{config.mailbox.label}"
 
 
 class LeaseLost(InboxdError):

@@ -32,18 +32,13 @@ from .delivery import Delivery, ProcessDelivery, SharedDelivery
 from .errors import InboxdError
 from .health import Health
 from .instance import InstanceLock, LockSession
-from .leases import RENEW_SECONDS, TTL_SECONDS, LeaseLost, Leases, keep_share
+from .leases import RENEW_SECONDS, TTL_SECONDS, LeaseLost, Leases, holder_host_pid, keep_share, lease_name
 from .models import Lease, Worker, db, use_team
 from .outbox import Ledger
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 OPEN_DAEMON = partial(Daemon, database_open=True)  # a team's daemon, the database being open in this process
-
-
-def lease_name(config: Config) -> str:
-    """The lease of a team's mailbox."""
-    return f"mailbox:{config.mailbox.label}"
 
 
 def changes(running: Collection[str], held: Collection[str]) -> tuple[list[str], list[str]]:
@@ -265,12 +260,11 @@ class Seen:
 
     @property
     def host(self) -> str:
-        return self.name.rsplit(":", 2)[0]
+        return holder_host_pid(self.name)[0]
 
     @property
     def pid(self) -> int | None:
-        parts = self.name.rsplit(":", 2)
-        return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        return holder_host_pid(self.name)[1]
 
 
 def roster(configs: Sequence[Config]) -> tuple[list[Seen], list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -225,32 +226,30 @@ def test_migrate_for_one_team_waits_for_every_team_s_daemon_to_stop(tmp_path: Pa
     assert schema_version_of(f"sqlite:///{tmp_path / 'inboxd.db'}") == 0  # nothing created under HR's daemon
 
 
-def test_the_per_mail_lookups_by_sender_read_the_senders_rows_not_the_teams(tmp_path: Path) -> None:
-    """A team-first index must not win over the sender's: it would read every item of the team in the window."""
+def plan_of(tmp_path: Path, compose: Callable[[], object], key: object) -> str:
+    """SQLite's plan of the statement `compose` makes (as team IT), kept under `key`, on an empty database."""
     database = open_database(f"sqlite:///{tmp_path / 'plan.db'}")
     use_team("IT")
     try:
-        same_text_requests("rosa@example.org", "Please help.", NOW)  # composes its SQL
-        sql = _COMPOSED["same_text_requests"]
-        plan = " ".join(row[-1] for row in database.execute_sql("EXPLAIN QUERY PLAN " + sql,
-                                                                 [None] * sql.count("?")).fetchall())
-        assert "INDEX item_requester" in plan and "item_team" not in plan, plan
+        compose()
+        sql = _COMPOSED[key]
+        rows = database.execute_sql("EXPLAIN QUERY PLAN " + sql, [None] * sql.count("?")).fetchall()
+        return " ".join(row[-1] for row in rows)
     finally:
         database.close()
+
+
+def test_the_per_mail_lookups_by_sender_read_the_senders_rows_not_the_teams(tmp_path: Path) -> None:
+    """A team-first index must not win over the sender's: it would read every item of the team in the window."""
+    plan = plan_of(tmp_path, lambda: same_text_requests("rosa@example.org", "Please help.", NOW),
+                   "same_text_requests")
+    assert "INDEX item_requester" in plan and "item_team" not in plan, plan
 
 
 def test_the_round_robin_reads_its_own_teams_queue_newest_first(tmp_path: Path) -> None:
     """Who got a queue's last item: by the team's own queue index, not by `queue` or the ids of every team."""
-    database = open_database(f"sqlite:///{tmp_path / 'plan.db'}")
-    use_team("IT")
-    try:
-        last_owner("default", ("ana@example.org", "bo@example.org"))  # composes its SQL
-        sql = _COMPOSED[("last_owner", 2)]
-        plan = " ".join(row[-1] for row in database.execute_sql("EXPLAIN QUERY PLAN " + sql,
-                                                                 [None] * sql.count("?")).fetchall())
-        assert "INDEX item_team_queue_id" in plan and "TEMP B-TREE" not in plan, plan
-    finally:
-        database.close()
+    plan = plan_of(tmp_path, lambda: last_owner("default", ("ana@example.org", "bo@example.org")), ("last_owner", 2))
+    assert "INDEX item_team_queue_id" in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_team_names_a_prefix_before_a_file_name(tmp_path: Path) -> None:
